@@ -1,0 +1,31 @@
+# The two commands: `make demo` and `make test`. Both set up .venv on first use and are
+# idempotent: a second run only re-installs when pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup sysdeps examples bench clean
+
+setup: $(STAMP)
+
+# torch goes first and pinned (CPU build on this machine's disk); an unpinned torch pulled
+# in by stable-baselines3 would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m wl.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_sim.py
+
+clean:
+	rm -rf $(VENV) results build

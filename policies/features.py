@@ -1,0 +1,116 @@
+"""Online per-function statistics that every engine (simulator, live router) keeps the same way,
+so policies and the learned policy's feature encoder see identical numbers in both.
+
+The engine calls ``record_arrival`` at every arrival (before asking ``route``),
+``record_cold_start`` when a cold start finishes and ``record_completion`` when an
+execution finishes. Everything is O(1) amortised per call.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+
+MINUTES_PER_DAY = 1440
+MS_PER_MINUTE = 60_000.0
+
+
+class DurationPredictor:
+    """Payload-aware duration estimate: online least squares of duration on payload size
+    (``d ~ a + b * payload_bytes``) with exponential forgetting, falling back to an EWMA of
+    durations until payload sizes vary enough to fit a slope."""
+
+    __slots__ = ("alpha", "n", "ewma", "sw", "sx", "sy", "sxx", "sxy", "forget")
+
+    def __init__(self, prior_ms: float = 100.0, alpha: float = 0.1, forget: float = 0.999) -> None:
+        self.alpha = alpha
+        self.forget = forget
+        self.n = 0
+        self.ewma = prior_ms
+        self.sw = self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    def update(self, duration_ms: float, payload_bytes: float = 0.0) -> None:
+        self.n += 1
+        self.ewma = duration_ms if self.n == 1 else self.ewma + self.alpha * (duration_ms - self.ewma)
+        f = self.forget
+        x = float(payload_bytes)
+        self.sw = self.sw * f + 1.0
+        self.sx = self.sx * f + x
+        self.sy = self.sy * f + duration_ms
+        self.sxx = self.sxx * f + x * x
+        self.sxy = self.sxy * f + x * duration_ms
+
+    def predict(self, payload_bytes: float = 0.0) -> float:
+        if self.n >= 8:
+            var = self.sw * self.sxx - self.sx * self.sx
+            # Fit a slope only when payload sizes actually vary (relative variance test).
+            if var > 1e-9 * max(1.0, self.sx * self.sx):
+                b = (self.sw * self.sxy - self.sx * self.sy) / var
+                a = (self.sy - b * self.sx) / self.sw
+                return max(0.0, a + b * float(payload_bytes))
+        return self.ewma
+
+
+class FunctionStats:
+    """Traffic, duration and cold-start statistics of one function."""
+
+    __slots__ = ("recent", "minute_counts", "minute_days", "first_arrival_ms", "last_arrival_ms",
+                 "last_end_ms", "arrivals", "completions", "cold_starts", "cold_start_ms",
+                 "duration", "_cold_alpha")
+
+    def __init__(self, cold_start_prior_ms: float = 500.0, duration_prior_ms: float = 100.0,
+                 recent_maxlen: int = 4096) -> None:
+        self.recent: deque[float] = deque(maxlen=recent_maxlen)  # recent arrival times, ascending
+        self.minute_counts = [0] * MINUTES_PER_DAY              # arrivals per minute-of-day, all days
+        self.minute_days = 0.0                                    # distinct days observed (for rates)
+        self.first_arrival_ms: float | None = None
+        self.last_arrival_ms: float | None = None
+        self.last_end_ms: float | None = None
+        self.arrivals = 0
+        self.completions = 0
+        self.cold_starts = 0
+        self.cold_start_ms = cold_start_prior_ms                  # EWMA of observed cold starts
+        self.duration = DurationPredictor(prior_ms=duration_prior_ms)
+        self._cold_alpha = 0.2
+
+    # -- updates (engine) ------------------------------------------------------------
+    def record_arrival(self, now_ms: float) -> None:
+        self.arrivals += 1
+        if self.first_arrival_ms is None:
+            self.first_arrival_ms = now_ms
+        self.last_arrival_ms = now_ms
+        self.recent.append(now_ms)
+        self.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY] += 1
+
+    def record_cold_start(self, cold_start_ms: float) -> None:
+        self.cold_starts += 1
+        self.cold_start_ms += self._cold_alpha * (cold_start_ms - self.cold_start_ms) if self.cold_starts > 1 \
+            else cold_start_ms - self.cold_start_ms
+
+    def record_completion(self, now_ms: float, duration_ms: float, payload_bytes: float = 0.0) -> None:
+        self.completions += 1
+        self.last_end_ms = now_ms
+        self.duration.update(duration_ms, payload_bytes)
+
+    # -- queries (policies, feature encoder) ---------------------------------------
+    def arrivals_in_last(self, now_ms: float, window_ms: float) -> int:
+        """Arrivals in (now - window, now]; exact while the window fits in ``recent``."""
+        r = self.recent
+        if not r:
+            return 0
+        lo = now_ms - window_ms
+        if r[0] > lo:
+            return len(r)
+        return len(r) - bisect_right(r, lo)
+
+    def rate_for_time_of_day(self, now_ms: float) -> float:
+        """Learned arrivals per second at this minute of day, averaged over the days seen so far."""
+        if self.first_arrival_ms is None:
+            return 0.0
+        days = max(1.0, math.ceil((now_ms - self.first_arrival_ms + 1) / (MS_PER_MINUTE * MINUTES_PER_DAY)))
+        return self.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY] / days / 60.0
+
+    def predict_duration(self, payload_bytes: float = 0.0) -> float:
+        return self.duration.predict(payload_bytes)
+

@@ -1,0 +1,36 @@
+"""Simulation configuration with documented defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ColdStartModel:
+    """Cold-start latency of a function: ``base_ms + per_mb_ms * memory_mb``, unless
+    ``per_function_ms`` names the function. Defaults follow published container-platform
+    measurements (a few hundred ms, growing with memory); wasm on wl is ~1000x faster and
+    ``wl sim`` can be calibrated from the live runtime (ColdStartModel(base_ms=..)).
+    """
+    base_ms: float = 250.0
+    per_mb_ms: float = 0.5
+    per_function_ms: dict[str, float] = field(default_factory=dict)
+
+    def cold_start_ms(self, function: str, memory_mb: float) -> float:
+        v = self.per_function_ms.get(function)
+        return v if v is not None else self.base_ms + self.per_mb_ms * memory_mb
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A simulated cluster: ``nodes`` nodes of ``node_memory_mb`` each.
+
+    The default cluster is large enough that memory pressure never binds on the bundled
+    traces; set ``node_memory_mb`` low to study eviction.
+    """
+    nodes: int = 1
+    node_memory_mb: float = 1_000_000.0
+    concurrency: int = 1                 # per-instance concurrency unless the trace says otherwise
+    cold_start: ColdStartModel = field(default_factory=ColdStartModel)
+    default_memory_mb: float = 256.0     # when a trace row has no memory
+    seed: int = 0

@@ -1,0 +1,4 @@
+"""``wl trace ...`` commands (info, convert)."""
+import typer
+
+app = typer.Typer(no_args_is_help=True)
