@@ -1,0 +1,170 @@
+"""Summaries of a SimResult: cold starts, latency percentiles, memory, cost, instances over time.
+
+Everything is vectorised over the result's columns (no Python loop over requests, instances
+or time steps), so a million-request result summarises in a fraction of a second.
+
+Definitions (the numbers every table and plot uses):
+- served = requests not rejected; latency statistics are over served requests only.
+- cold_start_rate = cold starts / served requests.
+- Percentiles use numpy's default (linear interpolation between order statistics).
+- added latency = end-to-end latency - execution time (queueing wait + cold start), summed.
+- GB = 1024 MB (as AWS Lambda bills); GB-s = memory_mb / 1024 * seconds.
+- total memory = memory held from ``created_ms`` to ``died_ms`` (starting, busy and idle);
+  idle memory = memory held while idle (the instance table's ``idle_ms``).
+- mean instances = instance-seconds alive / horizon; peak instances = the most alive at once
+  (an instance is alive on [created_ms, died_ms)).
+- Cost (USD): memory_usd = gb_s_usd * total GB-s; request_usd = request_usd * served requests;
+  latency_usd = latency_usd_per_s * added latency seconds; reject_usd = a price per rejected
+  request if the weights define ``reject_usd`` (else 0); weighted_cost_usd = their sum.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policies.interface import CostWeights
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wlsim.result import SimResult
+
+MB_PER_GB = 1024.0
+
+# Column order of a summary row (compare's table and summary.csv follow it).
+SUMMARY_FIELDS = (
+    "policy", "invocations", "served", "rejected", "cold_starts", "cold_start_rate",
+    "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "mean_wait_ms",
+    "added_latency_s", "idle_gb_s", "total_gb_s", "peak_instances", "mean_instances",
+    "memory_usd", "request_usd", "latency_usd", "reject_usd", "weighted_cost_usd",
+    "wall_s", "sim_invocations_per_s",
+)
+
+
+def _column(df: pd.DataFrame, name: str, dtype: Any = np.float64) -> np.ndarray:
+    return df[name].to_numpy(dtype=dtype, na_value=np.nan if dtype == np.float64 else False)
+
+
+def _instance_intervals(result: SimResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """created, died (NaN died -> the horizon) and memory_mb of every instance."""
+    inst = result.instances
+    created = _column(inst, "created_ms")
+    died = _column(inst, "died_ms")
+    died = np.where(np.isnan(died), result.horizon_ms, died)
+    return created, died, _column(inst, "memory_mb")
+
+
+def peak_instances(created: np.ndarray, died: np.ndarray) -> int:
+    """The most instances alive at once, each alive on [created, died)."""
+    if created.size == 0:
+        return 0
+    times = np.concatenate([created, died])
+    deltas = np.concatenate([np.ones(created.size, np.int64), -np.ones(died.size, np.int64)])
+    # At equal times deaths (-1) sort before births (+1): half-open intervals do not overlap.
+    order = np.lexsort((deltas, times))
+    return int(np.cumsum(deltas[order]).max())
+
+
+def summarize(result: SimResult, weights: CostWeights = CostWeights()) -> dict[str, Any]:
+    """One row of numbers for a run (see the module docstring for every definition)."""
+    req = result.requests
+    rejected_mask = _column(req, "rejected", bool)
+    served_mask = ~rejected_mask
+    invocations = int(len(req))
+    served = int(served_mask.sum())
+    rejected = invocations - served
+
+    cold_starts = int(_column(req, "cold", bool)[served_mask].sum())
+    latency = _column(req, "latency_ms")[served_mask]
+    exec_ms = _column(req, "exec_ms")[served_mask]
+    wait = _column(req, "wait_ms")[served_mask]
+    if served:
+        p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+        lat_max = float(latency.max())
+        mean_wait = float(wait.mean())
+    else:
+        p50 = p95 = p99 = lat_max = mean_wait = float("nan")
+    added_latency_s = float((latency - exec_ms).sum()) / 1000.0
+
+    created, died, memory_mb = _instance_intervals(result)
+    gb = memory_mb / MB_PER_GB
+    total_gb_s = float((gb * (died - created)).sum()) / 1000.0
+    idle_gb_s = float((gb * _column(result.instances, "idle_ms")).sum()) / 1000.0
+    horizon = result.horizon_ms
+    mean_instances = float((died - created).sum() / horizon) if horizon > 0 else float("nan")
+
+    memory_usd = weights.gb_s_usd * total_gb_s
+    request_usd = weights.request_usd * served
+    latency_usd = weights.latency_usd_per_s * added_latency_s
+    reject_usd = float(getattr(weights, "reject_usd", 0.0)) * rejected
+    wall = float(result.wall_s)
+    return {
+        "policy": result.policy,
+        "invocations": invocations,
+        "served": served,
+        "rejected": rejected,
+        "cold_starts": cold_starts,
+        "cold_start_rate": cold_starts / served if served else float("nan"),
+        "latency_p50_ms": float(p50),
+        "latency_p95_ms": float(p95),
+        "latency_p99_ms": float(p99),
+        "latency_max_ms": lat_max,
+        "mean_wait_ms": mean_wait,
+        "added_latency_s": added_latency_s,
+        "idle_gb_s": idle_gb_s,
+        "total_gb_s": total_gb_s,
+        "peak_instances": peak_instances(created, died),
+        "mean_instances": mean_instances,
+        "memory_usd": memory_usd,
+        "request_usd": request_usd,
+        "latency_usd": latency_usd,
+        "reject_usd": reject_usd,
+        "weighted_cost_usd": memory_usd + request_usd + latency_usd + reject_usd,
+        "wall_s": wall,
+        "sim_invocations_per_s": invocations / wall if wall > 0 else float("nan"),
+    }
+
+
+def _sum_min(sorted_x: np.ndarray, prefix: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each t: sum_i min(t, x_i), with x sorted and prefix = [0, cumsum(x)]."""
+    k = np.searchsorted(sorted_x, t, side="right")          # how many x_i <= t
+    return prefix[k] + t * (sorted_x.size - k)
+
+
+def instances_over_time(result: SimResult, step_ms: float) -> pd.DataFrame:
+    """Instances alive over the run, sampled every ``step_ms`` from 0 to the horizon.
+
+    Columns: ``time_ms`` (start of each step), ``instances`` (alive at that instant),
+    ``mean_instances`` (time-average over [time_ms, time_ms + step_ms), so short spikes
+    between samples still count), ``memory_mb`` (memory held at that instant).
+    """
+    import pandas as pd  # noqa: PLC0415 (heavy import kept local)
+
+    if not step_ms > 0:
+        raise ValueError(f"step_ms must be positive, got {step_ms!r}")
+    created, died, memory_mb = _instance_intervals(result)
+    horizon = max(float(result.horizon_ms), float(died.max()) if died.size else 0.0)
+    n_steps = max(1, int(np.ceil(horizon / step_ms)))
+    t = np.arange(n_steps, dtype=np.float64) * step_ms
+
+    c_order, d_order = np.argsort(created, kind="stable"), np.argsort(died, kind="stable")
+    c_sorted, d_sorted = created[c_order], died[d_order]
+    # Alive at t: created <= t < died.
+    born = np.searchsorted(c_sorted, t, side="right")
+    dead = np.searchsorted(d_sorted, t, side="right")
+    c_mem = np.concatenate([[0.0], np.cumsum(memory_mb[c_order])])
+    d_mem = np.concatenate([[0.0], np.cumsum(memory_mb[d_order])])
+
+    # Integral of the alive count from 0 to t = sum_i (min(t, died_i) - min(t, created_i)).
+    c_prefix = np.concatenate([[0.0], np.cumsum(c_sorted)])
+    d_prefix = np.concatenate([[0.0], np.cumsum(d_sorted)])
+    edges = np.append(t, t[-1] + step_ms)
+    alive_integral = _sum_min(d_sorted, d_prefix, edges) - _sum_min(c_sorted, c_prefix, edges)
+    return pd.DataFrame({
+        "time_ms": t,
+        "instances": (born - dead).astype(np.int64),
+        "mean_instances": np.diff(alive_integral) / step_ms,
+        "memory_mb": c_mem[born] - d_mem[dead],
+    })
