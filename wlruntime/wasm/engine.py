@@ -1,0 +1,63 @@
+"""The process-wide wasmtime engines and the epoch ticker that enforces timeouts.
+
+One Engine per configuration per process: compiling is per engine, so sharing it lets every
+instance of a function reuse one compiled module. Two configurations exist, without and with
+fuel metering, because fuel costs time on every call and most functions do not ask for it.
+
+Timeouts use epoch interruption: a single daemon thread increments every engine's epoch each
+``EPOCH_TICK_MS``; a call sets its store's deadline to ``ticks_for(timeout_ms)`` ticks, so the
+timeout is enforced to within about one tick without a timer per call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import cache
+from importlib.metadata import version
+
+import wasmtime
+
+EPOCH_TICK_MS = 2
+
+_lock = threading.Lock()
+_engines: dict[bool, wasmtime.Engine] = {}
+
+
+@cache
+def wasmtime_version() -> str:
+    return version("wasmtime")
+
+
+def engine_fingerprint(fuel: bool) -> str:
+    """What a compiled artifact depends on besides the code: part of the compile cache key."""
+    return f"wasmtime-{wasmtime_version()}-epoch-fuel{int(fuel)}"
+
+
+def get_engine(fuel: bool = False) -> wasmtime.Engine:
+    """The shared engine; ``fuel=True`` returns the separate fuel-metering engine."""
+    with _lock:
+        engine = _engines.get(fuel)
+        if engine is None:
+            config = wasmtime.Config()
+            config.epoch_interruption = True
+            config.consume_fuel = fuel
+            config.wasm_component_model = True
+            engine = wasmtime.Engine(config)
+            if not _engines:
+                threading.Thread(target=_tick_forever, name="wasm-epoch-ticker", daemon=True).start()
+            _engines[fuel] = engine
+        return engine
+
+
+def ticks_for(timeout_ms: float) -> int:
+    """Epoch ticks that cover ``timeout_ms``: rounded up, plus one for the tick in progress."""
+    return max(1, -(-int(timeout_ms) // EPOCH_TICK_MS) + 1)
+
+
+def _tick_forever() -> None:
+    period = EPOCH_TICK_MS / 1000.0
+    while True:
+        time.sleep(period)
+        for engine in list(_engines.values()):
+            engine.increment_epoch()
