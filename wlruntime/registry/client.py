@@ -19,10 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REF_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}@(latest|[0-9]+)$")
 
 
 class RegistryError(Exception):
@@ -93,24 +95,24 @@ class RegistryClient:
         version instead of creating a new one."""
         import json
 
-        files = {"wasm": (f"{name}.wasm", wasm_bytes, "application/wasm")}
+        files = {"wasm": ("code.wasm", bytes(wasm_bytes), "application/wasm")}
         data = {"config": json.dumps(config)} if config is not None else {}
-        return self._request("POST", f"/functions/{name}", ok=(200, 201), files=files, data=data).json()
+        return self._request("POST", f"/functions/{_q(name)}", ok=(200, 201), files=files, data=data).json()
 
     def get(self, name: str, version: int | str = "latest") -> dict:
         """Metadata of one version (``"latest"`` or an int)."""
-        return self._request("GET", f"/functions/{name}/versions/{version}").json()
+        return self._request("GET", f"/functions/{_q(name)}/versions/{_q(str(version))}").json()
 
     def versions(self, name: str) -> list[dict]:
         """Metadata of every version of ``name``, oldest first."""
-        return self._request("GET", f"/functions/{name}").json()["versions"]
+        return self._request("GET", f"/functions/{_q(name)}").json()["versions"]
 
     def list(self) -> list[dict]:
         """Every function with its latest version: name, latest_version, sha256, config, created_at."""
         return self._request("GET", "/functions").json()
 
     def delete(self, name: str) -> dict:
-        return self._request("DELETE", f"/functions/{name}").json()
+        return self._request("DELETE", f"/functions/{_q(name)}").json()
 
     def fetch_code(self, name_or_sha: str, version: int | str = "latest", *,
                    cache_dir: str | os.PathLike[str] | None = None) -> bytes:
@@ -141,13 +143,15 @@ class RegistryClient:
 
     def _fetch_version(self, name: str, version: int | str, cache: Path | None) -> FetchedCode:
         headers = {}
-        ref_file = cache / "refs" / f"{name}@{version}" if cache is not None else None
+        ref = f"{name}@{version}"
+        # Only well-formed refs become cache file names (a bad name must not escape the cache).
+        ref_file = cache / "refs" / ref if cache is not None and _REF_RE.match(ref) else None
         known_sha = None
         if ref_file is not None and ref_file.is_file():
             known_sha = ref_file.read_text().strip()
             if SHA256_RE.match(known_sha) and _blob_path(cache, known_sha).is_file():
                 headers["If-None-Match"] = f'"{known_sha}"'
-        response = self._request("GET", f"/functions/{name}/versions/{version}/code", ok=(200, 304),
+        response = self._request("GET", f"/functions/{_q(name)}/versions/{_q(str(version))}/code", ok=(200, 304),
                                  headers=headers)
         served_version = _int_or_none(response.headers.get("x-wl-version"))
         if response.status_code == 304:
@@ -158,8 +162,14 @@ class RegistryClient:
         path = None
         if cache is not None:
             path = _store_blob(cache, sha, data)
-            _atomic_write(ref_file, sha.encode())
+            if ref_file is not None:
+                _atomic_write(ref_file, sha.encode())
         return FetchedCode(data, sha, name, served_version, path=path)
+
+
+def _q(segment: str) -> str:
+    """Percent-encode a path segment so a bad name reaches the server's name check intact."""
+    return quote(segment, safe="")
 
 
 def _error_message(response: httpx.Response) -> str:

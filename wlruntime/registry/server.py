@@ -1,0 +1,314 @@
+"""The code registry's HTTP API (FastAPI).
+
+Writes (upload, delete) need ``Authorization: Bearer <token>``. Reads are open unless
+``read_token_required`` is set: nodes fetch code without a token, so run the registry on
+loopback (the default, 127.0.0.1) or behind a network boundary.
+
+Endpoints::
+
+    POST   /functions/{name}                           multipart: wasm (file), config (JSON)
+    GET    /functions                                  latest version of every function
+    GET    /functions/{name}                           {"name", "versions": [...]}
+    DELETE /functions/{name}
+    GET    /functions/{name}/versions/{version}        metadata; version is an int or "latest"
+    GET    /functions/{name}/versions/{version}/code   wasm bytes, ETag "<sha256>"
+    GET    /blobs/{sha256}                             wasm bytes, ETag "<sha256>"
+    GET    /healthz
+
+Errors are JSON ``{"detail": "<what is wrong>"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from wlruntime.config import Settings
+from wlruntime.registry.models import FunctionConfig, name_problem
+from wlruntime.registry.store import RegistryStore
+
+TOKEN_FILE = "registry.token"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Multipart framing and the config field ride on top of the wasm bytes.
+MULTIPART_SLACK_BYTES = 1024 * 1024
+
+
+def resolve_token(settings: Settings) -> tuple[str, Path | None]:
+    """The write token and, when it lives in a file, that file.
+
+    A configured token (config file, ``WL_REGISTRY_TOKEN``, ``--token``) wins. Otherwise the
+    token in ``<registry dir>/registry.token`` is used, created on first start (0600).
+    """
+    if settings.registry.token:
+        return settings.registry.token, None
+    path = settings.registry_dir() / TOKEN_FILE
+    return read_or_create_token_file(path), path
+
+
+def read_or_create_token_file(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            raise RuntimeError(f"registry token file {path} is empty; delete it to generate a new token")
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _UploadSizeLimit:
+    """Rejects request bodies over ``max_body`` with 413 before they are buffered: at once
+    when Content-Length says so, otherwise as soon as the streamed body passes the limit."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            response = JSONResponse({"detail": self._message()}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLarge()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _message(self) -> str:
+        return f"request body too large: the code may be at most {self.max_body - MULTIPART_SLACK_BYTES} bytes"
+
+
+def _etag_matches(if_none_match: str | None, sha256: str) -> bool:
+    if not if_none_match:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == f'"{sha256}"':
+            return True
+    return False
+
+
+def _parse_version(version: str) -> int | None:
+    """None for "latest", else a positive int; 400 otherwise."""
+    if version == "latest":
+        return None
+    if version.isdigit() and int(version) >= 1:
+        return int(version)
+    raise HTTPException(400, f"invalid version {version!r}: expected a positive integer or 'latest'")
+
+
+def _check_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise HTTPException(400, problem)
+    return name
+
+
+def _config_problem(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown field (known: {', '.join(FunctionConfig.model_fields)})")
+        else:
+            problems.append(f"{field}: {err['msg']}")
+    return "invalid config: " + "; ".join(problems)
+
+
+def _parse_config(raw: str | None) -> FunctionConfig:
+    if raw is None or raw.strip() == "":
+        return FunctionConfig()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"invalid config: not valid JSON: {exc}") from None
+    if value is None:
+        return FunctionConfig()
+    if not isinstance(value, dict):
+        raise HTTPException(400, f"invalid config: expected a JSON object, got {type(value).__name__}")
+    try:
+        return FunctionConfig.model_validate(value)
+    except ValidationError as exc:
+        raise HTTPException(400, _config_problem(exc)) from None
+
+
+def _validate_code(data: bytes, config: FunctionConfig) -> dict[str, Any]:
+    """Check ``data`` against its ABI (detected from the header when the config has none);
+    returns the config to store, with the ABI filled in. Raises 400 with wasmtime's reason."""
+    from wlruntime.wasm.validate import detect_kind, validate_wasm
+
+    try:
+        abi = config.abi or ("component" if detect_kind(data) == "component" else "wasi-command")
+    except ValueError as exc:
+        raise HTTPException(400, f"invalid code: {exc}") from None
+    try:
+        validate_wasm(data, abi)
+    except ValueError as exc:
+        raise HTTPException(400, f"invalid code for abi {abi!r}: {exc}") from None
+    return config.model_dump() | {"abi": abi}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The registry app storing into ``settings.registry_dir()``."""
+    store = RegistryStore(settings.registry_dir())
+    token, token_file = resolve_token(settings)
+    max_wasm = settings.registry.max_wasm_bytes
+
+    app = FastAPI(title="wl code registry", version="1")
+    app.state.store = store
+    app.state.token_file = token_file
+    app.add_middleware(_UploadSizeLimit, max_body=max_wasm + MULTIPART_SLACK_BYTES)
+
+    @app.exception_handler(_BodyTooLarge)
+    async def _too_large(request: Request, exc: _BodyTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": f"upload too large: the code may be at most {max_wasm} bytes"}, 413)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"detail": f"bad request: {problems}"}, 400)
+
+    def _authorize(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "wrong token", headers={"WWW-Authenticate": "Bearer"})
+
+    def require_write(request: Request) -> None:
+        _authorize(request)
+
+    def require_read(request: Request) -> None:
+        if settings.registry.read_token_required:
+            _authorize(request)
+
+    def _get_version(name: str, version: str) -> dict:
+        _check_name(name)
+        number = _parse_version(version)
+        meta = store.get(name, number)
+        if meta is None:
+            if number is None or not store.versions(name):
+                raise HTTPException(404, f"no function named {name!r}")
+            raise HTTPException(404, f"function {name!r} has no version {number}")
+        return meta
+
+    def _code_response(request: Request, sha256: str, immutable: bool, extra: dict[str, str]) -> Response:
+        headers = {"ETag": f'"{sha256}"',
+                   "Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"} | extra
+        if _etag_matches(request.headers.get("if-none-match"), sha256):
+            return Response(status_code=304, headers=headers)
+        path = store.blob_path(sha256)
+        if not path.is_file():
+            raise HTTPException(404, f"no blob with sha256 {sha256}")
+        return FileResponse(path, media_type="application/wasm", headers=headers)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/functions", dependencies=[Depends(require_read)])
+    def list_functions() -> list[dict]:
+        return [{"name": m["name"], "latest_version": m["version"], "sha256": m["sha256"], "size": m["size"],
+                 "config": m["config"], "created_at": m["created_at"]} for m in store.latest_of_each()]
+
+    # {name:path} so that names with '/' (e.g. "../etc", percent-encoded) reach the name
+    # check and get a 400 instead of falling through to a routing 404.
+    @app.post("/functions/{name:path}", status_code=201, dependencies=[Depends(require_write)])
+    async def upload(name: str, request: Request) -> JSONResponse:
+        _check_name(name)
+        async with request.form(max_files=1, max_fields=4) as form:
+            wasm = form.get("wasm")
+            if wasm is None:
+                raise HTTPException(400, "missing multipart file field 'wasm' with the .wasm code")
+            if not isinstance(wasm, UploadFile):
+                raise HTTPException(400, "field 'wasm' must be a file part (multipart filename=...)")
+            raw_config = form.get("config")
+            if raw_config is not None and not isinstance(raw_config, str):
+                raise HTTPException(400, "field 'config' must be a text field holding JSON, not a file")
+            data = await wasm.read(max_wasm + 1)
+        if len(data) > max_wasm:
+            raise HTTPException(413, f"upload too large: the code may be at most {max_wasm} bytes")
+        if not data:
+            raise HTTPException(400, "invalid code: the 'wasm' file is empty")
+        config = _parse_config(raw_config)
+        stored_config = await run_in_threadpool(_validate_code, data, config)
+        sha256 = hashlib.sha256(data).hexdigest()
+        meta, created = await run_in_threadpool(store.add_version, name, data, sha256, stored_config)
+        return JSONResponse(meta, status_code=201 if created else 200,
+                            headers={"Location": f"/functions/{name}/versions/{meta['version']}"})
+
+    @app.delete("/functions/{name:path}", dependencies=[Depends(require_write)])
+    def delete_function(name: str) -> dict:
+        _check_name(name)
+        removed = store.delete(name)
+        if removed == 0:
+            raise HTTPException(404, f"no function named {name!r}")
+        return {"name": name, "deleted_versions": removed}
+
+    @app.get("/functions/{name}", dependencies=[Depends(require_read)])
+    def get_function(name: str) -> dict:
+        _check_name(name)
+        versions = store.versions(name)
+        if not versions:
+            raise HTTPException(404, f"no function named {name!r}")
+        return {"name": name, "versions": versions}
+
+    @app.get("/functions/{name}/versions/{version}", dependencies=[Depends(require_read)])
+    def get_version(name: str, version: str) -> dict:
+        return _get_version(name, version)
+
+    @app.get("/functions/{name}/versions/{version}/code", dependencies=[Depends(require_read)])
+    def get_code(name: str, version: str, request: Request) -> Response:
+        meta = _get_version(name, version)
+        return _code_response(request, meta["sha256"], immutable=version != "latest",
+                              extra={"X-WL-Function": name, "X-WL-Version": str(meta["version"])})
+
+    @app.get("/blobs/{sha256}", dependencies=[Depends(require_read)])
+    def get_blob(sha256: str, request: Request) -> Response:
+        if not SHA256_RE.match(sha256):
+            raise HTTPException(400, f"invalid sha256 {sha256[:80]!r}: expected 64 lowercase hex digits")
+        return _code_response(request, sha256, immutable=True, extra={})
+
+    @app.api_route("/functions/{rest:path}", methods=["GET"], dependencies=[Depends(require_read)])
+    def unmatched(rest: str) -> Response:
+        # Reached for paths the routes above do not match, e.g. a name containing '/'.
+        if name_problem(rest.split("/", 1)[0]):
+            raise HTTPException(400, name_problem(rest))
+        raise HTTPException(404, f"no such endpoint: /functions/{rest}")
+
+    return app
