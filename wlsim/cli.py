@@ -1,4 +1,339 @@
-"""``wl sim ...`` commands (replay, compare)."""
-import typer
+"""``wl sim ...`` commands: replay one policy over a trace, or compare several.
 
-app = typer.Typer(no_args_is_help=True)
+Only typer and rich are imported at module level (``wl`` must start fast); the simulator,
+pandas and matplotlib are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from policies.interface import CostWeights
+    from wlsim.config import SimConfig
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+DEFAULT_TRACE = "traces/azure2019/40"
+DEFAULT_COMPARE = "fixed_ttl,hybrid_histogram,faascache,kpa,default"
+RESULTS_ROOT = Path("results")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def trace_stem(trace: str | os.PathLike) -> str:
+    """A short name for a trace path: ``traces/azure2019/40`` -> ``azure2019-40``,
+    ``x/Azure2021_200.csv`` -> ``Azure2021_200``, ``t.csv.gz`` -> ``t``."""
+    p = Path(trace)
+    name = p.name
+    for suffix in (".csv.gz", ".parquet", ".csv", ".pq"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    if p.parent.name and p.suffix == "":
+        return f"{p.parent.name}-{name}"
+    return p.stem or "trace"
+
+
+def default_out_dir(trace: str | os.PathLike, root: Path = RESULTS_ROOT) -> Path:
+    """results/<trace-stem>-<YYYYmmdd-HHMMSS>/, with a counter if that already exists."""
+    base = root / f"{trace_stem(trace)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float | None,
+                seed: int, concurrency: int) -> SimConfig:
+    from wlsim.config import ColdStartModel, SimConfig  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency}
+    if node_memory_mb is not None:
+        kwargs["node_memory_mb"] = node_memory_mb
+    if cold_start_ms is not None:  # one fixed cold start for every function
+        kwargs["cold_start"] = ColdStartModel(base_ms=cold_start_ms, per_mb_ms=0.0)
+    return SimConfig(**kwargs)
+
+
+def make_weights(gb_s_usd: float | None, request_usd: float | None,
+                 latency_usd_per_s: float | None) -> CostWeights:
+    from policies.interface import CostWeights  # noqa: PLC0415
+
+    given = {"gb_s_usd": gb_s_usd, "request_usd": request_usd, "latency_usd_per_s": latency_usd_per_s}
+    return CostWeights(**{k: v for k, v in given.items() if v is not None})
+
+
+def load_trace(trace: str, seed: int, start_minute: int | None = None,
+               end_minute: int | None = None) -> pd.DataFrame:
+    from wlsim.traces import read_trace  # noqa: PLC0415
+
+    return read_trace(trace, seed=seed, start_minute=start_minute, end_minute=end_minute)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, so the JSON is standard."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    """Write through a temporary file renamed into place, so no file is left half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return _write_atomic(path, lambda p: p.write_text(json.dumps(_json_safe(data), indent=2) + "\n"))
+
+
+def write_csv(path: Path, table: pd.DataFrame) -> Path:
+    return _write_atomic(path, lambda p: table.to_csv(p, index=False))
+
+
+def write_parquet(path: Path, table: pd.DataFrame) -> Path:
+    return _write_atomic(path, lambda p: table.to_parquet(p, index=False))
+
+
+# ---------------------------------------------------------------------------- tables
+
+def _num(v: Any, fmt: str) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "-" if math.isnan(f) else format(f, fmt)
+
+
+def usd(v: Any) -> str:
+    f = float(v)
+    if math.isnan(f):
+        return "-"
+    return f"${f:,.2f}" if abs(f) >= 10 else f"${f:.4g}"
+
+
+def comparison_table(summary: pd.DataFrame, title: str | None = None) -> Table:
+    """The compare table: one row per policy."""
+    t = Table(title=title, header_style="bold")
+    for col, justify in [("policy", "left"), ("cold starts", "right"), ("cold-start %", "right"),
+                         ("p50 ms", "right"), ("p99 ms", "right"), ("idle GB-s", "right"),
+                         ("total GB-s", "right"), ("cost", "right"), ("cost ÷ oracle", "right"),
+                         ("rejects", "right")]:
+        t.add_column(col, justify=justify, no_wrap=(col == "policy"))
+    has_ratio = "cost_vs_oracle" in summary
+    for row in summary.to_dict("records"):
+        t.add_row(
+            str(row["policy"]), f"{int(row['cold_starts']):,}", _num(100 * row["cold_start_rate"], ".2f"),
+            _num(row["latency_p50_ms"], ",.1f"), _num(row["latency_p99_ms"], ",.1f"),
+            _num(row["idle_gb_s"], ",.0f"), _num(row["total_gb_s"], ",.0f"), usd(row["weighted_cost_usd"]),
+            _num(row["cost_vs_oracle"], ".3f") if has_ratio else "-", f"{int(row['rejected']):,}",
+        )
+    return t
+
+
+_REPLAY_ROWS = [
+    ("invocations", "invocations", ",d"), ("served", "served", ",d"), ("rejected", "rejected", ",d"),
+    ("cold starts", "cold_starts", ",d"), ("cold-start rate %", "cold_start_rate", "%"),
+    ("latency p50 ms", "latency_p50_ms", ",.2f"), ("latency p95 ms", "latency_p95_ms", ",.2f"),
+    ("latency p99 ms", "latency_p99_ms", ",.2f"), ("latency max ms", "latency_max_ms", ",.2f"),
+    ("mean wait ms", "mean_wait_ms", ",.3f"), ("added latency s", "added_latency_s", ",.2f"),
+    ("idle memory GB-s", "idle_gb_s", ",.1f"), ("total memory GB-s", "total_gb_s", ",.1f"),
+    ("peak instances", "peak_instances", ",d"), ("mean instances", "mean_instances", ",.2f"),
+    ("memory cost", "memory_usd", "$"), ("request cost", "request_usd", "$"),
+    ("latency cost", "latency_usd", "$"), ("weighted cost", "weighted_cost_usd", "$"),
+    ("wall time s", "wall_s", ",.2f"), ("simulated invocations/s", "sim_invocations_per_s", ",.0f"),
+]
+
+
+def replay_table(summary: Mapping[str, Any], title: str | None = None) -> Table:
+    """One run's summary as a two-column table."""
+    t = Table(title=title, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for label, key, fmt in _REPLAY_ROWS:
+        v = summary[key]
+        if fmt == "$":
+            text = usd(v)
+        elif fmt == "%":
+            text = _num(100 * v, ".2f")
+        elif fmt == ",d":
+            text = f"{int(v):,}"
+        else:
+            text = _num(v, fmt)
+        t.add_row(label, text)
+    return t
+
+
+# -------------------------------------------------------------------------- commands
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from policies.registry import PolicySpecError  # noqa: PLC0415
+    from wlsim.traces import TraceError  # noqa: PLC0415
+
+    return (CliError, PolicySpecError, TraceError)
+
+
+TraceOpt = typer.Option(DEFAULT_TRACE, "--trace", "-t",
+                        help="Trace: canonical .parquet/.csv, Azure 2019 prefix (traces/azure2019/40) "
+                             "or Azure 2021 CSV.")
+OutOpt = typer.Option(None, "--out", "-o", help="Output folder (default results/<trace>-<time>/).")
+NodesOpt = typer.Option(1, "--nodes", min=1, help="Simulated nodes.")
+NodeMemOpt = typer.Option(None, "--node-memory-mb", min=1.0,
+                          help="Memory per node in MB (default: large enough never to bind).")
+ColdOpt = typer.Option(None, "--cold-start-ms", min=0.0,
+                       help="One fixed cold start for every function (default: 250 ms + 0.5 ms/MB).")
+SeedOpt = typer.Option(0, "--seed", help="Seed for trace sampling and the simulator.")
+ConcOpt = typer.Option(1, "--concurrency", min=1, help="Per-instance concurrency.")
+StartOpt = typer.Option(None, "--start-minute", min=1, help="Keep the trace from this minute (1-based).")
+EndOpt = typer.Option(None, "--end-minute", min=1, help="Keep the trace up to this minute (inclusive).")
+GbsOpt = typer.Option(None, "--gb-s-usd", min=0.0, help="Price of one GB-s of memory held.")
+ReqOpt = typer.Option(None, "--request-usd", min=0.0, help="Price of one served request.")
+LatOpt = typer.Option(None, "--latency-usd-per-s", min=0.0, help="Value of one second of added latency.")
+ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+@app.command()
+def replay(
+    policy: str = typer.Option(..., "--policy", "-p", help="Policy spec, e.g. fixed_ttl:ttl_ms=60000."),
+    trace: str = TraceOpt, out: Path | None = OutOpt, nodes: int = NodesOpt,
+    node_memory_mb: float | None = NodeMemOpt, cold_start_ms: float | None = ColdOpt,
+    seed: int = SeedOpt, concurrency: int = ConcOpt, start_minute: int | None = StartOpt,
+    end_minute: int | None = EndOpt, gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
+    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
+) -> None:
+    """Replay a trace through one policy: summary table, requests.parquet, summary.json/.csv, plots."""
+    try:
+        from wlsim.compare import compare  # noqa: PLC0415
+
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
+        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
+        table = load_trace(trace, seed, start_minute, end_minute)
+        summary, results = compare(table, [policy], config, weights, jobs=1, progress=progress,
+                                   include_oracle=False)
+    except _user_errors() as e:
+        raise _fail(str(e)) from None
+    result = results[policy.strip()]
+    row = summary.iloc[0].to_dict()
+    console.print(replay_table(row, title=f"{policy} on {trace} ({len(table):,} invocations)"))
+
+    import pandas as pd  # noqa: PLC0415
+
+    from wlsim import plots  # noqa: PLC0415
+
+    out_dir = Path(out) if out is not None else default_out_dir(trace)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_dir / "requests.parquet", result.requests)
+    write_parquet(out_dir / "instances.parquet", result.instances)
+    write_csv(out_dir / "summary.csv", pd.DataFrame([row]))
+    write_json(out_dir / "summary.json", {"trace": trace, "policy": policy, "summary": row,
+                                          "params": result.params, "config": _config_dict(config)})
+    plots.latency_cdf(results, out_dir / plots.PLOT_FILES["latency_cdf"])
+    plots.instances_plot(results, out_dir / plots.PLOT_FILES["instances"])
+    console.print(f"results in [bold]{out_dir}[/]")
+
+
+@app.command("compare")
+def compare_cmd(
+    policies: str = typer.Option(DEFAULT_COMPARE, "--policies", "-p",
+                                 help="Comma-separated policy specs (built-in names, custom:PATH, "
+                                      "learned:PATH); the oracle is added as the reference."),
+    trace: str = TraceOpt, out: Path | None = OutOpt,
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Worker processes (0 = one per core)."),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Add the offline oracle as reference."),
+    save_requests: bool = typer.Option(False, "--save-requests",
+                                       help="Also write each policy's requests as Parquet."),
+    nodes: int = NodesOpt, node_memory_mb: float | None = NodeMemOpt,
+    cold_start_ms: float | None = ColdOpt, seed: int = SeedOpt, concurrency: int = ConcOpt,
+    start_minute: int | None = StartOpt, end_minute: int | None = EndOpt,
+    gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
+    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
+) -> None:
+    """Replay a trace through several policies: comparison table, summary.csv and three PNG plots."""
+    try:
+        from policies.registry import split_specs  # noqa: PLC0415
+
+        specs = split_specs(policies)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
+        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
+        table = load_trace(trace, seed, start_minute, end_minute)
+        out_dir = run_comparison(table, specs, config, weights, out=out, trace_name=trace, jobs=jobs,
+                                 include_oracle=oracle, progress=progress, save_requests=save_requests)
+    except _user_errors() as e:
+        raise _fail(str(e)) from None
+    console.print(f"results in [bold]{out_dir}[/]")
+
+
+def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
+                   weights: CostWeights, *, out: Path | None, trace_name: str, jobs: int = 0,
+                   include_oracle: bool = True, progress: bool = True,
+                   save_requests: bool = False) -> Path:
+    """compare() + print the table + write summary.csv/json and the plots; returns the folder.
+    Shared by ``wl sim compare`` and ``make demo``."""
+    from wlsim import plots  # noqa: PLC0415
+    from wlsim.compare import compare  # noqa: PLC0415
+
+    started = time.perf_counter()
+    summary, results = compare(table, specs, config, weights, jobs=jobs, progress=progress,
+                               include_oracle=include_oracle)
+    elapsed = time.perf_counter() - started
+    console.print(comparison_table(
+        summary, title=f"{trace_name}: {len(table):,} invocations, {table['function'].nunique()} functions"))
+    out_dir = Path(out) if out is not None else default_out_dir(trace_name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "summary.csv", summary)
+    write_json(out_dir / "summary.json", {
+        "trace": trace_name, "policies": list(results), "config": _config_dict(config),
+        "weights": {k: getattr(weights, k) for k in ("gb_s_usd", "request_usd", "latency_usd_per_s")},
+        "elapsed_s": elapsed, "params": {s: r.params for s, r in results.items()},
+        "summary": summary.to_dict("records")})
+    plots.write_plots(results, summary, out_dir)
+    if save_requests:
+        for i, (spec, r) in enumerate(results.items()):
+            safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
+            write_parquet(out_dir / f"requests-{i}-{safe}.parquet", r.requests)
+    return out_dir
+
+
+def _config_dict(config: SimConfig) -> dict[str, Any]:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    return asdict(config)

@@ -1,0 +1,47 @@
+"""wlsim.plots writes real PNGs; the Pareto front is the right set of points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from test_results_metrics import two_function_result
+from wlsim.compare import summary_table
+from wlsim.plots import PLOT_FILES, pareto_front, write_plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_pareto_front_minimises_both():
+    x = np.array([1.0, 2.0, 3.0, 0.5, 2.0, 4.0])
+    y = np.array([5.0, 3.0, 4.0, 9.0, 3.5, 1.0])
+    # (0.5,9) (1,5) (2,3) (4,1) are efficient; (3,4) is beaten by (2,3); (2,3.5) by (2,3)
+    assert pareto_front(x, y).tolist() == [3, 0, 1, 5]
+    # equal points: only one of them is kept
+    assert pareto_front(np.array([1.0, 1.0]), np.array([2.0, 2.0])).tolist() == [0]
+
+
+def test_write_plots_makes_nonempty_pngs(tmp_path):
+    a = two_function_result()
+    b = two_function_result()
+    b.policy = "other"
+    b.instances.loc[0, "idle_ms"] = 1000.0           # less idle memory...
+    b.requests.loc[1, ["cold", "cold_start_ms"]] = (True, 300.0)  # ...one more cold start
+    results = {"hand": a, "oracle": b}
+    summary = summary_table(results)
+    assert summary["cost_vs_oracle"].iloc[1] == 1.0
+    paths = write_plots(results, summary, tmp_path / "plots")
+    assert set(paths) == set(PLOT_FILES)
+    for kind, path in paths.items():
+        assert path == tmp_path / "plots" / PLOT_FILES[kind]
+        data = path.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5_000, kind
+
+
+def test_plots_survive_a_policy_with_no_served_requests(tmp_path):
+    r = two_function_result()
+    r.requests["rejected"] = True
+    r.requests["latency_ms"] = np.nan
+    summary = pd.DataFrame([{"policy": "p", "idle_gb_s": 1.0, "cold_start_rate": np.nan}])
+    paths = write_plots({"p": r}, summary, tmp_path)
+    assert all(p.stat().st_size > 0 for p in paths.values())

@@ -1,0 +1,223 @@
+"""Run several policies over one trace and tabulate them against the oracle.
+
+``compare(trace, ["fixed_ttl", "hybrid_histogram", ...])`` simulates each policy (in parallel
+worker processes when ``jobs > 1``), summarises every run with wlsim.metrics and returns
+the summary table plus the raw results. The offline oracle is added as the reference unless
+asked not to, and every row carries ``cost_vs_oracle`` = its weighted cost / the oracle's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_mod
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+from policies.interface import CostWeights
+from policies.registry import PolicySpecError, load_policy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wlsim.config import SimConfig
+    from wlsim.result import SimResult
+
+ORACLE = "oracle"
+BUILTIN_POLICIES = ("fixed_ttl", "hybrid_histogram", "faascache", "kpa", "default", "oracle")
+
+
+class PolicyRunError(RuntimeError):
+    """A policy raised while being simulated; the message names the policy."""
+
+
+def spec_name(spec: str) -> str:
+    """The registry name a spec starts with (``fixed_ttl:ttl_ms=1`` -> ``fixed_ttl``)."""
+    return spec.strip().split(":", 1)[0]
+
+
+def with_oracle(specs: Sequence[str], include_oracle: bool = True) -> list[str]:
+    """The specs, stripped and de-duplicated in order, plus ``oracle`` at the end when asked
+    and not already there."""
+    out: list[str] = []
+    for s in specs:
+        s = s.strip()
+        if s and s not in out:
+            out.append(s)
+    if not out and not include_oracle:
+        raise PolicySpecError("no policies given")
+    if include_oracle and not any(spec_name(s) == ORACLE for s in out):
+        out.append(ORACLE)
+    return out
+
+
+# ---------------------------------------------------------------------------- workers
+# A worker process receives the trace once (initializer), then simulates one spec per task.
+_worker_trace: Any = None
+_worker_queue: Any = None
+
+
+def _init_worker(trace: Any, progress_queue: Any) -> None:
+    global _worker_trace, _worker_queue
+    _worker_trace = trace
+    _worker_queue = progress_queue
+
+
+def _progress_callback(spec: str, emit: Callable[[str, int, int], None]) -> Callable[..., None]:
+    """The engine's progress hook: forwards (spec, done, total) at most ~200 times per run."""
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        step = max(1, total // 200)
+        if done >= total or done - last[0] >= step:
+            last[0] = done
+            emit(spec, int(done), int(total))
+
+    return report
+
+
+def _simulate(trace: Any, spec: str, config: SimConfig | None,
+              emit: Callable[[str, int, int], None] | None) -> SimResult:
+    from wlsim.engine import simulate  # noqa: PLC0415 (simpy only where simulating)
+
+    policy = load_policy(spec)
+    progress: Any = _progress_callback(spec, emit) if emit is not None else False
+    try:
+        result = simulate(trace, policy, config, progress=progress)
+    except Exception as e:
+        raise PolicyRunError(f"policy {spec!r} failed: {type(e).__name__}: {e}") from e
+    result.policy = spec
+    return result
+
+
+def _worker_run(spec: str, config: SimConfig | None) -> SimResult:
+    q = _worker_queue
+    emit = (lambda s, d, t: q.put((s, d, t))) if q is not None else None
+    return _simulate(_worker_trace, spec, config, emit)
+
+
+# --------------------------------------------------------------------------- progress
+
+class _Progress:
+    """A rich progress display: one bar per policy (simulated requests) and one overall."""
+
+    def __init__(self, specs: Sequence[str], total_requests: int, enabled: bool) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import (  # noqa: PLC0415
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        )
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), transient=False)
+        self.overall = self.progress.add_task("policies", total=len(specs))
+        self.tasks = {s: self.progress.add_task(f"  {s[:26]}", total=total_requests) for s in specs}
+        self.done: set[str] = set()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def update(self, spec: str, done: int, total: int) -> None:
+        if self.enabled and spec not in self.done:  # a late worker message must not rewind a bar
+            self.progress.update(self.tasks[spec], completed=done, total=total)
+
+    def finished(self, spec: str, requests: int) -> None:
+        if self.enabled:
+            self.done.add(spec)
+            self.progress.update(self.tasks[spec], completed=requests, total=requests)
+            self.progress.advance(self.overall)
+
+
+# ------------------------------------------------------------------------------ public
+
+def summary_table(results: dict[str, SimResult], weights: CostWeights = CostWeights()) -> pd.DataFrame:
+    """One summarize() row per result, plus ``cost_vs_oracle`` (NaN without an oracle run)."""
+    import pandas as pd  # noqa: PLC0415
+
+    from wlsim.metrics import summarize  # noqa: PLC0415
+
+    rows = [summarize(r, weights) | {"policy": spec} for spec, r in results.items()]
+    table = pd.DataFrame(rows)
+    oracle = [s for s in results if spec_name(s) == ORACLE]
+    ref = float(table.loc[table["policy"] == oracle[0], "weighted_cost_usd"].iloc[0]) if oracle else float("nan")
+    table["cost_vs_oracle"] = table["weighted_cost_usd"] / ref if ref > 0 else float("nan")
+    return table
+
+
+def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None = None,
+            weights: CostWeights = CostWeights(), jobs: int = 1, progress: bool = True,
+            include_oracle: bool = True) -> tuple[pd.DataFrame, dict[str, SimResult]]:
+    """Simulate every spec over ``trace``; return (summary table, {spec: SimResult}).
+
+    ``jobs`` > 1 runs that many worker processes (0 = one per CPU core); every spec is
+    checked (loaded once) before any simulation starts, so a bad spec fails fast.
+    """
+    specs = with_oracle(specs, include_oracle)
+    for s in specs:
+        load_policy(s)  # raises PolicySpecError naming the spec
+    if jobs <= 0:
+        jobs = os.cpu_count() or 1
+    jobs = min(jobs, len(specs))
+    results: dict[str, SimResult] = {}
+    display = _Progress(specs, len(trace), progress)
+    if jobs == 1:
+        with display:
+            for s in specs:
+                results[s] = _simulate(trace, s, config, display.update if progress else None)
+                display.finished(s, len(trace))
+    else:
+        results = _run_parallel(trace, specs, config, jobs, display, progress)
+    ordered = {s: results[s] for s in specs}
+    return summary_table(ordered, weights), ordered
+
+
+def _run_parallel(trace: pd.DataFrame, specs: list[str], config: SimConfig | None, jobs: int,
+                  display: _Progress, progress: bool) -> dict[str, SimResult]:
+    # forkserver (where available) forks workers from a clean server process that has
+    # already imported the simulator, so workers start fast and never inherit this
+    # process's threads (rich's refresh thread, a caller's web server...).
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(["pandas", "wlsim.engine", "policies"])
+    progress_queue = ctx.Queue() if progress else None
+    results: dict[str, SimResult] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(trace, progress_queue)) as pool:
+        pending: dict[Future, str] = {pool.submit(_worker_run, s, config): s for s in specs}
+        with display if progress else nullcontext():
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    _drain(progress_queue, display)
+                    for fut in done:
+                        spec = pending.pop(fut)
+                        results[spec] = fut.result()
+                        display.finished(spec, len(trace))
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+    return results
+
+
+def _drain(q: Any, display: _Progress) -> None:
+    if q is None:
+        return
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline:
+        try:
+            spec, done, total = q.get_nowait()
+        except queue_mod.Empty:
+            return
+        display.update(spec, done, total)
