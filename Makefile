@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-demo: setup
+# Example functions (C, AssemblyScript, Python components) built from source; installs the
+# C -> wasm32-wasi toolchain via apt when missing.
+examples: setup
+	$(MAKE) -s -C examples
+
+demo: examples
 	$(PY) -m wl.demo
 
-test: setup
+test: examples
 	$(PY) -m pytest -q
 
 bench: setup
