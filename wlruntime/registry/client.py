@@ -168,8 +168,9 @@ class RegistryClient:
 
 
 def _q(segment: str) -> str:
-    """Percent-encode a path segment so a bad name reaches the server's name check intact."""
-    return quote(segment, safe="")
+    """Percent-encode a path segment so a bad name (even "..", which URL normalization would
+    otherwise resolve) reaches the server's name check intact."""
+    return quote(segment, safe="").replace(".", "%2E")
 
 
 def _error_message(response: httpx.Response) -> str:

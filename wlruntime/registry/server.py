@@ -35,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from wlruntime.config import Settings
 from wlruntime.registry.models import FunctionConfig, name_problem
@@ -195,6 +196,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(_BodyTooLarge)
     async def _too_large(request: Request, exc: _BodyTooLarge) -> JSONResponse:
         return JSONResponse({"detail": f"upload too large: the code may be at most {max_wasm} bytes"}, 413)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The uploader went away mid-body; nothing was stored and nobody reads this answer.
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
