@@ -1,0 +1,51 @@
+"""Compiled-artifact cache: memory hit, disk hit in a fresh cache (another process), recompile
+when the disk entry is unusable, and no code load unless compiling."""
+
+import hashlib
+from pathlib import Path
+
+import wasmtime
+
+from wlruntime.wasm.cache import COMPILED, DISK, MEMORY, CompiledCache
+from wlruntime.wasm.runners import CompiledFunction, FunctionConfig, Invocation
+
+WAT = Path(__file__).parent / "fixtures" / "wat"
+
+
+def test_memory_then_disk_then_recompile(tmp_path: Path) -> None:
+    code = bytes(wasmtime.wat2wasm((WAT / "echo.wat").read_text()))
+    sha = hashlib.sha256(code).hexdigest()
+    loads = []
+
+    def load() -> bytes:
+        loads.append(1)
+        return code
+
+    cache = CompiledCache(tmp_path)
+    first = cache.get(sha, "wasi-command", False, load)
+    assert first.source == COMPILED and len(loads) == 1
+    path = cache.disk_path(sha, "wasi-command", False)
+    assert path is not None and path.is_file() and sha in path.name and "wasmtime-" in path.name
+    assert cache.get(sha, "wasi-command", False, load).source == MEMORY
+
+    fresh = CompiledCache(tmp_path)  # what a restarted node sees
+    from_disk = fresh.get(sha, "wasi-command", False, load)
+    assert from_disk.source == DISK and len(loads) == 1
+    run = CompiledFunction("echo", 1, FunctionConfig(), from_disk.artifact).new_instance("i")
+    assert run.invoke(Invocation(b"from disk")).output == b"from disk"
+
+    # Replace, never rewrite in place: the live artifact above maps the old file.
+    corrupt = path.with_suffix(".tmp")
+    corrupt.write_bytes(b"corrupted")
+    corrupt.replace(path)
+    again = CompiledCache(tmp_path).get(sha, "wasi-command", False, load)
+    assert again.source == COMPILED and len(loads) == 2
+
+
+def test_fuel_engine_has_its_own_entries(tmp_path: Path) -> None:
+    code = bytes(wasmtime.wat2wasm((WAT / "echo.wat").read_text()))
+    sha = hashlib.sha256(code).hexdigest()
+    cache = CompiledCache(tmp_path)
+    cache.get(sha, "wasi-command", False, lambda: code)
+    assert cache.get(sha, "wasi-command", True, lambda: code).source == COMPILED
+    assert cache.disk_path(sha, "wasi-command", True) != cache.disk_path(sha, "wasi-command", False)

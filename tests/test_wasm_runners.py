@@ -1,0 +1,121 @@
+"""ABI 1 and ABI 2 execution on real wasmtime: I/O, env isolation, limits, faults, state."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from wlruntime.wasm.runners import CompiledFunction, ConfigError, FunctionConfig, Invocation
+from wlruntime.wasm.validate import compile_checked
+
+WAT = Path(__file__).parent / "fixtures" / "wat"
+
+
+def wasm(name: str) -> bytes:
+    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
+
+
+def instance(name: str, **config):
+    cfg = FunctionConfig.from_dict(config)
+    artifact = compile_checked(wasm(name), cfg.abi, cfg.fuel is not None)
+    return CompiledFunction(name, 1, cfg, artifact).new_instance(f"i-{name}")
+
+
+def test_echo_stdin_to_stdout_and_stderr_to_logs() -> None:
+    echo = instance("echo")
+    out = echo.invoke(Invocation(b"hello wl"))
+    assert (out.error, out.output, out.logs) == ("none", b"hello wl", b"echo: done\n")
+    big = os.urandom(1_000_000)
+    assert echo.invoke(Invocation(big)).output == big
+    assert echo.invoke(Invocation(b"")).output == b""
+
+
+def test_env_has_metadata_and_config_but_not_the_host_env() -> None:
+    env_fn = instance("env", env={"GREETING": "hi"})
+    out = env_fn.invoke(Invocation(b"abc", request_id="req-7", metadata={"content-type": "text/plain"}))
+    env = dict(item.split("=", 1) for item in out.output.decode().split("\0") if item)
+    assert env["WL_REQUEST_ID"] == "req-7"
+    assert env["WL_FUNCTION"] == "env" and env["WL_VERSION"] == "1"
+    assert env["WL_META_CONTENT_TYPE"] == "text/plain"
+    assert env["WL_PAYLOAD_BYTES"] == "3"
+    assert env["GREETING"] == "hi"
+    assert "PATH" not in env and "HOME" not in env
+
+
+def test_infinite_loop_times_out_and_other_work_continues_meanwhile() -> None:
+    looping = instance("loop", timeout_ms=300)
+    echo = instance("echo")
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(loop=looping.invoke(Invocation(b""))))
+    worker.start()
+    time.sleep(0.05)
+    # wasm runs with the GIL released: other invocations proceed while the loop spins.
+    assert echo.invoke(Invocation(b"still here")).output == b"still here"
+    assert worker.is_alive()
+    worker.join(5)
+    out = results["loop"]
+    assert out.error == "timeout" and "300 ms" in out.error_message
+    assert 250 <= out.exec_ms < 3000
+    # a per-call timeout smaller than the configured one wins
+    assert looping.invoke(Invocation(b"", timeout_ms=50)).exec_ms < 1000
+
+
+def test_fuel_limit() -> None:
+    out = instance("loop", fuel=1_000_000, timeout_ms=10_000).invoke(Invocation(b""))
+    assert out.error == "out_of_fuel"
+
+
+def test_memory_bomb_is_stopped_as_out_of_memory() -> None:
+    out = instance("membomb", memory_mb=16).invoke(Invocation(b""))
+    assert out.error == "out_of_memory" and "16 MB" in out.error_message
+
+
+def test_trap_and_nonzero_exit_are_reported_with_their_logs() -> None:
+    trapped = instance("trap").invoke(Invocation(b""))
+    assert trapped.error == "trap" and "unreachable" in trapped.error_message
+    assert trapped.logs == b"about to trap\n"
+    exited = instance("exit3").invoke(Invocation(b""))
+    assert exited.error == "function_error"
+    assert exited.error_message == "exited with status 3: bad input"
+
+
+def test_response_larger_than_the_limit() -> None:
+    out = instance("echo", max_payload_bytes=10).invoke(Invocation(b"x" * 100))
+    assert out.error == "response_too_large" and len(out.output) == 10
+
+
+def test_component_keeps_state_across_invocations_and_reports_err() -> None:
+    counter = instance("counter.component", abi="component")
+    assert counter.invoke(Invocation(b"a")).output == b"a #1"
+    assert counter.invoke(Invocation(b"b")).output == b"b #2"
+    err = counter.invoke(Invocation(b"!no"))
+    assert err.error == "function_error" and err.error_message == "rejected: request starts with '!'"
+    assert counter.invoke(Invocation(b"c")).output == b"c #4"
+
+
+def test_component_timeout_recycles_the_instance() -> None:
+    counter = instance("counter.component", abi="component", timeout_ms=100)
+    assert counter.invoke(Invocation(b"a")).output == b"a #1"
+    out = counter.invoke(Invocation(b"~spin"))
+    assert out.error == "timeout" and out.recycled
+    # rebuilt from the compiled component: usable again, with fresh state
+    assert counter.invoke(Invocation(b"b")).output == b"b #1"
+
+
+def test_component_memory_limit() -> None:
+    counter = instance("counter.component", abi="component", memory_mb=8)
+    out = counter.invoke(Invocation(b"+grow"))
+    assert out.error == "trap" and out.recycled
+    assert counter.invoke(Invocation(b"ok")).output == b"ok #1"
+
+
+def test_bad_config_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="config.memory_mb"):
+        FunctionConfig.from_dict({"memory_mb": -1})
+    with pytest.raises(ConfigError, match="config.abi"):
+        FunctionConfig.from_dict({"abi": "docker"})
+    with pytest.raises(ConfigError, match="config.env"):
+        FunctionConfig.from_dict({"env": {"A": 1}})

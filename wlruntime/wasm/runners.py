@@ -1,0 +1,393 @@
+"""Running functions: ABI 1 (WASI preview1 command) and ABI 2 (component) instances.
+
+A ``CompiledFunction`` is one function version compiled for the process engine; it makes
+instances. An instance runs one invocation at a time (the node enforces that; a wasmtime
+Store must not be entered from two threads).
+
+ABI 1, ``wasi-command`` (WAGI-like): every invocation gets a fresh Store instantiated from a
+pre-linked ``InstancePre`` (tens of microseconds), the payload on stdin, metadata in env vars,
+stdout is the response and stderr the log. Nothing survives between invocations, as with CGI.
+
+ABI 2, ``component``: the Store and component instance live as long as the instance, so state
+(a loaded model, a cache, a counter) survives warm invocations. After a fault (timeout, trap)
+wasmtime refuses to re-enter the instance, so it is rebuilt from the compiled component before
+the next invocation and the faulted invocation reports ``recycled=True`` (the state is lost,
+as when Lambda resets a crashed environment).
+
+Limits, per function config: wall-clock timeout by epoch deadline, linear memory by store
+limits, optional fuel; no filesystem (unless ``allow_fs``: a private scratch dir at /tmp),
+no network (unless ``allow_net``, components only; WASI preview1 has no sockets), no host env.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import wasmtime
+import wasmtime.component
+from wasmtime import _ffi as ffi
+
+from wlruntime.wasm.engine import get_engine, ticks_for
+from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
+
+MIB = 1024 * 1024
+LOG_LIMIT_BYTES = 64 * 1024
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * MIB
+
+# Error kinds: the lower-case names of node.proto's ErrorKind.
+NONE = "none"
+FUNCTION_ERROR = "function_error"
+TIMEOUT = "timeout"
+OUT_OF_MEMORY = "out_of_memory"
+TRAP = "trap"
+OUT_OF_FUEL = "out_of_fuel"
+RESPONSE_TOO_LARGE = "response_too_large"
+INTERNAL = "internal"
+
+
+class ConfigError(ValueError):
+    """A function config field has a bad value; the message names the field."""
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """What the runtime needs from a registry function config."""
+
+    abi: str = ABI_WASI_COMMAND
+    memory_mb: int = 128
+    timeout_ms: int = 3000
+    concurrency: int = 1
+    fuel: int | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    allow_fs: bool = False
+    allow_net: bool = False
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> FunctionConfig:
+        """Build from the registry's config JSON; unknown keys are ignored, bad values raise."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for name in ("memory_mb", "timeout_ms", "concurrency", "max_payload_bytes"):
+            value = config.get(name, getattr(defaults, name))
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+            values[name] = value
+        abi = config.get("abi", defaults.abi)
+        if abi not in ABIS:
+            raise ConfigError(f"config.abi must be one of {', '.join(ABIS)}, got {abi!r}")
+        fuel = config.get("fuel")
+        if fuel is not None and (not isinstance(fuel, int) or isinstance(fuel, bool) or fuel <= 0):
+            raise ConfigError(f"config.fuel must be a positive integer or null, got {fuel!r}")
+        env = config.get("env") or {}
+        if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ConfigError("config.env must map strings to strings")
+        flags = {}
+        for name in ("allow_fs", "allow_net"):
+            value = config.get(name, False)
+            if not isinstance(value, bool):
+                raise ConfigError(f"config.{name} must be true or false, got {value!r}")
+            flags[name] = value
+        return cls(abi=abi, fuel=fuel, env=dict(env), **values, **flags)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    payload: bytes
+    request_id: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    # Overrides the configured timeout when > 0 and smaller.
+    timeout_ms: int = 0
+
+
+@dataclass
+class Outcome:
+    output: bytes = b""
+    error: str = NONE
+    error_message: str = ""
+    logs: bytes = b""
+    exec_ms: float = 0.0
+    # The instance faulted and was reset: its state is gone (ABI 2).
+    recycled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error == NONE
+
+
+class CompiledFunction:
+    """One function version compiled for this process, ready to make instances."""
+
+    def __init__(self, name: str, version: int, config: FunctionConfig, artifact: Any) -> None:
+        self.name = name
+        self.version = version
+        self.config = config
+        self.artifact = artifact  # wasmtime.Module (ABI 1) or wasmtime.component.Component
+        self.engine = get_engine(config.fuel is not None)
+        if config.abi == ABI_WASI_COMMAND:
+            linker = wasmtime.Linker(self.engine)
+            linker.define_wasi()
+            # Import resolution happens once here, not per invocation.
+            self.instance_pre = linker.instantiate_pre(artifact)
+        else:
+            self.linker = wasmtime.component.Linker(self.engine)
+            self.linker.add_wasip2()
+
+    def new_instance(self, instance_id: str) -> WasiCommandInstance | ComponentInstance:
+        if self.config.abi == ABI_WASI_COMMAND:
+            return WasiCommandInstance(self, instance_id)
+        return ComponentInstance(self, instance_id)
+
+
+class _Capture:
+    """A bounded byte sink for a WASI output stream."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.overflowed = False
+
+    def write(self, data: bytes) -> int:
+        room = self.limit - self.size
+        if len(data) > room:
+            self.overflowed = True
+            data = data[:max(room, 0)]
+        if data:
+            self.chunks.append(data)
+            self.size += len(data)
+        return None  # report everything as written so the guest carries on
+
+    def value(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class _InstanceBase:
+    def __init__(self, function: CompiledFunction, instance_id: str) -> None:
+        self.function = function
+        self.instance_id = instance_id
+        self.config = function.config
+        self.scratch_dir = tempfile.mkdtemp(prefix=f"wl-{instance_id}-") if self.config.allow_fs else None
+
+    def _new_store(self, wasi: wasmtime.WasiConfig) -> wasmtime.Store:
+        store = wasmtime.Store(self.function.engine)
+        store.set_limits(memory_size=self.config.memory_mb * MIB)
+        if self.scratch_dir is not None:
+            wasi.preopen_dir(self.scratch_dir, "/tmp")
+        store.set_wasi(wasi)
+        return store
+
+    def _arm(self, store: wasmtime.Store, invocation: Invocation) -> int:
+        """Set the per-call deadline (and fuel); returns the effective timeout in ms."""
+        timeout = self.config.timeout_ms
+        if 0 < invocation.timeout_ms < timeout:
+            timeout = invocation.timeout_ms
+        store.set_epoch_deadline(ticks_for(timeout))
+        if self.config.fuel is not None:
+            store.set_fuel(self.config.fuel)
+        return timeout
+
+    def close(self) -> None:
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            self.scratch_dir = None
+
+
+class WasiCommandInstance(_InstanceBase):
+    """ABI 1: a fresh Store per invocation, stdin in, stdout out."""
+
+    abi = ABI_WASI_COMMAND
+
+    def invoke(self, invocation: Invocation) -> Outcome:
+        started = time.perf_counter()
+        stdout = _Capture(self.config.max_payload_bytes)
+        stderr = _Capture(LOG_LIMIT_BYTES)
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [self.function.name]
+        wasi.env = list(self._env(invocation).items())
+        _set_stdin_bytes(wasi, invocation.payload)
+        wasi.stdout_custom = stdout.write
+        wasi.stderr_custom = stderr.write
+        store = self._new_store(wasi)
+        timeout = self._arm(store, invocation)
+        instance = None
+        outcome = Outcome()
+        try:
+            instance = self.function.instance_pre.instantiate(store)
+            start = instance.exports(store)["_start"]
+            start(store)
+        except wasmtime.ExitTrap as exit_:
+            if exit_.code != 0:
+                outcome.error = FUNCTION_ERROR
+                outcome.error_message = _with_last_log_line(f"exited with status {exit_.code}", stderr.value())
+        except wasmtime.Trap as trap:
+            outcome.error, outcome.error_message = _classify_trap(trap.trap_code, str(trap.message), timeout)
+            if outcome.error == TRAP and _memory_near_limit(instance, store, self.config.memory_mb):
+                outcome.error = OUT_OF_MEMORY
+                outcome.error_message = f"ran out of memory (limit {self.config.memory_mb} MB): " + outcome.error_message
+        except wasmtime.WasmtimeError as error:
+            outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
+        outcome.exec_ms = (time.perf_counter() - started) * 1000.0
+        outcome.output = stdout.value()
+        outcome.logs = stderr.value()
+        if stdout.overflowed and outcome.ok:
+            outcome.error = RESPONSE_TOO_LARGE
+            outcome.error_message = f"response exceeds max_payload_bytes ({self.config.max_payload_bytes})"
+        return outcome
+
+    def _env(self, invocation: Invocation) -> dict[str, str]:
+        env = dict(self.config.env)
+        env.update(
+            WL_FUNCTION=self.function.name,
+            WL_VERSION=str(self.function.version),
+            WL_INSTANCE_ID=self.instance_id,
+            WL_REQUEST_ID=invocation.request_id,
+            WL_PAYLOAD_BYTES=str(len(invocation.payload)),
+        )
+        for key, value in invocation.metadata.items():
+            env["WL_META_" + "".join(c if c.isalnum() else "_" for c in key).upper()] = value
+        return env
+
+
+class ComponentInstance(_InstanceBase):
+    """ABI 2: one Store for the instance's life; handle() is called per invocation."""
+
+    abi = ABI_COMPONENT
+
+    def __init__(self, function: CompiledFunction, instance_id: str) -> None:
+        super().__init__(function, instance_id)
+        self.store: wasmtime.Store | None = None
+        self.handle: Any = None
+        self._logs = _Capture(LOG_LIMIT_BYTES)
+        self.instantiate()
+
+    def instantiate(self) -> None:
+        """(Re)create the Store and the component instance: fresh state."""
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [self.function.name]
+        wasi.env = list(self.config.env.items())
+        # Both streams go to the invocation's log (print() in Python handlers writes stdout).
+        wasi.stdout_custom = lambda data: self._logs.write(data)
+        wasi.stderr_custom = lambda data: self._logs.write(data)
+        if self.config.allow_net:
+            ffi.wasi_config_inherit_network(wasi.ptr())
+            ffi.wasi_config_allow_ip_name_lookup(wasi.ptr(), True)
+        store = self._new_store(wasi)
+        store.set_epoch_deadline(ticks_for(self.config.timeout_ms))  # instantiation runs init code
+        if self.config.fuel is not None:
+            store.set_fuel(self.config.fuel)
+        instance = self.function.linker.instantiate(store, self.function.artifact)
+        self.handle = instance.get_func(store, HANDLE_EXPORT)
+        if self.handle is None:  # validated at upload; a node-side check all the same
+            raise RuntimeError(f"component has no `{HANDLE_EXPORT}` export")
+        self.store = store
+
+    def invoke(self, invocation: Invocation) -> Outcome:
+        started = time.perf_counter()
+        outcome = Outcome()
+        if self.store is None:  # recycled after a fault
+            try:
+                self.instantiate()
+            except wasmtime.WasmtimeError as error:
+                outcome.error, outcome.error_message = _classify_error(str(error), self.config.timeout_ms,
+                                                                       self.config.memory_mb)
+                outcome.exec_ms = (time.perf_counter() - started) * 1000.0
+                return outcome
+        self._logs = _Capture(LOG_LIMIT_BYTES)
+        store = self.store
+        timeout = self._arm(store, invocation)
+        metadata = [("request_id", invocation.request_id), ("function", self.function.name),
+                    ("version", str(self.function.version))]
+        metadata += [(str(k), str(v)) for k, v in invocation.metadata.items()]
+        try:
+            result = self.handle(store, bytes(invocation.payload), metadata)
+        except wasmtime.WasmtimeError as error:
+            outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
+            # wasmtime will not re-enter a component instance after a trap: rebuild it next time.
+            self.store = None
+            self.handle = None
+            outcome.recycled = True
+        else:
+            if isinstance(result, str):
+                outcome.error, outcome.error_message = FUNCTION_ERROR, result
+            elif len(result) > self.config.max_payload_bytes:
+                outcome.error = RESPONSE_TOO_LARGE
+                outcome.error_message = f"response exceeds max_payload_bytes ({self.config.max_payload_bytes})"
+            else:
+                outcome.output = bytes(result)
+        outcome.exec_ms = (time.perf_counter() - started) * 1000.0
+        outcome.logs = self._logs.value()
+        return outcome
+
+    def close(self) -> None:
+        self.store = None
+        self.handle = None
+        super().close()
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
+    """Give the guest ``data`` on stdin without a temp file (wasmtime-py only wraps a file path).
+
+    wasi_config_set_stdin_bytes takes ownership of the byte vector it is given.
+    """
+    if not data:
+        return  # stdin is empty by default
+    vec = ffi.wasm_byte_vec_t()
+    buffer = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data)
+    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
+    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
+
+
+def _cause(message: str) -> str:
+    """The 'Caused by' part of a wasmtime error (drops the wasm backtrace)."""
+    lines = [line.strip() for line in message.strip().splitlines()]
+    if "Caused by:" in lines:
+        lines = lines[lines.index("Caused by:") + 1:]
+    lines = [line for line in lines if line]
+    return "; ".join(lines) or "unknown error"
+
+
+def _classify_trap(code: wasmtime.TrapCode | None, message: str, timeout_ms: int) -> tuple[str, str]:
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return TIMEOUT, f"timed out after {timeout_ms} ms"
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return OUT_OF_FUEL, "ran out of fuel"
+    return TRAP, _cause(message)
+
+
+def _classify_error(message: str, timeout_ms: int, memory_mb: int) -> tuple[str, str]:
+    """Classify an error that carries no trap code (components, instantiation)."""
+    cause = _cause(message)
+    if "wasm trap: interrupt" in cause:
+        return TIMEOUT, f"timed out after {timeout_ms} ms"
+    if "all fuel consumed" in cause:
+        return OUT_OF_FUEL, "ran out of fuel"
+    if "memory" in cause and ("limit" in cause or "exceeds" in cause) and "wasm trap" not in cause:
+        return OUT_OF_MEMORY, f"needs more memory than its limit of {memory_mb} MB: {cause}"
+    if "wasm trap" in cause:
+        return TRAP, cause
+    return INTERNAL, cause
+
+
+def _memory_near_limit(instance: wasmtime.Instance | None, store: wasmtime.Store, memory_mb: int) -> bool:
+    """Heuristic for 'the trap was an out-of-memory abort': linear memory ended within 10% (at
+    least 1 MiB) of the limit, i.e. memory.grow was most likely refused just before."""
+    if instance is None:
+        return False
+    memory = instance.exports(store).get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        return False
+    limit = memory_mb * MIB
+    return limit - memory.data_len(store) <= max(MIB, limit // 10)
+
+
+def _with_last_log_line(message: str, log: bytes) -> str:
+    lines = [line.strip() for line in log.decode("utf-8", "replace").splitlines() if line.strip()]
+    return f"{message}: {lines[-1][:500]}" if lines else message
