@@ -203,7 +203,7 @@ def test_concurrent_uploads_get_distinct_consecutive_versions(registry):
         try:
             with registry.client() as c:
                 results.append(c.upload(name, wasm(WASI_COMMAND_WAT), {"memory_mb": 100 + i})["version"])
-        except Exception as exc:  # collected and asserted on below
+        except RegistryError as exc:  # collected and asserted on below
             errors.append(exc)
 
     threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
@@ -466,9 +466,8 @@ def test_failed_and_aborted_uploads_leave_nothing_behind(client, registry):
     for args in failures:
         with pytest.raises(RegistryError):
             client.upload(*args)
-    with RegistryClient(registry.url, "wrong") as wrong:
-        with pytest.raises(RegistryError):
-            wrong.upload(name, wasm(WASI_COMMAND_2_WAT))
+    with RegistryClient(registry.url, "wrong") as wrong, pytest.raises(RegistryError):
+        wrong.upload(name, wasm(WASI_COMMAND_2_WAT))
 
     # A client that dies mid-upload: headers promise 100 kB, half arrives, the socket closes.
     with socket.create_connection(("127.0.0.1", registry.port)) as s:

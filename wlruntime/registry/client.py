@@ -13,12 +13,13 @@ the hash last seen for that reference and reads the blob from disk on ``304``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -69,7 +70,7 @@ class RegistryClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -93,8 +94,6 @@ class RegistryClient:
         """Upload a new version of ``name``; returns its metadata (name, version, sha256, size,
         config, created_at). Identical bytes and config to the latest version return that
         version instead of creating a new one."""
-        import json
-
         files = {"wasm": ("code.wasm", bytes(wasm_bytes), "application/wasm")}
         data = {"config": json.dumps(config)} if config is not None else {}
         return self._request("POST", f"/functions/{_q(name)}", ok=(200, 201), files=files, data=data).json()
