@@ -20,6 +20,7 @@ import httpx
 import pytest
 import wasmtime
 
+from wlruntime.config import RegistrySettings, Settings
 from wlruntime.registry import RegistryClient, RegistryError
 
 pytestmark = pytest.mark.timeout(60)
@@ -505,6 +506,11 @@ def test_data_and_generated_token_persist_across_restart(tmp_path):
             assert c.fetch_code("persist") == wasm(WASI_COMMAND_WAT)
             assert c.fetch_code(meta["sha256"]) == wasm(WASI_COMMAND_WAT)
             assert c.upload("persist", wasm(WASI_COMMAND_2_WAT))["version"] == 2
+        # What `wl deploy` does: find the registry and its generated token from the settings.
+        settings = Settings(registry=RegistrySettings(data_dir=data_dir, port=second.port))
+        with RegistryClient.from_settings(settings) as c:
+            assert c.base_url == second.url
+            assert c.upload("from-settings", wasm(WASI_COMMAND_WAT))["version"] == 1
         with RegistryClient(second.url, "not-the-token") as wrong:
             with pytest.raises(RegistryError) as err:
                 wrong.upload("persist", wasm(WASI_COMMAND_WAT))

@@ -19,10 +19,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 import httpx
+
+if TYPE_CHECKING:
+    from wlruntime.config import Settings
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REF_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}@(latest|[0-9]+)$")
@@ -64,6 +67,17 @@ class RegistryClient:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> RegistryClient:
+        """A client for the registry ``settings`` describe, with its token: the configured
+        one, else the one the registry generated into its data dir (when this machine can
+        read it), else none (reads only)."""
+        token = settings.registry.token
+        token_file = settings.registry_dir() / "registry.token"
+        if token is None and token_file.is_file():
+            token = token_file.read_text().strip() or None
+        return cls(settings.registry.base_url(), token, **kwargs)
 
     # -- plumbing ------------------------------------------------------------------------
 

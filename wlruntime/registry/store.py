@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import threading
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,16 +74,23 @@ class RegistryStore:
             folder.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
+        self._local = threading.local()
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        # One short-lived connection per operation: requests run on a thread pool, and
-        # sqlite3 connections must not be shared across threads without extra locking.
         db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection. Requests run on a thread pool and sqlite3 connections
+        must not cross threads; reusing one per thread saves a connect (~1 ms) per request."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
         return db
 
     def blob_path(self, sha256: str) -> Path:
@@ -97,34 +105,34 @@ class RegistryStore:
         blob = self.blob_path(sha256)
         staged = None if blob.is_file() else self._stage(data)
         try:
-            with closing(self._connect()) as db:
-                db.execute("BEGIN IMMEDIATE")  # the write lock: versions and blobs change together
-                try:
-                    latest = db.execute(
-                        "SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
-                    ).fetchone()
-                    if latest is not None and latest["sha256"] == sha256 and latest["config"] == config_json:
-                        db.execute("ROLLBACK")
-                        return _metadata(latest), False
-                    if not blob.is_file():  # a concurrent delete may have removed it meanwhile
-                        staged = staged or self._stage(data)
-                        blob.parent.mkdir(exist_ok=True)
-                        os.replace(staged, blob)
-                        staged = None
-                        _fsync_dir(blob.parent)
-                    row = db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
-                    version = (row["last_version"] if row else 0) + 1
-                    db.execute("INSERT INTO names (name, last_version) VALUES (?, ?) "
-                               "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version",
-                               (name, version))
-                    created_at = _now()
-                    db.execute("INSERT INTO versions (name, version, sha256, size, config, created_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?)",
-                               (name, version, sha256, len(data), config_json, created_at))
-                    db.execute("COMMIT")
-                except BaseException:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")  # the write lock: versions and blobs change together
+            try:
+                latest = db.execute(
+                    "SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
+                if latest is not None and latest["sha256"] == sha256 and latest["config"] == config_json:
                     db.execute("ROLLBACK")
-                    raise
+                    return _metadata(latest), False
+                if not blob.is_file():  # a concurrent delete may have removed it meanwhile
+                    staged = staged or self._stage(data)
+                    blob.parent.mkdir(exist_ok=True)
+                    os.replace(staged, blob)
+                    staged = None
+                    _fsync_dir(blob.parent)
+                row = db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()
+                version = (row["last_version"] if row else 0) + 1
+                db.execute("INSERT INTO names (name, last_version) VALUES (?, ?) "
+                           "ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version",
+                           (name, version))
+                created_at = _now()
+                db.execute("INSERT INTO versions (name, version, sha256, size, config, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           (name, version, sha256, len(data), config_json, created_at))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         finally:
             if staged is not None:
                 staged.unlink(missing_ok=True)
@@ -147,47 +155,43 @@ class RegistryStore:
     def delete(self, name: str) -> int:
         """Remove every version of ``name`` and the blobs no other version uses; returns the
         number of versions removed (0: unknown name)."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                shas = [r["sha256"] for r in
-                        db.execute("SELECT DISTINCT sha256 FROM versions WHERE name = ?", (name,))]
-                removed = db.execute("DELETE FROM versions WHERE name = ?", (name,)).rowcount
-                for sha in shas:
-                    if db.execute("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", (sha,)).fetchone() is None:
-                        self.blob_path(sha).unlink(missing_ok=True)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            shas = [r["sha256"] for r in
+                    db.execute("SELECT DISTINCT sha256 FROM versions WHERE name = ?", (name,))]
+            removed = db.execute("DELETE FROM versions WHERE name = ?", (name,)).rowcount
+            for sha in shas:
+                if db.execute("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", (sha,)).fetchone() is None:
+                    self.blob_path(sha).unlink(missing_ok=True)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return removed
 
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, name: str, version: int | None) -> dict | None:
         """Metadata of ``name@version`` (None: latest), or None when there is no such version."""
-        with closing(self._connect()) as db:
-            if version is None:
-                row = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
-                                 (name,)).fetchone()
-            else:
-                row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?",
-                                 (name, version)).fetchone()
+        db = self._db()
+        if version is None:
+            row = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+                             (name,)).fetchone()
+        else:
+            row = db.execute("SELECT * FROM versions WHERE name = ? AND version = ?",
+                             (name, version)).fetchone()
         return _metadata(row) if row is not None else None
 
     def versions(self, name: str) -> list[dict]:
-        with closing(self._connect()) as db:
-            rows = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version", (name,)).fetchall()
+        db = self._db()
+        rows = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version", (name,)).fetchall()
         return [_metadata(r) for r in rows]
 
     def latest_of_each(self) -> list[dict]:
-        with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT v.* FROM versions v JOIN (SELECT name, MAX(version) AS version FROM versions "
-                "GROUP BY name) m ON v.name = m.name AND v.version = m.version ORDER BY v.name"
-            ).fetchall()
+        db = self._db()
+        rows = db.execute(
+            "SELECT v.* FROM versions v JOIN (SELECT name, MAX(version) AS version FROM versions "
+            "GROUP BY name) m ON v.name = m.name AND v.version = m.version ORDER BY v.name"
+        ).fetchall()
         return [_metadata(r) for r in rows]
-
-    def has_blob_reference(self, sha256: str) -> bool:
-        with closing(self._connect()) as db:
-            return db.execute("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone() is not None
