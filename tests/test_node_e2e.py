@@ -1,0 +1,364 @@
+"""Real registry + real node processes on loopback, driven over gRPC; a test Scheduler server
+stands in for the router (issue 5) and answers the node's OnIdle calls."""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+import wasmtime
+
+from wlruntime.node.client import CHANNEL_OPTIONS, connect
+from wlruntime.proto import node_pb2 as pb
+from wlruntime.proto import node_pb2_grpc
+from wlruntime.registry.client import RegistryClient, RegistryError
+
+pytestmark = pytest.mark.timeout(60)
+
+WAT = Path(__file__).parent / "fixtures" / "wat"
+TOKEN = "node-test-token"
+
+
+def wasm(name: str) -> bytes:
+    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+class Registry:
+    def __init__(self, data_dir: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = data_dir.parent / "registry.log"
+        port = self.url.rsplit(":", 1)[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wlruntime.registry", "--port", port, "--data-dir", str(data_dir),
+                 "--token", TOKEN, "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"registry not ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class NodeProcess:
+    """``python -m wlruntime.node`` on a free port; ready when it prints 'listening on'."""
+
+    def __init__(self, registry: Registry, cache_dir: Path, *args: str) -> None:
+        self.log = cache_dir.parent / f"node-{cache_dir.name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wlruntime.node", "--registry", registry.url, "--port", "0",
+             "--cache-dir", str(cache_dir), "--log-level", "warning", *args],
+            stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True)
+        line = self._read_line(timeout=30)
+        assert "listening on" in line, f"node did not start: {line!r} {self.log.read_text()}"
+        self.address = line.split("listening on ")[1].split(",")[0].strip()
+        self.metrics_url = line.split("metrics on ")[1].strip() if "metrics on" in line else None
+        self.channel, self.stub = connect(self.address)
+
+    def _read_line(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline() if ready else ""
+
+    def stop(self) -> None:
+        self.channel.close()
+        _stop(self.proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class StandInScheduler(node_pb2_grpc.SchedulerServicer):
+    """Stands in for the router: records IdleEvents, answers from a per-instance script."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[pb.IdleEvent] = queue.Queue()
+        self.scripts: dict[str, list[pb.IdleDirective]] = {}
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=CHANNEL_OPTIONS)
+        node_pb2_grpc.add_SchedulerServicer_to_server(self, self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def OnIdle(self, request: pb.IdleEvent, context) -> pb.IdleDirective:
+        self.events.put(request)
+        script = self.scripts.get(request.instance_id) or [pb.IdleDirective(kill=pb.Kill())]
+        return script.pop(0)
+
+    def next_event(self, timeout: float = 10.0) -> pb.IdleEvent:
+        return self.events.get(timeout=timeout)
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry") / "data")
+    client = RegistryClient(reg.url, TOKEN)
+    client.upload("echo", wasm("echo"), {"abi": "wasi-command"})
+    client.upload("spin", wasm("loop"), {"abi": "wasi-command", "timeout_ms": 300})
+    client.upload("bomb", wasm("membomb"), {"abi": "wasi-command", "memory_mb": 16})
+    client.upload("crash", wasm("trap"), {"abi": "wasi-command"})
+    client.upload("fails", wasm("exit3"), {"abi": "wasi-command"})
+    client.upload("counter", wasm("counter.component"), {"abi": "component", "timeout_ms": 200})
+    client.upload("small-payload", wasm("echo"), {"abi": "wasi-command", "max_payload_bytes": 16})
+    reg.client = client
+    yield reg
+    client.close()
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    sched = StandInScheduler()
+    yield sched
+    sched.server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def node(registry, scheduler, tmp_path_factory):
+    proc = NodeProcess(registry, tmp_path_factory.mktemp("node") / "cache", "--scheduler", scheduler.address,
+                       "--metrics-port", "0", "--node-id", "node-a", "--memory-mb", "1024")
+    yield proc
+    proc.stop()
+
+
+def spawn(node: NodeProcess, function: str, **kwargs) -> pb.SpawnReply:
+    return node.stub.Spawn(pb.SpawnRequest(function=function, **kwargs), timeout=30)
+
+
+def invoke(node: NodeProcess, instance_id: str, payload: bytes = b"", **kwargs) -> pb.DoReply:
+    return node.stub.Do(pb.DoRequest(instance_id=instance_id, invoke=pb.Invoke(payload=payload, **kwargs)),
+                        timeout=30)
+
+
+def do(node: NodeProcess, instance_id: str, **op) -> pb.DoReply:
+    return node.stub.Do(pb.DoRequest(instance_id=instance_id, **op), timeout=30)
+
+
+def grpc_error(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+def test_spawn_invoke_kill(node) -> None:
+    spawned = spawn(node, "echo", version="1")
+    assert (spawned.function, spawned.version, spawned.abi) == ("echo", 1, "wasi-command")
+    assert spawned.cold_start_ms > 0 and spawned.memory_mb == 128
+    reply = invoke(node, spawned.instance_id, b"hello node", request_id="req-1", metadata={"k": "v"})
+    assert reply.state == pb.IDLE
+    assert reply.invoke.error == pb.ERROR_KIND_NONE
+    assert (reply.invoke.request_id, reply.invoke.output, reply.invoke.logs) == ("req-1", b"hello node",
+                                                                                  b"echo: done\n")
+    assert reply.invoke.exec_ms > 0
+    status = node.stub.Status(pb.StatusRequest())
+    info = next(i for i in status.instances if i.instance_id == spawned.instance_id)
+    assert (info.state, info.invocations, info.function) == (pb.IDLE, 1, "echo")
+    assert status.node_id == "node-a" and status.memory_capacity_mb == 1024 and status.memory_used_mb >= 128
+
+    assert do(node, spawned.instance_id, kill=pb.Kill()).state == pb.DEAD
+    error = grpc_error(lambda: invoke(node, spawned.instance_id, b"again"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "dead (killed)" in error.details()
+    assert all(i.instance_id != spawned.instance_id for i in node.stub.Status(pb.StatusRequest()).instances)
+
+
+def test_keep_alive_expiry_asks_the_scheduler_and_obeys(node, scheduler) -> None:
+    spawned = spawn(node, "echo")
+    iid = spawned.instance_id
+    scheduler.scripts[iid] = [
+        pb.IdleDirective(invoke=pb.Invoke(request_id="queued-1", payload=b"next request")),
+        pb.IdleDirective(keep_alive=pb.KeepAlive(ms=50)),
+        pb.IdleDirective(kill=pb.Kill()),
+    ]
+    assert do(node, iid, keep_alive=pb.KeepAlive(ms=100)).state == pb.KEPT_ALIVE
+    info = next(i for i in node.stub.Status(pb.StatusRequest()).instances if i.instance_id == iid)
+    assert info.state == pb.KEPT_ALIVE and 0 < info.keep_alive_remaining_ms <= 100
+
+    expired = scheduler.next_event()
+    assert (expired.instance_id, expired.function, expired.reason) == (iid, "echo", pb.KEEPALIVE_EXPIRED)
+    assert expired.node_id == "node-a" and expired.node_address == node.address
+    assert expired.idle_since_unix_ms <= time.time() * 1000
+    finished = scheduler.next_event()  # the node ran the directive's request and reports it
+    assert finished.reason == pb.FINISHED
+    assert (finished.result.request_id, finished.result.output) == ("queued-1", b"next request")
+    again = scheduler.next_event()  # the 50 ms keep-alive ran out: asked again, told to die
+    assert again.reason == pb.KEEPALIVE_EXPIRED
+    _wait_until(lambda: all(i.instance_id != iid for i in node.stub.Status(pb.StatusRequest()).instances))
+    assert grpc_error(lambda: invoke(node, iid)).code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_invoke_cancels_a_keep_alive(node, scheduler) -> None:
+    iid = spawn(node, "echo").instance_id
+    do(node, iid, keep_alive=pb.KeepAlive(ms=150))
+    assert invoke(node, iid, b"x").invoke.output == b"x"
+    time.sleep(0.3)
+    info = next(i for i in node.stub.Status(pb.StatusRequest()).instances if i.instance_id == iid)
+    assert info.state == pb.IDLE  # the timer was cancelled: nobody was asked, nothing was killed
+    assert all(e.instance_id != iid for e in list(scheduler.events.queue))
+    do(node, iid, kill=pb.Kill())
+
+
+def test_infinite_loop_times_out_and_the_node_keeps_serving(node) -> None:
+    spin = spawn(node, "spin").instance_id
+    echo = spawn(node, "echo").instance_id
+    pool = futures.ThreadPoolExecutor(1)
+    running = pool.submit(invoke, node, spin)
+    time.sleep(0.1)
+    # while the loop runs: Status, Health, and other invocations answer, and the instance is busy
+    assert node.stub.Health(pb.HealthRequest(), timeout=2).ok
+    busy = next(i for i in node.stub.Status(pb.StatusRequest(), timeout=2).instances if i.instance_id == spin)
+    assert busy.state == pb.BUSY and busy.busy_ms > 0
+    assert invoke(node, echo, b"meanwhile").invoke.output == b"meanwhile"
+    assert grpc_error(lambda: invoke(node, spin)).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert grpc_error(lambda: do(node, spin, keep_alive=pb.KeepAlive(ms=10))).code() == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    reply = running.result(timeout=10)
+    pool.shutdown()
+    assert reply.invoke.error == pb.TIMEOUT and "300 ms" in reply.invoke.error_message
+    assert reply.state == pb.IDLE
+    assert invoke(node, echo, b"after").invoke.output == b"after"
+    for iid in (spin, echo):
+        do(node, iid, kill=pb.Kill())
+
+
+def test_faults_are_reported_with_kind_message_and_logs(node) -> None:
+    bomb = invoke(node, spawn(node, "bomb").instance_id).invoke
+    assert bomb.error == pb.OUT_OF_MEMORY and "16 MB" in bomb.error_message
+    crash = invoke(node, spawn(node, "crash").instance_id).invoke
+    assert crash.error == pb.TRAP and "unreachable" in crash.error_message and crash.logs == b"about to trap\n"
+    fails = invoke(node, spawn(node, "fails").instance_id).invoke
+    assert fails.error == pb.FUNCTION_ERROR and fails.error_message == "exited with status 3: bad input"
+    assert node.stub.Health(pb.HealthRequest()).ok
+
+
+def test_component_state_survives_warm_invocations_and_resets_after_a_timeout(node) -> None:
+    iid = spawn(node, "counter").instance_id
+    assert [invoke(node, iid, p).invoke.output for p in (b"a", b"b", b"c")] == [b"a #1", b"b #2", b"c #3"]
+    err = invoke(node, iid, b"!bad").invoke
+    assert err.error == pb.FUNCTION_ERROR and err.error_message == "rejected: request starts with '!'"
+    timed_out = invoke(node, iid, b"~").invoke
+    assert timed_out.error == pb.TIMEOUT and timed_out.instance_recycled
+    assert invoke(node, iid, b"d").invoke.output == b"d #1"
+    do(node, iid, kill=pb.Kill())
+
+
+def test_bad_requests_get_clear_grpc_errors(node, registry) -> None:
+    unknown = grpc_error(lambda: spawn(node, "no-such-function"))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND and "no-such-function" in unknown.details()
+    missing_version = grpc_error(lambda: spawn(node, "echo", version="99"))
+    assert missing_version.code() == grpc.StatusCode.NOT_FOUND and "99" in missing_version.details()
+    bad_version = grpc_error(lambda: spawn(node, "echo", version="v1"))
+    assert bad_version.code() == grpc.StatusCode.INVALID_ARGUMENT and "'v1'" in bad_version.details()
+    bad_name = grpc_error(lambda: spawn(node, "../etc"))
+    assert bad_name.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid function name" in bad_name.details()
+    assert grpc_error(lambda: invoke(node, "nobody")).code() == grpc.StatusCode.NOT_FOUND
+    assert grpc_error(lambda: node.stub.Do(pb.DoRequest(instance_id="x"))).code() == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    small = spawn(node, "small-payload").instance_id
+    too_big = grpc_error(lambda: invoke(node, small, b"x" * 17))
+    assert too_big.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_payload_bytes (16)" in too_big.details()
+    taken = grpc_error(lambda: spawn(node, "echo", instance_id=small))
+    assert taken.code() == grpc.StatusCode.ALREADY_EXISTS
+    do(node, small, kill=pb.Kill())
+    # garbage never reaches a node: the registry rejects it with validate_wasm's message
+    with pytest.raises(RegistryError, match="not a WebAssembly binary") as info:
+        registry.client.upload("garbage", b"MZ\x90\x00 definitely not wasm", {"abi": "wasi-command"})
+    assert info.value.status == 400
+
+
+def test_payloads_of_several_megabytes(node) -> None:
+    iid = spawn(node, "echo").instance_id
+    payload = os.urandom(5 * 1024 * 1024)
+    assert invoke(node, iid, payload).invoke.output == payload
+    do(node, iid, kill=pb.Kill())
+
+
+def test_metrics_endpoint(node) -> None:
+    iid = spawn(node, "echo").instance_id
+    invoke(node, iid, b"m")
+    text = httpx.get(node.metrics_url, timeout=5).text
+    assert 'wl_node_invocations_total{function="echo",outcome="none"}' in text
+    assert 'wl_node_cold_starts_total{' in text
+    assert 'wl_node_instances{state="idle"}' in text
+    do(node, iid, kill=pb.Kill())
+
+
+def test_cached_and_uncached_spawns(registry, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    first = NodeProcess(registry, cache)
+    try:
+        cold = spawn(first, "counter", version="1")
+        assert (cold.code_cached, cold.compile_cached, cold.compile_source) == (False, False, "compiled")
+        assert cold.compile_ms > 0 and cold.fetch_ms > 0
+        warm = spawn(first, "counter", version="1")
+        assert (warm.code_cached, warm.compile_cached, warm.compile_source) == (True, True, "memory")
+    finally:
+        first.stop()
+    restarted = NodeProcess(registry, cache)  # same cache dir: compiled artifact loads from disk
+    try:
+        from_disk = spawn(restarted, "counter", version="1")
+        assert (from_disk.code_cached, from_disk.compile_cached, from_disk.compile_source) == (True, True, "disk")
+        assert invoke(restarted, from_disk.instance_id, b"x").invoke.output == b"x #1"
+    finally:
+        restarted.stop()
+
+
+def test_memory_capacity_and_expiry_without_a_scheduler(registry, tmp_path) -> None:
+    small = NodeProcess(registry, tmp_path / "cache", "--memory-mb", "300", "--idle-grace-ms", "300")
+    try:
+        a = spawn(small, "echo").instance_id
+        b = spawn(small, "echo").instance_id
+        full = grpc_error(lambda: spawn(small, "echo"))
+        assert full.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "44 MB free" in full.details()
+        do(small, a, kill=pb.Kill())
+        c = spawn(small, "echo").instance_id
+        # no scheduler: an expired keep-alive kills; an instance nobody instructs dies after the grace
+        do(small, c, keep_alive=pb.KeepAlive(ms=50))
+        _wait_until(lambda: {i.instance_id for i in small.stub.Status(pb.StatusRequest()).instances} == {b},
+                    timeout=2)
+        _wait_until(lambda: not small.stub.Status(pb.StatusRequest()).instances, timeout=5)
+        assert small.stub.Status(pb.StatusRequest()).memory_used_mb == 0
+    finally:
+        small.stop()
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)

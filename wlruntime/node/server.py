@@ -1,0 +1,195 @@
+"""The node's gRPC server: maps node.proto onto NodeRuntime, and calls the Scheduler back."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from wlruntime.node.client import CHANNEL_OPTIONS, connect_scheduler
+from wlruntime.node.runtime import Directive, IdleEventInfo, NodeError, NodeRuntime
+from wlruntime.proto import node_pb2 as pb
+from wlruntime.proto import node_pb2_grpc
+from wlruntime.wasm.engine import wasmtime_version
+from wlruntime.wasm.runners import Invocation, Outcome
+
+log = logging.getLogger("wlruntime.node")
+
+SCHEDULER_TIMEOUT_S = 10.0
+
+
+def outcome_to_pb(outcome: Outcome, request_id: str) -> pb.InvokeResult:
+    return pb.InvokeResult(
+        request_id=request_id,
+        output=outcome.output,
+        error=pb.ErrorKind.Value("ERROR_KIND_NONE" if outcome.ok else outcome.error.upper()),
+        error_message=outcome.error_message,
+        logs=outcome.logs,
+        exec_ms=outcome.exec_ms,
+        instance_recycled=outcome.recycled,
+    )
+
+
+def invocation_from_pb(invoke: pb.Invoke) -> Invocation:
+    return Invocation(payload=invoke.payload, request_id=invoke.request_id, metadata=dict(invoke.metadata),
+                      timeout_ms=invoke.timeout_ms)
+
+
+class NodeService(node_pb2_grpc.NodeServicer):
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.runtime = runtime
+
+    def Spawn(self, request: pb.SpawnRequest, context: grpc.ServicerContext) -> pb.SpawnReply:
+        if not request.function:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SpawnRequest.function is empty")
+        try:
+            result = self.runtime.spawn(request.function, request.version, request.instance_id)
+        except NodeError as error:
+            context.abort(grpc.StatusCode[error.code], error.message)
+        return pb.SpawnReply(
+            instance_id=result.instance_id, function=result.function, version=result.version,
+            sha256=result.sha256, abi=result.config.abi, memory_mb=result.config.memory_mb,
+            timeout_ms=result.config.timeout_ms, cold_start_ms=result.cold_start_ms, fetch_ms=result.fetch_ms,
+            compile_ms=result.compile_ms, instantiate_ms=result.instantiate_ms, code_cached=result.code_cached,
+            compile_cached=result.compile_cached, compile_source=result.compile_source,
+            concurrency=result.config.concurrency, max_payload_bytes=result.config.max_payload_bytes,
+        )
+
+    def Do(self, request: pb.DoRequest, context: grpc.ServicerContext) -> pb.DoReply:
+        op = request.WhichOneof("op")
+        if not request.instance_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest.instance_id is empty")
+        try:
+            if op == "invoke":
+                outcome, state = self.runtime.invoke(request.instance_id, invocation_from_pb(request.invoke))
+                return pb.DoReply(instance_id=request.instance_id, state=pb.InstanceState.Value(state),
+                                  invoke=outcome_to_pb(outcome, request.invoke.request_id))
+            if op == "keep_alive":
+                state = self.runtime.keep_alive(request.instance_id, request.keep_alive.ms)
+            elif op == "kill":
+                state = self.runtime.kill(request.instance_id)
+            else:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest needs one of keep_alive, kill, invoke")
+        except NodeError as error:
+            context.abort(grpc.StatusCode[error.code], error.message)
+        return pb.DoReply(instance_id=request.instance_id, state=pb.InstanceState.Value(state))
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+        status = self.runtime.status()
+        instances = [
+            pb.InstanceInfo(**{**info, "state": pb.InstanceState.Value(info["state"])})
+            for info in status.pop("instances")
+        ]
+        return pb.StatusReply(**status, instances=instances, wasmtime_version=wasmtime_version())
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthReply:
+        return pb.HealthReply(ok=True, node_id=self.runtime.node_id, message="serving")
+
+
+class SchedulerCaller:
+    """Turns the runtime's IdleEventInfo into Scheduler.OnIdle calls (one channel, reused)."""
+
+    def __init__(self, address: str, node_id: str, node_address: str) -> None:
+        self.address = address
+        self.node_id = node_id
+        self.node_address = node_address
+        self._channel, self._stub = connect_scheduler(address)
+
+    def __call__(self, event: IdleEventInfo) -> Directive:
+        message = pb.IdleEvent(
+            node_id=self.node_id, instance_id=event.instance_id, function=event.function, version=event.version,
+            reason=pb.IdleReason.Value(event.reason), idle_since_unix_ms=event.idle_since_unix_ms,
+            node_address=self.node_address,
+        )
+        if event.result is not None:
+            message.result.CopyFrom(outcome_to_pb(event.result, event.request_id))
+        directive = self._stub.OnIdle(message, timeout=SCHEDULER_TIMEOUT_S)
+        action = directive.WhichOneof("action")
+        if action == "keep_alive":
+            return Directive(keep_alive_ms=directive.keep_alive.ms)
+        if action == "invoke":
+            return Directive(invocation=invocation_from_pb(directive.invoke))
+        return Directive()  # kill, or nothing set
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+@dataclass
+class RunningNode:
+    server: grpc.Server
+    runtime: NodeRuntime
+    port: int
+    metrics_port: int | None
+    scheduler: SchedulerCaller | None
+    _metrics_server: Any = None
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.server.stop(grace).wait()
+        self.runtime.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+
+
+def start_node(
+    *,
+    registry_url: str,
+    node_id: str,
+    memory_mb: int,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    cache_dir: str | None = None,
+    scheduler_address: str | None = None,
+    workers: int = 4,
+    idle_grace_ms: int = 30_000,
+    metrics_port: int | None = None,
+    registry_token: str | None = None,
+) -> RunningNode:
+    """Start a node's gRPC server (and metrics endpoint) in this process; returns at once.
+
+    ``port=0`` picks a free port (see ``RunningNode.port``); an empty ``node_id`` becomes
+    ``<hostname>-<port>``.
+    """
+    from wlruntime.node.metrics import NodeMetrics
+    from wlruntime.registry.client import RegistryClient
+
+    registry = RegistryClient(registry_url, token=registry_token,
+                              cache_dir=f"{cache_dir}/code" if cache_dir else None)
+    # gRPC threads only wait on wasm (which runs in the runtime's pool): keep spares for control RPCs.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 16, thread_name_prefix="grpc"),
+                         options=CHANNEL_OPTIONS)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    node_id = node_id or f"{socket.gethostname()}-{bound}"
+    metrics = NodeMetrics(node_id)
+    scheduler = SchedulerCaller(scheduler_address, node_id, f"{host}:{bound}") if scheduler_address else None
+    runtime = NodeRuntime(node_id, registry, memory_mb, cache_dir, workers=workers, idle_grace_ms=idle_grace_ms,
+                          scheduler=scheduler, metrics=metrics)
+    metrics.attach(runtime)
+    node_pb2_grpc.add_NodeServicer_to_server(NodeService(runtime), server)
+    server.start()
+    metrics_server = None
+    if metrics_port is not None:
+        metrics_server = metrics.serve(metrics_port, host)
+        metrics_port = metrics_server.server_address[1]
+    return RunningNode(server, runtime, bound, metrics_port, scheduler, metrics_server)
+
+
+def wait_forever(node: RunningNode) -> None:
+    """Block until SIGINT/SIGTERM, then stop cleanly."""
+    import signal
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping node %s", node.runtime.node_id)
+    node.stop()
