@@ -195,7 +195,10 @@ def load_azure2019(prefix: str | os.PathLike, *, seed: int = 0, start_minute: in
     minute_idx = cell % n_minutes
     minute_offset = minute_numbers[in_range][minute_idx] - start
     rng = np.random.default_rng(seed)
-    arrival = (minute_offset + rng.random(len(cell))) * 60_000.0
+    minute_start = minute_offset * 60_000.0
+    # Uniform inside the minute; the clip keeps a draw within rounding of 1 out of the next minute.
+    arrival = np.minimum(minute_start + rng.random(len(cell)) * 60_000.0,
+                         np.nextafter(minute_start + 60_000.0, 0.0))
     duration = _sample_percentiles(func_pct[func_idx], rng.random(len(cell)))
 
     order = np.argsort(arrival, kind="stable")

@@ -25,6 +25,8 @@ CANONICAL_COLUMNS: tuple[str, ...] = ("app", "function", "arrival_ms", "duration
 OPTIONAL_COLUMNS: tuple[str, ...] = ("payload_bytes",)
 DEFAULT_MEMORY_MB = 256.0  # memory of an invocation whose source trace has none (Azure 2021, missing apps)
 
+# pandas >= 3 parses floats round-trip exactly by default (and deprecates the option).
+_EXACT_FLOATS = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 
@@ -79,7 +81,8 @@ def _names(df: pd.DataFrame, column: str, source: str, first_line: int | None) -
     if missing is not None:
         raise _row_error(source, "missing name", missing, column, first_line)
     if isinstance(raw.dtype, pd.CategoricalDtype) and pd.api.types.is_string_dtype(raw.cat.categories):
-        names = pd.Categorical(raw.array)  # already compact: keep the codes, no per-row strings
+        # Already compact: keep the codes (no per-row strings), list only the names that occur.
+        names = pd.Categorical(raw.array).remove_unused_categories()
         blank = np.asarray(names.categories.str.strip() == "")[names.codes]
     else:
         names = pd.Categorical(raw.astype(str))
@@ -307,7 +310,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 def read_csv_checked(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` with parse failures turned into a TraceError naming the file."""
     try:
-        return pd.read_csv(path, float_precision="round_trip", **kwargs)
+        return pd.read_csv(path, **_EXACT_FLOATS, **kwargs)
     except FileNotFoundError:
         raise TraceError(path, "no such file") from None
     except pd.errors.EmptyDataError:
