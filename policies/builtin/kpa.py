@@ -1,0 +1,142 @@
+"""A Knative-Pod-Autoscaler-like concurrency autoscaler with stable and panic windows."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from policies.builtin._common import number, warm_slot
+from policies.interface import BUSY, INVOKE, KILL, SPAWN, STARTING, Assign, FunctionView, IdleDecision, \
+    InstanceView, KeepAlive, Policy, RequestView, RouteDecision
+from policies.registry import PolicySpecError
+
+
+class KPAState:
+    __slots__ = ("panic_until_ms",)
+
+    def __init__(self) -> None:
+        self.panic_until_ms = -math.inf
+
+
+class KPA(Policy):
+    """Concurrency autoscaling after Knative's KPA.
+
+    Desired instances = ceil(observed concurrency / target concurrency per instance), from
+    two windows: the stable window (60 s) and the panic window (6 s). The autoscaler enters
+    panic mode when the panic window's desired count is at least ``panic_threshold`` (2x)
+    the current instance count (taken as at least 1), and stays in it for a stable window
+    after the last time that held; in panic the desired count is the larger of the two
+    windows' and instances are never scaled down. Out of panic the stable window decides.
+
+    Routing: an instance with a free slot (idle, or busy below its concurrency); else a
+    new instance when fewer are live (starting included) than desired; else queue on the
+    least-loaded busy or starting instance if its queue is shorter than ``queue_limit``;
+    else a new instance anyway (a request is never left without a place).
+
+    Scaling down: an instance that becomes idle, or whose keep-alive ran out, is killed
+    when more instances are live than desired (one at a time, as they become idle), else
+    kept until the stable window's demand can next drop (when its oldest arrival leaves the
+    window, at least ``tick_ms`` later; Knative re-evaluates every 2 s).
+
+    Simplifications (documented, deliberate): observed concurrency is estimated by
+    Little's law, arrivals in the window / window length x the predicted duration, rather
+    than by sampling in-flight requests every second; there is no scale-to-zero grace
+    period, activator, or min/max scale (``fn.max_instances`` is left to the engine); the
+    target defaults to ``target_utilization`` (70%) of the instance's concurrency, as for
+    Knative with a container-concurrency limit.
+
+    Parameters:
+      target: target concurrency per instance (default: target_utilization x concurrency).
+      target_utilization: used when target is not given (default 0.7).
+      stable_window_ms (60000), panic_window_ms (6000), panic_threshold (2.0),
+      queue_limit: requests allowed to wait on one instance before spawning (default 1),
+      tick_ms: shortest re-evaluation delay for an idle instance (default 2000).
+    """
+
+    name = "kpa"
+
+    def __init__(self, target: float | None = None, target_utilization: float = 0.7,
+                 stable_window_ms: float = 60_000.0, panic_window_ms: float = 6_000.0,
+                 panic_threshold: float = 2.0, queue_limit: int = 1, tick_ms: float = 2_000.0) -> None:
+        n = self.name
+        self.target = number(n, "target", target, allow_none=True)
+        self.target_utilization = number(n, "target_utilization", target_utilization)
+        self.stable_window_ms = number(n, "stable_window_ms", stable_window_ms)
+        self.panic_window_ms = number(n, "panic_window_ms", panic_window_ms)
+        if self.panic_window_ms > self.stable_window_ms:
+            raise PolicySpecError(f"{n}: panic_window_ms ({panic_window_ms}) must not exceed "
+                                  f"stable_window_ms ({stable_window_ms})")
+        self.panic_threshold = number(n, "panic_threshold", panic_threshold)
+        self.queue_limit = int(number(n, "queue_limit", queue_limit, strict=False))
+        self.tick_ms = number(n, "tick_ms", tick_ms)
+
+    @staticmethod
+    def state(fn: FunctionView) -> KPAState:
+        st = fn.policy_state
+        if st is None:
+            st = fn.policy_state = KPAState()
+        return st
+
+    def desired(self, now_ms: float, fn: FunctionView) -> tuple[int, bool]:
+        """(desired instance count, in panic mode) at ``now_ms``; updates the panic state."""
+        stats = fn.stats
+        target = self.target if self.target is not None else self.target_utilization * fn.concurrency
+        duration_s = stats.predict_duration() / 1000.0
+        stable_conc = stats.arrivals_in_last(now_ms, self.stable_window_ms) \
+            / (self.stable_window_ms / 1000.0) * duration_s
+        panic_conc = stats.arrivals_in_last(now_ms, self.panic_window_ms) \
+            / (self.panic_window_ms / 1000.0) * duration_s
+        # a tiny epsilon keeps float noise (e.g. 2.0000000001) from asking for one more
+        stable = math.ceil(stable_conc / target - 1e-9)
+        panic = math.ceil(panic_conc / target - 1e-9)
+        st = self.state(fn)
+        if panic >= self.panic_threshold * max(1, fn.live_count):
+            st.panic_until_ms = now_ms + self.stable_window_ms
+        if now_ms < st.panic_until_ms:
+            return max(stable, panic, fn.live_count), True
+        return stable, False
+
+    def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
+        inst = warm_slot(fn)
+        if inst is not None:
+            return Assign(inst)
+        desired, _ = self.desired(now_ms, fn)
+        if fn.live_count < desired:
+            return SPAWN
+        least, least_load = None, math.inf
+        for i in fn.instances.values():
+            if i.state == BUSY or i.state == STARTING:
+                load = i.queue_len + i.active
+                if load < least_load:
+                    least, least_load = i, load
+        if least is not None and least.queue_len < self.queue_limit:
+            return Assign(least)
+        return SPAWN
+
+    def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
+        if instance.queue:
+            return INVOKE
+        desired, panicking = self.desired(now_ms, fn)
+        if not panicking and fn.live_count > desired:
+            return KILL
+        return KeepAlive(self._next_change_ms(now_ms, fn, panicking))
+
+    def _next_change_ms(self, now_ms: float, fn: FunctionView, panicking: bool) -> float:
+        """Delay until the desired count can next fall: the oldest arrival still in the
+        stable window leaves it (or the panic ends), but at least tick_ms."""
+        if panicking:
+            return max(self.tick_ms, self.state(fn).panic_until_ms - now_ms)
+        recent = fn.stats.recent
+        lo = now_ms - self.stable_window_ms
+        delay = self.tick_ms
+        if recent and recent[-1] > lo:
+            n_in = fn.stats.arrivals_in_last(now_ms, self.stable_window_ms)
+            oldest = recent[len(recent) - n_in]
+            delay = max(self.tick_ms, oldest + self.stable_window_ms - now_ms)
+        return delay
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "target": self.target, "target_utilization": self.target_utilization,
+                "stable_window_ms": self.stable_window_ms, "panic_window_ms": self.panic_window_ms,
+                "panic_threshold": self.panic_threshold, "queue_limit": self.queue_limit,
+                "tick_ms": self.tick_ms}

@@ -1,0 +1,329 @@
+"""The offline oracle: knows every future arrival and duration of the trace being simulated,
+and keeps an instance warm exactly when that is cheaper than the cold start it avoids."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+from policies.builtin._common import EPS_MS, WorkLedger, idle_for, number, warm_slot
+from policies.interface import IDLE, INVOKE, KILL, SPAWN, Assign, CostWeights, FunctionView, \
+    IdleDecision, InstanceView, KeepAlive, Policy, RequestView, RouteDecision
+from policies.registry import PolicySpecError
+
+
+class FunctionFuture:
+    """One function's whole trace, arranged for O(log n) look-ahead queries.
+
+    ``demand[j]`` is the number of the function's requests executing right after arrival
+    ``j`` if every request ran from its arrival for its duration (ends at the same instant
+    as an arrival come first, so the freed instance can serve it). A max segment tree over
+    ``demand`` answers "the first arrival from j on at which demand exceeds v".
+    """
+
+    __slots__ = ("arrivals", "durations", "ends", "demand", "size", "tree", "next_idx")
+
+    def __init__(self, arrivals: Any, durations: Any) -> None:
+        import numpy as np  # noqa: PLC0415 (only the oracle needs numpy, and only here)
+
+        arrivals = np.asarray(arrivals, dtype=float)
+        durations = np.asarray(durations, dtype=float)
+        ends = np.sort(arrivals + durations)
+        demand = np.arange(1, len(arrivals) + 1) - np.searchsorted(ends, arrivals, side="right")
+        self.arrivals: list[float] = arrivals.tolist()
+        self.durations: list[float] = durations.tolist()
+        self.ends: list[float] = ends.tolist()
+        self.demand: list[int] = demand.tolist()
+        size = 1
+        while size < max(1, len(self.demand)):
+            size *= 2
+        tree = [0] * (2 * size)
+        tree[size:size + len(self.demand)] = self.demand
+        for i in range(size - 1, 0, -1):
+            a, b = tree[2 * i], tree[2 * i + 1]
+            tree[i] = a if a > b else b
+        self.size = size
+        self.tree = tree
+        self.next_idx = 0        # first arrival not routed yet
+
+    def first_unrouted(self, now_ms: float) -> int:
+        return max(self.next_idx, bisect_left(self.arrivals, now_ms))
+
+    def demand_at(self, now_ms: float, j0: int) -> int:
+        """Requests of the trace executing at ``now_ms`` among the arrivals before ``j0``."""
+        return max(0, j0 - bisect_right(self.ends, now_ms))
+
+    def first_exceeding(self, lo: int, hi: int, level: int) -> int:
+        """First index j in [lo, hi) with demand[j] > level, or -1."""
+        if lo >= hi:
+            return -1
+        x = level + 1
+        if self.demand[lo] >= x:          # the common case: the very next arrival
+            return lo
+        tree, size = self.tree, self.size
+        a, b = lo + size, hi + size
+        right: list[int] = []
+        node = -1
+        while a < b:
+            if a & 1:
+                if tree[a] >= x:
+                    node = a
+                    break
+                a += 1
+            if b & 1:
+                b -= 1
+                right.append(b)
+            a >>= 1
+            b >>= 1
+        if node < 0:
+            for r in reversed(right):
+                if tree[r] >= x:
+                    node = r
+                    break
+            else:
+                return -1
+        while node < size:
+            node = 2 * node if tree[2 * node] >= x else 2 * node + 1
+        return node - size
+
+
+class OracleState:
+    __slots__ = ("future", "ledger", "prewarm_at_ms", "prewarm_delay_ms")
+
+    def __init__(self, future: FunctionFuture | None) -> None:
+        self.future = future
+        self.ledger = WorkLedger()                 # exact durations put on each instance
+        self.prewarm_at_ms: float | None = None
+        self.prewarm_delay_ms = 0.0
+
+
+class Oracle(Policy):
+    """Offline reference policy that knows all future arrivals (simulator only).
+
+    ``prepare(trace)`` stores, per function, the sorted arrival times and durations. The
+    decisions, with cost in the same weights as the results (``CostWeights``: memory at
+    ``gb_s_usd`` per GB-s, user latency beyond the execution at ``latency_usd_per_s``):
+
+    * Keep or kill, when an instance X frees at t. Instances are interchangeable and routing
+      is last-in-first-out (the warmest idle instance serves the next arrival), so X is
+      next used at the first future arrival at which the function's demand (requests
+      executing) rises above its present level: every free instance above X in the stack
+      is used first. The present level is the trace's demand at t (or the number of busy
+      instances, if smaller); the future demand comes from the trace with each request
+      executing from its arrival. Keeping X until that use u costs
+      ``mem_GB x (u - t) x gb_s_usd``. What keeping avoids:
+        - if X is the last live instance, the engine pre-warms after a kill, so the
+          alternative is to kill X and pre-warm one instance to be ready
+          ``prewarm_margin_ms`` before the next arrival: ``mem_GB x (cold_start +
+          margin) x gb_s_usd`` (memory while it starts, no latency);
+        - otherwise a cold start at u: ``latency_usd_per_s x cold_start + mem_GB x
+          cold_start x gb_s_usd``.
+      X is kept until just after u (``slack_ms``) iff that costs less, else killed. If X
+      is not used at u after all (another instance freed first), the engine asks again
+      and the same rule decides from then on.
+    * Route: the warmest idle instance; else, knowing each busy instance's exact remaining
+      work, queue on the one free soonest if waiting costs less than a cold start
+      (``latency x wait < latency x cold_start + mem x cold_start``); else cold start. A
+      pre-warmed instance still starting is just the soonest-free candidate.
+    * Evict (memory pressure): idle instances whose function's next arrival is furthest
+      away first (Belady).
+
+    Why this is a lower bound, and under which assumptions. For one function whose
+    instances each run one request at a time, take any policy and any level k: each
+    maximal interval of length g during which fewer than k of the function's requests
+    execute (a "gap" at level k) costs that policy either the memory of a k-th instance
+    for the whole gap (>= mem x g) or a spawn that brings the count back to k, and a spawn
+    costs at least the memory held while it starts (mem x cold_start) - plus the latency
+    of a cold start unless it was made ahead of demand. Spawns at distinct (level, gap)
+    pairs are distinct, so the policy pays at least the sum over gaps of
+    min(mem x g, cost of the cheapest replacement), and nested gaps at lower levels are
+    shorter, so "keep iff cheaper" is consistent across levels (a kept level keeps all
+    levels below it). The oracle pays exactly min(mem x g, replacement) per gap, with
+    the replacement a pre-warm where the engine allows one (after the function's last
+    instance dies) and a cold start otherwise, plus the unavoidable first cold start of
+    each function and the execution memory every policy pays. So it is a lower bound
+    exactly when: requests execute when they arrive under the oracle (true once
+    instances are warm; cold starts and queueing shift executions by at most a cold
+    start, so the trace's demand curve is then an approximation), cold-start times are
+    deterministic and known (``fn.stats.cold_start_ms`` after the first one), memory
+    never runs out (no evictions), instances serve one request at a time, and the
+    policies compared pre-warm at most one instance after the last one dies (the
+    engine's contract). Queueing is the one resource other policies can trade
+    differently; the oracle queues whenever the exact wait is cheaper than a cold start.
+
+    Decision cost: O(log n) per idle decision (bisect + segment tree over the
+    function's n arrivals), O(instances) per route when no instance is idle.
+
+    Parameters: gb_s_usd, latency_usd_per_s, request_usd (default: CostWeights()),
+    prewarm (use pre-warming, default true), prewarm_margin_ms (default 1),
+    slack_ms (keep-alive past the predicted use, default 1).
+    """
+
+    name = "oracle"
+    needs_future = True
+
+    def __init__(self, gb_s_usd: float | None = None, latency_usd_per_s: float | None = None,
+                 request_usd: float | None = None, prewarm: bool = True,
+                 prewarm_margin_ms: float = 1.0, slack_ms: float = 1.0) -> None:
+        n = self.name
+        d = CostWeights()
+        self.weights = CostWeights(
+            gb_s_usd=d.gb_s_usd if gb_s_usd is None else number(n, "gb_s_usd", gb_s_usd),
+            latency_usd_per_s=(d.latency_usd_per_s if latency_usd_per_s is None
+                               else number(n, "latency_usd_per_s", latency_usd_per_s, strict=False)),
+            request_usd=d.request_usd if request_usd is None else number(n, "request_usd", request_usd,
+                                                                         strict=False))
+        if not isinstance(prewarm, bool):
+            raise PolicySpecError(f"{n}: prewarm must be true or false, got {prewarm!r}")
+        self.use_prewarm = prewarm
+        self.prewarm_margin_ms = number(n, "prewarm_margin_ms", prewarm_margin_ms, strict=False)
+        self.slack_ms = number(n, "slack_ms", slack_ms)
+        self._futures: dict[str, FunctionFuture] | None = None
+        self._row_function: list[str] = []
+        self._row_index: list[int] = []
+
+    # ------------------------------------------------------------------ prepare
+    def prepare(self, trace: Any) -> None:
+        import numpy as np  # noqa: PLC0415
+
+        missing = [c for c in ("function", "arrival_ms", "duration_ms") if c not in trace.columns]
+        if missing:
+            raise ValueError(f"oracle.prepare: trace lacks column(s) {', '.join(missing)}")
+        names = trace["function"].astype(str).to_numpy()
+        arrivals = trace["arrival_ms"].to_numpy(dtype=float)
+        durations = trace["duration_ms"].to_numpy(dtype=float)
+        uniq, codes = np.unique(names, return_inverse=True)
+        order = np.lexsort((np.arange(len(arrivals)), arrivals, codes))
+        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+        index_in_fn = np.empty(len(arrivals), dtype=np.int64)
+        futures: dict[str, FunctionFuture] = {}
+        for k, name in enumerate(uniq):
+            rows = order[bounds[k]:bounds[k + 1]]
+            futures[str(name)] = FunctionFuture(arrivals[rows], durations[rows])
+            index_in_fn[rows] = np.arange(len(rows))
+        self._futures = futures
+        self._row_function = names.tolist()
+        self._row_index = index_in_fn.tolist()
+
+    def state(self, fn: FunctionView) -> OracleState:
+        st = fn.policy_state
+        if st is None:
+            if self._futures is None:
+                raise RuntimeError("the oracle needs prepare(trace) with the whole trace before a run "
+                                   "(it is an offline policy; the live router cannot run it)")
+            st = fn.policy_state = OracleState(self._futures.get(fn.name))
+        return st
+
+    def _duration(self, request: RequestView, fn: FunctionView, fut: FunctionFuture | None) -> float:
+        """The request's exact duration from the trace; also marks it routed."""
+        if fut is None:
+            return fn.stats.predict_duration(request.payload_bytes)
+        rid = request.id
+        j = -1
+        if 0 <= rid < len(self._row_index) and self._row_function[rid] == fn.name:
+            j = self._row_index[rid]
+            if fut.arrivals[j] != request.arrival_ms:
+                j = -1
+        if j < 0:   # ids that are not trace rows: find it by arrival time
+            j = min(bisect_left(fut.arrivals, request.arrival_ms, lo=fut.next_idx), len(fut.arrivals) - 1)
+        if j + 1 > fut.next_idx:
+            fut.next_idx = j + 1
+        return fut.durations[j]
+
+    # ------------------------------------------------------------------ costs
+    def _cold_cost(self, mem_gb: float, cold_ms: float) -> float:
+        w = self.weights
+        return (w.latency_usd_per_s + mem_gb * w.gb_s_usd) * cold_ms / 1000.0
+
+    # ------------------------------------------------------------------ route
+    def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
+        st = self.state(fn)
+        duration = self._duration(request, fn, st.future)
+        inst = warm_slot(fn)
+        if inst is not None:
+            st.ledger.assigned(inst, duration)
+            return Assign(inst)
+        st.ledger.bind(fn)
+        cold = fn.stats.cold_start_ms
+        best, best_wait = None, float("inf")
+        for i in fn.instances.values():
+            if i.state == IDLE:
+                continue
+            wait = st.ledger.remaining_ms(i, now_ms, cold, fn.stats.predict_duration())
+            if wait < best_wait:
+                best, best_wait = i, wait
+        mem_gb = fn.memory_mb / 1024.0
+        if best is not None and \
+                self.weights.latency_usd_per_s * best_wait / 1000.0 < self._cold_cost(mem_gb, cold):
+            st.ledger.assigned(best, duration)
+            return Assign(best)
+        st.ledger.spawned(now_ms, duration)
+        return SPAWN
+
+    # ---------------------------------------------------------------- on_idle
+    def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
+        st = self.state(fn)
+        if idle_for(now_ms, instance) <= EPS_MS:
+            st.ledger.finished(instance)
+        if instance.queue:
+            return INVOKE
+        fut = st.future
+        if fut is None:
+            return KILL               # never invoked again
+        j0 = fut.first_unrouted(now_ms)
+        if j0 >= len(fut.arrivals):
+            return KILL
+        cold = fn.stats.cold_start_ms
+        mem_gb = instance.memory_mb / 1024.0
+        others_busy = fn.live_count - len(fn.idle) - (0 if instance.state == IDLE else 1)
+        last = fn.live_count <= 1
+        if last:
+            use = j0                  # nothing else alive: the next arrival is ours
+            alternative_ms = cold + self.prewarm_margin_ms if self.use_prewarm \
+                else self._cold_cost(mem_gb, cold) / (mem_gb * self.weights.gb_s_usd)
+        else:
+            alternative_ms = self._cold_cost(mem_gb, cold) / (mem_gb * self.weights.gb_s_usd)
+            hi = bisect_right(fut.arrivals, now_ms + alternative_ms, lo=j0)
+            level = min(fut.demand_at(now_ms, j0), others_busy)
+            use = fut.first_exceeding(j0, hi, level)
+        if use >= 0:
+            gap = fut.arrivals[use] - now_ms
+            if gap < alternative_ms:
+                return KeepAlive(max(gap, 0.0) + self.slack_ms)
+        if last and self.use_prewarm:
+            st.prewarm_at_ms = now_ms
+            st.prewarm_delay_ms = max(0.0, fut.arrivals[j0] - now_ms - cold - self.prewarm_margin_ms)
+        return KILL
+
+    def prewarm(self, now_ms: float, fn: FunctionView) -> float | None:
+        st = self.state(fn)
+        if st.prewarm_at_ms is not None and st.prewarm_at_ms == now_ms:
+            st.prewarm_at_ms = None
+            return st.prewarm_delay_ms
+        return None
+
+    # ------------------------------------------------------------------ evict
+    def evict(self, now_ms: float, need_mb: float,
+              candidates: Sequence[InstanceView]) -> list[InstanceView]:
+        def next_arrival(inst: InstanceView) -> float:
+            fut = self.state(inst.fn).future
+            if fut is None:
+                return float("inf")
+            j = fut.first_unrouted(now_ms)
+            return fut.arrivals[j] if j < len(fut.arrivals) else float("inf")
+
+        chosen: list[InstanceView] = []
+        freed = 0.0
+        for inst in sorted(candidates, key=next_arrival, reverse=True):
+            if freed >= need_mb:
+                break
+            chosen.append(inst)
+            freed += inst.memory_mb
+        return chosen
+
+    def describe(self) -> dict[str, Any]:
+        w = self.weights
+        return {"name": self.name, "gb_s_usd": w.gb_s_usd, "latency_usd_per_s": w.latency_usd_per_s,
+                "request_usd": w.request_usd, "prewarm": self.use_prewarm,
+                "prewarm_margin_ms": self.prewarm_margin_ms, "slack_ms": self.slack_ms}
