@@ -234,3 +234,13 @@ def test_trace_cli_module_does_not_import_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_public_api_exports():
+    import wlsim.traces as traces
+
+    for name in ("TraceError", "CANONICAL_COLUMNS", "validate", "read_trace", "write_trace",
+                 "load_azure2019", "load_azure2021", "poisson", "diurnal", "mmpp", "payload_driven"):
+        assert name in traces.__all__ and getattr(traces, name) is not None
+    assert traces.CANONICAL_COLUMNS == ("app", "function", "arrival_ms", "duration_ms", "memory_mb")
+    assert issubclass(traces.TraceError, ValueError)

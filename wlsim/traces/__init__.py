@@ -26,7 +26,19 @@ _EXPORTS = {
     "payload_driven": "wlsim.traces.synthetic",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "TraceError",
+    "diurnal",
+    "load_azure2019",
+    "load_azure2021",
+    "mmpp",
+    "payload_driven",
+    "poisson",
+    "read_trace",
+    "validate",
+    "write_trace",
+]
 
 if TYPE_CHECKING:
     from wlsim.traces.azure import load_azure2019, load_azure2021

@@ -6,9 +6,10 @@ trace modules are imported inside the commands.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,8 +19,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False)
 TRACE_HELP = ("a canonical .parquet/.csv trace, an Azure 2019 prefix (traces/azure2019/40) "
               "or an Azure 2021 CSV")
 SeedOpt = Annotated[int, typer.Option(help="seed for the sampling an Azure 2019 trace needs")]
-StartOpt = Annotated[Optional[int], typer.Option(help="first minute to keep (1-based, inclusive)")]
-EndOpt = Annotated[Optional[int], typer.Option(help="last minute to keep (1-based, inclusive)")]
+StartOpt = Annotated[int | None, typer.Option(help="first minute to keep (1-based, inclusive)")]
+EndOpt = Annotated[int | None, typer.Option(help="last minute to keep (1-based, inclusive)")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -55,7 +56,7 @@ def _write(df, out: Path) -> None:
 
 def _duration(ms: float) -> str:
     """A human-readable time span."""
-    if ms != ms:  # NaN
+    if math.isnan(ms):
         return "-"
     if ms < 10:
         return f"{ms:.2g}ms"
@@ -64,7 +65,7 @@ def _duration(ms: float) -> str:
     s = ms / 1000
     if s < 120:
         return f"{s:.3g}s"
-    m, s = divmod(int(round(s)), 60)
+    m, s = divmod(round(s), 60)
     if m < 120:
         return f"{m}m{s:02d}s"
     h, m = divmod(m, 60)
@@ -72,7 +73,7 @@ def _duration(ms: float) -> str:
 
 
 def _num(x: float, digits: int = 3) -> str:
-    return "-" if x != x else f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
+    return "-" if math.isnan(x) else f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
 
 
 @app.command()
@@ -82,7 +83,7 @@ def info(
     start_minute: StartOpt = None,
     end_minute: EndOpt = None,
     top: Annotated[int, typer.Option(help="how many of the busiest functions to list")] = 10,
-    plot: Annotated[Optional[Path], typer.Option(help="also write a rate-over-time PNG here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also write a rate-over-time PNG here")] = None,
 ) -> None:
     """Functions, invocations, rates over time, inter-arrival and duration statistics."""
     from rich import box
@@ -133,7 +134,7 @@ def info(
     for name, r in shown.iterrows():
         t.add_row(name, f"{r['invocations']:,}", f"{r['share']:.1%}",
                   _num(r["rate_per_min"]), _duration(r["iat_mean_ms"]), _duration(r["iat_median_ms"]),
-                  "-" if r["iat_cv"] != r["iat_cv"] else f"{r['iat_cv']:.2f}",
+                  "-" if math.isnan(r["iat_cv"]) else f"{r['iat_cv']:.2f}",
                   _duration(r["duration_p50_ms"]), _duration(r["duration_p99_ms"]), _num(r["memory_mb"], 4))
     out.print(t)
 
@@ -210,7 +211,7 @@ def convert(
     seed: SeedOpt = 0,
     start_minute: StartOpt = None,
     end_minute: EndOpt = None,
-    names: Annotated[Optional[Path], typer.Option(
+    names: Annotated[Path | None, typer.Option(
         help="also write the short-name -> full-hash mapping of an Azure trace to this CSV")] = None,
 ) -> None:
     """Turn any supported trace into the canonical table (Parquet or CSV, by extension)."""
@@ -260,9 +261,9 @@ def synth(
     kind: Annotated[Kind, typer.Argument(help="arrival process; bursty = mmpp, payload = payload-driven")],
     output: Annotated[Path, typer.Argument(help="the trace to write (.parquet or .csv)")],
     functions: Annotated[int, typer.Option(help="number of functions")] = 10,
-    hours: Annotated[Optional[float], typer.Option(help="horizon (default 24 for diurnal, else 1)")] = None,
+    hours: Annotated[float | None, typer.Option(help="horizon (default 24 for diurnal, else 1)")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    rate: Annotated[Optional[float], typer.Option(
+    rate: Annotated[float | None, typer.Option(
         help="invocations/s per function (poisson, diurnal mean, payload); default: log-uniform "
              "0.001..1 per function")] = None,
     amplitude: Annotated[float, typer.Option(help="diurnal: relative swing 0..1")] = 0.8,
