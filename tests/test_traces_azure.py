@@ -30,7 +30,7 @@ def assert_same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
 def counts_by_minute(df: pd.DataFrame, names: pd.DataFrame, n_minutes: int) -> np.ndarray:
     """Rebuild the (function row, minute) count matrix from the loaded invocations."""
     row_of = {name: i for i, name in enumerate(names["function"])}
-    rows = np.array([row_of[f] for f in df["function"].astype(str)])
+    rows = np.array([row_of[c] for c in df["function"].cat.categories])[df["function"].cat.codes]
     minutes = (df["arrival_ms"].to_numpy() // 60_000).astype(int)
     assert minutes.min() >= 0 and minutes.max() < n_minutes
     out = np.zeros((len(names), n_minutes), dtype=np.int64)
@@ -58,6 +58,12 @@ def test_minute_range_counts_and_rebasing():
         expected = inv[[f"minute_{m}" for m in cols]].to_numpy()
         np.testing.assert_array_equal(counts_by_minute(df, names, 720), expected)
     assert len(first[0]) + len(second[0]) == 143_189
+    # a window is that part of the full day (same seed), re-based to start at 0 (up to float rounding)
+    full = load_azure2019(AZ19 / "40")
+    late = full[full["arrival_ms"] >= 720 * 60_000].reset_index(drop=True)
+    np.testing.assert_allclose(second[0]["arrival_ms"], late["arrival_ms"] - 720 * 60_000, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(second[0]["duration_ms"], late["duration_ms"])
+    assert second[0]["function"].astype(str).tolist() == late["function"].astype(str).tolist()
     # read_trace passes the window through
     assert len(read_trace(AZ19 / "40", start_minute=721, end_minute=1440)) == len(second[0])
     with pytest.raises(TraceError, match="outside the file's minutes"):

@@ -237,7 +237,7 @@ def test_trace_cli_module_does_not_import_pandas():
 
 
 def test_public_api_exports():
-    import wlsim.traces as traces
+    from wlsim import traces
 
     for name in ("TraceError", "CANONICAL_COLUMNS", "validate", "read_trace", "write_trace",
                  "load_azure2019", "load_azure2021", "poisson", "diurnal", "mmpp", "payload_driven"):

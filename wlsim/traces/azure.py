@@ -142,10 +142,9 @@ def load_azure2019(prefix: str | os.PathLike, *, seed: int = 0, start_minute: in
     if not (first <= start <= end <= last):
         raise TraceError(inv_path, f"minute range {start}..{end} is outside the file's minutes "
                                    f"{first}..{last} (or start > end)")
-    in_range = (minute_numbers >= start) & (minute_numbers <= end)
-    selected = [c for c, keep in zip(minute_cols, in_range) if keep]
-    counts = _checked_matrix(inv, selected, inv_path, integer=True).astype(np.int64)
+    counts = _checked_matrix(inv, minute_cols, inv_path, integer=True).astype(np.int64)
 
+    _require(run, ["HashFunction"], run_path)
     keys = _key_columns(inv, run)
     for col in ("HashFunction", "HashApp"):
         blank = inv[col].isna() | (inv[col].astype(str).str.strip() == "")
@@ -186,20 +185,22 @@ def load_azure2019(prefix: str | os.PathLike, *, seed: int = 0, start_minute: in
 
     app_names, func_names = _function_names(inv["HashApp"].astype(str), inv["HashFunction"].astype(str))
 
-    # One invocation per count, in (function, minute) order, then sorted by arrival.
+    # One invocation per count, in (function, minute) order. The whole file is sampled and
+    # then windowed, so a minute range is that part of the full day for the same seed.
     n_funcs, n_minutes = counts.shape
     cell = np.repeat(np.arange(n_funcs * n_minutes), counts.ravel())
-    if len(cell) == 0:
-        raise TraceError(inv_path, f"empty trace: no invocations in minutes {start}..{end}")
     func_idx = cell // n_minutes
-    minute_idx = cell % n_minutes
-    minute_offset = minute_numbers[in_range][minute_idx] - start
+    minute = minute_numbers[cell % n_minutes]
     rng = np.random.default_rng(seed)
-    minute_start = minute_offset * 60_000.0
-    # Uniform inside the minute; the clip keeps a draw within rounding of 1 out of the next minute.
-    arrival = np.minimum(minute_start + rng.random(len(cell)) * 60_000.0,
-                         np.nextafter(minute_start + 60_000.0, 0.0))
+    within = rng.random(len(cell)) * 60_000.0
     duration = _sample_percentiles(func_pct[func_idx], rng.random(len(cell)))
+    keep = (minute >= start) & (minute <= end)
+    if not keep.any():
+        raise TraceError(inv_path, f"empty trace: no invocations in minutes {start}..{end}")
+    func_idx, duration = func_idx[keep], duration[keep]
+    minute_start = (minute[keep] - start) * 60_000.0
+    # The clip keeps a draw within rounding of 1 from landing in the next minute.
+    arrival = np.minimum(minute_start + within[keep], np.nextafter(minute_start + 60_000.0, 0.0))
 
     order = np.argsort(arrival, kind="stable")
     func_idx = func_idx[order]
@@ -219,7 +220,8 @@ def load_azure2019(prefix: str | os.PathLike, *, seed: int = 0, start_minute: in
             names[col] = inv[col].to_numpy()
     names["duration_source"] = np.where(has_run, "run", "typical")
     names["memory_mb"] = func_mem
-    names["invocations"] = counts.sum(axis=1)
+    in_range = (minute_numbers >= start) & (minute_numbers <= end)
+    names["invocations"] = counts[:, in_range].sum(axis=1)
     return df, names
 
 
