@@ -214,6 +214,7 @@ def test_minute_window_on_a_canonical_trace(tmp_path):
     second = read_trace(path, start_minute=2, end_minute=2)
     assert second["arrival_ms"].tolist() == [1000.0]
     assert read_trace(path, start_minute=2)["arrival_ms"].tolist() == [1000.0, 70_000.0]
+    assert list(second["function"].cat.categories) == ["f"]  # g no longer occurs
     with pytest.raises(TraceError, match="no invocations in minutes 5"):
         read_trace(path, start_minute=5)
 
@@ -244,3 +245,8 @@ def test_public_api_exports():
         assert name in traces.__all__ and getattr(traces, name) is not None
     assert traces.CANONICAL_COLUMNS == ("app", "function", "arrival_ms", "duration_ms", "memory_mb")
     assert issubclass(traces.TraceError, ValueError)
+
+
+def test_a_canonical_csv_named_like_an_azure_file_is_read_as_canonical(tmp_path):
+    for name in ("experiment_run.csv", "x_inv.csv", "y_mem.csv"):
+        assert len(read_trace(write(tmp_path, GOOD_CSV, name))) == 3

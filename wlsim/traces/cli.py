@@ -216,7 +216,7 @@ def convert(
 ) -> None:
     """Turn any supported trace into the canonical table (Parquet or CSV, by extension)."""
     from wlsim.traces import azure
-    from wlsim.traces.table import TraceError, trace_kind
+    from wlsim.traces.table import TraceError, select_minutes, trace_kind
 
     if names is None:
         df = _read(input, seed, start_minute, end_minute)
@@ -227,13 +227,14 @@ def convert(
                 df, mapping = azure.load_azure2019(path, seed=seed, start_minute=start_minute,
                                                    end_minute=end_minute, return_names=True)
             elif kind == "azure2021":
-                if start_minute is not None or end_minute is not None:
-                    _fail("--names with --start-minute/--end-minute is only supported for Azure 2019")
                 df, mapping = azure.load_azure2021(path, return_names=True)
+                df = select_minutes(df, start_minute, end_minute, str(path))
             else:
                 _fail(f"{input}: --names applies to Azure traces only (this is a canonical {kind} trace)")
         except TraceError as e:
             _fail(str(e))
+        except OSError as e:
+            _fail(f"{input}: {e}")
     _write(df, output)
     if names is not None:
         from wlsim.traces.table import atomic_output

@@ -206,8 +206,8 @@ def _csv_header(path: Path) -> list[str]:
 
 def _azure2019_prefix(path: Path) -> Path | None:
     """The prefix of an Azure 2019 trace named by ``path``: the prefix itself
-    (``traces/azure2019/40``), one of its files (``40_inv.csv``), or a folder holding exactly
-    one trace. None if ``path`` names none."""
+    (``traces/azure2019/40``) or a folder holding exactly one trace. None if ``path`` names
+    neither (its files are recognised by their headers instead, see ``trace_kind``)."""
     if path.is_dir():
         prefixes = sorted(p.name[: -len("_inv.csv")] for p in path.glob("*_inv.csv"))
         if len(prefixes) == 1:
@@ -216,15 +216,12 @@ def _azure2019_prefix(path: Path) -> Path | None:
             raise TraceError(path, "folder holds several Azure 2019 traces; name one of them: "
                              + ", ".join(str(path / p) for p in prefixes))
         return None
-    for part in ("_inv.csv", "_run.csv", "_mem.csv"):
-        if path.name.endswith(part) and path.exists():
-            return path.with_name(path.name[: -len(part)])
     if not path.exists() and path.with_name(path.name + "_inv.csv").exists():
         return path
     return None
 
 
-def _select_minutes(df: pd.DataFrame, start_minute: int | None, end_minute: int | None,
+def select_minutes(df: pd.DataFrame, start_minute: int | None, end_minute: int | None,
                     source: str) -> pd.DataFrame:
     """Keep arrivals inside minutes [start_minute, end_minute] (1-based, inclusive, the Azure
     2019 convention) and measure them from the start of the window."""
@@ -242,6 +239,8 @@ def _select_minutes(df: pd.DataFrame, start_minute: int | None, end_minute: int 
     if len(out) == 0:
         raise TraceError(source, f"no invocations in minutes {start}..{end_minute or 'end'}")
     out["arrival_ms"] = out["arrival_ms"] - lo
+    for column in ("app", "function"):  # list only the names that still occur
+        out[column] = out[column].cat.remove_unused_categories()
     return out
 
 
@@ -262,7 +261,10 @@ def trace_kind(path: str | os.PathLike) -> tuple[str, Path]:
         return "parquet", path
     if suffix in _CSV_SUFFIXES:
         header = _csv_header(path)
-        if "HashFunction" in header and any(c.startswith("minute_") for c in header):
+        is_inv = "HashFunction" in header and any(c.startswith("minute_") for c in header)
+        is_run = "HashFunction" in header and "percentile_Average_50" in header
+        is_mem = "HashApp" in header and "AverageAllocatedMb" in header
+        if is_inv or is_run or is_mem:
             return "azure2019", path
         if {"app", "func", "end_timestamp", "duration"} <= set(header):
             return "azure2021", path
@@ -294,7 +296,7 @@ def read_trace(path: str | os.PathLike, *, seed: int = 0, start_minute: int | No
         df = validate(_read_parquet(path), str(path))
     else:
         df = validate(_read_csv(path), str(path), first_line=2)
-    return _select_minutes(df, start_minute, end_minute, str(path))
+    return select_minutes(df, start_minute, end_minute, str(path))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
