@@ -49,3 +49,20 @@ def test_fuel_engine_has_its_own_entries(tmp_path: Path) -> None:
     cache.get(sha, "wasi-command", False, lambda: code)
     assert cache.get(sha, "wasi-command", True, lambda: code).source == COMPILED
     assert cache.disk_path(sha, "wasi-command", True) != cache.disk_path(sha, "wasi-command", False)
+
+
+def test_validation_can_leave_the_compiled_artifact_for_nodes(tmp_path: Path) -> None:
+    from wlruntime.wasm.validate import InvalidWasm, validate_wasm
+
+    code = bytes(wasmtime.wat2wasm((WAT / "counter.component.wat").read_text()))
+    validate_wasm(code, "component", compiled_cache_dir=tmp_path)
+    sha = hashlib.sha256(code).hexdigest()
+    hit = CompiledCache(tmp_path).get(sha, "component", False, lambda: b"never loaded")
+    assert hit.source == DISK
+    try:
+        validate_wasm(b"junk", "component", compiled_cache_dir=tmp_path)
+    except InvalidWasm as error:
+        assert "not a WebAssembly binary" in str(error)
+    else:
+        raise AssertionError("junk validated")
+    assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.cwasm")) == [sha]

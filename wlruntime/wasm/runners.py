@@ -33,6 +33,7 @@ import wasmtime.component
 from wasmtime import _ffi as ffi
 
 from wlruntime.wasm.engine import get_engine, ticks_for
+from wlruntime.wasm.handle_call import HandleCaller
 from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
 
 MIB = 1024 * 1024
@@ -282,9 +283,10 @@ class ComponentInstance(_InstanceBase):
         if self.config.fuel is not None:
             store.set_fuel(self.config.fuel)
         instance = self.function.linker.instantiate(store, self.function.artifact)
-        self.handle = instance.get_func(store, HANDLE_EXPORT)
-        if self.handle is None:  # validated at upload; a node-side check all the same
+        handle = instance.get_func(store, HANDLE_EXPORT)
+        if handle is None:  # validated at upload; a node-side check all the same
             raise RuntimeError(f"component has no `{HANDLE_EXPORT}` export")
+        self.handle = HandleCaller(store, handle)
         self.store = store
 
     def invoke(self, invocation: Invocation) -> Outcome:
@@ -369,6 +371,11 @@ def _classify_error(message: str, timeout_ms: int, memory_mb: int) -> tuple[str,
         return TIMEOUT, f"timed out after {timeout_ms} ms"
     if "all fuel consumed" in cause:
         return OUT_OF_FUEL, "ran out of fuel"
+    if "hostcall" in cause and "too much data" in cause:
+        # wasmtime caps what one call may copy from guest to host at 128 MiB of host values;
+        # the C API holds a list<u8> as one 48-byte value per byte: about 2.79 MB of response.
+        return RESPONSE_TOO_LARGE, ("component response too large: wasmtime limits a list<u8> result to "
+                                    "about 2.79 MB (use abi wasi-command for bigger responses)")
     if "memory" in cause and ("limit" in cause or "exceeds" in cause) and "wasm trap" not in cause:
         return OUT_OF_MEMORY, f"needs more memory than its limit of {memory_mb} MB: {cause}"
     if "wasm trap" in cause:
