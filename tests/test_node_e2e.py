@@ -75,7 +75,8 @@ class NodeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wlruntime.node", "--registry", registry.url, "--port", "0",
              "--cache-dir", str(cache_dir), "--log-level", "warning", *args],
-            stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True)
+            stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("WL_")})
         line = self._read_line(timeout=30)
         assert "listening on" in line, f"node did not start: {line!r} {self.log.read_text()}"
         self.address = line.split("listening on ")[1].split(",")[0].strip()

@@ -163,8 +163,9 @@ def start_node(
     registry = RegistryClient(registry_url, token=registry_token,
                               cache_dir=f"{cache_dir}/code" if cache_dir else None)
     # gRPC threads only wait on wasm (which runs in the runtime's pool): keep spares for control RPCs.
+    # so_reuseport off: a second node on a taken port must fail, not silently share it.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 16, thread_name_prefix="grpc"),
-                         options=CHANNEL_OPTIONS)
+                         options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
