@@ -1,20 +1,23 @@
 // reverse: ABI 1 (WASI command) in AssemblyScript.
 // Request: UTF-8 text. Response: the same text with its characters (Unicode code points)
 // in reverse order. Invalid UTF-8 is a function error (exit 1, message on stderr).
-import { readRequestText, respond } from "./wl";
+import { fail, readRequest, respondBytes, validUtf8 } from "./wl";
 
-function reverseCodePoints(text: string): string {
-  const parts = new Array<string>();
+/** Reverses the code points of valid UTF-8, working on the bytes: each sequence (1 to 4
+ * bytes, its length told by its lead byte) is copied to the mirrored position. */
+function reverseUtf8(text: Uint8Array): Uint8Array {
+  const n = text.length;
+  const reversed = new Uint8Array(n);
   let i = 0;
-  while (i < text.length) {
-    const unit = text.charCodeAt(i);
-    // A high surrogate starts a two-unit code point: keep the pair together.
-    const width = unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length ? 2 : 1;
-    parts.push(text.substr(i, width));
+  while (i < n) {
+    const lead = text[i];
+    const width = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
+    reversed.set(text.subarray(i, i + width), n - i - width);
     i += width;
   }
-  parts.reverse();
-  return parts.join("");
+  return reversed;
 }
 
-respond(reverseCodePoints(readRequestText()));
+const request = readRequest();
+if (!validUtf8(request)) fail("request is not valid UTF-8 text");
+respondBytes(reverseUtf8(request));

@@ -25,16 +25,25 @@ export function readRequest(): Uint8Array {
 /** Decodes the request as UTF-8 text, failing the invocation if it is not valid UTF-8. */
 export function readRequestText(): string {
   const body = readRequest();
-  const bytes = body.slice(0).buffer;
-  const text = String.UTF8.decode(bytes);
-  // The decoder replaces invalid sequences with U+FFFD: a lossless round trip proves validity.
-  if (!sameBytes(String.UTF8.encode(text), bytes)) fail("request is not valid UTF-8 text");
-  return text;
+  if (!validUtf8(body)) fail("request is not valid UTF-8 text");
+  return String.UTF8.decode(body.slice(0).buffer);
+}
+
+/** True if `bytes` is valid UTF-8. The decoder replaces invalid sequences with U+FFFD, so a
+ * lossless decode/encode round trip proves validity. */
+export function validUtf8(bytes: Uint8Array): bool {
+  const copy = bytes.slice(0).buffer;
+  return sameBytes(String.UTF8.encode(String.UTF8.decode(copy)), copy);
 }
 
 /** Writes text to stdout as UTF-8. */
 export function respond(text: string): void {
   process.stdout.write(text);
+}
+
+/** Writes raw bytes to stdout. */
+export function respondBytes(body: Uint8Array): void {
+  process.stdout.write(body.slice(0).buffer);
 }
 
 /** Reports a function error: the message goes to stderr (the log) and the exit code is 1. */
