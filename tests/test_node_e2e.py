@@ -87,9 +87,10 @@ class NodeProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         return self.proc.stdout.readline() if ready else ""
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
         self.channel.close()
         _stop(self.proc)
+        return self.proc.returncode
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -329,7 +330,7 @@ def test_cached_and_uncached_spawns(registry, tmp_path) -> None:
         warm = spawn(first, "counter", version="1")
         assert (warm.code_cached, warm.compile_cached, warm.compile_source) == (True, True, "memory")
     finally:
-        first.stop()
+        assert first.stop() == 0  # SIGTERM: a clean stop
     restarted = NodeProcess(registry, cache)  # same cache dir: compiled artifact loads from disk
     try:
         from_disk = spawn(restarted, "counter", version="1")

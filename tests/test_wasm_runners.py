@@ -131,3 +131,12 @@ def test_component_moves_megabytes_in_and_out() -> None:
     # wasmtime's hostcall limit caps list<u8> results near 2.79 MB: reported, not a node failure
     too_big = counter.invoke(Invocation(b"A" * 3_000_000))
     assert too_big.error == "response_too_large" and "2.79 MB" in too_big.error_message
+
+
+def test_exception_hint_from_a_python_traceback() -> None:
+    from wlruntime.wasm.runners import _exception_hint
+
+    log = (b"Traceback (most recent call last):\n  File \"/0/app.py\", line 9, in handle\n"
+           b"RuntimeError: boom\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n")
+    assert _exception_hint(log) == " (RuntimeError: boom)"
+    assert _exception_hint(b"nothing to see\n") == ""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -194,3 +196,10 @@ def wait_forever(node: RunningNode) -> None:
     stop.wait()
     log.info("stopping node %s", node.runtime.node_id)
     node.stop()
+    # Skip interpreter finalisation: wasmtime's WASI threads may still call back into Python
+    # (output callbacks) while it tears down, which can abort a process that already stopped
+    # cleanly. Everything is closed and flushed at this point.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

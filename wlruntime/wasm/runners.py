@@ -22,6 +22,7 @@ no network (unless ``allow_net``, components only; WASI preview1 has no sockets)
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import tempfile
 import time
@@ -310,6 +311,8 @@ class ComponentInstance(_InstanceBase):
             result = self.handle(store, bytes(invocation.payload), metadata)
         except wasmtime.WasmtimeError as error:
             outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
+            if outcome.error == TRAP:
+                outcome.error_message += _exception_hint(self._logs.value())
             # wasmtime will not re-enter a component instance after a trap: rebuild it next time.
             self.store = None
             self.handle = None
@@ -393,6 +396,18 @@ def _memory_near_limit(instance: wasmtime.Instance | None, store: wasmtime.Store
         return False
     limit = memory_mb * MIB
     return limit - memory.data_len(store) <= max(MIB, limit // 10)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?$")
+
+
+def _exception_hint(log: bytes) -> str:
+    """' (ValueError: ...)' from the last exception line in a log, e.g. the traceback an
+    uncaught Python exception leaves before componentize-py turns it into a trap."""
+    for line in reversed(log.decode("utf-8", "replace").splitlines()):
+        if _EXCEPTION_LINE.match(line.strip()):
+            return f" ({line.strip()[:500]})"
+    return ""
 
 
 def _with_last_log_line(message: str, log: bytes) -> str:
