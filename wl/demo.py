@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console  # noqa: TC002 (DemoContext field type)
 from rich.rule import Rule
 
 TRACE = "traces/azure2019/40"
@@ -52,9 +52,9 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], None]]] = [
 
 
 def main() -> int:
-    from wlsim.cli import default_out_dir  # noqa: PLC0415
+    from wlsim.cli import default_out_dir, make_console  # noqa: PLC0415
 
-    console = Console()
+    console = make_console()
     ctx = DemoContext(out_dir=default_out_dir("demo"), console=console)
     started = time.perf_counter()
     for name, section in SECTIONS:

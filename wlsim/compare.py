@@ -194,7 +194,9 @@ def _run_parallel(trace: pd.DataFrame, specs: list[str], config: SimConfig | Non
     results: dict[str, SimResult] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(trace, progress_queue)) as pool:
-        pending: dict[Future, str] = {pool.submit(_worker_run, s, config): s for s in specs}
+        # The oracle is usually the slowest run: start it first so it does not finish last alone.
+        first = sorted(specs, key=lambda s: spec_name(s) != ORACLE)
+        pending: dict[Future, str] = {pool.submit(_worker_run, s, config): s for s in first}
         with display if progress else nullcontext():
             try:
                 while pending:
