@@ -140,3 +140,13 @@ def test_exception_hint_from_a_python_traceback() -> None:
            b"RuntimeError: boom\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n")
     assert _exception_hint(log) == " (RuntimeError: boom)"
     assert _exception_hint(b"nothing to see\n") == ""
+
+
+def test_no_filesystem_unless_granted() -> None:
+    assert instance("fs_probe").invoke(Invocation(b"")).output == b"8"  # EBADF: nothing preopened
+    granted = instance("fs_probe", allow_fs=True)
+    assert granted.invoke(Invocation(b"")).output == b"0/tmp"
+    scratch = Path(granted.scratch_dir)
+    assert scratch.is_dir()
+    granted.close()
+    assert not scratch.exists()
