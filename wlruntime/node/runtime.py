@@ -195,6 +195,7 @@ class NodeRuntime:
         self._lock = threading.Lock()
         self._instances: dict[str, Instance] = {}
         self._reserved_mb = 0
+        self._starting: set[str] = set()  # ids of spawns in progress (memory reserved)
         self._killed: OrderedDict[str, str] = OrderedDict()  # recent tombstones: id -> why
         self._metadata: dict[tuple[str, int], dict] = {}  # immutable versions only
         self._functions: dict[tuple[str, int, str], CompiledFunction] = {}
@@ -233,6 +234,7 @@ class NodeRuntime:
             raise
         instance = Instance(instance_id, compiled, runner, config.memory_mb)
         with self._lock:
+            self._starting.discard(instance_id)
             self._instances[instance_id] = instance
             self._arm_grace(instance)
         result = SpawnResult(
@@ -292,18 +294,21 @@ class NodeRuntime:
 
     def _reserve(self, instance_id: str, memory_mb: int) -> None:
         with self._lock:
-            if instance_id in self._instances:
+            if instance_id in self._instances or instance_id in self._starting:
                 raise NodeError("ALREADY_EXISTS", f"instance {instance_id!r} already exists on node {self.node_id}")
             free = self.memory_capacity_mb - self._reserved_mb
             if memory_mb > free:
                 raise NodeError("RESOURCE_EXHAUSTED", f"node {self.node_id} has {free} MB free, the function "
                                 f"needs {memory_mb} MB (capacity {self.memory_capacity_mb} MB)")
             self._reserved_mb += memory_mb
+            self._starting.add(instance_id)
             self._killed.pop(instance_id, None)
 
     def _release(self, instance_id: str, memory_mb: int) -> None:
+        """Undo ``_reserve`` for a spawn that failed."""
         with self._lock:
             self._reserved_mb -= memory_mb
+            self._starting.discard(instance_id)
 
     # ---- Do ------------------------------------------------------------------------------
 
