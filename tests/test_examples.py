@@ -27,7 +27,7 @@ EXAMPLES = ROOT / "examples"
 BUILD = EXAMPLES / "build"
 
 WASI_COMMANDS = {"echo": "c", "json_transform": "c", "cpu_work": "c", "hello": "assemblyscript",
-                 "reverse": "assemblyscript"}
+                 "reverse": "assemblyscript", "stats": "rust"}
 COMPONENTS = {"counter": "python", "wordcount": "python"}
 NATIVE = ("echo", "cpu_work")
 
@@ -309,6 +309,38 @@ def test_assemblyscript_reverse_reverses_code_points(text: str, tmp_path: Path) 
 def test_assemblyscript_reverse_rejects_invalid_utf8(request_body: bytes, tmp_path: Path) -> None:
     outcome = run_command("reverse", request_body, tmp_path=tmp_path)
     assert outcome == Outcome(1, b"", b"request is not valid UTF-8 text\n")
+
+
+# -- Rust: stats ------------------------------------------------------------------------------
+
+def test_rust_stats_summarises_numbers(tmp_path: Path) -> None:
+    outcome = run_command("stats", b"4 1, 3\n2\n\n10.5,-2e1\n", tmp_path=tmp_path)
+    assert outcome.exit_code == 0, outcome.stderr
+    summary = json.loads(outcome.stdout)
+    values = sorted([4, 1, 3, 2, 10.5, -20])
+    mean = sum(values) / 6
+    assert summary == pytest.approx({
+        "count": 6, "min": -20, "max": 10.5, "mean": mean, "p50": 2, "p90": 10.5, "p99": 10.5,
+        "stddev": (sum((v - mean) ** 2 for v in values) / 6) ** 0.5,
+    })
+
+
+def test_rust_stats_percentiles_use_nearest_rank(tmp_path: Path) -> None:
+    outcome = run_command("stats", " ".join(str(i) for i in range(1, 101)).encode(), tmp_path=tmp_path)
+    summary = json.loads(outcome.stdout)
+    assert (summary["p50"], summary["p90"], summary["p99"], summary["mean"]) == (50, 90, 99, 50.5)
+
+
+@pytest.mark.parametrize(("request_body", "message"), [
+    (b"", b"stats: no numbers in the request; send numbers separated by whitespace or commas"),
+    (b"1 2\n3 x 4", b'stats: line 2: "x" is not a finite number'),
+    (b"1e400", b'stats: line 1: "1e400" is not a finite number'),
+    (b"NaN", b'stats: line 1: "NaN" is not a finite number'),
+    (b"1 \xff", b"stats: request is not valid UTF-8 text (byte 2)"),
+])
+def test_rust_stats_rejects_bad_input(request_body: bytes, message: bytes, tmp_path: Path) -> None:
+    outcome = run_command("stats", request_body, tmp_path=tmp_path)
+    assert (outcome.exit_code, outcome.stdout, outcome.stderr) == (1, b"", message + b"\n")
 
 
 # -- Python components: counter, wordcount ----------------------------------------------------
