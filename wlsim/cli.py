@@ -269,7 +269,9 @@ def replay(
         raise _fail(str(e)) from None
     result = results[policy.strip()]
     row = summary.iloc[0].to_dict()
-    make_console().print(replay_table(row, title=f"{policy} on {trace} ({len(table):,} invocations)"))
+    out_console = make_console()
+    out_console.print(f"[bold]{policy}[/] on {trace} ({len(table):,} invocations)")
+    out_console.print(replay_table(row))
 
     import pandas as pd  # noqa: PLC0415
 

@@ -119,10 +119,16 @@ def pareto(summary: pd.DataFrame, path: str | Path, x: str = "idle_gb_s",
     for xi, yi, lab, good in zip(xs, ys, labels, ok):
         if good:
             ax.annotate(lab, (xi, yi * scale), textcoords="offset points", xytext=(5, 5), fontsize="small")
-    ax.set_xlabel({"idle_gb_s": "idle memory (GB-s)", "total_gb_s": "total memory (GB-s)"}.get(x, x))
     ax.set_ylabel("cold starts (% of served requests)" if y == "cold_start_rate" else y.replace("_", " "))
     ax.grid(True, alpha=0.3)
+    shown = xs[ok]
+    if shown.size >= 2 and shown.min() > 0 and shown.max() / shown.min() > 50:
+        ax.set_xscale("log")  # policies often differ by orders of magnitude in idle memory
+    else:
+        ax.ticklabel_format(axis="x", style="plain", useOffset=False)
     ax.margins(x=0.12, y=0.12)  # room for the labels
+    log = " (log scale)" if ax.get_xscale() == "log" else ""
+    ax.set_xlabel({"idle_gb_s": "idle memory (GB-s)", "total_gb_s": "total memory (GB-s)"}.get(x, x) + log)
     ax.set_title("Cold starts vs idle memory (lower left is better)")
     ax.legend(loc="upper right", fontsize="small")
     return _save(fig, path)
