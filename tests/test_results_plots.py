@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from test_results_metrics import two_function_result
+
 from wlsim.compare import summary_table
 from wlsim.plots import PLOT_FILES, pareto_front, write_plots
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console  # noqa: TC002 (DemoContext field type)
+from rich.console import Console
 from rich.rule import Rule
 
 TRACE = "traces/azure2019/40"
@@ -30,8 +30,8 @@ class DemoContext:
 
 
 def simulator_section(ctx: DemoContext) -> None:
-    from wlsim.cli import load_trace, make_config, make_weights, run_comparison  # noqa: PLC0415
-    from wlsim.compare import BUILTIN_POLICIES  # noqa: PLC0415
+    from wlsim.cli import load_trace, make_config, make_weights, run_comparison
+    from wlsim.compare import BUILTIN_POLICIES
 
     ctx.console.print(f"Replaying [bold]{TRACE}[/] (one Azure Functions day, 40 functions, seed {SEED}) "
                       f"through every built-in policy; the offline oracle is the lower bound.")
@@ -52,7 +52,7 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], None]]] = [
 
 
 def main() -> int:
-    from wlsim.cli import default_out_dir, make_console  # noqa: PLC0415
+    from wlsim.cli import default_out_dir, make_console
 
     console = make_console()
     ctx = DemoContext(out_dir=default_out_dir("demo"), console=console)

@@ -74,7 +74,7 @@ def default_out_dir(trace: str | os.PathLike, root: Path = RESULTS_ROOT) -> Path
 
 def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float | None,
                 seed: int, concurrency: int) -> SimConfig:
-    from wlsim.config import ColdStartModel, SimConfig  # noqa: PLC0415
+    from wlsim.config import ColdStartModel, SimConfig
 
     kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency}
     if node_memory_mb is not None:
@@ -86,7 +86,7 @@ def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float |
 
 def make_weights(gb_s_usd: float | None, request_usd: float | None,
                  latency_usd_per_s: float | None) -> CostWeights:
-    from policies.interface import CostWeights  # noqa: PLC0415
+    from policies.interface import CostWeights
 
     given = {"gb_s_usd": gb_s_usd, "request_usd": request_usd, "latency_usd_per_s": latency_usd_per_s}
     return CostWeights(**{k: v for k, v in given.items() if v is not None})
@@ -94,7 +94,7 @@ def make_weights(gb_s_usd: float | None, request_usd: float | None,
 
 def load_trace(trace: str, seed: int, start_minute: int | None = None,
                end_minute: int | None = None) -> pd.DataFrame:
-    from wlsim.traces import read_trace  # noqa: PLC0415
+    from wlsim.traces import read_trace
 
     return read_trace(trace, seed=seed, start_minute=start_minute, end_minute=end_minute)
 
@@ -222,8 +222,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from policies.registry import PolicySpecError  # noqa: PLC0415
-    from wlsim.traces import TraceError  # noqa: PLC0415
+    from policies.registry import PolicySpecError
+    from wlsim.traces import TraceError
 
     return (CliError, PolicySpecError, TraceError)
 
@@ -258,7 +258,7 @@ def replay(
 ) -> None:
     """Replay a trace through one policy: summary table, requests.parquet, summary.json/.csv, plots."""
     try:
-        from wlsim.compare import compare  # noqa: PLC0415
+        from wlsim.compare import compare
 
         config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
@@ -273,9 +273,9 @@ def replay(
     out_console.print(f"[bold]{policy}[/] on {trace} ({len(table):,} invocations)")
     out_console.print(replay_table(row))
 
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
-    from wlsim import plots  # noqa: PLC0415
+    from wlsim import plots
 
     out_dir = Path(out) if out is not None else default_out_dir(trace)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +307,7 @@ def compare_cmd(
 ) -> None:
     """Replay a trace through several policies: comparison table, summary.csv and three PNG plots."""
     try:
-        from policies.registry import split_specs  # noqa: PLC0415
+        from policies.registry import split_specs
 
         specs = split_specs(policies)
         config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
@@ -326,8 +326,8 @@ def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
                    save_requests: bool = False) -> Path:
     """compare() + print the table + write summary.csv/json and the plots; returns the folder.
     Shared by ``wl sim compare`` and ``make demo``."""
-    from wlsim import plots  # noqa: PLC0415
-    from wlsim.compare import compare  # noqa: PLC0415
+    from wlsim import plots
+    from wlsim.compare import compare
 
     started = time.perf_counter()
     summary, results = compare(table, specs, config, weights, jobs=jobs, progress=progress,
@@ -352,6 +352,6 @@ def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
 
 
 def _config_dict(config: SimConfig) -> dict[str, Any]:
-    from dataclasses import asdict  # noqa: PLC0415
+    from dataclasses import asdict
 
     return asdict(config)

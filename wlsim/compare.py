@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from policies.interface import CostWeights
 from policies.registry import PolicySpecError, load_policy
+from wlsim.metrics import DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -81,7 +82,7 @@ def _progress_callback(spec: str, emit: Callable[[str, int, int], None]) -> Call
 
 def _simulate(trace: Any, spec: str, config: SimConfig | None,
               emit: Callable[[str, int, int], None] | None) -> SimResult:
-    from wlsim.engine import simulate  # noqa: PLC0415 (simpy only where simulating)
+    from wlsim.engine import simulate  # simpy only where simulating
 
     policy = load_policy(spec)
     progress: Any = _progress_callback(spec, emit) if emit is not None else False
@@ -108,8 +109,12 @@ class _Progress:
         self.enabled = enabled
         if not enabled:
             return
-        from rich.progress import (  # noqa: PLC0415
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
         )
         self.progress = Progress(
             TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
@@ -118,12 +123,12 @@ class _Progress:
         self.tasks = {s: self.progress.add_task(f"  {s[:26]}", total=total_requests) for s in specs}
         self.done: set[str] = set()
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.enabled:
             self.progress.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.progress.stop()
 
@@ -140,11 +145,11 @@ class _Progress:
 
 # ------------------------------------------------------------------------------ public
 
-def summary_table(results: dict[str, SimResult], weights: CostWeights = CostWeights()) -> pd.DataFrame:
+def summary_table(results: dict[str, SimResult], weights: CostWeights = DEFAULT_WEIGHTS) -> pd.DataFrame:
     """One summarize() row per result, plus ``cost_vs_oracle`` (NaN without an oracle run)."""
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
-    from wlsim.metrics import summarize  # noqa: PLC0415
+    from wlsim.metrics import summarize
 
     rows = [summarize(r, weights) | {"policy": spec} for spec, r in results.items()]
     table = pd.DataFrame(rows)
@@ -155,7 +160,7 @@ def summary_table(results: dict[str, SimResult], weights: CostWeights = CostWeig
 
 
 def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None = None,
-            weights: CostWeights = CostWeights(), jobs: int = 1, progress: bool = True,
+            weights: CostWeights = DEFAULT_WEIGHTS, jobs: int = 1, progress: bool = True,
             include_oracle: bool = True) -> tuple[pd.DataFrame, dict[str, SimResult]]:
     """Simulate every spec over ``trace``; return (summary table, {spec: SimResult}).
 

@@ -26,6 +26,8 @@ import numpy as np
 
 from policies.interface import CostWeights
 
+DEFAULT_WEIGHTS = CostWeights()  # frozen, so one shared default is safe
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -67,12 +69,12 @@ def peak_instances(created: np.ndarray, died: np.ndarray) -> int:
     return int(np.cumsum(deltas[order]).max())
 
 
-def summarize(result: SimResult, weights: CostWeights = CostWeights()) -> dict[str, Any]:
+def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """One row of numbers for a run (see the module docstring for every definition)."""
     req = result.requests
     rejected_mask = _column(req, "rejected", bool)
     served_mask = ~rejected_mask
-    invocations = int(len(req))
+    invocations = len(req)
     served = int(served_mask.sum())
     rejected = invocations - served
 
@@ -140,7 +142,7 @@ def instances_over_time(result: SimResult, step_ms: float) -> pd.DataFrame:
     ``mean_instances`` (time-average over [time_ms, time_ms + step_ms), so short spikes
     between samples still count), ``memory_mb`` (memory held at that instant).
     """
-    import pandas as pd  # noqa: PLC0415 (heavy import kept local)
+    import pandas as pd  # heavy import kept local
 
     if not step_ms > 0:
         raise ValueError(f"step_ms must be positive, got {step_ms!r}")

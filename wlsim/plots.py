@@ -31,7 +31,7 @@ PLOT_FILES = {
 
 
 def _figure(width: float = 8.0, height: float = 5.0) -> Figure:
-    from matplotlib.figure import Figure  # noqa: PLC0415 (heavy import kept local)
+    from matplotlib.figure import Figure  # heavy import kept local
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
@@ -137,7 +137,7 @@ def pareto(summary: pd.DataFrame, path: str | Path, x: str = "idle_gb_s",
 def instances_plot(results: Mapping[str, SimResult], path: str | Path,
                    step_ms: float | None = None) -> Path:
     """Instances alive over time (time-average per step), one line per policy."""
-    from wlsim.metrics import instances_over_time  # noqa: PLC0415
+    from wlsim.metrics import instances_over_time
 
     horizon = max((r.horizon_ms for r in results.values()), default=0.0)
     if step_ms is None:  # about 500 steps, at least a second each
