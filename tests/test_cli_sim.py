@@ -195,3 +195,49 @@ def test_bad_trace_row_exits_2_naming_row_and_column(tmp_path):
                    "a,f,5,-3,128\n")
     r = invoke("replay", "--trace", str(bad), "--policy", "fixed_ttl")
     _one_line_error(r, str(bad), "row 2", "duration_ms")
+
+
+def _write_learned_artifact(folder) -> None:
+    """A framework-free learned-policy artifact written with numpy alone: one linear layer
+    whose weights favour keeping instances alive (the format policies.learned documents)."""
+    import hashlib
+
+    from policies.encoder import FeatureEncoder
+
+    enc = FeatureEncoder()
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (enc.n_actions, enc.n_features))
+    b = np.zeros(enc.n_actions)
+    folder.mkdir(parents=True)
+    np.savez(folder / "weights.npz", W0=w, b0=b)
+    spec = {"format": "wl-learned-policy", "format_version": 1, "encoder": enc.spec.to_dict(),
+            "actions": enc.actions.names,
+            "network": {"layers": [{"in": enc.n_features, "out": enc.n_actions, "activation": "linear"}],
+                        "output": "logits"},
+            "weights_sha256": hashlib.sha256((folder / "weights.npz").read_bytes()).hexdigest()}
+    (folder / "spec.json").write_text(json.dumps(spec))
+
+
+def test_compare_accepts_a_learned_artifact(trace_csv, tmp_path):
+    artifact = tmp_path / "artifact"
+    _write_learned_artifact(artifact)
+    out = tmp_path / "cmp"
+    r = invoke("compare", "--trace", trace_csv, "--policies", f"fixed_ttl,learned:{artifact}",
+               "--out", str(out), "--jobs", "2", "--no-progress")
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["policy"].tolist() == ["fixed_ttl", f"learned:{artifact}", "oracle"]
+    learned = summary.iloc[1]
+    assert learned["served"] + learned["rejected"] == 330
+    assert learned["cost_vs_oracle"] >= 1.0 - 1e-9
+
+
+def test_bad_learned_artifact_exits_2(trace_csv, tmp_path):
+    r = invoke("compare", "--trace", trace_csv, "--policies", f"learned:{tmp_path}/none")
+    _one_line_error(r, "learned policy artifact not found", "none")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "spec.json").write_text("{not json")
+    (broken / "weights.npz").write_bytes(b"")
+    r = invoke("compare", "--trace", trace_csv, "--policies", f"learned:{broken}")
+    _one_line_error(r, "spec.json", "not valid JSON")

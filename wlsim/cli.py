@@ -222,10 +222,11 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from policies.learned import ArtifactError  # a bad learned:PATH artifact
     from policies.registry import PolicySpecError
     from wlsim.traces import TraceError
 
-    return (CliError, PolicySpecError, TraceError)
+    return (CliError, PolicySpecError, TraceError, ArtifactError)
 
 
 TraceOpt = typer.Option(DEFAULT_TRACE, "--trace", "-t",
