@@ -17,5 +17,6 @@ that four run side by side). The Python around each call (gRPC handler, WASI con
 for ABI 1, about 0.1-0.3 ms) holds the GIL, so for short functions one node process is
 GIL-bound: ``python -m wlruntime.node.quickbench`` measured ~650-750 echo invocations/s for one
 node at any client concurrency and ~800-1,200/s for two nodes on this 2-core machine (under
-heavy load from other work). Run one node per core for short functions; one node with several
-workers is enough for CPU-bound ones.
+heavy load from other work). For CPU-bound functions one node could in principle use every
+core, but the same run could not show it (cpu_work n=2000: one node 75-96/s, two nodes
+105-135/s). So: run one node per core.
