@@ -20,3 +20,4 @@ node at any client concurrency and ~800-1,200/s for two nodes on this 2-core mac
 heavy load from other work). For CPU-bound functions one node could in principle use every
 core, but the same run could not show it (cpu_work n=2000: one node 75-96/s, two nodes
 105-135/s). So: run one node per core.
+"""
