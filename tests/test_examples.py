@@ -347,7 +347,7 @@ def test_rust_stats_rejects_bad_input(request_body: bytes, message: bytes, tmp_p
 
 def test_counter_state_survives_warm_calls_and_restarts_on_a_new_instance() -> None:
     first = ComponentInstance("counter")
-    assert [first.handle(b"", [("request-id", str(i))]) for i in range(3)] == [b"1", b"2", b"3"]
+    assert [first.handle(b"", [("request_id", str(i))]) for i in range(3)] == [b"1", b"2", b"3"]
     second = ComponentInstance("counter")
     assert second.handle(b"anything") == b"1"
     assert first.handle(b"") == b"4", "a second instance does not share the first one's state"
@@ -357,12 +357,12 @@ def test_counter_state_survives_warm_calls_and_restarts_on_a_new_instance() -> N
 def test_wordcount_counts_words_and_keeps_instance_totals() -> None:
     instance = ComponentInstance("wordcount")
     first = json.loads(instance.handle("The cat and the hat.\nThe end, naïve café!".encode(),
-                                       [("request-id", "r1"), ("function", "wordcount")]))
+                                       [("request_id", "r1"), ("function", "wordcount")]))
     assert first == {
         "words": 9, "lines": 2, "chars": 41,
         "top": [["the", 3], ["and", 1], ["café", 1], ["cat", 1], ["end", 1]],
         "instance": {"invocations": 1, "total_words": 9},
-        "metadata": {"request-id": "r1", "function": "wordcount"},
+        "metadata": {"request_id": "r1", "function": "wordcount"},
     }
     second = json.loads(instance.handle(b"one two"))
     assert (second["words"], second["instance"]) == (2, {"invocations": 2, "total_words": 11})
