@@ -26,6 +26,8 @@ SEED = 0
 class DemoContext:
     out_dir: Path                                   # results/demo-<time>/
     console: Console
+    trace: str = TRACE
+    seed: int = SEED
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -33,11 +35,12 @@ def simulator_section(ctx: DemoContext) -> None:
     from wlsim.cli import load_trace, make_config, make_weights, run_comparison
     from wlsim.compare import BUILTIN_POLICIES
 
-    ctx.console.print(f"Replaying [bold]{TRACE}[/] (one Azure Functions day, 40 functions, seed {SEED}) "
-                      f"through every built-in policy; the offline oracle is the lower bound.")
-    table = load_trace(TRACE, seed=SEED)
-    out = run_comparison(table, list(BUILTIN_POLICIES), make_config(1, None, None, SEED, 1),
-                         make_weights(None, None, None), out=ctx.out_dir / "sim", trace_name=TRACE,
+    what = " (one Azure Functions day, 40 functions)" if ctx.trace == TRACE else ""
+    ctx.console.print(f"Replaying [bold]{ctx.trace}[/]{what} with seed {ctx.seed} through every built-in "
+                      f"policy; the offline oracle is the lower bound.")
+    table = load_trace(ctx.trace, seed=ctx.seed)
+    out = run_comparison(table, list(BUILTIN_POLICIES), make_config(1, None, None, ctx.seed, 1),
+                         make_weights(None, None, None), out=ctx.out_dir / "sim", trace_name=ctx.trace,
                          jobs=0, progress=True)
     ctx.console.print("cost = memory held (GB-s x Lambda's price) + requests + added latency "
                       "(wait + cold start) x 0.001 USD/s; cost ÷ oracle >= 1 means worse than the oracle.")
@@ -51,11 +54,19 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], None]]] = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from wlsim.cli import default_out_dir, make_console
 
+    parser = argparse.ArgumentParser(prog="python -m wl.demo", description="The wl demo (make demo).")
+    parser.add_argument("--trace", default=TRACE, help=f"trace to replay (default {TRACE})")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/demo-<time>/)")
+    args = parser.parse_args(argv)
     console = make_console()
-    ctx = DemoContext(out_dir=default_out_dir("demo"), console=console)
+    ctx = DemoContext(out_dir=args.out or default_out_dir("demo"), console=console, trace=args.trace,
+                      seed=args.seed)
     started = time.perf_counter()
     for name, section in SECTIONS:
         console.print(Rule(f"wl demo: {name}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_mod
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -186,15 +187,26 @@ def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None 
     return summary_table(ordered, weights), ordered
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """fork when this process has no other thread: workers start at once with the trace and
+    the imported simulator already in memory, and scripts need no ``if __name__ ==
+    "__main__"`` guard. With other threads running (forking those is unsafe) or without
+    fork, forkserver/spawn, which re-import the caller's main module in each worker.
+    The pool forks its workers at the first submit, before the progress display starts
+    its refresh thread."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["pandas", "wlsim.engine", "policies"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _run_parallel(trace: pd.DataFrame, specs: list[str], config: SimConfig | None, jobs: int,
                   display: _Progress, progress: bool) -> dict[str, SimResult]:
-    # forkserver (where available) forks workers from a clean server process that has
-    # already imported the simulator, so workers start fast and never inherit this
-    # process's threads (rich's refresh thread, a caller's web server...).
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        ctx.set_forkserver_preload(["pandas", "wlsim.engine", "policies"])
+    ctx = _mp_context()
     progress_queue = ctx.Queue() if progress else None
     results: dict[str, SimResult] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
