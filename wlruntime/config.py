@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_DATA_DIR = Path("~/.wl")
 
@@ -74,6 +74,22 @@ class RouterSettings(_Section):
     port: int = Field(7701, ge=0, le=65535)
     url: str | None = None
     admin_token: str | None = None
+    """Bearer token for /admin (deploy, policy swap, logs, trace). Unset: the registry's token."""
+    scheduler_port: int = Field(7702, ge=0, le=65535)
+    """gRPC port of the Scheduler service (Scheduler.OnIdle) the nodes call back."""
+    policy: str = "default"
+    """Policy spec (policies.registry grammar), e.g. ``fixed_ttl:ttl_ms=60000``."""
+    nodes: list[str] = Field(default_factory=list)
+    """Handler node gRPC addresses (host:port); env/flags take a comma-separated list."""
+    trace_out: Path | None = None
+    """Write the recorded traffic (canonical trace table, .parquet or .csv) here on shutdown."""
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def base_url(self) -> str:
         if self.url:
@@ -88,6 +104,10 @@ class NodeSettings(_Section):
     """gRPC port of the first node; ``wl up --nodes N`` uses port, port+1, ..."""
     cache_dir: Path | None = None
     """Fetched code and compiled artifacts; default <data_dir>/node-cache."""
+    memory_mb: int = Field(2048, ge=1)
+    """Memory each node offers to instances."""
+    count: int = Field(1, ge=1, le=64)
+    """How many nodes ``wl up`` starts."""
 
 
 class Settings(_Section):
@@ -105,7 +125,7 @@ class Settings(_Section):
 
 _SECTIONS: dict[str, type[_Section]] = {"registry": RegistrySettings, "router": RouterSettings,
                                         "node": NodeSettings}
-_PATH_KEYS = {(), ("registry",), ("node",)}  # where relative paths in a file get anchored
+_PATH_KEYS = {(), ("registry",), ("node",), ("router",)}  # where relative paths in a file get anchored
 
 
 def _expand(path: Path) -> Path:
@@ -159,7 +179,7 @@ def _anchor_relative_paths(data: dict[str, Any], base: Path) -> None:
             table = table.get(key) if isinstance(table, dict) else None
         if not isinstance(table, dict):
             continue
-        for key in ("data_dir", "cache_dir"):
+        for key in ("data_dir", "cache_dir", "trace_out"):
             value = table.get(key)
             if isinstance(value, str) and not value.startswith("~") and not Path(value).is_absolute():
                 table[key] = str(base / value)

@@ -1,0 +1,292 @@
+"""A whole wl platform on loopback: the code registry, N handler nodes and the router, each a
+subprocess (``wl up``, the ``wl.testing`` fixture, the demo and the benchmarks use it).
+
+    with Platform(data_dir="/tmp/wl", nodes=2, policy="default") as p:
+        client = p.client()                 # RouterClient with the admin token
+        client.deploy("echo", "examples/build/echo.wasm")
+        print(client.invoke("echo", b"hi").output)
+
+Start order: registry, then the nodes (told the router's Scheduler address), then the router
+(told the nodes' addresses); ready when the router's /healthz sees every node alive. Stop
+order: router first (it answers what is in flight and writes its trace), then nodes, then the
+registry; SIGTERM, then SIGKILL after a grace period. Children run in their own session (a
+terminal's Ctrl-C reaches only this process, which stops them in order) and are sent SIGTERM
+by the kernel if this process dies (PR_SET_PDEATHSIG).
+
+Each child's output goes to ``<log_dir>/<name>.log`` and, with ``echo``, to a callback line by
+line (``wl up`` prints them prefixed with the component's name).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from wlruntime.router.client import RouterClient
+
+TOKEN_FILE = "registry.token"  # the registry's generated-token file name (wlruntime/registry/server.py)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def platform_token(registry_dir: Path) -> str:
+    """The local platform's token: the registry's token file, created (0600) when missing."""
+    path = registry_dir / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            raise RuntimeError(f"token file {path} is empty; delete it to generate a new token") from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class PlatformError(RuntimeError):
+    pass
+
+
+class Child:
+    """One subprocess with its output copied to a log file (and optionally a callback)."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str],
+                 echo: Callable[[str, str], None] | None, ready_marker: str | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.ready = threading.Event()
+        self.ready_line = ""
+        self._marker = ready_marker
+        self._echo = echo
+        self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed by the reader thread)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, text=True, bufsize=1, preexec_fn=_die_with_parent)
+        self._reader = threading.Thread(target=self._read, name=f"wl-{name}-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                self._log.write(line + "\n")
+                if self._marker and not self.ready.is_set() and self._marker in line:
+                    self.ready_line = line
+                    self.ready.set()
+                if self._echo is not None:
+                    self._echo(self.name, line)
+        finally:
+            self._log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self._reader.join(2)
+        return self.proc.returncode
+
+
+class Platform:
+    """Registry + nodes + router as subprocesses on ``host``. Ports left at 0 are picked free;
+    ``data_dir`` holds the registry (``registry/``), the nodes' shared code and compile cache
+    (``node-cache/``) and the logs (``logs/``)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, nodes: int = 1, policy: str = "default",
+                 host: str = "127.0.0.1", registry_port: int = 0, router_port: int = 0, scheduler_port: int = 0,
+                 node_port: int = 0, node_memory_mb: int = 2048, node_workers: int | None = None,
+                 token: str | None = None, trace_out: str | os.PathLike[str] | None = None,
+                 log_dir: str | os.PathLike[str] | None = None, echo: Callable[[str, str], None] | None = None,
+                 log_level: str = "info", router_loop: str = "uvloop", python: str = sys.executable,
+                 registry_dir: str | os.PathLike[str] | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        if nodes < 1:
+            raise ValueError("a platform needs at least one node")
+        self.data_dir = Path(data_dir).expanduser()
+        self.n_nodes = nodes
+        self.policy = policy
+        self.host = host
+        self.registry_port = registry_port or free_port(host)
+        self.router_port = router_port or free_port(host)
+        self.scheduler_port = scheduler_port or free_port(host)
+        self.node_ports = [node_port + i if node_port else free_port(host) for i in range(nodes)]
+        self.node_memory_mb = node_memory_mb
+        self.node_workers = node_workers
+        self.registry_dir = Path(registry_dir) if registry_dir is not None else self.data_dir / "registry"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "node-cache"
+        self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir / "logs"
+        self.token = token or platform_token(self.registry_dir)
+        self.trace_out = Path(trace_out) if trace_out is not None else None
+        self.echo = echo
+        self.log_level = log_level
+        self.router_loop = router_loop
+        self.python = python
+        self.registry: Child | None = None
+        self.nodes: list[Child] = []
+        self.router: Child | None = None
+
+    # ---- addresses -----------------------------------------------------------------------------
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.host}:{self.registry_port}"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.host}:{self.router_port}"
+
+    @property
+    def node_addresses(self) -> list[str]:
+        return [f"{self.host}:{p}" for p in self.node_ports]
+
+    def client(self, timeout: float = 60.0) -> RouterClient:
+        return RouterClient(self.router_url, self.token, timeout=timeout)
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self, timeout_s: float = 60.0) -> Platform:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
+        env["WL_REGISTRY_TOKEN"] = self.token  # tokens by env, not argv (visible in ps)
+        env["WL_ROUTER_ADMIN_TOKEN"] = self.token
+        env["PYTHONUNBUFFERED"] = "1"
+        deadline = time.monotonic() + timeout_s
+        try:
+            self.registry = self._child("registry", [
+                "-m", "wlruntime.registry", "--host", self.host, "--port", str(self.registry_port),
+                "--data-dir", str(self.registry_dir), "--log-level", "warning"], env)
+            self._wait_http(self.registry, f"{self.registry_url}/healthz", deadline)
+            for i, port in enumerate(self.node_ports):
+                argv = ["-m", "wlruntime.node", "--registry", self.registry_url, "--host", self.host,
+                        "--port", str(port), "--memory-mb", str(self.node_memory_mb), "--node-id", f"node-{i + 1}",
+                        "--scheduler", f"{self.host}:{self.scheduler_port}", "--cache-dir", str(self.cache_dir),
+                        "--log-level", self.log_level]
+                if self.node_workers:
+                    argv += ["--workers", str(self.node_workers)]
+                self.nodes.append(self._child(f"node-{i + 1}", argv, env, ready_marker="listening on"))
+            for node in self.nodes:
+                self._wait_marker(node, deadline)
+            argv = ["-m", "wlruntime.router", "--host", self.host, "--port", str(self.router_port),
+                    "--scheduler-port", str(self.scheduler_port), "--registry", self.registry_url,
+                    "--policy", self.policy, "--loop", self.router_loop, "--log-level", self.log_level,
+                    "--node", ",".join(self.node_addresses)]
+            if self.trace_out is not None:
+                argv += ["--trace-out", str(self.trace_out)]
+            self.router = self._child("router", argv, env)
+            self._wait_router(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _child(self, name: str, args: list[str], env: dict[str, str], ready_marker: str | None = None) -> Child:
+        return Child(name, [self.python, *args], self.log_dir / f"{name}.log", env, self.echo, ready_marker)
+
+    def _wait_http(self, child: Child, url: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if not child.alive:
+                raise PlatformError(f"the {child.name} exited during start:\n{child.log_tail()}")
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise PlatformError(f"the {child.name} did not answer {url} in time:\n{child.log_tail()}")
+
+    def _wait_marker(self, child: Child, deadline: float) -> None:
+        while not child.ready.wait(0.05):
+            if not child.alive:
+                raise PlatformError(f"{child.name} exited during start:\n{child.log_tail()}")
+            if time.monotonic() > deadline:
+                raise PlatformError(f"{child.name} did not start in time:\n{child.log_tail()}")
+
+    def _wait_router(self, deadline: float) -> None:
+        assert self.router is not None
+        last: Any = None
+        while time.monotonic() < deadline:
+            if not self.router.alive:
+                raise PlatformError(f"the router exited during start:\n{self.router.log_tail()}")
+            try:
+                last = httpx.get(f"{self.router_url}/healthz", timeout=1.0).json()
+                if last.get("started") and last.get("nodes_alive") == self.n_nodes:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise PlatformError(f"the router did not see all nodes alive in time (last: {last}):\n"
+                            f"{self.router.log_tail()}")
+
+    def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop(grace_s=15.0)
+        for node in self.nodes:
+            node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop(grace_s=10.0)
+        if self.registry is not None:
+            self.registry.stop(grace_s=10.0)
+
+    def children(self) -> list[Child]:
+        return [c for c in (self.registry, *self.nodes, self.router) if c is not None]
+
+    def dead_children(self) -> list[Child]:
+        return [c for c in self.children() if not c.alive]
+
+    def kill_node(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to node ``index`` (0-based), e.g. to test failure handling."""
+        self.nodes[index].signal(sig)
+        if sig == signal.SIGKILL:
+            self.nodes[index].proc.wait(10)
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
