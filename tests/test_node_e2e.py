@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -72,11 +71,12 @@ class NodeProcess:
 
     def __init__(self, registry: Registry, cache_dir: Path, *args: str) -> None:
         self.log = cache_dir.parent / f"node-{cache_dir.name}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wlruntime.node", "--registry", registry.url, "--port", "0",
-             "--cache-dir", str(cache_dir), "--log-level", "warning", *args],
-            stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True,
-            env={k: v for k, v in os.environ.items() if not k.startswith("WL_")})
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wlruntime.node", "--registry", registry.url, "--port", "0",
+                 "--cache-dir", str(cache_dir), "--log-level", "warning", *args],
+                stdout=subprocess.PIPE, stderr=log, text=True,
+                env={k: v for k, v in os.environ.items() if not k.startswith("WL_")})
         line = self._read_line(timeout=30)
         assert "listening on" in line, f"node did not start: {line!r} {self.log.read_text()}"
         self.address = line.split("listening on ")[1].split(",")[0].strip()

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_node_e2e import TOKEN, NodeProcess, Registry
+
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.registry.client import RegistryClient
 

@@ -63,8 +63,9 @@ def _leb128(n: int) -> bytes:
 
 def _start(args: list[str], ready: str, log: Path) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True,
-                            env=env)
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=log_file, text=True,
+                                env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if select.select([proc.stdout], [], [], 0.2)[0]:

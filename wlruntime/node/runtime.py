@@ -25,10 +25,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from wlruntime.wasm.cache import MEMORY, CompiledCache
 from wlruntime.wasm.runners import (

@@ -119,7 +119,7 @@ def compile_checked(data: bytes, abi: str, fuel: bool = False):
     return component
 
 
-def check_module(module: "wasmtime.Module") -> None:
+def check_module(module: wasmtime.Module) -> None:
     """ABI 1 rules on a compiled core module: exports ``_start``, imports only WASI preview1."""
     import wasmtime
 
@@ -140,7 +140,7 @@ def check_module(module: "wasmtime.Module") -> None:
         )
 
 
-def check_component(component: "wasmtime.component.Component", engine: "wasmtime.Engine") -> None:
+def check_component(component: wasmtime.component.Component, engine: wasmtime.Engine) -> None:
     """ABI 2 rules on a compiled component: the ``handle`` export per handler.wit, WASI imports."""
     from wasmtime.component import FuncType
 
