@@ -15,7 +15,9 @@ Action space (one for both decision kinds, so one network serves both):
   K+4 ..        keep alive for ladder[i] ms (idle)
 
 Route points mask out the idle actions and vice versa; candidates that do not exist are
-masked. All ms values enter the observation as ``log1p(ms) / ms_log_scale`` and counts as
+masked, and so are busy candidates whose expected wait exceeds ``max_wait_cold_starts``
+expected cold starts. When a keep-alive runs out the instance is killed without asking
+the network unless ``reconsider_on_expiry`` (see EncoderSpec). All ms values enter the observation as ``log1p(ms) / ms_log_scale`` and counts as
 ``log1p(n) / count_log_scale``, so typical values lie in [0, ~1.5]; the vector is then
 clipped to [-obs_clip, obs_clip].
 """
@@ -79,6 +81,19 @@ class EncoderSpec:
     keepalive_ladder_ms: tuple[float, ...] = (2_000.0, 10_000.0, 30_000.0, 60_000.0, 120_000.0,
                                               300_000.0, 600_000.0, 1_200_000.0)
     allow_reject: bool = False                   # reject is an escape hatch a reward could abuse
+    # Time-of-day features (sin/cos of the simulated clock). A trace window re-based to 0 ms
+    # (e.g. minutes 721-1440 of a day) shifts the clock, so a policy meant for other windows
+    # may be trained without them (they are then always 0).
+    time_of_day: bool = True
+    # When a keep-alive runs out: False = the instance is killed (one keep-alive decision
+    # per idle period, like a TTL chosen per gap; without it a chain of short keep-alives
+    # makes every idle gap dozens of steps and the agent myopic); True = ask the network
+    # again (kill or another rung).
+    reconsider_on_expiry: bool = False
+    # Guard against piling requests onto a busy instance: assigning to an instance whose
+    # expected wait exceeds this many expected cold starts is masked (None = no guard).
+    # Idle instances and instances with a free slot are always allowed.
+    max_wait_cold_starts: float | None = 3.0
     ms_log_scale: float = 15.0                   # log1p(1 h in ms) ~ 15.1
     count_log_scale: float = 8.0                 # log1p(3000) ~ 8
     obs_clip: float = 5.0
@@ -87,6 +102,8 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"encoder k must be >= 1, got {self.k}")
+        if self.max_wait_cold_starts is not None and not self.max_wait_cold_starts >= 0:
+            raise ValueError(f"max_wait_cold_starts must be >= 0 or None, got {self.max_wait_cold_starts!r}")
         ladder = tuple(float(x) for x in self.keepalive_ladder_ms)
         if not ladder or any(not (x > 0 and math.isfinite(x)) for x in ladder):
             raise ValueError(f"keepalive_ladder_ms must be non-empty positive finite ms, got {ladder}")
@@ -168,7 +185,11 @@ class FeatureEncoder:
         st = fn.stats
         typical = st.duration.ewma
         predicted = st.predict_duration(payload) if route else typical
-        tod = 2.0 * math.pi * ((now_ms % MS_PER_DAY) / MS_PER_DAY)
+        if self.spec.time_of_day:
+            tod = 2.0 * math.pi * ((now_ms % MS_PER_DAY) / MS_PER_DAY)
+            tod_sin, tod_cos = math.sin(tod), math.cos(tod)
+        else:
+            tod_sin = tod_cos = 0.0
         since_last = now_ms - st.last_arrival_ms if st.last_arrival_ms is not None else NO_ARRIVAL_MS
         recent = st.recent
         if len(recent) >= 2:
@@ -184,7 +205,7 @@ class FeatureEncoder:
         return [1.0 if route else 0.0, 0.0 if route else 1.0, payload if route else 0.0,
                 predicted, typical, st.cold_start_ms, fn.memory_mb,
                 *[arrivals_in_last(now_ms, w) for w in TRAFFIC_WINDOWS_MS],
-                st.rate_for_time_of_day(now_ms) * 60.0, math.sin(tod), math.cos(tod),
+                st.rate_for_time_of_day(now_ms) * 60.0, tod_sin, tod_cos,
                 since_last, last_gap, p50, p90, st.arrivals, len(fn.instances), len(fn.idle)]
 
     @staticmethod
@@ -256,12 +277,34 @@ class FeatureEncoder:
         values += self._candidate_block(now_ms, fn, cands)
         mask = np.zeros(self.n_actions, dtype=bool)
         mask[:len(cands)] = True
+        limit = self.spec.max_wait_cold_starts
+        if limit is not None:
+            max_wait = limit * fn.stats.cold_start_ms
+            typical = fn.stats.duration.ewma
+            cold = fn.stats.cold_start_ms
+            for i, inst in enumerate(cands):
+                if inst.state != IDLE and self._expected_wait(now_ms, inst, typical, cold) > max_wait:
+                    mask[i] = False
         a = self.actions
         mask[a.spawn] = fn.max_instances is None or len(fn.instances) < fn.max_instances
         # Reject only when allowed, or when nothing else is possible (at the instance cap
         # with no instance to queue on), so every route point has a valid action.
         mask[a.reject] = self.spec.allow_reject or not mask[:a.reject].any()
+        if not mask.any():  # at the instance cap with every instance over the wait guard
+            mask[:len(cands)] = True
         return self._finish(values), mask, cands
+
+    def forced_idle(self, now_ms: float, instance: InstanceView) -> IdleDecision | None:
+        """The answer at an idle point with a single valid action, without encoding:
+        INVOKE when requests are queued on the instance; KILL when its keep-alive ran out
+        (unless ``reconsider_on_expiry``). None when the network has a real choice."""
+        if len(instance.queue) > 0:
+            return INVOKE
+        if not self.spec.reconsider_on_expiry:
+            until = instance.keepalive_until_ms
+            if until is not None and until <= now_ms:
+                return KILL
+        return None
 
     def encode_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +313,12 @@ class FeatureEncoder:
         values += [instance.idle_ms(now_ms), now_ms - instance.created_ms, instance.invocations,
                    len(instance.queue), instance.memory_mb]
         values += self._candidate_block(now_ms, fn, self.candidates(now_ms, fn, exclude=instance))
-        mask = (self._invoke_mask if len(instance.queue) > 0 else self._idle_mask).copy()
+        forced = self.forced_idle(now_ms, instance)
+        if forced is None:
+            mask = self._idle_mask.copy()
+        else:
+            mask = np.zeros(self.n_actions, dtype=bool)
+            mask[self.actions.invoke if forced is INVOKE else self.actions.kill] = True
         return self._finish(values), mask
 
     # ------------------------------------------------------------------- decode

@@ -11,8 +11,9 @@ An artifact is a folder with two files, written by ``wlsim.rl.export``:
   weights.npz  W0, b0, W1, b1, ... (layer i maps x -> act(x @ W_i.T + b_i), torch's layout)
 
 At a decision point the policy encodes the view with ``policies.encoder.FeatureEncoder``,
-runs the MLP and takes the masked argmax. Points with a single valid action (an idle
-instance with requests queued on it: invoke) skip the network.
+runs the MLP and takes the masked argmax. Idle points with a single valid action (invoke
+when requests are queued on the instance; kill when its keep-alive ran out, see
+EncoderSpec.reconsider_on_expiry) skip the network.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from policies.encoder import EncoderSpec, FeatureEncoder
 from policies.interface import (
-    INVOKE, FunctionView, IdleDecision, InstanceView, Policy, RequestView, RouteDecision,
+    FunctionView, IdleDecision, InstanceView, Policy, RequestView, RouteDecision,
 )
 
 ARTIFACT_FORMAT = "wl-learned-policy"
@@ -179,8 +180,9 @@ class LearnedPolicy(Policy):
         return self.encoder.decode(self.act(obs, mask), cands)  # type: ignore[return-value]
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
-        if instance.queue:
-            return INVOKE  # the only valid action (the encoder's mask says so too)
+        forced = self.encoder.forced_idle(now_ms, instance)
+        if forced is not None:
+            return forced  # a single valid action (the encoder's mask says so too)
         obs, mask = self.encoder.encode_idle(now_ms, instance, fn)
         self._decisions += 1
         return self.encoder.decode(self.act(obs, mask))  # type: ignore[return-value]

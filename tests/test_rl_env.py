@@ -71,17 +71,19 @@ def test_seeded_reset_is_deterministic(trace: pd.DataFrame) -> None:
     assert len(starts) > 1 and len(functions) > 1
 
 
-def test_masks_never_allow_an_invalid_action(trace: pd.DataFrame) -> None:
+@pytest.mark.parametrize("spec", [EncoderSpec(), EncoderSpec(reconsider_on_expiry=True, max_wait_cold_starts=None)])
+def test_masks_never_allow_an_invalid_action(trace: pd.DataFrame, spec: EncoderSpec) -> None:
     """A random masked rollout over every function at once: each decoded decision is valid
     for the engine (which raises PolicyAnswerError otherwise) and means what the mask says."""
     env = RoutingEnv(trace, episode_minutes=None, functions_per_episode=None, warmup_minutes=0,
-                     max_episode_steps=100_000)
+                     max_episode_steps=100_000, encoder=spec)
     enc = env.encoder
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)
     kinds = {"route": 0, "idle": 0}
     decided = set()
-    for _ in range(6000):
+    expiries = 0
+    for _ in range(4000):
         mask = env.action_masks()
         point = env._point
         assert mask.any()
@@ -95,15 +97,24 @@ def test_masks_never_allow_an_invalid_action(trace: pd.DataFrame) -> None:
             assert isinstance(decision, (Assign, type(SPAWN)))
             if isinstance(decision, Assign):
                 assert decision.instance.fn is point.fn and decision.instance.state in (IDLE, BUSY, STARTING)
+                if spec.max_wait_cold_starts is not None and decision.instance.state != IDLE:
+                    wait = enc._expected_wait(point.now_ms, decision.instance, point.fn.stats.duration.ewma,
+                                              point.fn.stats.cold_start_ms)
+                    assert wait <= spec.max_wait_cold_starts * point.fn.stats.cold_start_ms
         else:
             assert not mask[:enc.actions.invoke].any()
             assert not point.instance.queue  # queued instances are answered INVOKE without a step
+            until = point.instance.keepalive_until_ms
+            expired = until is not None and until <= point.now_ms
+            expiries += expired
+            assert spec.reconsider_on_expiry or not expired  # else killed without a step
             assert decision is KILL or isinstance(decision, KeepAlive)
         obs, _, term, trunc, info = env.step(a)
         assert not info["invalid_action"]
         if term or trunc:
             break
     assert kinds["route"] > 100 and kinds["idle"] > 100
+    assert (expiries > 0) == spec.reconsider_on_expiry
     assert {"Assign", "Spawn", "Kill", "KeepAlive"} <= decided
 
 
@@ -194,6 +205,12 @@ def test_encoder_candidates_order_and_masks() -> None:
     assert np.flatnonzero(m_q).tolist() == [enc.actions.invoke]
     assert enc.decode(enc.actions.invoke) is INVOKE
     assert enc.decode(enc.actions.keep0 + 1) == KeepAlive(enc.spec.keepalive_ladder_ms[1])
+    # The wait guard: with at most 1 cold start (500 ms prior) of expected wait, busy 5
+    # (50 ms + 5 queued x 100 ms) is masked; idle ones never are.
+    guarded = FeatureEncoder(k=6, max_wait_cold_starts=1.0)
+    _, mask6, cands6 = guarded.encode_route(60_000.0, RequestView(0, "f", 60_000.0, 2048), fn)
+    assert [c.id for c in cands6] == [4, 1, 3, 0, 2, 5]
+    assert mask6[:6].tolist() == [True, True, True, True, True, False]
     # Fewer instances than K: the missing candidates are masked and encoded as zeros.
     lone = FunctionView("g")
     obs, mask, cands = enc.encode_route(0.0, RequestView(1, "g", 0.0), lone)

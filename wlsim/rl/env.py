@@ -8,8 +8,9 @@ environment. Importing this module registers it:
 One step is one decision point of the engine (wlsim.engine's step API) that has a real
 choice: a route at an arrival with at least one instance to queue on, or an on_idle
 about an instance with nothing queued. Points with a single valid action (spawn when
-the function has no instance; invoke when requests are queued on the freed instance)
-are answered by the environment without a step. Observations, masks and the action map
+the function has no instance to use; invoke when requests are queued on the freed
+instance; kill when a keep-alive ran out, see EncoderSpec.reconsider_on_expiry) are
+answered by the environment without a step. Observations, masks and the action map
 come from ``policies.encoder.FeatureEncoder``, the same encoder the exported
 ``LearnedPolicy`` uses in the simulator and the live router.
 
@@ -216,8 +217,9 @@ class RoutingEnv(gym.Env):
                     return False
                 sim.apply(enc.decode(int(np.argmax(mask)), cands))
             elif p.kind == "idle":
-                if p.instance.queue:
-                    sim.apply(INVOKE)
+                forced = enc.forced_idle(p.now_ms, p.instance)
+                if forced is not None:
+                    sim.apply(forced)
                     continue
                 self._obs, self._mask = enc.encode_idle(p.now_ms, p.instance, p.fn)
                 self._cands, self._point = [], p
