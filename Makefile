@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# Example functions (C, AssemblyScript, Python components) built from source; installs the
-# C -> wasm32-wasi toolchain via apt when missing.
+# Example functions (C, Rust, AssemblyScript, Python components) built from source; installs
+# the C and Rust -> wasm32-wasi toolchains via apt when missing.
 examples: setup
 	$(MAKE) -s -C examples
 
@@ -34,3 +34,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) results build
+	$(MAKE) -C examples clean
