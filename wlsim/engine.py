@@ -275,9 +275,7 @@ class Simulation:
         self.completed_latency_ms = 0.0
         self.rejected = 0
         self.cold_starts = 0
-        self._idle_mb = 0.0          # memory of the instances idle right now
-        self._idle_acc = 0.0         # idle MB-ms accrued up to _idle_t
-        self._idle_t = 0.0
+        self._idle_closed = 0.0      # idle MB-ms of idle periods that have ended
 
         self._on_end_cb = self._on_exec_end
         self._on_ready_cb = self._on_ready
@@ -363,8 +361,11 @@ class Simulation:
         return self.functions[self.function_names.index(name)]
 
     def idle_mb_ms(self) -> float:
-        """Idle memory (MB-ms) accrued by all instances from the start up to now."""
-        return self._idle_acc + self._idle_mb * (self.env._now - self._idle_t)
+        """Idle memory (MB-ms) accrued by all instances from the start up to now. O(idle
+        instances): ended idle periods are summed as they end, open ones here."""
+        now = self.env._now
+        return self._idle_closed + sum(i.memory_mb * (now - i.idle_since_ms)
+                                       for d in self._node_idle for i in d.values())
 
     def next_decision(self) -> Decision | None:
         """Advance to the next decision point and return it; None when the run is over.
@@ -439,7 +440,8 @@ class Simulation:
         kheap = self._kheap
         arrival = self._arrival        # ends with an INF sentinel
         pending = self._pending
-        arrive = self._arrive
+        functions, fcode, payload, feats = self.functions, self._fcode, self._payload, self._features
+        route, start, apply_route = self._route, self._start, self._apply_route
         n = self.n
         row = self._next_row
         t_arr = arrival[row]
@@ -459,9 +461,23 @@ class Simulation:
                 if queue and queue[0][0] <= t_arr:
                     step()
                 elif row < n:
-                    env._now = t_arr
-                    self._next_row = row = row + 1
-                    arrive(row - 1, t_arr)
+                    # An arrival (inlined: this runs once per request).
+                    env._now = now = t_arr
+                    f = functions[fcode[row]]
+                    f.stats.record_arrival(now)
+                    if f.prewarm_event is not None:
+                        f.prewarm_event = None          # it came first: cancel the pre-warm
+                    rv = RequestView(row, f.name, now, payload[row],
+                                     None if feats is None else RowFeatures(feats, row))
+                    if route is None:
+                        pending.append(Decision(ROUTE, now, f, rv, None, ARRIVAL))
+                    else:
+                        ans = route(now, rv, f)
+                        if type(ans) is Assign and ans.instance.state is IDLE and ans.instance.fn is f:
+                            start(ans.instance, row, now)     # the common warm start
+                        else:
+                            apply_route(row, f, ans, now)
+                    row += 1
                     t_arr = arrival[row]
                     if row >= tick:
                         progress(row, n)
@@ -501,26 +517,6 @@ class Simulation:
         feats = self._features
         return RequestView(row, f.name, self._arrival[row], self._payload[row],
                            None if feats is None else RowFeatures(feats, row))
-
-    def _arrive(self, row: int, now: float) -> None:
-        f = self.functions[self._fcode[row]]
-        f.stats.record_arrival(now)
-        if f.prewarm_event is not None:
-            f.prewarm_event = None          # the arrival came first: cancel the pre-warm
-        feats = self._features
-        rv = RequestView(row, f.name, now, self._payload[row],
-                         None if feats is None else RowFeatures(feats, row))
-        route = self._route
-        if route is None:
-            self._pending.append(Decision(ROUTE, now, f, rv, None, ARRIVAL))
-            return
-        ans = route(now, rv, f)
-        if type(ans) is Assign:             # fast path: a warm start on an idle instance
-            inst = ans.instance
-            if inst.state is IDLE and inst.fn is f:
-                self._start(inst, row, now)
-                return
-        self._apply_route(row, f, ans, now)
 
     def _reroute(self, rows: list[int], f: Function, now: float) -> None:
         routed = self._r_routed
@@ -599,12 +595,11 @@ class Simulation:
         inst.keepalive_until_ms = None
         inst.fn.idle.append(inst)
         self._node_idle[inst.node_idx][inst.id] = inst
-        self._idle_acc += self._idle_mb * (now - self._idle_t)
-        self._idle_t = now
-        self._idle_mb += inst.memory_mb
 
     def _leave_idle(self, inst: Instance, now: float) -> None:
-        inst.idle_total_ms += now - inst.idle_since_ms
+        d = now - inst.idle_since_ms
+        inst.idle_total_ms += d
+        self._idle_closed += inst.memory_mb * d
         inst.keepalive_until_ms = None
         idle = inst.fn.idle
         if idle[-1] is inst:
@@ -612,9 +607,6 @@ class Simulation:
         else:
             idle.remove(inst)
         del self._node_idle[inst.node_idx][inst.id]
-        self._idle_acc += self._idle_mb * (now - self._idle_t)
-        self._idle_t = now
-        self._idle_mb -= inst.memory_mb
 
     def _start(self, inst: Instance, row: int, now: float) -> None:
         """Start executing request ``row`` on ``inst`` (which has a free slot)."""
@@ -622,7 +614,9 @@ class Simulation:
         if st is not BUSY:
             if st is IDLE:
                 # self._leave_idle(inst, now), inlined: a warm start is the common case.
-                inst.idle_total_ms += now - inst.idle_since_ms
+                d = now - inst.idle_since_ms
+                inst.idle_total_ms += d
+                self._idle_closed += inst.memory_mb * d
                 inst.keepalive_until_ms = None
                 idle = inst.fn.idle
                 if idle[-1] is inst:
@@ -630,9 +624,6 @@ class Simulation:
                 else:
                     idle.remove(inst)
                 del self._node_idle[inst.node_idx][inst.id]
-                self._idle_acc += self._idle_mb * (now - self._idle_t)
-                self._idle_t = now
-                self._idle_mb -= inst.memory_mb
             inst.state = BUSY
             inst.busy_since_ms = now
             inst.exec_started_ms = now
@@ -676,9 +667,6 @@ class Simulation:
         inst.keepalive_until_ms = None
         f.idle.append(inst)
         self._node_idle[inst.node_idx][inst.id] = inst
-        self._idle_acc += self._idle_mb * (now - self._idle_t)
-        self._idle_t = now
-        self._idle_mb += inst.memory_mb
         on_idle = self._on_idle
         if on_idle is None:
             self._pending.append(Decision(IDLE_DECISION, now, f, None, inst, FINISHED))
