@@ -106,6 +106,7 @@ except wasmtime.ExitTrap as exit_:
 class Row:
     group: str  # "cold start", "warm invoke", "per-request process", "node"
     case: str
+    key: str  # a FUNCTIONS key, or the baseline's name
     function: str
     abi: str
     samples: list[float] = field(default_factory=list)
@@ -145,7 +146,7 @@ class Bench:
 
     def row(self, group: str, case: str, key: str) -> Row:
         function, abi = FUNCTIONS.get(key, (key, "-"))
-        return self.rows.setdefault((group, case, key), Row(group, case, function, abi))
+        return self.rows.setdefault((group, case, key), Row(group, case, key, function, abi))
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -214,7 +215,9 @@ class Bench:
                 self.log.print("uploading counter.wasm (18 MB): the registry compiles it to validate it, "
                                "about 16 CPU-s ...")
                 config = json.loads((ROOT / "examples" / "python" / "counter.json").read_text())
-                client.upload("pycounter", PY_COUNTER_WASM.read_bytes(), config)
+                # A minute or more on a loaded machine: longer than the client's default timeout.
+                with RegistryClient(registry_url, TOKEN, timeout=900) as slow_client:
+                    slow_client.upload("pycounter", PY_COUNTER_WASM.read_bytes(), config)
         # The per-request wasm runtime process loads this, as a container would ship a precompiled module.
         engine = wasmtime.Engine()
         (self.work / "echo.cwasm").write_bytes(wasmtime.Module(engine, echo).serialize())
@@ -235,7 +238,7 @@ class Bench:
                 raise RuntimeError(f"spawn of {function}: the code was expected to be downloaded, "
                                    "the node had it cached")
             if row is not None:
-                row.add(ms, fetch=reply.fetch_ms, compile=reply.compile_ms, instantiate=reply.instantiate_ms,
+                row.add(ms, fetch=reply.fetch_ms, compile=reply.compile_ms, inst=reply.instantiate_ms,
                         node=reply.cold_start_ms)
         finally:
             stub.Do(pb.DoRequest(instance_id=reply.instance_id, kill=pb.Kill()))
@@ -370,29 +373,48 @@ CASE_LABELS = {
 BASELINE = ("per-request process", "fork/exec (subprocess)", "native echo")
 
 
-def build_table(rows: dict[tuple[str, str, str], Row]) -> Table:
+COLUMNS = [("measurement", "left"), ("function", "left"), ("ABI", "center"), ("n", "right"),
+           ("median", "right"), ("p99", "right"), ("× fork/exec", "right"), ("node-side medians (ms)", "left")]
+TITLE = "wl runtime: medians and p99 in ms; ratio = median / fork-exec median (same run)"
+
+
+def table_cells(rows: dict[tuple[str, str, str], Row]) -> list[tuple[str, list[str]]]:
+    """(group, cells) per reported row, in ORDER; the same cells feed the rich and Markdown tables."""
     baseline = rows[BASELINE].median
-    table = Table(title="wl runtime: medians and p99 in ms; ratio = median / fork-exec median (same run)")
-    for name, justify in (("measurement", "left"), ("function", "left"), ("ABI", "center"), ("n", "right"),
-                          ("median", "right"), ("p99", "right"), ("× fork/exec", "right"),
-                          ("node-side medians (ms)", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "node-side medians (ms)")
-    previous_group = None
+    out = []
     for key in ORDER:
         row = rows.get(key)
         if row is None:
             continue
-        if previous_group is not None and row.group != previous_group:
+        parts = " ".join(f"{name} {statistics.median(values):.2f}" for name, values in row.parts.items()
+                         if name != "node")
+        if row.group == "cold start" and len(row.samples) == 1:
+            parts += " (one sample)"
+        out.append((row.group, [f"{row.group}: {CASE_LABELS.get(row.case, row.case)}", row.function, row.abi,
+                                str(len(row.samples)), f"{row.median:.3f}",
+                                f"{row.p99:.3f}{p99_label(len(row.samples))}", f"{row.median / baseline:.2f}×", parts]))
+    return out
+
+
+def rich_table(rows: dict[tuple[str, str, str], Row]) -> Table:
+    table = Table(title=TITLE)
+    for name, justify in COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True)
+    previous_group = None
+    for group, cells in table_cells(rows):
+        if previous_group is not None and group != previous_group:
             table.add_section()
-        previous_group = row.group
-        parts = "  ".join(f"{name} {statistics.median(values):.2f}" for name, values in row.parts.items()
-                          if name != "node")
-        if row.group == "cold start" and row.case == "uncached" and row.function.startswith("counter (Python"):
-            parts += "  (one sample)"
-        table.add_row(f"{row.group}: {CASE_LABELS.get(row.case, row.case)}", row.function, row.abi,
-                      str(len(row.samples)), f"{row.median:.3f}", f"{row.p99:.3f}{p99_label(len(row.samples))}",
-                      f"{row.median / baseline:.2f}×", parts)
+        previous_group = group
+        table.add_row(*cells)
     return table
+
+
+def markdown_table(rows: dict[tuple[str, str, str], Row]) -> str:
+    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |",
+             "|" + "|".join({"left": "---", "right": "---:", "center": ":---:"}[justify] for _, justify in COLUMNS)
+             + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for _, cells in table_cells(rows)]
+    return "\n".join(lines)
 
 
 def headline(rows: dict[tuple[str, str, str], Row]) -> list[str]:
@@ -418,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run with few repetitions")
     parser.add_argument("--no-python", dest="python", action="store_false",
                         help="leave out the componentize-py component (saves two ~16 CPU-s compiles)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for bench/README.md)")
     parser.add_argument("--json", type=Path, help="also write every row (samples included) to this JSON file")
     args = parser.parse_args(argv)
     args.cold = args.cold if args.cold is not None else (3 if args.quick else 100)
@@ -434,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Piped output (tests, files) gets a wide table instead of rich's 80 columns.
-    out = Console() if sys.stdout.isatty() else Console(width=170)
+    out = Console() if sys.stdout.isatty() else Console(width=200)
     log = Console(stderr=True)
     load_before = os.getloadavg()
     began = datetime.datetime.now().astimezone()
@@ -453,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     out.print(f"wl bench_runtime {began:%Y-%m-%d %H:%M %Z}: {os.cpu_count()} cores, wasmtime {version('wasmtime')}, "
               f"payload {args.payload_bytes} B, cold n={args.cold}, warm n={args.warm}, load average "
               f"{load_before[0]:.1f} at start, {load_after[0]:.1f} at end")
-    out.print(build_table(bench.rows))
+    if args.markdown:
+        out.print(markdown_table(bench.rows), markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.print(rich_table(bench.rows))
     for line in headline(bench.rows):
         out.print(line)
     if args.json:

@@ -6,6 +6,7 @@ componentize-py component is left out (--no-python): compiling it costs ~16 CPU-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -35,15 +36,21 @@ EXPECTED_ROWS = [
 ]
 
 
-@pytest.mark.timeout(180)
-def test_quick_run_prints_every_row(tmp_path: Path) -> None:
-    out_json = tmp_path / "runtime.json"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out_json = tmp_path_factory.mktemp("bench") / "runtime.json"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--no-python", "--cold", "2", "--warm", "5",
          "--json", str(out_json)],
         capture_output=True, text=True, timeout=170, cwd=ROOT, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done, out_json
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_prints_every_row(quick_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    done, out_json = quick_run
     lines = done.stdout.splitlines()
     for measurement, function, n in EXPECTED_ROWS:
         matching = [line for line in lines if f" {measurement} " in line and f" {function} " in line]
@@ -64,7 +71,7 @@ def test_quick_run_prints_every_row(tmp_path: Path) -> None:
         assert row["samples"] and all(value > 0 for value in row["samples"]), row
         assert row["p99_ms"] >= row["median_ms"] > 0, row
     cold_parts = [row["parts"] for row in report["rows"] if row["group"] == "cold start"]
-    assert all({"fetch", "compile", "instantiate", "node"} <= set(parts) for parts in cold_parts)
+    assert all({"fetch", "compile", "inst", "node"} <= set(parts) for parts in cold_parts)
 
 
 def test_bad_payload_size_is_named() -> None:
@@ -72,3 +79,19 @@ def test_bad_payload_size_is_named() -> None:
                           capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert done.returncode == 2
     assert "--payload-bytes must be between 1 and 65536, got 0" in done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_markdown_table_has_every_row(quick_run: tuple[subprocess.CompletedProcess, Path]) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_runtime
+
+    report = json.loads(quick_run[1].read_text())
+    fields = [f.name for f in dataclasses.fields(bench_runtime.Row)]
+    rows = {(row["group"], row["case"], row["key"]): bench_runtime.Row(**{f: row[f] for f in fields})
+            for row in report["rows"]}
+    table = bench_runtime.markdown_table(rows).splitlines()
+    assert len(table) == 2 + len(EXPECTED_ROWS)
+    for (measurement, function, n), line in zip(EXPECTED_ROWS, table[2:], strict=True):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[:2] == [measurement, function] and cells[3] == str(n), line
