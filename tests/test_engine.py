@@ -204,6 +204,11 @@ def test_spawn_goes_to_the_node_with_most_free_memory_or_the_named_one() -> None
     r = simulate(trace(rows), TTL(), cfg)
     assert list(r.instances.node) == ["node0", "node1", "node0"]
 
+    # Unbounded nodes (the default capacity) still spread spawns by memory in use.
+    unbounded = SimConfig(nodes=3, cold_start=ColdStartModel(base_ms=COLD, per_mb_ms=0.0))
+    r = simulate(trace(rows + [("f", 30, 1000)]), TTL(), unbounded)
+    assert list(r.instances.node) == ["node0", "node1", "node2", "node0"]
+
     class OnNode1(TTL):
         def route(self, now_ms, request, fn):
             return Spawn(node="node1")

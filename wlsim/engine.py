@@ -252,7 +252,8 @@ class Simulation:
             raise ValueError(f"SimConfig.node_memory_mb must be > 0, got {cfg.node_memory_mb}")
         self.node_names = [f"node{k}" for k in range(cfg.nodes)]
         self._node_index = {name: k for k, name in enumerate(self.node_names)}
-        self._node_free = [float(cfg.node_memory_mb)] * cfg.nodes
+        self._node_capacity = float(cfg.node_memory_mb)    # may be inf (unbounded)
+        self._node_used = [0.0] * cfg.nodes                 # MB held by live instances
         # Idle instances per node in the order they became idle (least recently used first):
         # the eviction candidates, kept up to date so memory pressure costs no scan.
         self._node_idle: list[dict[int, Instance]] = [{} for _ in range(cfg.nodes)]
@@ -685,23 +686,25 @@ class Simulation:
         """A new instance for ``f``; ``row`` is the request it is spawned for (-1: a pre-warm).
         Returns None (and rejects the request) when it does not fit."""
         mem = f.memory_mb
-        free = self._node_free
+        used = self._node_used
         if node is None:
+            # The node with the most free memory = the least used one (equal capacities;
+            # also right when capacity is unbounded). Ties: the lowest index.
             k = 0
-            if len(free) > 1:
-                best = free[0]
-                for j in range(1, len(free)):
-                    if free[j] > best:
-                        best, k = free[j], j
+            if len(used) > 1:
+                least = used[0]
+                for j in range(1, len(used)):
+                    if used[j] < least:
+                        least, k = used[j], j
         else:
             k = self._node_index.get(node, -1)
             if k < 0:
                 raise PolicyAnswerError(f"Spawn on unknown node {node!r} (nodes: {', '.join(self.node_names)})")
-        if free[k] < mem and (row < 0 or not self._make_room(k, mem, now)):
+        if used[k] + mem > self._node_capacity and (row < 0 or not self._make_room(k, mem, now)):
             if row >= 0:
                 self._reject(row)
             return None
-        free[k] -= mem
+        used[k] += mem
         inst = Instance(len(self.instances), f, self.node_names[k], k, now, row < 0)
         self.instances.append(inst)
         f.instances[inst.id] = inst
@@ -713,7 +716,7 @@ class Simulation:
 
     def _make_room(self, k: int, mem: float, now: float) -> bool:
         """Evict idle instances on node ``k`` (the policy's choice) so ``mem`` MB fit."""
-        need = mem - self._node_free[k]
+        need = self._node_used[k] + mem - self._node_capacity
         idle_here = self._node_idle[k]
         if not idle_here:
             return False
@@ -738,7 +741,7 @@ class Simulation:
         inst.state = DEAD
         inst.died_ms = now
         inst.evicted = evicted
-        self._node_free[inst.node_idx] += inst.memory_mb
+        self._node_used[inst.node_idx] -= inst.memory_mb
         f = inst.fn
         del f.instances[inst.id]
         q = inst.queue
@@ -802,7 +805,7 @@ class Simulation:
                 raise RuntimeError(f"{inst!r} still busy at the end of the run")
             inst.state = DEAD
             inst.died_ms = now
-            self._node_free[inst.node_idx] += inst.memory_mb
+            self._node_used[inst.node_idx] -= inst.memory_mb
             del inst.fn.instances[inst.id]
         self.horizon_ms = now
         self._done = True
