@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from heapq import heapify, heappop, heappush
 from typing import Any
 
-from policies.interface import BUSY, IDLE, KILL, FunctionView, InstanceView, KeepAlive, Kill
+from policies.interface import BUSY, IDLE, KILL, STARTING, FunctionView, InstanceView, KeepAlive, Kill
 from policies.registry import PolicySpecError
 
 # Keep-alive remainders below this many ms count as "ran out": the engine's re-ask at
@@ -61,71 +62,122 @@ def keep_until(window_ms: float, idle_ms: float) -> KeepAlive | Kill:
 
 
 class WorkLedger:
-    """Per-function record of the work a policy put on each instance (the duration of the
-    running request and of those queued behind it), so a policy can tell how long a busy
-    instance still needs.
+    """Per-function record of the work a policy put on each instance, so it can tell when
+    a busy (or starting) instance will be free: the durations of the request running and of
+    those queued behind it, the estimated time the instance finishes all of it, and a heap
+    of those finish times for "which instance is free soonest" in O(log n) amortised.
 
     ``route`` cannot know the id of the instance a Spawn creates, so spawned work waits in
-    ``pending`` and is bound to the next unknown instance created at that same time (engines
-    create the instance when they act on the Spawn, in decision order). Instances nobody
-    bound (pre-warmed ones) carry no work. Entries of dead instances are pruned lazily.
+    ``pending`` and is bound, at the next ``sync``, to the unknown instance created at that
+    same time (engines create the instance when they act on the Spawn, in decision order);
+    other new instances (pre-warmed ones) carry no work. Finish times assume one execution
+    at a time (for instances with concurrency > 1 they are an upper bound). Entries of dead
+    instances are pruned lazily.
     """
 
-    __slots__ = ("work", "pending")
+    __slots__ = ("work", "finish", "started", "heap", "pending", "seq", "abs_error_ms", "_alpha")
 
-    def __init__(self) -> None:
+    def __init__(self, error_alpha: float = 0.1) -> None:
         self.work: dict[int, deque[float]] = {}
+        self.finish: dict[int, float] = {}
+        self.started: dict[int, float] = {}       # when the running request started
+        self.abs_error_ms: float | None = None     # EWMA of |actual - recorded| durations
+        self._alpha = error_alpha
+        self.heap: list[tuple[float, int, InstanceView]] = []
         self.pending: deque[tuple[float, float]] = deque()   # (spawn time, duration)
+        self.seq = 0
 
-    def assigned(self, inst: InstanceView, duration_ms: float) -> None:
+    def _set_finish(self, inst: InstanceView, finish_ms: float) -> None:
+        self.finish[inst.id] = finish_ms
+        self.seq += 1
+        heap = self.heap
+        heappush(heap, (finish_ms, self.seq, inst))
+        if len(heap) > 4 * len(self.finish) + 64:      # drop superseded entries
+            finish = self.finish
+            self.heap = [e for e in heap if finish.get(e[2].id) == e[0]]
+            heapify(self.heap)
+
+    def sync(self, fn: FunctionView, cold_start_ms: float) -> None:
+        """Register instances created since the last call (newest first until a known one),
+        binding pending spawned work to them in creation order."""
+        work = self.work
+        fresh: list[InstanceView] = []
+        for inst in reversed(fn.instances.values()):
+            if inst.id in work:
+                break
+            fresh.append(inst)
+        if not fresh:
+            return
+        pending = self.pending
+        for inst in reversed(fresh):                      # oldest first, as spawned
+            while pending and pending[0][0] < inst.created_ms:
+                pending.popleft()                         # that spawn made no instance (rejected)
+            ready = inst.created_ms + cold_start_ms
+            if pending and pending[0][0] == inst.created_ms:
+                d = pending.popleft()[1]
+                work[inst.id] = deque([d])
+                self.started[inst.id] = ready
+                ready += d
+            else:
+                work[inst.id] = deque()
+            if inst.state != IDLE:
+                self._set_finish(inst, ready)
+        if len(work) > 2 * len(fn.instances) + 64:
+            self.work = {i: q for i, q in work.items() if i in fn.instances}
+            self.finish = {i: t for i, t in self.finish.items() if i in fn.instances}
+            self.started = {i: t for i, t in self.started.items() if i in fn.instances}
+
+    def assigned(self, inst: InstanceView, duration_ms: float, now_ms: float) -> None:
+        """``route`` answered Assign(inst) for a request of ``duration_ms``."""
         q = self.work.get(inst.id)
         if q is None or inst.state == IDLE:      # an idle instance has finished all earlier work
-            q = self.work[inst.id] = deque()
-            self._prune(inst.fn)
+            self.work[inst.id] = deque([duration_ms])
+            self.started[inst.id] = now_ms
+            self._set_finish(inst, now_ms + duration_ms)
+            return
         q.append(duration_ms)
+        self._set_finish(inst, max(self.finish.get(inst.id, now_ms), now_ms) + duration_ms)
 
     def spawned(self, now_ms: float, duration_ms: float) -> None:
         self.pending.append((now_ms, duration_ms))
 
-    def bind(self, fn: FunctionView) -> None:
-        """Attach pending spawned work to the instances created for it."""
-        if not self.pending:
-            return
-        fresh: list[InstanceView] = []
-        for inst in reversed(fn.instances.values()):   # newest first, stop at known ones
-            if inst.id in self.work:
-                break
-            fresh.append(inst)
-        for inst in reversed(fresh):                      # oldest first, as spawned
-            while self.pending and self.pending[0][0] < inst.created_ms:
-                self.pending.popleft()                    # its spawn never produced an instance
-            if self.pending and self.pending[0][0] == inst.created_ms:
-                self.work[inst.id] = deque([self.pending.popleft()[1]])
-            else:
-                self.work[inst.id] = deque()              # pre-warmed: no work of ours
-        self._prune(fn)
-
-    def _prune(self, fn: FunctionView) -> None:
-        if len(self.work) > 2 * len(fn.instances) + 64:
-            self.work = {i: q for i, q in self.work.items() if i in fn.instances}
-
-    def finished(self, inst: InstanceView) -> None:
-        """``inst`` completed its running request (called from on_idle)."""
+    def finished(self, inst: InstanceView, now_ms: float) -> None:
+        """``inst`` completed its running request at ``now_ms`` (called from on_idle); what is
+        queued on it starts now. Updates the duration error estimate."""
         q = self.work.get(inst.id)
         if q:
-            q.popleft()
+            recorded = q.popleft()
+            start = self.started.get(inst.id)
+            if start is not None:
+                err = abs(now_ms - start - recorded)
+                e = self.abs_error_ms
+                self.abs_error_ms = err if e is None else e + self._alpha * (err - e)
+            self.started[inst.id] = now_ms
+            if q:
+                self._set_finish(inst, now_ms + sum(q))
 
-    def remaining_ms(self, inst: InstanceView, now_ms: float, cold_start_ms: float,
-                     default_ms: float) -> float:
-        """Time until ``inst`` has finished the running request and everything queued on it.
-        Unknown durations count as ``default_ms``."""
-        q = self.work.get(inst.id)
-        if inst.state == BUSY:
-            if q and len(q) == inst.queue_len + 1:
-                head, rest = q[0], sum(q) - q[0]
-            else:
-                head, rest = default_ms, inst.queue_len * default_ms
-            return max(0.0, head - inst.elapsed_ms(now_ms)) + rest
-        # starting: what is left of its cold start, then the work put on it
-        left = max(0.0, cold_start_ms - (now_ms - inst.created_ms))
-        return left + (sum(q) if q else inst.queue_len * default_ms)
+    def earliest_finishes(self, now_ms: float, k: int) -> list[float]:
+        """The ``k`` earliest finish times of busy or starting instances (ascending), as in
+        ``soonest_free``. O(k log n)."""
+        heap, finish = self.heap, self.finish
+        out: list[tuple[float, int, InstanceView]] = []
+        while heap and len(out) < k:
+            e = heappop(heap)
+            t, _, inst = e
+            if finish.get(inst.id) == t and (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
+                out.append(e)
+        for e in out:
+            heappush(heap, e)
+        return [e[0] for e in out]
+
+    def soonest_free(self, now_ms: float) -> tuple[InstanceView | None, float]:
+        """The busy or starting instance that will have finished its work first, and the wait
+        until then. Instances whose estimate has already passed (the running request outran
+        its predicted duration) are dropped: their remaining time is unknown."""
+        heap, finish = self.heap, self.finish
+        while heap:
+            t, _, inst = heap[0]
+            if finish.get(inst.id) == t and (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
+                return inst, t - now_ms
+            heappop(heap)
+        return None, float("inf")

@@ -7,8 +7,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from policies.builtin._common import number, warm_slot
-from policies.interface import INVOKE, KILL, SPAWN, Assign, FunctionView, IdleDecision, InstanceView, \
-    KeepAlive, Policy, RequestView, RouteDecision
+from policies.interface import (
+    INVOKE,
+    KILL,
+    SPAWN,
+    Assign,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    KeepAlive,
+    Policy,
+    RequestView,
+    RouteDecision,
+)
 
 
 class GreedyDualState:

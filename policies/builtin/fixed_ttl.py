@@ -6,8 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from policies.builtin._common import idle_for, keep_until, number, warm_slot
-from policies.interface import INVOKE, SPAWN, Assign, FunctionView, IdleDecision, InstanceView, Policy, \
-    RequestView, RouteDecision
+from policies.interface import (
+    INVOKE,
+    SPAWN,
+    Assign,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    Policy,
+    RequestView,
+    RouteDecision,
+)
 
 
 class FixedTTL(Policy):

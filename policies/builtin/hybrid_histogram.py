@@ -9,8 +9,18 @@ from collections import deque
 from typing import Any
 
 from policies.builtin._common import EPS_MS, idle_for, keep_until, number, warm_slot
-from policies.interface import INVOKE, KILL, SPAWN, Assign, FunctionView, IdleDecision, InstanceView, \
-    Policy, RequestView, RouteDecision
+from policies.interface import (
+    INVOKE,
+    KILL,
+    SPAWN,
+    Assign,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    Policy,
+    RequestView,
+    RouteDecision,
+)
 from policies.registry import PolicySpecError
 
 HISTOGRAM = "histogram"      # the histogram is representative: pre-warm + keep-alive from it

@@ -6,8 +6,21 @@ import math
 from typing import Any
 
 from policies.builtin._common import number, warm_slot
-from policies.interface import BUSY, INVOKE, KILL, SPAWN, STARTING, Assign, FunctionView, IdleDecision, \
-    InstanceView, KeepAlive, Policy, RequestView, RouteDecision
+from policies.interface import (
+    BUSY,
+    INVOKE,
+    KILL,
+    SPAWN,
+    STARTING,
+    Assign,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    KeepAlive,
+    Policy,
+    RequestView,
+    RouteDecision,
+)
 from policies.registry import PolicySpecError
 
 
@@ -31,7 +44,11 @@ class KPA(Policy):
     Routing: an instance with a free slot (idle, or busy below its concurrency); else a
     new instance when fewer are live (starting included) than desired; else queue on the
     least-loaded busy or starting instance if its queue is shorter than ``queue_limit``;
-    else a new instance anyway (a request is never left without a place).
+    else a new instance anyway (a request is never left without a place). Knative's
+    activator buffers requests until some instance has room; wl has no shared buffer, and
+    queueing on one busy instance can mean waiting out an execution of minutes (on the
+    bundled 40-function Azure day ``queue_limit=1`` added 200,000 s of waiting), so the
+    default ``queue_limit`` is 0: no free slot means scale up now.
 
     Scaling down: an instance that becomes idle, or whose keep-alive ran out, is killed
     when more instances are live than desired (one at a time, as they become idle), else
@@ -40,7 +57,9 @@ class KPA(Policy):
 
     Simplifications (documented, deliberate): observed concurrency is estimated by
     Little's law, arrivals in the window / window length x the predicted duration, rather
-    than by sampling in-flight requests every second; there is no scale-to-zero grace
+    than by sampling in-flight requests every second; the panic window's estimate is
+    raised to the number of requests in flight right now (arrived, not completed), which
+    a burst's samples would show at once; there is no scale-to-zero grace
     period, activator, or min/max scale (``fn.max_instances`` is left to the engine); the
     target defaults to ``target_utilization`` (70%) of the instance's concurrency, as for
     Knative with a container-concurrency limit.
@@ -49,7 +68,7 @@ class KPA(Policy):
       target: target concurrency per instance (default: target_utilization x concurrency).
       target_utilization: used when target is not given (default 0.7).
       stable_window_ms (60000), panic_window_ms (6000), panic_threshold (2.0),
-      queue_limit: requests allowed to wait on one instance before spawning (default 1),
+      queue_limit: requests allowed to wait on one instance before spawning (default 0),
       tick_ms: shortest re-evaluation delay for an idle instance (default 2000).
     """
 
@@ -57,7 +76,7 @@ class KPA(Policy):
 
     def __init__(self, target: float | None = None, target_utilization: float = 0.7,
                  stable_window_ms: float = 60_000.0, panic_window_ms: float = 6_000.0,
-                 panic_threshold: float = 2.0, queue_limit: int = 1, tick_ms: float = 2_000.0) -> None:
+                 panic_threshold: float = 2.0, queue_limit: int = 0, tick_ms: float = 2_000.0) -> None:
         n = self.name
         self.target = number(n, "target", target, allow_none=True)
         self.target_utilization = number(n, "target_utilization", target_utilization)
@@ -84,8 +103,11 @@ class KPA(Policy):
         duration_s = stats.predict_duration() / 1000.0
         stable_conc = stats.arrivals_in_last(now_ms, self.stable_window_ms) \
             / (self.stable_window_ms / 1000.0) * duration_s
-        panic_conc = stats.arrivals_in_last(now_ms, self.panic_window_ms) \
-            / (self.panic_window_ms / 1000.0) * duration_s
+        # the panic window also sees the requests in flight right now (running or queued, the
+        # one being routed included), as Knative's per-second samples would
+        in_flight = max(0, stats.arrivals - stats.completions)
+        panic_conc = max(in_flight, stats.arrivals_in_last(now_ms, self.panic_window_ms)
+                         / (self.panic_window_ms / 1000.0) * duration_s)
         # a tiny epsilon keeps float noise (e.g. 2.0000000001) from asking for one more
         stable = math.ceil(stable_conc / target - 1e-9)
         panic = math.ceil(panic_conc / target - 1e-9)
@@ -103,14 +125,15 @@ class KPA(Policy):
         desired, _ = self.desired(now_ms, fn)
         if fn.live_count < desired:
             return SPAWN
-        least, least_load = None, math.inf
-        for i in fn.instances.values():
-            if i.state == BUSY or i.state == STARTING:
-                load = i.queue_len + i.active
-                if load < least_load:
-                    least, least_load = i, load
-        if least is not None and least.queue_len < self.queue_limit:
-            return Assign(least)
+        if self.queue_limit > 0:
+            least, least_load = None, math.inf
+            for i in fn.instances.values():
+                if i.state == BUSY or i.state == STARTING:
+                    load = i.queue_len + i.active
+                    if load < least_load:
+                        least, least_load = i, load
+            if least is not None and least.queue_len < self.queue_limit:
+                return Assign(least)
         return SPAWN
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:

@@ -4,13 +4,31 @@ and keeps an instance warm exactly when that is cheaper than the cold start it a
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from heapq import heapify, heapreplace
 from collections.abc import Sequence
 from typing import Any
 
-from policies.builtin._common import EPS_MS, WorkLedger, idle_for, number, warm_slot
-from policies.interface import IDLE, INVOKE, KILL, SPAWN, Assign, CostWeights, FunctionView, \
-    IdleDecision, InstanceView, KeepAlive, Policy, RequestView, RouteDecision
+from policies.builtin._common import WorkLedger, number, warm_slot
+from policies.interface import (
+    IDLE,
+    INVOKE,
+    KILL,
+    SPAWN,
+    Assign,
+    CostWeights,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    KeepAlive,
+    Policy,
+    RequestView,
+    RouteDecision,
+)
 from policies.registry import PolicySpecError
+
+
+# The most busy instances the queue-or-spawn look-ahead replays (the earliest free ones).
+LOOKAHEAD_INSTANCES = 64
 
 
 class FunctionFuture:
@@ -153,7 +171,7 @@ class Oracle(Policy):
     differently; the oracle queues whenever the exact wait is cheaper than a cold start.
 
     Decision cost: O(log n) per idle decision (bisect + segment tree over the
-    function's n arrivals), O(instances) per route when no instance is idle.
+    function's n arrivals); O(1) per route, O(log instances) amortised when none is idle.
 
     Parameters: gb_s_usd, latency_usd_per_s, request_usd (default: CostWeights()),
     prewarm (use pre-warming, default true), prewarm_margin_ms (default 1),
@@ -165,7 +183,8 @@ class Oracle(Policy):
 
     def __init__(self, gb_s_usd: float | None = None, latency_usd_per_s: float | None = None,
                  request_usd: float | None = None, prewarm: bool = True,
-                 prewarm_margin_ms: float = 1.0, slack_ms: float = 1.0) -> None:
+                 prewarm_margin_ms: float = 1.0, slack_ms: float = 1.0, lookahead: int = 256,
+                 lookahead_cold_starts: float = 20.0) -> None:
         n = self.name
         d = CostWeights()
         self.weights = CostWeights(
@@ -179,6 +198,9 @@ class Oracle(Policy):
         self.use_prewarm = prewarm
         self.prewarm_margin_ms = number(n, "prewarm_margin_ms", prewarm_margin_ms, strict=False)
         self.slack_ms = number(n, "slack_ms", slack_ms)
+        self.lookahead = int(number(n, "lookahead", lookahead, strict=False))
+        self.lookahead_cold_starts = number(n, "lookahead_cold_starts", lookahead_cold_starts,
+                                            strict=False)
         self._futures: dict[str, FunctionFuture] | None = None
         self._row_function: list[str] = []
         self._row_index: list[int] = []
@@ -227,74 +249,126 @@ class Oracle(Policy):
                 j = -1
         if j < 0:   # ids that are not trace rows: find it by arrival time
             j = min(bisect_left(fut.arrivals, request.arrival_ms, lo=fut.next_idx), len(fut.arrivals) - 1)
-        if j + 1 > fut.next_idx:
-            fut.next_idx = j + 1
+        fut.next_idx = max(fut.next_idx, j + 1)
         return fut.durations[j]
 
     # ------------------------------------------------------------------ costs
     def _cold_cost(self, mem_gb: float, cold_ms: float) -> float:
+        """USD of one cold start: its latency and the memory held while it starts."""
         w = self.weights
         return (w.latency_usd_per_s + mem_gb * w.gb_s_usd) * cold_ms / 1000.0
+
+    def _break_even_ms(self, mem_gb: float, cold_ms: float) -> float:
+        """Idle time whose memory costs as much as one cold start."""
+        return self._cold_cost(mem_gb, cold_ms) / (max(mem_gb, 1e-12) * self.weights.gb_s_usd) * 1000.0
 
     # ------------------------------------------------------------------ route
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
         st = self.state(fn)
         duration = self._duration(request, fn, st.future)
+        cold = fn.stats.cold_start_ms
+        ledger = st.ledger
+        ledger.sync(fn, cold)
         inst = warm_slot(fn)
         if inst is not None:
-            st.ledger.assigned(inst, duration)
+            ledger.assigned(inst, duration, now_ms)
             return Assign(inst)
-        st.ledger.bind(fn)
-        cold = fn.stats.cold_start_ms
-        best, best_wait = None, float("inf")
-        for i in fn.instances.values():
-            if i.state == IDLE:
-                continue
-            wait = st.ledger.remaining_ms(i, now_ms, cold, fn.stats.predict_duration())
-            if wait < best_wait:
-                best, best_wait = i, wait
+        best, wait = ledger.soonest_free(now_ms)
         mem_gb = fn.memory_mb / 1024.0
         if best is not None and \
-                self.weights.latency_usd_per_s * best_wait / 1000.0 < self._cold_cost(mem_gb, cold):
-            st.ledger.assigned(best, duration)
+                self.weights.latency_usd_per_s * wait / 1000.0 < self._cold_cost(mem_gb, cold) and \
+                not self._spawn_pays(now_ms, fn, st, duration, cold, mem_gb):
+            ledger.assigned(best, duration, now_ms)
             return Assign(best)
-        st.ledger.spawned(now_ms, duration)
+        ledger.spawned(now_ms, duration)
         return SPAWN
+
+    def _spawn_pays(self, now_ms: float, fn: FunctionView, st: OracleState, duration: float,
+                    cold: float, mem_gb: float) -> bool:
+        """Whether a new instance now saves more waiting over the coming arrivals than it
+        costs: replay the next ``lookahead`` arrivals (within ``lookahead_cold_starts`` cold
+        starts' time), each on the
+        instance free soonest and with no further spawns, once with this request queued
+        ("q") and once with it on a new instance ready after a cold start ("s"). Only the
+        ``lookahead`` + 1 earliest-free instances can matter (at most LOOKAHEAD_INSTANCES
+        are replayed, which only overstates both options' waits when more are busy). The
+        replay stops early once every replayed instance of "q" is free again."""
+        fut = st.future
+        if fut is None:
+            return True
+        frees = st.ledger.earliest_finishes(now_ms, min(self.lookahead + 1, LOOKAHEAD_INSTANCES))
+        if not frees:
+            return True
+        q = list(frees)                   # ascending: already a heap
+        start = q[0] if q[0] > now_ms else now_ms
+        wait_q = start - now_ms
+        heapreplace(q, start + duration)
+        s = frees + [now_ms + cold + duration]
+        heapify(s)
+        wait_s = cold
+        q_all_free = max(frees[-1], start + duration)
+        arrivals, durations = fut.arrivals, fut.durations
+        lo = fut.next_idx
+        hi = min(lo + self.lookahead, len(arrivals))
+        limit = now_ms + self.lookahead_cold_starts * cold
+        for j in range(lo, hi):
+            a = arrivals[j]
+            if a > limit or a >= q_all_free:
+                break
+            d = durations[j]
+            t = q[0] if q[0] > a else a
+            wait_q += t - a
+            heapreplace(q, t + d)
+            if t + d > q_all_free:
+                q_all_free = t + d
+            t = s[0] if s[0] > a else a
+            wait_s += t - a
+            heapreplace(s, t + d)
+        w = self.weights
+        return w.latency_usd_per_s * (wait_q - wait_s) > w.gb_s_usd * mem_gb * cold
 
     # ---------------------------------------------------------------- on_idle
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
-        st = self.state(fn)
-        if idle_for(now_ms, instance) <= EPS_MS:
-            st.ledger.finished(instance)
+        st = fn.policy_state or self.state(fn)
+        if instance.idle_since_ms == now_ms or instance.state != IDLE:    # an execution just ended
+            st.ledger.finished(instance, now_ms)
         if instance.queue:
             return INVOKE
         fut = st.future
         if fut is None:
             return KILL               # never invoked again
-        j0 = fut.first_unrouted(now_ms)
-        if j0 >= len(fut.arrivals):
+        arrivals = fut.arrivals
+        j0 = fut.next_idx
+        if j0 < len(arrivals) and arrivals[j0] < now_ms:     # arrivals we did not route
+            j0 = bisect_left(arrivals, now_ms, lo=j0)
+        if j0 >= len(arrivals):
             return KILL
         cold = fn.stats.cold_start_ms
-        mem_gb = instance.memory_mb / 1024.0
+        gap = arrivals[j0] - now_ms
+        if fn.live_count <= 1:
+            # nothing else alive: the next arrival is ours; the alternative is a pre-warm
+            if self.use_prewarm:
+                if gap < cold + self.prewarm_margin_ms:
+                    return KeepAlive(gap + self.slack_ms)
+                st.prewarm_at_ms = now_ms
+                st.prewarm_delay_ms = max(0.0, gap - cold - self.prewarm_margin_ms)
+                return KILL
+            if gap < self._break_even_ms(instance.memory_mb / 1024.0, cold):
+                return KeepAlive(gap + self.slack_ms)
+            return KILL
+        horizon = self._break_even_ms(instance.memory_mb / 1024.0, cold)
+        if gap >= horizon:
+            return KILL
+        # X is next used when the demand rises above the present level (LIFO routing)
         others_busy = fn.live_count - len(fn.idle) - (0 if instance.state == IDLE else 1)
-        last = fn.live_count <= 1
-        if last:
-            use = j0                  # nothing else alive: the next arrival is ours
-            alternative_ms = cold + self.prewarm_margin_ms if self.use_prewarm \
-                else self._cold_cost(mem_gb, cold) / (mem_gb * self.weights.gb_s_usd)
-        else:
-            alternative_ms = self._cold_cost(mem_gb, cold) / (mem_gb * self.weights.gb_s_usd)
-            hi = bisect_right(fut.arrivals, now_ms + alternative_ms, lo=j0)
-            level = min(fut.demand_at(now_ms, j0), others_busy)
-            use = fut.first_exceeding(j0, hi, level)
-        if use >= 0:
-            gap = fut.arrivals[use] - now_ms
-            if gap < alternative_ms:
-                return KeepAlive(max(gap, 0.0) + self.slack_ms)
-        if last and self.use_prewarm:
-            st.prewarm_at_ms = now_ms
-            st.prewarm_delay_ms = max(0.0, fut.arrivals[j0] - now_ms - cold - self.prewarm_margin_ms)
-        return KILL
+        level = min(fut.demand_at(now_ms, j0), others_busy)
+        if fut.demand[j0] <= level:
+            hi = bisect_right(arrivals, now_ms + horizon, lo=j0)
+            use = fut.first_exceeding(j0 + 1, hi, level)
+            if use < 0:
+                return KILL
+            gap = arrivals[use] - now_ms
+        return KeepAlive(gap + self.slack_ms)
 
     def prewarm(self, now_ms: float, fn: FunctionView) -> float | None:
         st = self.state(fn)
@@ -326,4 +400,5 @@ class Oracle(Policy):
         w = self.weights
         return {"name": self.name, "gb_s_usd": w.gb_s_usd, "latency_usd_per_s": w.latency_usd_per_s,
                 "request_usd": w.request_usd, "prewarm": self.use_prewarm,
-                "prewarm_margin_ms": self.prewarm_margin_ms, "slack_ms": self.slack_ms}
+                "prewarm_margin_ms": self.prewarm_margin_ms, "slack_ms": self.slack_ms,
+                "lookahead": self.lookahead, "lookahead_cold_starts": self.lookahead_cold_starts}
