@@ -241,3 +241,20 @@ def test_bad_learned_artifact_exits_2(trace_csv, tmp_path):
     (broken / "weights.npz").write_bytes(b"")
     r = invoke("compare", "--trace", trace_csv, "--policies", f"learned:{broken}")
     _one_line_error(r, "spec.json", "not valid JSON")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_crashing_policy_is_named(trace_csv, tmp_path, jobs):
+    from wlsim.compare import PolicyRunError, compare
+    from wlsim.traces import read_trace
+
+    broken = tmp_path / "broken.py"
+    broken.write_text(textwrap.dedent("""
+        from policies.interface import Policy
+
+        class Broken(Policy):
+            def route(self, now_ms, request, fn):
+                raise ZeroDivisionError("boom at " + str(request.id))
+    """))
+    with pytest.raises(PolicyRunError, match=r"policy 'custom:.*broken.py' failed: ZeroDivisionError: boom at 0"):
+        compare(read_trace(trace_csv), ["fixed_ttl", f"custom:{broken}"], jobs=jobs, progress=False)

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Self
 
 from policies.interface import CostWeights
@@ -214,7 +213,7 @@ def _run_parallel(trace: pd.DataFrame, specs: list[str], config: SimConfig | Non
         # The oracle is usually the slowest run: start it first so it does not finish last alone.
         first = sorted(specs, key=lambda s: spec_name(s) != ORACLE)
         pending: dict[Future, str] = {pool.submit(_worker_run, s, config): s for s in first}
-        with display if progress else nullcontext():
+        with display:
             try:
                 while pending:
                     done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
@@ -224,8 +223,8 @@ def _run_parallel(trace: pd.DataFrame, specs: list[str], config: SimConfig | Non
                         results[spec] = fut.result()
                         display.finished(spec, len(trace))
             except BaseException:
-                for fut in pending:
-                    fut.cancel()
+                # A failed policy or Ctrl-C: drop the queued runs instead of waiting for them.
+                pool.shutdown(wait=False, cancel_futures=True)
                 raise
     return results
 
