@@ -69,6 +69,7 @@ SPAWN_TIMEOUT_S = 120.0      # a first compile of a big component can take a whi
 CONTROL_TIMEOUT_S = 5.0      # KeepAlive / Kill / Status
 HEALTH_INTERVAL_S = 1.0
 HEALTH_TIMEOUT_S = 1.0
+HEALTH_MISSES = 5            # consecutive health-check timeouts that mark a node dead
 KEEPALIVE_DEFER_MS = 20.0
 REFRESH_INTERVAL_S = 2.0
 MAX_ATTEMPTS = 3             # placements of one request (re-routes after a node or spawn failure)
@@ -101,6 +102,7 @@ class NodeRef:
         self.free_mb = 0.0
         self.instances: dict[int, Instance] = {}
         self.last_error = "not contacted yet"
+        self.misses = 0
 
     def __repr__(self) -> str:
         return f"<node {self.name} {'up' if self.alive else 'down'} free={self.free_mb:g}/{self.capacity_mb:g} MB>"
@@ -191,13 +193,17 @@ class Router:
             await asyncio.gather(*(self._check_node(n) for n in self.nodes), return_exceptions=True)
 
     async def _check_node(self, node: NodeRef) -> None:
+        """A refused connection marks a node dead at once; a slow answer only after
+        HEALTH_MISSES in a row (a node busy compiling a large component answers late)."""
         try:
             await node.stub.Health(pb.HealthRequest(), timeout=HEALTH_TIMEOUT_S)
+            node.misses = 0
             if not node.alive:
                 await self._sync_node(node)
         except grpc.aio.AioRpcError as error:
             node.last_error = f"{error.code().name}: {error.details()}"
-            if node.alive:
+            node.misses += 1
+            if node.alive and (error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED or node.misses >= HEALTH_MISSES):
                 self._node_failed(node, f"health check failed: {node.last_error}")
 
     async def _sync_node(self, node: NodeRef) -> None:

@@ -1,0 +1,351 @@
+"""End to end through the router: a real registry, router and wasmtime node (subprocesses on
+loopback, started by the ``wl.testing`` fixture), real example functions, both invoke APIs,
+boto3's Lambda client, limits, auth, policy hot swap under load, keep-alive expiry asked of
+the router by the node, metrics and the recorded trace."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wl.testing import PlatformClient, metric_value, wl_platform  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BUILD = EXAMPLES / "build"
+LAMBDA = "/2015-03-31/functions/{}/invocations"
+COMPONENTS = ("counter", "wordcount")
+VARIANTS = [  # (name, code, config) used by single tests
+    ("small", "echo.wasm", {"memory_mb": 16, "max_payload_bytes": 1024}),
+    ("slow", "cpu_work.wasm", {"memory_mb": 16, "timeout_ms": 20000, "concurrency": 1}),
+    ("spin", "cpu_work.wasm", {"memory_mb": 16, "timeout_ms": 300, "concurrency": 2}),
+    ("brief", "echo.wasm", {"memory_mb": 16}),
+]
+
+
+def example_configs() -> dict[str, dict]:
+    """name -> deploy config, for every example with a built .wasm and a <lang>/<name>.json."""
+    found = {}
+    for cfg in sorted(EXAMPLES.glob("*/*.json")):
+        if cfg.stem in ("package", "package-lock", "asconfig", "tsconfig"):
+            continue
+        if (BUILD / f"{cfg.stem}.wasm").is_file():
+            found[cfg.stem] = json.loads(cfg.read_text())
+    return found
+
+
+# Each example: (request, check(output) -> None).
+def _expect_json(**fields):
+    def check(out: bytes) -> None:
+        doc = json.loads(out)
+        for k, v in fields.items():
+            assert doc[k] == v, (k, doc)
+    return check
+
+
+CASES = {
+    "echo": (b"hello wl", lambda out: out == b"hello wl" or pytest.fail(out)),
+    "json_transform": (b'{"city": "paris", "n": 3}',
+                       lambda out: (json.loads(out)["city"] == "PARIS" and "_wl" in json.loads(out)) or pytest.fail(out)),
+    "cpu_work": (b"1000", lambda out: out.startswith(b"n=1000 hash=") or pytest.fail(out)),
+    "hello": (b"wl", lambda out: b"wl" in out or pytest.fail(out)),
+    "reverse": ("héllo".encode(), lambda out: out == "olléh".encode() or pytest.fail(out)),
+    "stats": (b"1 2 3 4", _expect_json(count=4)),
+    "wordcount": (b"a b a", _expect_json(words=3)),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_examples() -> None:
+    result = subprocess.run(["make", "-C", str(EXAMPLES)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wl(wl_platform: PlatformClient, built_examples: None) -> PlatformClient:  # noqa: F811
+    """The platform with every non-component example deployed; the Python components (18 MB
+    each, slow to validate and compile) are deployed and first invoked in the background by
+    ``components`` while the other tests run."""
+    configs = example_configs()
+    for name, config in configs.items():
+        if name not in COMPONENTS:
+            wl_platform.deploy(name, BUILD / f"{name}.wasm", config)
+    # The tests' own variants, deployed up front: the registry answers slowly while it
+    # validates the components in the background.
+    for name, code, config in VARIANTS:
+        wl_platform.deploy(name, BUILD / code, config)
+    return wl_platform
+
+
+@pytest.fixture(scope="module")
+def components(wl: PlatformClient) -> dict[str, Future]:
+    """Deploy and first-invoke each component in a background thread (results in futures)."""
+    configs = example_configs()
+    futures: dict[str, Future] = {}
+
+    def work(name: str, future: Future) -> None:
+        try:
+            with PlatformClient(wl.platform, timeout=300) as client:
+                client.deploy(name, BUILD / f"{name}.wasm", configs[name])
+                request = b"" if name == "counter" else CASES[name][0]
+                future.set_result(client.invoke(name, request))
+        except BaseException as error:  # noqa: BLE001 (reported by the test that waits)
+            future.set_exception(error)
+
+    for name in COMPONENTS:
+        if name in configs:
+            futures[name] = Future()
+            threading.Thread(target=work, args=(name, futures[name]), daemon=True).start()
+    return futures
+
+
+def lambda_invoke(wl: PlatformClient, name: str, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(wl.base_url + LAMBDA.format(name), content=body, headers=headers, timeout=120)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_every_example_through_both_apis_cold_then_warm(wl: PlatformClient, components: dict) -> None:
+    names = [n for n in example_configs() if n not in COMPONENTS]
+    assert {"echo", "json_transform", "cpu_work", "hello", "reverse"} <= set(names)
+    for name in names:
+        request, check = CASES[name]
+        first = wl.invoke(name, request)
+        assert first.status == 200, (name, first.status, first.details)
+        check(first.output)
+        assert first.cold, f"{name}: the first invocation must report a cold start"
+        again = wl.invoke(name, request)
+        assert again.status == 200 and not again.cold, (name, again.headers)
+        check(again.output)
+        via_lambda = lambda_invoke(wl, name, request)
+        assert via_lambda.status_code == 200, (name, via_lambda.text)
+        assert via_lambda.headers["x-amz-executed-version"] == "1"
+        check(via_lambda.content)
+
+
+def test_boto3_lambda_client(wl: PlatformClient) -> None:
+    client = wl.lambda_client()
+    ok = client.invoke(FunctionName="echo", Payload=b'{"x": 1}')
+    assert ok["StatusCode"] == 200 and "FunctionError" not in ok
+    assert ok["Payload"].read() == b'{"x": 1}'
+    assert ok["ExecutedVersion"] == "1"
+
+    failed = client.invoke(FunctionName="json_transform", Payload=b'{"broken": ')
+    assert failed["StatusCode"] == 200
+    assert failed["FunctionError"] == "Unhandled"
+    error = json.loads(failed["Payload"].read())
+    assert error["errorType"] == "Runtime.ExitError"
+    assert "line 1" in error["errorMessage"]
+
+    tailed = client.invoke(FunctionName="json_transform", Payload=b"[", LogType="Tail")
+    assert tailed["FunctionError"] == "Unhandled"
+    assert b"json_transform" in base64.b64decode(tailed["LogResult"])
+
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="no-such-function", Payload=b"{}")
+
+    event = client.invoke(FunctionName="echo", InvocationType="Event", Payload=b"async")
+    assert event["StatusCode"] == 202
+    dry = client.invoke(FunctionName="echo", InvocationType="DryRun", Payload=b"")
+    assert dry["StatusCode"] == 204
+
+
+def test_unknown_function_is_404_on_both_apis(wl: PlatformClient) -> None:
+    r = wl.invoke("does-not-exist", b"x")
+    assert r.status == 404 and r.error == "not_found"
+    r = wl.invoke("Bad..Name", b"x")
+    assert r.status == 404
+    lam = lambda_invoke(wl, "does-not-exist", b"{}")
+    assert lam.status_code == 404
+    assert lam.headers["x-amzn-errortype"] == "ResourceNotFoundException"
+    assert "does-not-exist" in lam.json()["message"]
+    lam = httpx.post(wl.base_url + LAMBDA.format("echo") + "?Qualifier=7", content=b"{}")
+    assert lam.status_code == 404
+
+
+def test_payload_over_the_function_limit_is_413(wl: PlatformClient) -> None:
+    assert wl.invoke("small", b"x" * 1024).status == 200
+    too_big = wl.invoke("small", b"x" * 1025)
+    assert too_big.status == 413 and too_big.error == "payload_too_large"
+    lam = lambda_invoke(wl, "small", b"x" * 5000)
+    assert lam.status_code == 413 and lam.headers["x-amzn-errortype"] == "RequestTooLargeException"
+    with pytest.raises(wl.lambda_client().exceptions.RequestTooLargeException):
+        wl.lambda_client().invoke(FunctionName="small", Payload=b"y" * 4096)
+
+
+def test_admin_and_deploy_need_the_token(wl: PlatformClient) -> None:
+    base = wl.base_url
+    wasm = (BUILD / "echo.wasm").read_bytes()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {wl.token}"}):
+        assert httpx.put(f"{base}/admin/policy", json={"spec": "fixed_ttl"}, headers=headers).status_code == 401
+        assert httpx.post(f"{base}/admin/functions/sneaky", files={"wasm": ("a.wasm", wasm)},
+                          headers=headers).status_code == 401
+        assert httpx.get(f"{base}/admin/trace", headers=headers).status_code == 401
+        assert httpx.get(f"{base}/admin/logs/echo", headers=headers).status_code == 401
+    assert wl.invoke("sneaky", b"").status == 404  # nothing was deployed
+    assert wl.policy()["spec"] == "default"
+
+
+def test_concurrency_limit_gives_429_with_retry_after(wl: PlatformClient) -> None:
+    wl.set_policy("fixed_ttl")  # always cold-starts when no instance is idle: the limit decides
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=wl.base_url, timeout=120) as http:
+            return await asyncio.gather(*(http.post("/invoke/slow", content=b"60000") for _ in range(4)))
+
+    try:
+        responses = asyncio.run(burst())
+    finally:
+        wl.set_policy("default")
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 1 and statuses.count(429) >= 1, statuses
+    throttled = next(r for r in responses if r.status_code == 429)
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert throttled.json()["reason"] == "concurrency"
+
+
+def test_timeout_answers_504_and_recycles_the_instance(wl: PlatformClient) -> None:
+    assert wl.invoke("spin", b"10").status == 200
+    started = time.monotonic()
+    r = wl.invoke("spin", b"100000000")
+    assert r.status == 504 and r.error == "timeout", (r.status, r.details)
+    assert time.monotonic() - started < 10
+    lam = lambda_invoke(wl, "spin", b"100000000")
+    assert lam.status_code == 200 and lam.headers["x-amz-function-error"] == "Unhandled"
+    assert lam.json()["errorType"] == "Sandbox.Timedout"
+    state = wl.state()["functions"]["spin"]
+    assert state["instances"] == [], "a timed-out instance is killed, not reused"
+    after = wl.invoke("spin", b"10")
+    assert after.status == 200 and after.cold
+
+
+def test_policy_hot_swap_under_load_loses_nothing(wl: PlatformClient) -> None:
+    specs = ["fixed_ttl:ttl_ms=60000", "hybrid_histogram", "faascache", "kpa",
+             f"custom:{EXAMPLES / 'policies' / 'keep_warm_5min.py'}", "default"]
+    stop = threading.Event()
+    swapped: list[dict] = []
+
+    def swapper() -> None:
+        for spec in specs:
+            time.sleep(0.25)
+            swapped.append(wl.set_policy(spec))
+        stop.set()
+
+    async def load() -> list[int]:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(base_url=wl.base_url, timeout=60) as http:
+            async def worker(i: int) -> None:
+                n = 0
+                while not stop.is_set():
+                    body = f"worker {i} request {n}".encode()
+                    r = await http.post("/invoke/echo", content=body)
+                    statuses.append(r.status_code)
+                    assert r.status_code != 200 or r.content == body
+                    n += 1
+            await asyncio.gather(*(worker(i) for i in range(8)))
+        return statuses
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    try:
+        statuses = asyncio.run(load())
+    finally:
+        stop.set()
+        thread.join()
+    assert [s["spec"] for s in swapped] == specs
+    assert len(statuses) > 50
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert metric_value(wl.metrics(), "wl_router_policy_swaps_total") >= len(specs)
+
+
+def test_bad_policy_specs_are_refused_with_the_reason(wl: PlatformClient) -> None:
+    from wlruntime.router.client import RouterClientError
+
+    for spec, words in (("oracle", "future"), ("nonsense", "unknown policy"),
+                        ("fixed_ttl:ttl_ms=-5", "ttl_ms"), ("custom:/nope.py", "not found")):
+        with pytest.raises(RouterClientError) as info:
+            wl.set_policy(spec)
+        assert info.value.status == 400 and words in info.value.message, (spec, info.value.message)
+    assert wl.policy()["spec"] == "default"
+
+
+def test_keepalive_expiry_is_decided_by_the_router(wl: PlatformClient) -> None:
+    """The router sends KeepAlive(ms); when it runs out the node asks Scheduler.OnIdle and the
+    policy (fixed TTL) answers Kill."""
+    wl.set_policy("fixed_ttl:ttl_ms=300")
+    try:
+        before = metric_value(wl.metrics(), "wl_router_policy_decision_seconds_count", decision="on_idle")
+        assert wl.invoke("brief", b"1").cold
+        assert wl.state()["functions"]["brief"]["instances"][0]["state"] == "idle"
+        deadline = time.monotonic() + 10
+        while wl.state()["functions"]["brief"]["instances"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert wl.state()["functions"]["brief"]["instances"] == []
+        after = metric_value(wl.metrics(), "wl_router_policy_decision_seconds_count", decision="on_idle")
+        assert after >= before + 2  # after the execution, and at the expiry the node reported
+        assert wl.invoke("brief", b"2").cold
+    finally:
+        wl.set_policy("default")
+
+
+def test_metrics_logs_and_trace(wl: PlatformClient, tmp_path: Path) -> None:
+    wl.invoke("json_transform", b"not json")
+    text = wl.metrics()
+    assert metric_value(text, "wl_router_invocations_total", function="echo", outcome="ok") > 0
+    assert metric_value(text, "wl_router_invocations_total", function="json_transform", outcome="function_error") > 0
+    assert metric_value(text, "wl_router_invocations_total", outcome="not_found") > 0
+    assert metric_value(text, "wl_router_invocations_total", function="small", outcome="payload_too_large") > 0
+    assert metric_value(text, "wl_router_invocations_total", function="slow", outcome="throttled") > 0
+    assert metric_value(text, "wl_router_cold_starts_total", function="echo") >= 1
+    assert metric_value(text, "wl_router_duration_seconds_count", function="echo") > 0
+    assert metric_value(text, "wl_router_wait_seconds_count", function="echo") > 0
+    assert metric_value(text, "wl_router_policy_decision_seconds_count", decision="route") > 0
+    assert metric_value(text, "wl_router_instances", function="echo") >= 1
+    assert metric_value(text, "wl_router_node_up") == 1
+
+    entries = wl.logs("json_transform")
+    assert any(e["error"] == "function_error" and "json_transform" in e["logs"] for e in entries)
+
+    from wlsim.traces.table import read_trace  # the simulator reads what the router recorded
+
+    csv_path = tmp_path / "live.csv"
+    csv_path.write_bytes(wl.trace("csv"))
+    table = read_trace(csv_path)
+    assert {"app", "function", "arrival_ms", "duration_ms", "memory_mb", "payload_bytes"} <= set(table.columns)
+    echo = table[table.function == "echo"]
+    assert len(echo) >= 3 and (echo.duration_ms > 0).all() and (echo.memory_mb == 16).all()
+    assert table.arrival_ms.is_monotonic_increasing
+    parquet_path = tmp_path / "live.parquet"
+    parquet_path.write_bytes(wl.trace("parquet"))
+    assert len(read_trace(parquet_path)) == len(table)
+
+
+def test_python_components_keep_state_while_warm(wl: PlatformClient, components: dict) -> None:
+    if "counter" in components:
+        first = components["counter"].result(timeout=280)
+        assert first.status == 200 and first.cold and first.output == b"1", (first.status, first.details)
+        second = wl.invoke("counter", b"")
+        assert second.status == 200 and not second.cold and second.output == b"2"
+        lam = lambda_invoke(wl, "counter", b"")
+        assert lam.status_code == 200 and lam.content == b"3"
+    if "wordcount" in components:
+        first = components["wordcount"].result(timeout=280)
+        request, check = CASES["wordcount"]
+        assert first.status == 200 and first.cold, (first.status, first.details)
+        check(first.output)
+        again = lambda_invoke(wl, "wordcount", request)
+        assert again.status_code == 200
+        check(again.content)
+        assert json.loads(again.content)["instance"] != json.loads(first.output)["instance"]  # running totals
+    assert set(components) == set(COMPONENTS) & set(example_configs())
