@@ -435,4 +435,21 @@ def test_running_totals_match_the_frames() -> None:
     assert sim.completed_latency_ms == pytest.approx(served.latency_ms.sum())
     assert sim.idle_mb_ms() == pytest.approx(float((r.instances.idle_ms * r.instances.memory_mb).sum()))
     assert sim.cold_starts == int(r.instances.ready_ms.notna().sum())
+    assert sim.accrued_wait_ms() == pytest.approx(float((served.wait_ms + served.cold_start_ms).sum()))
     assert np.isclose(sim.now_ms, r.horizon_ms)
+
+
+def test_accrued_wait_counts_waiting_requests_as_time_passes() -> None:
+    # r0 spawns at 0 (ready 250); r1 at 50 queues on the starting instance and runs at 350.
+    policy = QueueOnAny(5000)
+    sim = Simulation(trace([("f", 0, 100), ("f", 50, 100)]), CONFIG, policy)
+    seen = []
+    while (d := sim.next_decision()) is not None:
+        seen.append((d.kind, d.now_ms, sim.accrued_wait_ms()))
+        sim.apply(policy.route(d.now_ms, d.request, d.fn) if d.kind == "route"
+                  else policy.on_idle(d.now_ms, d.instance, d.fn))
+    # At 50: r0 has waited 50, r1 0. At 350 (r0 done; r1 still queued): r0 waited 250 for its
+    # cold start, r1 300 so far. At 450 both have started: 250 + 300.
+    assert seen == [("route", 0.0, 0.0), ("route", 50.0, 50.0), ("idle", 350.0, 550.0), ("idle", 450.0, 550.0)]
+    r = sim.result()
+    assert sim.accrued_wait_ms() == float((r.requests.wait_ms + r.requests.cold_start_ms).sum())

@@ -232,8 +232,9 @@ class Simulation:
 
     or ``sim.run(policy)`` to let a policy answer everything. Running totals for a reward:
     ``completed``, ``completed_latency_ms`` (sum of end-to-end latencies of completed
-    requests), ``rejected``, ``cold_starts``, ``idle_mb_ms()`` (idle memory MB-ms accrued
-    up to now); differences between two decision points give per-step quantities.
+    requests), ``rejected``, ``cold_starts``, ``accrued_wait_ms()`` (wait + cold start
+    accrued by all arrived requests, waiting ones included), ``idle_mb_ms()`` (idle memory
+    MB-ms accrued); differences between two decision points give per-step quantities.
     """
 
     def __init__(self, trace: pd.DataFrame, config: SimConfig | None = None,
@@ -277,6 +278,11 @@ class Simulation:
         self.rejected = 0
         self.cold_starts = 0
         self._idle_closed = 0.0      # idle MB-ms of idle periods that have ended
+        # Requests that started executing or were rejected ("settled"): how many, the sum of
+        # their arrival times and of their waits (start or reject time - arrival).
+        self._settled = 0
+        self._settled_arrival = 0.0
+        self._settled_wait = 0.0
 
         self._on_end_cb = self._on_exec_end
         self._on_ready_cb = self._on_ready
@@ -324,6 +330,8 @@ class Simulation:
         # Typed arrays: compact like numpy, but indexing yields plain Python floats (fast).
         self._arrival = array("d", arrival.tobytes())
         self._arrival.append(INF)   # sentinel: "no more arrivals"
+        # Sums of the first k arrival times, k = 0..n (accrued_wait_ms).
+        self._arrival_prefix = array("d", np.concatenate([[0.0], np.cumsum(arrival)]).tobytes())
         self._duration = array("d", duration.tobytes())
         self._fcode = array("q", self._codes.tobytes())
         self._payload = array("d", payload.tobytes())
@@ -367,6 +375,17 @@ class Simulation:
         now = self.env._now
         return self._idle_closed + sum(i.memory_mb * (now - i.idle_since_ms)
                                        for d in self._node_idle for i in d.values())
+
+    def accrued_wait_ms(self) -> float:
+        """Added latency (queueing wait + cold start, ms) accrued by all requests that have
+        arrived, up to now: for each one that started executing (or was rejected), start
+        (reject) time - arrival; for each one still waiting, now - arrival. O(1). Summed
+        over a finished run it equals the results' total ``wait_ms + cold_start_ms`` (plus
+        the time re-routed requests waited before a rejection)."""
+        arrived = self._next_row
+        waiting = arrived - self._settled
+        return (self._settled_wait + waiting * self.env._now
+                - (self._arrival_prefix[arrived] - self._settled_arrival))
 
     def next_decision(self) -> Decision | None:
         """Advance to the next decision point and return it; None when the run is over.
@@ -633,6 +652,10 @@ class Simulation:
             inst.running.append(row)
         self._r_start[row] = now
         self._r_inst[row] = inst.id
+        a = self._arrival[row]
+        self._settled += 1
+        self._settled_arrival += a
+        self._settled_wait += now - a
         routed = self._r_routed[row]
         if routed < inst.ready_ms:
             self._r_cold_ms[row] = inst.ready_ms - routed
@@ -791,6 +814,10 @@ class Simulation:
     def _reject(self, row: int) -> None:
         self._r_rejected[row] = 1
         self.rejected += 1
+        a = self._arrival[row]
+        self._settled += 1
+        self._settled_arrival += a
+        self._settled_wait += self.env._now - a    # waited before a re-route rejected it
 
     # ------------------------------------------------------------------ the end
     def _finish(self) -> None:
