@@ -16,7 +16,17 @@ from policies.builtin.kpa import KPA
 from policies.builtin.oracle import FunctionFuture, Oracle
 from policies.features import FunctionStats
 from policies.interface import (
-    BUSY, IDLE, INVOKE, KILL, SPAWN, STARTING, Assign, CostWeights, FunctionView, InstanceView, KeepAlive,
+    BUSY,
+    IDLE,
+    INVOKE,
+    KILL,
+    SPAWN,
+    STARTING,
+    Assign,
+    CostWeights,
+    FunctionView,
+    InstanceView,
+    KeepAlive,
     RequestView,
 )
 from policies.registry import PolicySpecError
