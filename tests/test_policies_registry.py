@@ -49,11 +49,14 @@ def test_an_unknown_parameter_names_the_spec():
         load_policy("fixed_ttl:ttl=5")
 
 
-@pytest.mark.parametrize("spec, field", [("fixed_ttl:ttl_ms=-1", "ttl_ms"), ("fixed_ttl:ttl_ms=ten", "ttl_ms"),
-                                         ("kpa:stable_window_ms=0", "stable_window_ms"),
-                                         ("default:min_keepalive_ms=9:max_keepalive_ms=8", "min_keepalive_ms"),
-                                         ("faascache:memory_cap_mb=-4", "memory_cap_mb"),
-                                         ("oracle:prewarm=maybe", "prewarm")])
+@pytest.mark.parametrize("spec, field", [
+    ("fixed_ttl:ttl_ms=-1", "ttl_ms"),
+    ("fixed_ttl:ttl_ms=ten", "ttl_ms"),
+    ("kpa:stable_window_ms=0", "stable_window_ms"),
+    ("default:min_keepalive_ms=9:max_keepalive_ms=8", "min_keepalive_ms"),
+    ("faascache:memory_cap_mb=-4", "memory_cap_mb"),
+    ("oracle:prewarm=maybe", "prewarm"),
+])
 def test_a_bad_parameter_value_names_the_parameter(spec, field):
     with pytest.raises(PolicySpecError, match=field):
         load_policy(spec)
