@@ -29,3 +29,15 @@ def test_oracle_weighted_cost_is_never_beaten(trace_path):
     table = summary[["policy", "cold_starts", "idle_gb_s", "total_gb_s", "added_latency_s",
                      "rejected", "weighted_cost_usd", "cost_vs_oracle"]].to_string()
     assert not beaten, f"{trace_path} (seed {SEED}): oracle cost {oracle:.6f} beaten by {beaten}\n{table}"
+
+
+def test_oracle_beats_tuned_variants_on_the_azure2021_sample():
+    # Short and long TTLs and a more eager autoscaler: the oracle stays the lower bound,
+    # not only against the defaults.
+    variants = ["fixed_ttl:ttl_ms=100", "fixed_ttl:ttl_ms=10000", "fixed_ttl:ttl_ms=60000",
+                "kpa:stable_window_ms=10000", "kpa:target_utilization=1.0"]
+    trace = read_trace("traces/azure2021/Azure2021_200.csv", seed=SEED)
+    summary, _ = compare(trace, variants, SimConfig(seed=SEED), CostWeights(), jobs=2, progress=False)
+    ratios = dict(zip(summary["policy"], summary["cost_vs_oracle"]))
+    assert ratios.pop("oracle") == 1.0
+    assert all(r >= 1 - REL_TOL for r in ratios.values()), ratios
