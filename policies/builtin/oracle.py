@@ -4,8 +4,8 @@ and keeps an instance warm exactly when that is cheaper than the cold start it a
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from heapq import heapify, heapreplace
 from collections.abc import Sequence
+from heapq import heapify, heapreplace
 from typing import Any
 
 from policies.builtin._common import WorkLedger, number, warm_slot
@@ -25,7 +25,6 @@ from policies.interface import (
     RouteDecision,
 )
 from policies.registry import PolicySpecError
-
 
 # The most busy instances the queue-or-spawn look-ahead replays (the earliest free ones).
 LOOKAHEAD_INSTANCES = 64
