@@ -195,11 +195,13 @@ class CostWeights:
 
     Defaults: AWS Lambda's x86 prices (per GB-s of memory held, per request) and a value
     of user latency (USD per second of added wait + cold start across all requests), so
-    that one 500 ms cold start is worth about 30 GB-s of idle memory.
+    that one 500 ms cold start is worth about 30 GB-s of idle memory. A rejected request is
+    priced like one second of added latency, so that rejecting never looks cheaper than serving.
     """
     gb_s_usd: float = 0.0000166667
     request_usd: float = 0.0000002
     latency_usd_per_s: float = 0.001
+    reject_usd: float = 0.001
 
 
 # ----------------------------------------------------------------------------- policy
