@@ -386,8 +386,9 @@ def table_cells(rows: dict[tuple[str, str, str], Row]) -> list[tuple[str, list[s
         row = rows.get(key)
         if row is None:
             continue
-        parts = " ".join(f"{name} {statistics.median(values):.2f}" for name, values in row.parts.items()
-                         if name != "node")
+        # "node" (the node's own cold_start_ms) first: client time minus it is the gRPC round trip.
+        parts = " ".join(f"{'node total' if name == 'node' else name} {statistics.median(values):.2f}"
+                         for name, values in sorted(row.parts.items(), key=lambda item: item[0] != "node"))
         if row.group == "cold start" and len(row.samples) == 1:
             parts += " (one sample)"
         out.append((row.group, [f"{row.group}: {CASE_LABELS.get(row.case, row.case)}", row.function, row.abi,
