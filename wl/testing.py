@@ -34,7 +34,7 @@ import pytest
 from wlruntime.platform import Platform
 from wlruntime.router.client import Invocation, RouterClient, RouterClientError, metric_value
 
-__all__ = ["PlatformClient", "start_platform", "Invocation", "RouterClientError", "metric_value"]
+__all__ = ["Invocation", "PlatformClient", "RouterClientError", "metric_value", "start_platform"]
 
 
 class PlatformClient(RouterClient):

@@ -47,7 +47,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _settings(config: Path | None = None) -> Settings:
-    from wlruntime.config import ConfigError, load_settings  # noqa: PLC0415
+    from wlruntime.config import ConfigError, load_settings
 
     try:
         return load_settings(config)
@@ -70,7 +70,7 @@ def _token(settings: Settings, token: str | None) -> str | None:
 
 
 def _client(url: str | None, token: str | None, config: Path | None = None, need_token: bool = True) -> RouterClient:
-    from wlruntime.router.client import RouterClient  # noqa: PLC0415
+    from wlruntime.router.client import RouterClient
 
     settings = _settings(config)
     found = _token(settings, token)
@@ -81,7 +81,7 @@ def _client(url: str | None, token: str | None, config: Path | None = None, need
 
 
 def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from wlruntime.router.client import RouterClientError  # noqa: PLC0415
+    from wlruntime.router.client import RouterClientError
 
     try:
         return fn(*args, **kwargs)
@@ -105,13 +105,13 @@ def up(
     config: ConfigOpt = None,
 ) -> None:
     """Start the registry, the router and N nodes on loopback; Ctrl-C stops them all."""
-    import signal  # noqa: PLC0415
+    import signal
 
-    from rich.text import Text  # noqa: PLC0415
+    from rich.text import Text
 
-    from policies.registry import PolicySpecError  # noqa: PLC0415
-    from wlruntime.platform import Platform, PlatformError, platform_token  # noqa: PLC0415
-    from wlruntime.router.core import load_live_policy  # noqa: PLC0415
+    from policies.registry import PolicySpecError
+    from wlruntime.platform import Platform, PlatformError, platform_token
+    from wlruntime.router.core import load_live_policy
 
     s = _settings(config)
     if data_dir is not None:
@@ -229,9 +229,9 @@ def invoke(
     url: UrlOpt = None,
 ) -> None:
     """Invoke a function and print its output (timings on stderr with -v)."""
-    import os  # noqa: PLC0415
+    import os
 
-    from wlruntime.router.client import RouterClient, RouterClientError  # noqa: PLC0415
+    from wlruntime.router.client import RouterClient, RouterClientError
 
     if data is not None and file is not None:
         _fail("give --data or --file, not both", 2)
@@ -280,7 +280,7 @@ def invoke(
 
 def ls(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """List deployed functions with their live instances."""
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     client = _client(url, token)
     functions = _admin_call(client.functions)
@@ -353,7 +353,7 @@ def policy_show(url: UrlOpt = None, token: TokenOpt = None) -> None:
 @registry_app.command("serve", context_settings=PASSTHROUGH)
 def registry_serve(ctx: typer.Context) -> None:
     """Run the code registry (all options of `python -m wlruntime.registry`; --help lists them)."""
-    from wlruntime.registry.__main__ import main  # noqa: PLC0415
+    from wlruntime.registry.__main__ import main
 
     main(ctx.args)
 
@@ -361,7 +361,7 @@ def registry_serve(ctx: typer.Context) -> None:
 @node_app.command("serve", context_settings=PASSTHROUGH)
 def node_serve(ctx: typer.Context) -> None:
     """Run a handler node (all options of `python -m wlruntime.node`; --help lists them)."""
-    from wlruntime.node.__main__ import main  # noqa: PLC0415
+    from wlruntime.node.__main__ import main
 
     main(ctx.args)
 
@@ -369,7 +369,7 @@ def node_serve(ctx: typer.Context) -> None:
 @router_app.command("serve", context_settings=PASSTHROUGH)
 def router_serve(ctx: typer.Context) -> None:
     """Run the router (all options of `python -m wlruntime.router`; --help lists them)."""
-    from wlruntime.router.__main__ import main  # noqa: PLC0415
+    from wlruntime.router.__main__ import main
 
     main(ctx.args)
 
@@ -415,4 +415,4 @@ register(app)
 if __name__ == "__main__":
     app()
 
-__all__ = ["register", "app"]
+__all__ = ["app", "register"]

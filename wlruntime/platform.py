@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -82,13 +82,15 @@ class Child:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.env = env
         self.ready = threading.Event()
         self.ready_line = ""
         self._marker = ready_marker
         self._echo = echo
         self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed by the reader thread)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, text=True, bufsize=1, preexec_fn=_die_with_parent)
+                                     env=env, text=True, bufsize=1,
+                                     preexec_fn=_die_with_parent)  # noqa: PLW1509 (setsid + prctl only)
         self._reader = threading.Thread(target=self._read, name=f"wl-{name}-output", daemon=True)
         self._reader.start()
 
@@ -285,7 +287,16 @@ class Platform:
         if sig == signal.SIGKILL:
             self.nodes[index].proc.wait(10)
 
-    def __enter__(self) -> Platform:
+    def restart_node(self, index: int, timeout_s: float = 30.0) -> None:
+        """Start node ``index`` again (same port and id) after it stopped or was killed."""
+        old = self.nodes[index]
+        if old.alive:
+            old.stop()
+        child = Child(old.name, old.argv, old.log_path, old.env, self.echo, ready_marker="listening on")
+        self.nodes[index] = child
+        self._wait_marker(child, time.monotonic() + timeout_s)
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     run_router_forever(app, rs.host, rs.port, loop=args.loop, log_level="warning")
 
 
-def registry_token_from(settings) -> str | None:  # noqa: ANN001 (Settings, imported lazily)
+def registry_token_from(settings) -> str | None:
     """The registry token: configured, else the one the registry generated into its data dir."""
     if settings.registry.token:
         return settings.registry.token

@@ -173,8 +173,8 @@ class RouterClient:
 
     def lambda_client(self, region: str = "us-east-1") -> Any:
         """A boto3 ``lambda`` client pointed at this router (dummy credentials)."""
-        import boto3  # noqa: PLC0415
-        from botocore.config import Config  # noqa: PLC0415
+        import boto3
+        from botocore.config import Config
 
         return boto3.client("lambda", endpoint_url=self.base_url, region_name=region,
                             aws_access_key_id="wl", aws_secret_access_key="wl",

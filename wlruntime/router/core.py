@@ -37,16 +37,40 @@ import grpc
 import httpx
 
 from policies.interface import (
-    BUSY, DEAD, IDLE, KILL, STARTING, Assign, InstanceView, Invoke, KeepAlive, Kill, Policy, Reject,
-    RequestView, Spawn,
+    BUSY,
+    DEAD,
+    IDLE,
+    KILL,
+    STARTING,
+    Assign,
+    InstanceView,
+    Invoke,
+    KeepAlive,
+    Kill,
+    Policy,
+    Reject,
+    RequestView,
+    Spawn,
 )
 from policies.registry import PolicySpecError, load_policy
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.metrics import RouterMetrics
 from wlruntime.router.state import (
-    FUNCTION_ERROR_KINDS, NODE_ERROR, OK, TIMEOUT, Function, FunctionNotFound, Instance, NoCapacity,
-    PayloadTooLarge, Pending, Result, RouterError, Throttled, Unavailable, WaitTimeout,
+    NODE_ERROR,
+    OK,
+    TIMEOUT,
+    Function,
+    FunctionNotFound,
+    Instance,
+    NoCapacity,
+    PayloadTooLarge,
+    Pending,
+    Result,
+    RouterError,
+    Throttled,
+    Unavailable,
+    WaitTimeout,
 )
 from wlruntime.router.trace import TraceRecorder
 
@@ -150,7 +174,7 @@ class Router:
         await asyncio.gather(*(self._check_node(n) for n in self.nodes))
         try:
             await self._refresh_functions()
-        except Exception as error:  # the registry may come up later: functions load on first use
+        except Exception as error:  # noqa: BLE001 (the registry may come up later: functions load on first use)
             log.warning("could not list functions in the registry at %s: %s", self.registry_url, error)
         loop = asyncio.get_running_loop()
         self._background = [loop.create_task(self._health_loop(), name="router-health"),
@@ -335,7 +359,7 @@ class Router:
             await asyncio.sleep(REFRESH_INTERVAL_S)
             try:
                 await self._refresh_functions()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (retried at the next refresh)
                 log.debug("registry refresh failed: %s", error)
 
     async def deploy(self, name: str, wasm: bytes, config_json: str | None) -> tuple[int, Any]:
@@ -382,7 +406,7 @@ class Router:
     def describe_policy(self) -> dict[str, Any]:
         try:
             described = self.policy.describe()
-        except Exception as error:  # a user's policy
+        except Exception as error:  # noqa: BLE001 (a user's policy)
             described = {"name": getattr(self.policy, "name", "?"), "describe_error": str(error)}
         return {"spec": self.policy_spec, **described}
 
@@ -398,7 +422,7 @@ class Router:
         t = time.perf_counter()
         try:
             answer = self.policy.route(now, view, fn)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (a policy bug must not fail the request)
             self._policy_failed("route", error)
             answer = BASE_POLICY.route(now, view, fn)
         self.metrics.route_seconds.observe(time.perf_counter() - t)
@@ -408,7 +432,7 @@ class Router:
         t = time.perf_counter()
         try:
             answer = self.policy.on_idle(now, inst, inst.fn)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (same)
             self._policy_failed("on_idle", error)
             answer = BASE_POLICY.on_idle(now, inst, inst.fn)
         self.metrics.on_idle_seconds.observe(time.perf_counter() - t)
@@ -804,7 +828,6 @@ class Router:
         if req is not None:
             self._enqueue(inst, req)
         self._bg(self._spawn(inst, kills))
-        return None
 
     def _choose_node(self, fn: Function, node_name: str | None, now: float,
                      evict: bool = True) -> tuple[NodeRef, list[asyncio.Task]]:
@@ -831,7 +854,7 @@ class Router:
             t = time.perf_counter()
             try:
                 chosen = list(self.policy.evict(now, short, candidates))
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (a policy bug must not fail the spawn)
                 self._policy_failed("evict", error)
                 chosen = BASE_POLICY.evict(now, short, candidates)
             self.metrics.decision.labels("evict").observe(time.perf_counter() - t)
@@ -917,7 +940,7 @@ class Router:
         t = time.perf_counter()
         try:
             delay = self.policy.prewarm(now, fn)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (a policy bug must not stop the kill)
             self._policy_failed("prewarm", error)
             delay = None
         self.metrics.decision.labels("prewarm").observe(time.perf_counter() - t)
@@ -988,4 +1011,4 @@ def _json_or_text(response: httpx.Response) -> Any:
         return {"detail": response.text[:500]}
 
 
-__all__ = ["Router", "NodeRef", "load_live_policy", "InstanceView"]
+__all__ = ["InstanceView", "NodeRef", "Router", "load_live_policy"]

@@ -330,7 +330,7 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
     port; the bound port is in ``app.api.state.scheduler_port``)."""
 
     @asynccontextmanager
-    async def lifespan(api: FastAPI):  # noqa: ANN202
+    async def lifespan(api: FastAPI):
         server = None
         if scheduler_port is not None:
             server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -443,7 +443,7 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
         return list(fn.logs)[-max(1, limit):]
 
     @api.get("/admin/trace")
-    def trace(request: Request, format: str = "csv") -> Response:  # noqa: A002 (query name)
+    def trace(request: Request, format: str = "csv") -> Response:
         require_admin(request)
         if format == "csv":
             return Response(router.trace.to_csv(), media_type="text/csv")
@@ -480,10 +480,10 @@ async def _json_body(request: Request) -> dict:
 
 def run_router_forever(app: RouterApp, host: str, port: int, loop: str = "uvloop", log_level: str = "warning") -> None:
     """Serve until SIGINT/SIGTERM (uvicorn handles both and runs the lifespan shutdown)."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on", access_log=False,
                 log_level=log_level)
 
 
-__all__ = ["create_app", "RouterApp", "SchedulerService", "run_router_forever"]
+__all__ = ["RouterApp", "SchedulerService", "create_app", "run_router_forever"]

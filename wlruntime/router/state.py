@@ -27,8 +27,17 @@ FUNCTION_ERROR_KINDS = ("function_error", "trap", "out_of_memory", "out_of_fuel"
 class Function(FunctionView):
     """A deployed function: the FunctionView policies see plus its registry config."""
 
-    __slots__ = ("version", "config", "timeout_ms", "max_payload_bytes", "abi", "prewarm_handle",
-                 "logs", "metric_children", "deleted")
+    __slots__ = (
+        "abi",
+        "config",
+        "deleted",
+        "logs",
+        "max_payload_bytes",
+        "metric_children",
+        "prewarm_handle",
+        "timeout_ms",
+        "version",
+    )
 
     def __init__(self, name: str, version: int, config: dict[str, Any]) -> None:
         super().__init__(name, name, memory_mb=float(config.get("memory_mb", 128)), concurrency=1,
@@ -60,7 +69,7 @@ class Instance(InstanceView):
     """One instance on a node. ``node`` (the view's field) is the node's name; ``node_ref``
     the router's record of it; ``instance_id`` the id the node knows it by."""
 
-    __slots__ = ("node_ref", "instance_id", "version", "ready_ms", "cold_start_ms", "spawn_reply")
+    __slots__ = ("cold_start_ms", "instance_id", "node_ref", "ready_ms", "spawn_reply", "version")
 
     def __init__(self, id: int, fn: Function, node_ref: Any, instance_id: str, created_ms: float) -> None:
         super().__init__(id, fn, node_ref.name, fn.memory_mb, 1, created_ms, queue=deque())

@@ -44,8 +44,8 @@ class TraceRecorder:
         return buf.getvalue().encode()
 
     def to_parquet(self) -> bytes:
-        import pyarrow as pa  # noqa: PLC0415 (only when Parquet is asked for)
-        import pyarrow.parquet as pq  # noqa: PLC0415
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         rows = self.sorted_rows()
         table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)},

@@ -1,0 +1,249 @@
+"""End-to-end benchmark of the live platform on loopback: warm latency and throughput through the
+router, cold-start latency through the router (code cached on the node), and the router's
+overhead against a bare FastAPI echo endpoint measured in the same run.
+
+    .venv/bin/python bench/bench_e2e.py [--nodes 1] [--repeats 3] [--duration 5] [--connections 16]
+
+Load generator: wrk (Debian package `wrk`, a separate C process, so the generator is not the
+bottleneck) with a Lua script that POSTs a small body. Measured:
+
+- warm latency p50/p99: 1 connection, sequential requests, echo function (C, ABI 1);
+- throughput: ``--connections`` connections, one wrk thread;
+- the same two against a bare FastAPI app (uvicorn + httptools + uvloop, the router's stack)
+  whose handler returns the body: the ratio is what the router and the node add over the
+  cheapest possible HTTP answer from the same Python stack;
+- a node's ``Do(Invoke)`` alone over gRPC (Python client, sequential): the part of the
+  router's latency that is the node's;
+- cold start through the router: a policy that kills instances right after use
+  (``fixed_ttl:ttl_ms=1``) makes every request spawn a new instance; the code and its
+  compiled artifact stay cached on the node, so this is the cold start wl pays in steady
+  state. Reported as the caller's round trip and the router's spawn wait (X-WL-Wait-Ms).
+
+Each measurement is repeated ``--repeats`` times (interleaved) and the median is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from wlruntime.platform import Child, Platform, free_port
+
+ECHO_WASM = ROOT / "examples" / "build" / "echo.wasm"
+BODY = b"hello, wl! " * 4
+
+BARE_APP = '''
+import sys
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+import uvicorn
+
+app = FastAPI()
+
+@app.post("/echo")
+async def echo(request: Request) -> Response:
+    return Response(await request.body(), media_type="application/octet-stream")
+
+@app.get("/healthz")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+'''
+
+LUA = '''
+wrk.method = "POST"
+wrk.body = "{body}"
+wrk.headers["Content-Type"] = "application/octet-stream"
+'''
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+    out: dict[str, float] = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE):
+        out[f"p{pct}_ms"] = ms(value, unit)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None or "p50_ms" not in out:
+        raise RuntimeError(f"cannot parse wrk output:\n{output}")
+    out["rps"] = float(rps.group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    if bad or errors:
+        raise RuntimeError(f"wrk saw failed requests:\n{output}")
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: Path, connections: int, duration: float, pids: dict[str, int] | None = None) -> dict[str, float]:
+    """Run wrk; with ``pids`` also the CPU µs each process used per request."""
+    before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
+    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url],
+                            capture_output=True, text=True, timeout=duration + 60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout} {result.stderr}")
+    parsed = parse_wrk(result.stdout)
+    requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))
+    for name, pid in (pids or {}).items():
+        parsed[f"{name} cpu us"] = (cpu_seconds(pid) - before[name]) / max(1, requests) * 1e6
+    return parsed
+
+
+async def node_do_latency(address: str, instance_function: str, n: int) -> float:
+    """p50 of Do(Invoke) on one instance, sequential, from a Python gRPC client (ms)."""
+    import grpc
+
+    from wlruntime.proto import node_pb2 as pb
+    from wlruntime.proto import node_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = node_pb2_grpc.NodeStub(channel)
+        spawned = await stub.Spawn(pb.SpawnRequest(function=instance_function))
+        request = pb.DoRequest(instance_id=spawned.instance_id, invoke=pb.Invoke(payload=BODY))
+        for _ in range(50):
+            await stub.Do(request)
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await stub.Do(request)
+            samples.append((time.perf_counter() - t) * 1000.0)
+        await stub.Do(pb.DoRequest(instance_id=spawned.instance_id, kill=pb.Kill()))
+    return statistics.median(samples)
+
+
+def cold_starts(client: httpx.Client, base: str, n: int) -> tuple[float, float, int]:
+    """(p50 round trip ms, p50 router spawn wait ms, cold count) for n cold invocations."""
+    totals, waits, cold = [], [], 0
+    for _ in range(n):
+        time.sleep(0.08)  # the previous instance is killed ~20-40 ms after its request
+        t = time.perf_counter()
+        r = client.post(f"{base}/invoke/coldecho", content=BODY)
+        totals.append((time.perf_counter() - t) * 1000.0)
+        assert r.status_code == 200 and r.content == BODY, r.text
+        if r.headers["x-wl-cold"] == "1":
+            cold += 1
+            waits.append(float(r.headers["x-wl-wait-ms"]))
+    return statistics.median(totals), statistics.median(waits) if waits else float("nan"), cold
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16, help="connections for the throughput runs")
+    parser.add_argument("--cold", type=int, default=40, help="cold invocations per repeat")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    if not ECHO_WASM.is_file():
+        sys.exit(f"{ECHO_WASM} is missing: make -C examples")
+
+    tmp = Path(tempfile.mkdtemp(prefix="wl-bench-"))
+    script = tmp / "post.lua"
+    script.write_text(LUA.format(body=BODY.decode()))
+    bare_port = free_port()
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    bare = Child("bare-fastapi", [sys.executable, str(tmp / "bare_app.py"), str(bare_port)], tmp / "bare.log",
+                 dict(os.environ), None)
+    platform = Platform(tmp / "wl", nodes=args.nodes, log_level="warning")
+    rows: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        rows.setdefault(key, []).append(value)
+
+    try:
+        platform.start()
+        client = platform.client()
+        client.deploy("echo", ECHO_WASM, {"memory_mb": 16, "concurrency": 64})
+        client.deploy("coldecho", ECHO_WASM, {"memory_mb": 16, "concurrency": 64})
+        for _ in range(20):
+            client.invoke("echo", BODY)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{bare_port}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"bare FastAPI app did not start: {bare.log_tail()}") from None
+                time.sleep(0.1)
+        platform_pids = {"router": platform.router.proc.pid,
+                         **{f"node-{i + 1}": n.proc.pid for i, n in enumerate(platform.nodes)}}
+        router_url = f"{platform.router_url}/invoke/echo"
+        bare_url = f"http://127.0.0.1:{bare_port}/echo"
+        wrk(router_url, script, args.connections, 2.0)  # warm-up: instances for the throughput runs
+        wrk(bare_url, script, args.connections, 1.0)
+        http = httpx.Client()
+        for rep in range(args.repeats):
+            print(f"repeat {rep + 1}/{args.repeats}...", file=sys.stderr, flush=True)
+            for label, url, pids in (("router", router_url, platform_pids), ("bare", bare_url, {"bare": bare.proc.pid})):
+                one = wrk(url, script, 1, args.duration)
+                add(f"{label} p50 ms", one["p50_ms"])
+                add(f"{label} p99 ms", one["p99_ms"])
+                many = wrk(url, script, args.connections, args.duration, pids)
+                add(f"{label} rps", many["rps"])
+                add(f"{label} loaded p50 ms", many["p50_ms"])
+                for name in pids:
+                    add(f"{name} cpu us", many[f"{name} cpu us"])
+            add("node Do p50 ms", asyncio.run(node_do_latency(platform.node_addresses[0], "echo", 1000)))
+            client.set_policy("fixed_ttl:ttl_ms=1")
+            total, wait, cold = cold_starts(http, platform.router_url, args.cold)
+            client.set_policy("default")
+            add("cold round trip p50 ms", total)
+            add("cold spawn wait p50 ms", wait)
+            add("cold fraction", cold / args.cold)
+        http.close()
+    finally:
+        platform.stop()
+        bare.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"\nwl end-to-end on loopback ({os.cpu_count()} cores, {args.nodes} node(s), echo function, "
+          f"{len(BODY)}-byte body, wrk -t1; medians of {args.repeats} repeats)\n")
+    print(f"{'':34}{'router':>12}{'bare FastAPI':>14}{'ratio':>9}")
+    for key, label in (("p50 ms", "warm latency p50 (1 conn), ms"), ("p99 ms", "warm latency p99 (1 conn), ms"),
+                       ("rps", f"throughput ({args.connections} conns), inv/s"),
+                       ("loaded p50 ms", f"latency p50 ({args.connections} conns), ms")):
+        r, b = med[f"router {key}"], med[f"bare {key}"]
+        print(f"{label:34}{r:12.2f}{b:14.2f}{r / b:8.2f}x")
+    print("\nCPU per invocation in the throughput runs (all processes share the machine's cores):")
+    for name in [k[:-7] for k in med if k.endswith(" cpu us")]:
+        us = med[f"{name} cpu us"]
+        print(f"  {name:10} {us:8.0f} µs  (alone, one core would serve ~{1e6 / us:,.0f} inv/s)")
+    print(f"\nnode Do(Invoke) alone (gRPC, Python client) p50: {med['node Do p50 ms']:.2f} ms "
+          f"({med['node Do p50 ms'] / med['router p50 ms']:.0%} of the router's warm p50)")
+    print(f"router's own share of the warm p50 (router - node Do - bare HTTP): "
+          f"{med['router p50 ms'] - med['node Do p50 ms'] - med['bare p50 ms']:.2f} ms")
+    print(f"cold start through the router (code cached on the node): round trip p50 "
+          f"{med['cold round trip p50 ms']:.2f} ms, spawn wait p50 {med['cold spawn wait p50 ms']:.2f} ms, "
+          f"{med['cold fraction']:.0%} of those requests were cold")
+    print(f"cold round trip ÷ warm p50: {med['cold round trip p50 ms'] / med['router p50 ms']:.1f}x")
+    print("\ntargets: warm p50 <= 2 ms, >= 1500 inv/s, cold start p50 <= 5 ms through the router")
+
+
+if __name__ == "__main__":
+    main()
