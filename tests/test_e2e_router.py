@@ -33,6 +33,7 @@ VARIANTS = [  # (name, code, config) used by single tests
     ("brief", "echo.wasm", {"memory_mb": 16}),
     ("queued", "cpu_work.wasm", {"memory_mb": 16, "timeout_ms": 20000, "concurrency": 1}),
     ("ver", "echo.wasm", {"memory_mb": 16}),
+    ("pw", "echo.wasm", {"memory_mb": 16}),
 ]
 
 QUEUE_POLICY = '''
@@ -318,6 +319,46 @@ def test_custom_policy_queues_behind_a_busy_instance(wl: PlatformClient, tmp_pat
     waits = sorted(float(r.headers["x-wl-wait-ms"]) for r in responses)
     assert waits[-1] > waits[0], waits  # the last waited for the others
     assert all(r.content.startswith(b"n=5000 hash=") for r in responses)
+
+
+PREWARM_POLICY = '''
+from policies.interface import INVOKE, KILL, KeepAlive, Policy
+
+
+class KillThenPrewarm(Policy):
+    """Kill an instance after its request; pre-warm a new one 200 ms later and keep it."""
+    name = "kill_then_prewarm"
+
+    def on_idle(self, now_ms, instance, fn):
+        if instance.queue:
+            return INVOKE
+        return KeepAlive(60_000) if instance.invocations == 0 else KILL
+
+    def prewarm(self, now_ms, fn):
+        return 200.0
+'''
+
+
+def test_prewarm_spawns_ahead_of_demand(wl: PlatformClient, tmp_path: Path) -> None:
+    policy_file = tmp_path / "prewarm.py"
+    policy_file.write_text(PREWARM_POLICY)
+    wl.set_policy(f"custom:{policy_file}")
+    try:
+        first = wl.invoke("pw", b"1")
+        assert first.status == 200 and first.cold
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            instances = wl.state()["functions"]["pw"]["instances"]
+            if instances and instances[0]["state"] == "idle" and instances[0]["id"] != first.headers["x-wl-instance"]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no pre-warmed instance appeared: {wl.state()['functions']['pw']}")
+        second = wl.invoke("pw", b"2")
+        assert second.status == 200 and not second.cold, "the pre-warmed instance served it warm"
+        assert second.headers["x-wl-instance"] == instances[0]["id"]
+    finally:
+        wl.set_policy("default")
 
 
 def test_keepalive_expiry_is_decided_by_the_router(wl: PlatformClient) -> None:

@@ -101,6 +101,7 @@ NEGATIVE_CACHE_S = 1.0       # unknown function names are not asked again for th
 BUSY_KEEPALIVE_MS = 60_000   # answer to a node asking about an instance the router has busy
 UINT32_MAX = 2**32 - 1
 
+UNKNOWN_FUNCTION = "(unknown)"  # metrics label for requests naming no deployed function
 BASE_POLICY = Policy()       # the fallback when a policy raises or answers nonsense
 
 
@@ -448,7 +449,10 @@ class Router:
                 fn = await self._load_function(name)
             result = await self._invoke(fn, payload, metadata)
         except RouterError as error:
-            self.metrics.outcome(name, error.kind, fn.metric_children if fn is not None else None)
+            if fn is None:  # one label for every unknown name (no unbounded label values)
+                self.metrics.outcome(UNKNOWN_FUNCTION, error.kind)
+            else:
+                self.metrics.outcome(name, error.kind, fn.metric_children)
             raise
         children = fn.metric_children
         self.metrics.outcome(name, "ok" if result.error == OK else result.error, children)

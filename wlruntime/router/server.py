@@ -50,7 +50,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from policies.registry import PolicySpecError
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
-from wlruntime.router.core import CHANNEL_OPTIONS, Router
+from wlruntime.router.core import CHANNEL_OPTIONS, UNKNOWN_FUNCTION, Router
 from wlruntime.router.state import NODE_ERROR, OK, TIMEOUT, PayloadTooLarge, Result, RouterError, Throttled
 
 log = logging.getLogger("wlruntime.router")
@@ -60,7 +60,6 @@ LAMBDA_PREFIX = "/2015-03-31/functions/"
 LAMBDA_SUFFIX = "/invocations"
 HARD_BODY_LIMIT = 64 * 1024 * 1024
 LOG_TAIL_BYTES = 4096
-UNKNOWN_FUNCTION = "(unknown)"
 
 # Lambda's errorType for wl's error kinds.
 LAMBDA_ERROR_TYPES = {
