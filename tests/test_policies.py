@@ -654,3 +654,14 @@ def test_every_builtin_describes_its_parameters():
         assert d["name"] == cls.name and len(d) > 1
         assert all(isinstance(v, (int, float, bool, str, type(None))) for v in d.values())
     assert math.isclose(FixedTTL(ttl_ms=5).describe()["ttl_ms"], 5)
+
+
+def test_policies_survive_a_hot_swap_of_per_function_state():
+    # the live router may swap policies: each must ignore another's fn.policy_state
+    fn = make_fn()
+    sc = Scene(fn)
+    a = sc.spawn(0, state=IDLE)
+    t = 0.0
+    for p in (ExpectedWait(), HybridHistogram(), FaasCache(), KPA(), FixedTTL(), ExpectedWait()):
+        t += 1_000
+        assert isinstance(run_request(p, sc, a, t, 10), KeepAlive)

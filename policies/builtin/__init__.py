@@ -1,0 +1,14 @@
+"""The built-in policies, loaded by name through ``policies.registry.BUILTINS``:
+
+- ``fixed_ttl`` (:class:`~policies.builtin.fixed_ttl.FixedTTL`): Lambda-like fixed keep-alive;
+- ``hybrid_histogram`` (:class:`~policies.builtin.hybrid_histogram.HybridHistogram`):
+  Shahrad et al., ATC 2020, idle-time histogram with pre-warming;
+- ``faascache`` (:class:`~policies.builtin.faascache.FaasCache`): greedy-dual keep-alive;
+- ``kpa`` (:class:`~policies.builtin.kpa.KPA`): a Knative-KPA-like concurrency autoscaler;
+- ``default`` (:class:`~policies.builtin.default.ExpectedWait`): wl's default, expected wait
+  on a busy instance against a cold start, with an adaptive keep-alive;
+- ``oracle`` (:class:`~policies.builtin.oracle.Oracle`): the offline reference that knows the
+  future (simulator only).
+
+Each module is imported only when its policy is loaded.
+"""

@@ -88,7 +88,7 @@ class ExpectedWait(Policy):
 
     def state(self, fn: FunctionView) -> ExpectedWaitState:
         st = fn.policy_state
-        if st is None:
+        if type(st) is not ExpectedWaitState:     # unset, or another policy's (a hot swap)
             st = fn.policy_state = ExpectedWaitState(self.window)
         return st
 

@@ -82,7 +82,7 @@ class FaasCache(Policy):
     @staticmethod
     def state(fn: FunctionView) -> GreedyDualState:
         st = fn.policy_state
-        if st is None:
+        if type(st) is not GreedyDualState:     # unset, or another policy's (a hot swap)
             st = fn.policy_state = GreedyDualState()
         return st
 

@@ -197,7 +197,7 @@ class HybridHistogram(Policy):
 
     def app_state(self, fn: FunctionView) -> AppHistogram:
         st = fn.policy_state
-        if st is None:
+        if type(st) is not AppHistogram:     # unset, or another policy's (a hot swap)
             key = fn.app if self.per_app else fn.name
             st = self._apps.get(key)
             if st is None:

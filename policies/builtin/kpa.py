@@ -52,8 +52,9 @@ class KPA(Policy):
 
     Scaling down: an instance that becomes idle, or whose keep-alive ran out, is killed
     when more instances are live than desired (one at a time, as they become idle), else
-    kept until the stable window's demand can next drop (when its oldest arrival leaves the
-    window, at least ``tick_ms`` later; Knative re-evaluates every 2 s).
+    kept until the stable window, losing its oldest arrivals, would ask for fewer
+    instances than are live (at least ``tick_ms`` later; Knative re-evaluates every 2 s),
+    or until the panic ends.
 
     Simplifications (documented, deliberate): observed concurrency is estimated by
     Little's law, arrivals in the window / window length x the predicted duration, rather
@@ -92,7 +93,7 @@ class KPA(Policy):
     @staticmethod
     def state(fn: FunctionView) -> KPAState:
         st = fn.policy_state
-        if st is None:
+        if type(st) is not KPAState:     # unset, or another policy's (a hot swap)
             st = fn.policy_state = KPAState()
         return st
 
@@ -140,23 +141,30 @@ class KPA(Policy):
         if instance.queue:
             return INVOKE
         desired, panicking = self.desired(now_ms, fn)
-        if not panicking and fn.live_count > desired:
-            return KILL
-        return KeepAlive(self._next_change_ms(now_ms, fn, panicking))
-
-    def _next_change_ms(self, now_ms: float, fn: FunctionView, panicking: bool) -> float:
-        """Delay until the desired count can next fall: the oldest arrival still in the
-        stable window leaves it (or the panic ends), but at least tick_ms."""
         if panicking:
-            return max(self.tick_ms, self.state(fn).panic_until_ms - now_ms)
-        recent = fn.stats.recent
-        lo = now_ms - self.stable_window_ms
-        delay = self.tick_ms
-        if recent and recent[-1] > lo:
-            n_in = fn.stats.arrivals_in_last(now_ms, self.stable_window_ms)
-            oldest = recent[len(recent) - n_in]
-            delay = max(self.tick_ms, oldest + self.stable_window_ms - now_ms)
-        return delay
+            return KeepAlive(max(self.tick_ms, self.state(fn).panic_until_ms - now_ms))
+        live = fn.live_count
+        if live > desired:
+            return KILL
+        return KeepAlive(self._until_fewer_needed(now_ms, fn, live))
+
+    def _until_fewer_needed(self, now_ms: float, fn: FunctionView, live: int) -> float:
+        """Delay until the stable window, losing its oldest arrivals, asks for fewer than
+        ``live`` instances if nothing else arrives (at least tick_ms). One re-ask then,
+        rather than one per tick."""
+        stats = fn.stats
+        target = self.target if self.target is not None else self.target_utilization * fn.concurrency
+        per_arrival = stats.predict_duration() / (self.stable_window_ms * target)
+        if per_arrival <= 0:
+            return self.tick_ms
+        # the most arrivals the window may hold while asking for at most live - 1 instances
+        allowed = math.floor((live - 1 + 1e-9) / per_arrival)
+        recent = stats.recent
+        n_in = stats.arrivals_in_last(now_ms, self.stable_window_ms)
+        if allowed >= n_in or allowed >= len(recent):
+            return self.tick_ms
+        leaves_at = recent[len(recent) - allowed - 1] + self.stable_window_ms
+        return max(self.tick_ms, leaves_at - now_ms)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "target": self.target, "target_utilization": self.target_utilization,
