@@ -233,6 +233,7 @@ def test_concurrency_limit_gives_429_with_retry_after(wl: PlatformClient) -> Non
     throttled = next(r for r in responses if r.status_code == 429)
     assert int(throttled.headers["retry-after"]) >= 1
     assert throttled.json()["reason"] == "concurrency"
+    assert metric_value(wl.metrics(), "wl_router_invocations_total", function="slow", outcome="throttled") >= 1
 
 
 def test_timeout_answers_504_and_recycles_the_instance(wl: PlatformClient) -> None:
@@ -381,19 +382,23 @@ def test_keepalive_expiry_is_decided_by_the_router(wl: PlatformClient) -> None:
 
 
 def test_metrics_logs_and_trace(wl: PlatformClient, tmp_path: Path) -> None:
-    wl.invoke("json_transform", b"not json")
+    assert wl.invoke("echo", b"ok").status == 200
+    assert wl.invoke("json_transform", b"not json").status == 500
+    assert wl.invoke("small", b"x" * 2000).status == 413
+    assert wl.invoke("no-such-function", b"").status == 404
     text = wl.metrics()
     assert metric_value(text, "wl_router_invocations_total", function="echo", outcome="ok") > 0
     assert metric_value(text, "wl_router_invocations_total", function="json_transform", outcome="function_error") > 0
     assert metric_value(text, "wl_router_invocations_total", outcome="not_found") > 0
     assert metric_value(text, "wl_router_invocations_total", function="small", outcome="payload_too_large") > 0
-    assert metric_value(text, "wl_router_invocations_total", function="slow", outcome="throttled") > 0
     assert metric_value(text, "wl_router_cold_starts_total", function="echo") >= 1
     assert metric_value(text, "wl_router_duration_seconds_count", function="echo") > 0
     assert metric_value(text, "wl_router_wait_seconds_count", function="echo") > 0
     assert metric_value(text, "wl_router_policy_decision_seconds_count", decision="route") > 0
     assert metric_value(text, "wl_router_instances", function="echo") >= 1
     assert metric_value(text, "wl_router_node_up") == 1
+    node_text = httpx.get(wl.platform.node_metrics_urls[0]).text  # the node's own metrics
+    assert metric_value(node_text, "wl_node_cold_starts_total") >= 1
 
     entries = wl.logs("json_transform")
     assert any(e["error"] == "function_error" and "json_transform" in e["logs"] for e in entries)

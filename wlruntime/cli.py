@@ -150,8 +150,9 @@ def up(
             f"{platform.n_nodes} node(s) on {', '.join(platform.node_addresses)} · policy [bold]{escape(spec)}[/]\n"
             f"  token: {registry_dir / 'registry.token'} (the CLI finds it)\n"
             f"  try:   wl deploy echo examples/build/echo.wasm && wl invoke echo --data hi -v\n"
-            f"  Lambda API: {platform.router_url}/2015-03-31/functions/<name>/invocations · metrics: "
-            f"{platform.router_url}/metrics\n  Ctrl-C stops everything.\n")
+            f"  Lambda API: {platform.router_url}/2015-03-31/functions/<name>/invocations\n"
+            f"  metrics: {platform.router_url}/metrics (router) · {' · '.join(platform.node_metrics_urls)}\n"
+            f"  Ctrl-C stops everything.\n")
         while True:
             time.sleep(0.5)
             dead = platform.dead_children()

@@ -7,7 +7,8 @@ subprocess (``wl up``, the ``wl.testing`` fixture, the demo and the benchmarks u
         print(client.invoke("echo", b"hi").output)
 
 Start order: registry, then the nodes (told the router's Scheduler address), then the router
-(told the nodes' addresses); ready when the router's /healthz sees every node alive. Stop
+(told the nodes' addresses); each node also serves Prometheus metrics on a free port
+(``node_metrics_urls``). Ready when the router's /healthz sees every node alive. Stop
 order: router first (it answers what is in flight and writes its trace), then nodes, then the
 registry; SIGTERM, then SIGKILL after a grace period. Children run in their own session (a
 terminal's Ctrl-C reaches only this process, which stops them in order) and are sent SIGTERM
@@ -159,6 +160,7 @@ class Platform:
         self.router_port = router_port or free_port(host)
         self.scheduler_port = scheduler_port or free_port(host)
         self.node_ports = [node_port + i if node_port else free_port(host) for i in range(nodes)]
+        self.node_metrics_ports = [free_port(host) for _ in range(nodes)]
         self.node_memory_mb = node_memory_mb
         self.node_workers = node_workers
         self.registry_dir = Path(registry_dir) if registry_dir is not None else self.data_dir / "registry"
@@ -187,6 +189,10 @@ class Platform:
     def node_addresses(self) -> list[str]:
         return [f"{self.host}:{p}" for p in self.node_ports]
 
+    @property
+    def node_metrics_urls(self) -> list[str]:
+        return [f"http://{self.host}:{p}/metrics" for p in self.node_metrics_ports]
+
     def client(self, timeout: float = 60.0) -> RouterClient:
         return RouterClient(self.router_url, self.token, timeout=timeout)
 
@@ -208,7 +214,7 @@ class Platform:
                 argv = ["-m", "wlruntime.node", "--registry", self.registry_url, "--host", self.host,
                         "--port", str(port), "--memory-mb", str(self.node_memory_mb), "--node-id", f"node-{i + 1}",
                         "--scheduler", f"{self.host}:{self.scheduler_port}", "--cache-dir", str(self.cache_dir),
-                        "--log-level", self.log_level]
+                        "--metrics-port", str(self.node_metrics_ports[i]), "--log-level", self.log_level]
                 if self.node_workers:
                     argv += ["--workers", str(self.node_workers)]
                 self.nodes.append(self._child(f"node-{i + 1}", argv, env, ready_marker="listening on"))
