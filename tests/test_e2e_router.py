@@ -362,6 +362,46 @@ def test_prewarm_spawns_ahead_of_demand(wl: PlatformClient, tmp_path: Path) -> N
         wl.set_policy("default")
 
 
+def write_random_learned_artifact(folder: Path) -> Path:
+    """A learned-policy artifact (policies/learned.py format) with random weights: what an
+    exported network looks like to the router, without training one here."""
+    import numpy as np
+
+    from policies.encoder import EncoderSpec, FeatureEncoder
+
+    encoder = FeatureEncoder(EncoderSpec())
+    rng = np.random.default_rng(0)
+    hidden = 16
+    arrays = {"W0": rng.normal(size=(hidden, encoder.n_features)), "b0": np.zeros(hidden),
+              "W1": rng.normal(size=(encoder.n_actions, hidden)), "b1": np.zeros(encoder.n_actions)}
+    folder.mkdir(parents=True)
+    np.savez(folder / "weights.npz", **arrays)
+    (folder / "spec.json").write_text(json.dumps({
+        "format": "wl-learned-policy", "format_version": 1, "encoder": encoder.spec.to_dict(),
+        "actions": encoder.actions.names,
+        "network": {"layers": [{"in": encoder.n_features, "out": hidden, "activation": "tanh"},
+                               {"in": hidden, "out": encoder.n_actions, "activation": "linear"}],
+                    "output": "logits"}}))
+    return folder
+
+
+def test_learned_policy_artifact_decides_live(wl: PlatformClient, tmp_path: Path) -> None:
+    artifact = write_random_learned_artifact(tmp_path / "learned")
+    assert wl.set_policy(f"learned:{artifact}")["name"] == "learned"
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=wl.base_url, timeout=60) as http:
+            return await asyncio.gather(*(http.post("/invoke/echo", content=f"{i}".encode()) for i in range(12)))
+
+    try:
+        responses = asyncio.run(burst()) + asyncio.run(burst())
+        sequential = [wl.invoke("echo", b"seq") for _ in range(5)]
+    finally:
+        wl.set_policy("default")
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    assert all(r.status == 200 and r.output == b"seq" for r in sequential)
+
+
 def test_keepalive_expiry_is_decided_by_the_router(wl: PlatformClient) -> None:
     """The router sends KeepAlive(ms); when it runs out the node asks Scheduler.OnIdle and the
     policy (fixed TTL) answers Kill."""
