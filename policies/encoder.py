@@ -66,6 +66,16 @@ CANDIDATE_FEATURES: list[tuple[str, str]] = [
 N_SUBJECT_FEATURES = 5
 
 
+def remaining_ms(typical_ms: float, elapsed_ms: float) -> float:
+    """Expected ms left of an execution that has run ``elapsed_ms``: the typical duration
+    minus the elapsed time, but at least half the elapsed time. Serverless durations are
+    heavy-tailed, so an execution already past its typical length is likely a long one
+    (plain ``typical - elapsed`` would call it "about to finish" and invite a long wait)."""
+    left = typical_ms - elapsed_ms
+    half = 0.5 * elapsed_ms
+    return left if left > half else half
+
+
 def _quantile(sorted_values: list[float], q: float) -> float:
     """Linear-interpolation quantile of a sorted non-empty list (numpy's default method)."""
     pos = q * (len(sorted_values) - 1)
@@ -93,7 +103,7 @@ class EncoderSpec:
     # Guard against piling requests onto a busy instance: assigning to an instance whose
     # expected wait exceeds this many expected cold starts is masked (None = no guard).
     # Idle instances and instances with a free slot are always allowed.
-    max_wait_cold_starts: float | None = 3.0
+    max_wait_cold_starts: float | None = 1.0
     ms_log_scale: float = 15.0                   # log1p(1 h in ms) ~ 15.1
     count_log_scale: float = 8.0                 # log1p(3000) ~ 8
     obs_clip: float = 5.0
@@ -218,7 +228,7 @@ class FeatureEncoder:
         if state == STARTING:
             head = cold_ms - (now_ms - inst.created_ms)
         else:
-            head = (typical - inst.elapsed_ms(now_ms)) / conc
+            head = remaining_ms(typical, inst.elapsed_ms(now_ms)) / conc
         return (head if head > 0.0 else 0.0) + len(inst.queue) * typical / conc
 
     def candidates(self, now_ms: float, fn: FunctionView, exclude: InstanceView | None = None) -> list[InstanceView]:
@@ -250,7 +260,7 @@ class FeatureEncoder:
             if state == STARTING:
                 remaining = cold - (now_ms - inst.created_ms)
             elif state == BUSY:
-                remaining = typical - elapsed
+                remaining = remaining_ms(typical, elapsed)
             else:
                 remaining = 0.0
             out += [1.0, float(state == IDLE), float(state == BUSY), float(state == STARTING),
