@@ -480,8 +480,8 @@ def test_expected_wait_accounts_for_prediction_error():
     assert p.route(1, sc.request(1), fn) == SPAWN           # wait 199 + margin 100 > 250
 
 
-def test_expected_wait_keep_alive_adapts_to_the_gaps():
-    p = ExpectedWait()
+def test_expected_wait_percentile_keep_alive_follows_the_gaps():
+    p = ExpectedWait(keepalive="percentile", min_keepalive_ms=MIN)
     fn = make_fn()
     sc = Scene(fn)
     a = sc.spawn(0, state=IDLE)
@@ -498,6 +498,30 @@ def test_expected_wait_keep_alive_adapts_to_the_gaps():
     for k in range(10):
         answer = run_request(p, sf, b, k * 1_000.0, 10)
     assert answer == KeepAlive(MIN)                                 # 1 s gaps, clamped to 1 min
+
+
+def test_expected_wait_cost_keep_alive_bridges_only_the_gaps_worth_it():
+    # 1 GB, 500 ms cold start: one cold start costs (0.001 + 1.66667e-5) x 0.5 = 5.083e-4 USD,
+    # 30.5 s of idle memory. Gaps: ten of 10 s and ten of 20 min. Expected cost per idle
+    # period: T = 0 -> 5.083e-4; T = 10 s -> (1.667e-8 x (10 x 10 s + 10 x 10 s) + 10 x
+    # 5.083e-4) / 20 = 4.208e-4; T = 20 min -> 1.667e-8 x 10 x (10 s + 20 min) / 20 = 0.0101
+    p = ExpectedWait()
+    fn = make_fn(memory_mb=1024, cold_ms=500)
+    sc = Scene(fn)
+    a = sc.spawn(0, state=IDLE)
+    t = 0.0
+    run_request(p, sc, a, t, 100)
+    for gap in [10_000.0] * 10 + [20 * MIN] * 10:
+        t += gap
+        answer = run_request(p, sc, a, t, 100)
+    assert keeps(answer, 10_000 * 1.05)                             # the 10 s gaps, plus 5%
+    # only long gaps: never worth bridging, so the shortest keep-alive (1 s)
+    fn2 = make_fn("g", memory_mb=1024, cold_ms=500)
+    sg = Scene(fn2)
+    b = sg.spawn(0, state=IDLE)
+    for k in range(5):
+        answer = run_request(p, sg, b, k * 5 * MIN, 100)
+    assert answer == KeepAlive(1_000)
 
 
 # -------------------------------------------------------------------------------- oracle

@@ -12,6 +12,7 @@ from policies.interface import (
     INVOKE,
     SPAWN,
     Assign,
+    CostWeights,
     FunctionView,
     IdleDecision,
     InstanceView,
@@ -57,10 +58,21 @@ class ExpectedWait(Policy):
     - an instance whose running request has already outrun its prediction is not waited
       for (its remaining time is unknown; max(0, predicted - elapsed) would call it 0).
 
-    Keep-alive (adaptive): after an execution, keep the instance idle for the
-    ``percentile`` (95th) of the function's last ``window`` (64) inter-arrival gaps,
-    clamped to [``min_keepalive_ms``, ``max_keepalive_ms``], then kill it; with fewer than
-    ``min_gaps`` (3) gaps seen it uses ``default_keepalive_ms`` (10 min). The percentile is
+    Keep-alive (adaptive): after an execution, keep the instance idle for a window derived
+    from the function's last ``window`` (64) inter-arrival gaps, clamped to
+    [``min_keepalive_ms`` (1 s), ``max_keepalive_ms`` (30 min)], then kill it; with fewer
+    than ``min_gaps`` (3) gaps seen it uses ``default_keepalive_ms`` (10 min). The window:
+
+    - ``keepalive=cost`` (default): the one that minimises the expected cost of an idle
+      period if the next gap is like the recent ones, memory held for min(gap, T) against
+      a cold start when the gap outlasts T, priced with ``CostWeights`` (overridable with
+      ``gb_s_usd`` and ``latency_usd_per_s``), plus ``margin`` (5%);
+    - ``keepalive=percentile``: the ``percentile`` (95th) of the gaps.
+
+    The cost rule beats the 95th percentile on the bundled traces (weighted cost, seed 7:
+    Azure 2019 10 functions 8.47 vs 21.69 USD, 40 functions 184.6 vs 220.5, Azure 2021
+    0.178 vs 0.200), because a gap distribution with a long tail makes the percentile
+    keep every instance of a bursty function idle through long lulls. The window is
     refreshed after every ``refresh_every`` (8) new gaps (at once while the window is
     filling), which keeps the per-decision cost O(1) amortised.
 
@@ -69,10 +81,21 @@ class ExpectedWait(Policy):
 
     name = "default"
 
-    def __init__(self, percentile: float = 95.0, window: int = 64, min_gaps: int = 3,
-                 min_keepalive_ms: float = 60_000.0, max_keepalive_ms: float = 1_800_000.0,
-                 default_keepalive_ms: float = 600_000.0, refresh_every: int = 8) -> None:
+    def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 64,
+                 min_gaps: int = 3, min_keepalive_ms: float = 1_000.0,
+                 max_keepalive_ms: float = 1_800_000.0, default_keepalive_ms: float = 600_000.0,
+                 refresh_every: int = 8, margin: float = 0.05, gb_s_usd: float | None = None,
+                 latency_usd_per_s: float | None = None) -> None:
         n = self.name
+        if keepalive not in ("cost", "percentile"):
+            raise PolicySpecError(f"{n}: keepalive must be 'cost' or 'percentile', got {keepalive!r}")
+        self.keepalive = keepalive
+        d = CostWeights()
+        self.weights = CostWeights(
+            gb_s_usd=d.gb_s_usd if gb_s_usd is None else number(n, "gb_s_usd", gb_s_usd),
+            latency_usd_per_s=(d.latency_usd_per_s if latency_usd_per_s is None
+                               else number(n, "latency_usd_per_s", latency_usd_per_s, strict=False)))
+        self.margin = number(n, "margin", margin, strict=False)
         self.percentile = number(n, "percentile", percentile)
         if self.percentile > 100:
             raise PolicySpecError(f"{n}: percentile must be <= 100, got {percentile!r}")
@@ -124,11 +147,32 @@ class ExpectedWait(Policy):
             return self.default_keepalive_ms
         if st.keepalive_ms is None or st.new_gaps >= self.refresh_every or len(st.gaps) < self.window:
             gaps = sorted(st.gaps)
-            # nearest-rank percentile
-            k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)
-            st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, gaps[k]))
+            if self.keepalive == "percentile":
+                k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)   # nearest rank
+                window = gaps[k]
+            else:
+                window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, fn.stats.cold_start_ms)
+            st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
             st.new_gaps = 0
         return st.keepalive_ms
+
+    def cheapest_window(self, sorted_gaps: list[float], mem_gb: float, cold_ms: float) -> float:
+        """The keep-alive T minimising the expected cost of one idle period if the next gap
+        is drawn from ``sorted_gaps``: memory for min(gap, T) plus, when the gap outlasts T,
+        a cold start (its latency and the memory while it starts). Candidates are 0 and
+        just past each observed gap. O(len(sorted_gaps))."""
+        w = self.weights
+        mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
+        cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
+        n = len(sorted_gaps)
+        best_cost, best_window = cold, 0.0          # T = 0: every request cold
+        covered = 0.0
+        for k, gap in enumerate(sorted_gaps, start=1):
+            covered += gap
+            cost = (mem_per_ms * (covered + (n - k) * gap) + (n - k) * cold) / n
+            if cost < best_cost:
+                best_cost, best_window = cost, gap
+        return best_window * (1.0 + self.margin) if best_window > 0 else 0.0
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         st = self.state(fn)
@@ -140,7 +184,9 @@ class ExpectedWait(Policy):
         return keep_until(self.keepalive_ms(fn), idle)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "percentile": self.percentile, "window": self.window,
+        return {"name": self.name, "keepalive": self.keepalive, "percentile": self.percentile,
+                "window": self.window, "margin": self.margin, "gb_s_usd": self.weights.gb_s_usd,
+                "latency_usd_per_s": self.weights.latency_usd_per_s,
                 "min_gaps": self.min_gaps, "min_keepalive_ms": self.min_keepalive_ms,
                 "max_keepalive_ms": self.max_keepalive_ms,
                 "default_keepalive_ms": self.default_keepalive_ms, "refresh_every": self.refresh_every}
