@@ -31,6 +31,7 @@ Admin endpoints need ``Authorization: Bearer <admin token>``:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -52,6 +53,7 @@ from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.core import CHANNEL_OPTIONS, UNKNOWN_FUNCTION, Router
 from wlruntime.router.state import NODE_ERROR, OK, TIMEOUT, PayloadTooLarge, Result, RouterError, Throttled
+from wlruntime.router.trace import encode_csv, encode_parquet
 
 log = logging.getLogger("wlruntime.router")
 
@@ -357,6 +359,8 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
     api.state.router = router
     api.state.scheduler_port = scheduler_port
 
+    # The handlers below are async: they run on the event loop, the only place the router's
+    # tables change, so they never see them half-updated.
     def require_admin(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -365,16 +369,16 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @api.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         alive = sum(1 for n in router.nodes if n.alive)
         return {"status": "ok", "nodes": len(router.nodes), "nodes_alive": alive, "started": router.started}
 
     @api.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(router.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/admin/policy")
-    def get_policy(request: Request) -> dict:
+    async def get_policy(request: Request) -> dict:
         require_admin(request)
         return router.describe_policy()
 
@@ -390,7 +394,7 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
             raise HTTPException(400, str(error)) from None
 
     @api.get("/admin/state")
-    def state(request: Request) -> dict:
+    async def state(request: Request) -> dict:
         require_admin(request)
         return router.snapshot()
 
@@ -434,7 +438,7 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
         return JSONResponse(body, status_code=status)
 
     @api.get("/admin/logs/{name}")
-    def logs(name: str, request: Request, limit: int = 50) -> list[dict]:
+    async def logs(name: str, request: Request, limit: int = 50) -> list[dict]:
         require_admin(request)
         fn = router.functions.get(name)
         if fn is None:
@@ -442,16 +446,17 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
         return list(fn.logs)[-max(1, limit):]
 
     @api.get("/admin/trace")
-    def trace(request: Request, format: str = "csv") -> Response:
+    async def trace(request: Request, format: str = "csv") -> Response:
         require_admin(request)
+        if format not in ("csv", "parquet"):
+            raise HTTPException(400, f"format must be csv or parquet, got {format!r}")
+        rows = list(router.trace.rows)  # a snapshot taken on the loop, encoded off it
         if format == "csv":
-            return Response(router.trace.to_csv(), media_type="text/csv")
-        if format == "parquet":
-            return Response(router.trace.to_parquet(), media_type="application/vnd.apache.parquet")
-        raise HTTPException(400, f"format must be csv or parquet, got {format!r}")
+            return Response(await asyncio.to_thread(encode_csv, rows), media_type="text/csv")
+        return Response(await asyncio.to_thread(encode_parquet, rows), media_type="application/vnd.apache.parquet")
 
     @api.get("/admin/nodes")
-    def nodes(request: Request) -> list[dict]:
+    async def nodes(request: Request) -> list[dict]:
         require_admin(request)
         return router.snapshot()["nodes"]
 

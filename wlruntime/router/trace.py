@@ -32,29 +32,11 @@ class TraceRecorder:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def sorted_rows(self) -> list[tuple[str, str, float, float, float, int]]:
-        return sorted(self.rows, key=lambda r: r[2])
-
     def to_csv(self) -> bytes:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for app, fn, arrival, duration, memory, payload in self.sorted_rows():
-            writer.writerow((app, fn, f"{arrival:.3f}", f"{duration:.3f}", f"{memory:g}", payload))
-        return buf.getvalue().encode()
+        return encode_csv(list(self.rows))
 
     def to_parquet(self) -> bytes:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rows = self.sorted_rows()
-        table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)},
-                         schema=pa.schema([("app", pa.string()), ("function", pa.string()),
-                                           ("arrival_ms", pa.float64()), ("duration_ms", pa.float64()),
-                                           ("memory_mb", pa.float64()), ("payload_bytes", pa.int64())]))
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
+        return encode_parquet(list(self.rows))
 
     def write(self, path: str | Path) -> Path:
         """Write to ``path`` (.parquet or .csv), atomically."""
@@ -71,3 +53,31 @@ class TraceRecorder:
         tmp.write_bytes(data)
         tmp.replace(path)
         return path
+
+
+Row = tuple[str, str, float, float, float, int]
+
+
+def encode_csv(rows: list[Row]) -> bytes:
+    """Rows sorted by arrival, as canonical-trace CSV."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for app, fn, arrival, duration, memory, payload in sorted(rows, key=lambda r: r[2]):
+        writer.writerow((app, fn, f"{arrival:.3f}", f"{duration:.3f}", f"{memory:g}", payload))
+    return buf.getvalue().encode()
+
+
+def encode_parquet(rows: list[Row]) -> bytes:
+    """Rows sorted by arrival, as canonical-trace Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = sorted(rows, key=lambda r: r[2])
+    table = pa.table({name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)},
+                     schema=pa.schema([("app", pa.string()), ("function", pa.string()),
+                                       ("arrival_ms", pa.float64()), ("duration_ms", pa.float64()),
+                                       ("memory_mb", pa.float64()), ("payload_bytes", pa.int64())]))
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
