@@ -453,3 +453,12 @@ def test_accrued_wait_counts_waiting_requests_as_time_passes() -> None:
     assert seen == [("route", 0.0, 0.0), ("route", 50.0, 50.0), ("idle", 350.0, 550.0), ("idle", 450.0, 550.0)]
     r = sim.result()
     assert sim.accrued_wait_ms() == float((r.requests.wait_ms + r.requests.cold_start_ms).sum())
+
+
+def test_a_keep_alive_too_short_to_move_the_clock_is_an_error() -> None:
+    class Tiny(TTL):
+        def on_idle(self, now_ms, instance, fn):
+            return KeepAlive(1e-30)
+
+    with pytest.raises(PolicyAnswerError, match="too short to move the clock"):
+        simulate(trace([("f", 1000, 10), ("f", 5000, 10)]), Tiny(), CONFIG)

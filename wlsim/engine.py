@@ -605,6 +605,9 @@ class Simulation:
         tp = type(ans)
         if tp is KeepAlive or isinstance(ans, KeepAlive):
             until = now + ans.ms
+            if not until > now:
+                raise PolicyAnswerError(f"on_idle for {inst!r} at {now} ms: {ans!r} is too short to move "
+                                        "the clock (it would ask again at the same instant forever)")
             inst.keepalive_until_ms = until
             if self._eager_expiry:
                 # Reference model: one SimPy event per keep-alive. URGENT so that, as with
@@ -717,9 +720,9 @@ class Simulation:
             self._pending.append(Decision(IDLE_DECISION, now, f, None, inst, FINISHED))
             return
         ans = on_idle(now, inst, f)
-        if type(ans) is KeepAlive and not inst.queue and not self._eager_expiry:
-            # The common answer, inlined from _apply_idle.
-            until = now + ans.ms
+        until = now + ans.ms if type(ans) is KeepAlive else now
+        if until > now and not inst.queue and not self._eager_expiry:
+            # The common answer, a keep-alive, inlined from _apply_idle.
             inst.keepalive_until_ms = until
             if inst.kseq is None or inst.kat > until:
                 self._push_expiry(inst, until)
