@@ -74,6 +74,7 @@ class FaasCache(Policy):
                            else number(self.name, "recheck_ms", recheck_ms))
         self.clock = 0.0
         self._fns: dict[str, FunctionView] = {}
+        self._recheck = KeepAlive(self.recheck_ms)   # immutable: built once
 
     def prepare(self, trace: Any) -> None:
         self.clock = 0.0
@@ -106,7 +107,7 @@ class FaasCache(Policy):
             if mine <= lowest:
                 self.clock = max(self.clock, mine)
                 return KILL
-        return KeepAlive(self.recheck_ms)
+        return self._recheck
 
     def _over_cap(self, fn: FunctionView) -> bool:
         self._fns[fn.name] = fn

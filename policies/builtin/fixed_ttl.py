@@ -13,6 +13,7 @@ from policies.interface import (
     FunctionView,
     IdleDecision,
     InstanceView,
+    KeepAlive,
     Policy,
     RequestView,
     RouteDecision,
@@ -36,14 +37,20 @@ class FixedTTL(Policy):
 
     def __init__(self, ttl_ms: float = 600_000.0) -> None:
         self.ttl_ms = number(self.name, "ttl_ms", ttl_ms)
+        self._full = KeepAlive(self.ttl_ms)     # the common answer, built once (it is immutable)
 
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
+        if fn.idle:
+            return Assign(fn.idle[-1])
         inst = warm_slot(fn)
         return Assign(inst) if inst is not None else SPAWN
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
             return INVOKE
+        since = instance.idle_since_ms
+        if since == now_ms:                     # an execution just ended
+            return self._full
         return keep_until(self.ttl_ms, idle_for(now_ms, instance))
 
     def describe(self) -> dict[str, Any]:
