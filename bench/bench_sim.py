@@ -31,8 +31,10 @@ BASELINE = "baseline"
 
 class Baseline(Policy):
     """The cheapest sensible policy: warmest idle instance else a cold start, a 10-minute
-    keep-alive after each execution. Its speed is the engine's own floor."""
+    keep-alive after each execution (one shared KeepAlive: decisions are immutable). Its
+    speed is about the engine's own floor."""
     name = BASELINE
+    keep = KeepAlive(600_000.0)
 
     def route(self, now_ms, request, fn):
         return Assign(fn.idle[-1]) if fn.idle else SPAWN
@@ -40,7 +42,7 @@ class Baseline(Policy):
     def on_idle(self, now_ms, instance, fn):
         if instance.queue:
             return INVOKE
-        return KILL if instance.keepalive_until_ms is not None else KeepAlive(600_000.0)
+        return KILL if instance.keepalive_until_ms is not None else self.keep
 
 
 def make_policy(spec: str) -> Policy:
