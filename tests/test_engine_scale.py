@@ -14,11 +14,12 @@ N = 1_000_000
 
 class TTL(Policy):
     name = "ttl"
+    keep = KeepAlive(60_000.0)
 
     def on_idle(self, now_ms, instance, fn):
         if instance.queue:
             return INVOKE
-        return KILL if instance.keepalive_until_ms is not None else KeepAlive(60_000.0)
+        return KILL if instance.keepalive_until_ms is not None else self.keep
 
 
 def test_a_million_invocations() -> None:
