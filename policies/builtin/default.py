@@ -47,9 +47,9 @@ class ExpectedWait(Policy):
     and remembered per instance (a heap of predicted finish times finds the smallest wait
     in O(log n) amortised).
 
-    Two guards against trusting a duration prediction too far, both measured on the
-    bundled 40-function Azure day, where the plain rule cost 1.6 million seconds of
-    waiting behind executions that ran minutes longer than predicted:
+    Two guards against trusting a duration prediction too far (on the bundled 40-function
+    Azure day the plain rule cost 1.6 million seconds of waiting behind executions that
+    ran minutes longer than predicted):
 
     - the expected wait includes the predictions' typical error, an exponentially weighted
       mean of |actual - predicted| over the function's completed requests (before the
@@ -66,7 +66,7 @@ class ExpectedWait(Policy):
     - ``keepalive=cost`` (default): the one that minimises the expected cost of an idle
       period if the next gap is like the recent ones, memory held for min(gap, T) against
       a cold start when the gap outlasts T, priced with ``CostWeights`` (overridable with
-      ``gb_s_usd`` and ``latency_usd_per_s``), plus ``margin`` (5%);
+      ``gb_s_usd`` and ``latency_usd_per_s``), plus ``keepalive_margin`` (5%);
     - ``keepalive=percentile``: the ``percentile`` (95th) of the gaps.
 
     The cost rule beats the 95th percentile on the bundled traces (weighted cost, seed 7:
@@ -84,7 +84,7 @@ class ExpectedWait(Policy):
     def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 64,
                  min_gaps: int = 3, min_keepalive_ms: float = 1_000.0,
                  max_keepalive_ms: float = 1_800_000.0, default_keepalive_ms: float = 600_000.0,
-                 refresh_every: int = 8, margin: float = 0.05, gb_s_usd: float | None = None,
+                 refresh_every: int = 8, keepalive_margin: float = 0.05, gb_s_usd: float | None = None,
                  latency_usd_per_s: float | None = None) -> None:
         n = self.name
         if keepalive not in ("cost", "percentile"):
@@ -95,7 +95,7 @@ class ExpectedWait(Policy):
             gb_s_usd=d.gb_s_usd if gb_s_usd is None else number(n, "gb_s_usd", gb_s_usd),
             latency_usd_per_s=(d.latency_usd_per_s if latency_usd_per_s is None
                                else number(n, "latency_usd_per_s", latency_usd_per_s, strict=False)))
-        self.margin = number(n, "margin", margin, strict=False)
+        self.keepalive_margin = number(n, "keepalive_margin", keepalive_margin, strict=False)
         self.percentile = number(n, "percentile", percentile)
         if self.percentile > 100:
             raise PolicySpecError(f"{n}: percentile must be <= 100, got {percentile!r}")
@@ -172,7 +172,7 @@ class ExpectedWait(Policy):
             cost = (mem_per_ms * (covered + (n - k) * gap) + (n - k) * cold) / n
             if cost < best_cost:
                 best_cost, best_window = cost, gap
-        return best_window * (1.0 + self.margin) if best_window > 0 else 0.0
+        return best_window * (1.0 + self.keepalive_margin) if best_window > 0 else 0.0
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         st = self.state(fn)
@@ -185,7 +185,7 @@ class ExpectedWait(Policy):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "keepalive": self.keepalive, "percentile": self.percentile,
-                "window": self.window, "margin": self.margin, "gb_s_usd": self.weights.gb_s_usd,
+                "window": self.window, "keepalive_margin": self.keepalive_margin, "gb_s_usd": self.weights.gb_s_usd,
                 "latency_usd_per_s": self.weights.latency_usd_per_s,
                 "min_gaps": self.min_gaps, "min_keepalive_ms": self.min_keepalive_ms,
                 "max_keepalive_ms": self.max_keepalive_ms,
