@@ -84,8 +84,8 @@ class ExpectedWait(Policy):
     def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 64,
                  min_gaps: int = 3, min_keepalive_ms: float = 1_000.0,
                  max_keepalive_ms: float = 1_800_000.0, default_keepalive_ms: float = 600_000.0,
-                 refresh_every: int = 8, keepalive_margin: float = 0.05, gb_s_usd: float | None = None,
-                 latency_usd_per_s: float | None = None) -> None:
+                 refresh_every: int = 8, keepalive_margin: float = 0.05,
+                 gb_s_usd: float | None = None, latency_usd_per_s: float | None = None) -> None:
         n = self.name
         if keepalive not in ("cost", "percentile"):
             raise PolicySpecError(f"{n}: keepalive must be 'cost' or 'percentile', got {keepalive!r}")
@@ -185,8 +185,8 @@ class ExpectedWait(Policy):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "keepalive": self.keepalive, "percentile": self.percentile,
-                "window": self.window, "keepalive_margin": self.keepalive_margin, "gb_s_usd": self.weights.gb_s_usd,
-                "latency_usd_per_s": self.weights.latency_usd_per_s,
+                "window": self.window, "keepalive_margin": self.keepalive_margin,
+                "gb_s_usd": self.weights.gb_s_usd, "latency_usd_per_s": self.weights.latency_usd_per_s,
                 "min_gaps": self.min_gaps, "min_keepalive_ms": self.min_keepalive_ms,
                 "max_keepalive_ms": self.max_keepalive_ms,
                 "default_keepalive_ms": self.default_keepalive_ms, "refresh_every": self.refresh_every}
