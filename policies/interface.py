@@ -50,7 +50,9 @@ class InstanceView:
       executions); active (executions running now); queue (requests waiting on this
       instance; contents are engine-specific, only ``len`` matters to policies);
       created_ms; exec_started_ms (start of the oldest running execution, or None);
-      idle_since_ms (when it last became idle, or None); invocations (completed count);
+      idle_since_ms (when it last became idle, or None; an engine sets it to ``now`` before
+      asking on_idle after an execution, and the built-ins rely on that); invocations
+      (completed count);
       keepalive_until_ms (when the current keep-alive runs out, or None).
     """
 
