@@ -77,3 +77,36 @@ def test_payload_aware_predictor_beats_payload_blind_ewma() -> None:
     aware_mae, blind_mae = float(np.mean(aware_err)), float(np.mean(blind_err))
     assert len(aware_err) > 10_000
     assert aware_mae < 0.5 * blind_mae, (aware_mae, blind_mae)
+
+
+def test_wl_train_and_evaluate_commands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from wlsim.rl.cli import app
+
+    trace_path = tmp_path / "every2s.csv"
+    every_two_seconds(minutes=4).to_csv(trace_path, index=False)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "train", "--trace", str(trace_path), "--algo", "maskable_ppo", "--steps", "256", "--lambda", "0.01",
+        "--seed", "3", "--out", str(out), "--n-envs", "1", "--episode-minutes", "0",
+        "--functions-per-episode", "0", "--checkpoint-every", "128", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (out / "artifact" / "spec.json").is_file() and (out / "artifact" / "weights.npz").is_file()
+    assert list((out / "checkpoints").glob("maskable_ppo_*_steps.zip"))
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "learned:" in result.output
+
+    bad = runner.invoke(app, ["train", "--trace", str(trace_path), "--algo", "a2c", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--algo must be one of" in bad.output
+    assert not (tmp_path / "x").exists()
+    missing = runner.invoke(app, ["train", "--trace", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "y")])
+    assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+    ev = runner.invoke(app, ["evaluate", str(out / "artifact"), "--trace", str(trace_path), "--baselines",
+                             "fixed_ttl,hybrid_histogram", "--out", str(tmp_path / "eval"), "--jobs", "1",
+                             "--no-progress"])
+    assert ev.exit_code == 0, ev.output
+    assert "the goal vs hybrid_histogram" in ev.output
+    assert (tmp_path / "eval" / "summary.csv").is_file() and (tmp_path / "eval" / "pareto.png").is_file()
