@@ -47,6 +47,12 @@ class RouterMetrics:
         self.policy_errors = Counter("wl_router_policy_errors", "Policy calls that raised or answered "
                                      "something invalid (the router fell back to the base policy)",
                                      ["decision"], registry=r)
+        self.node_rpcs = Counter("wl_router_node_rpcs", "Calls to nodes by operation (invoke, keep_alive, kill, "
+                                 "spawn)", ["op"], registry=r)
+        self.rpc_invoke = self.node_rpcs.labels("invoke")
+        self.rpc_keep_alive = self.node_rpcs.labels("keep_alive")
+        self.rpc_kill = self.node_rpcs.labels("kill")
+        self.rpc_spawn = self.node_rpcs.labels("spawn")
         self.policy_swaps = Counter("wl_router_policy_swaps", "Policy changes at run time", registry=r)
         self.route_seconds = self.decision.labels("route")
         self.on_idle_seconds = self.decision.labels("on_idle")

@@ -3,9 +3,11 @@ replayed in the simulator: ``app, function, arrival_ms, duration_ms, memory_mb, 
 
 One row per executed invocation (requests refused before running have no duration and are
 not recorded). ``arrival_ms`` is on the router's policy clock: ms since 00:00 UTC of the day
-the router started, like the Azure traces' day-relative times. ``duration_ms`` is the
-execution time the node measured. Rows are kept in memory (the oldest are dropped past
-``max_rows``) and written sorted by arrival.
+the router started, like the Azure traces' day-relative times. ``duration_ms`` is the time
+the instance was busy with the request as the router saw it (the node's execution time plus
+the call's overhead), which is what the simulator's instance should take to reproduce what
+happened live. Rows are kept in memory (the oldest are dropped past ``max_rows``) and
+written sorted by arrival.
 """
 
 from __future__ import annotations
