@@ -486,8 +486,9 @@ def run_router_forever(app: RouterApp, host: str, port: int, loop: str = "uvloop
     """Serve until SIGINT/SIGTERM (uvicorn handles both and runs the lifespan shutdown)."""
     import uvicorn
 
+    # No proxy-header rewriting (loopback; one less middleware per request) and no Server header.
     uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on", access_log=False,
-                log_level=log_level)
+                log_level=log_level, proxy_headers=False, server_header=False)
 
 
 __all__ = ["RouterApp", "SchedulerService", "create_app", "run_router_forever"]
