@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.interface import INVOKE, KILL, SPAWN, Assign, KeepAlive, Policy  # noqa: E402
-from policies.registry import BUILTINS, load_policy  # noqa: E402
+from policies.interface import INVOKE, KILL, SPAWN, Assign, KeepAlive, Policy
+from policies.registry import BUILTINS, load_policy
 
 BASELINE = "baseline"
 
@@ -54,7 +54,7 @@ def importable_builtins() -> list[str]:
     for name in BUILTINS:
         try:
             load_policy(name)
-        except Exception as e:  # a built-in that is not there yet: say so, bench the rest
+        except Exception as e:  # noqa: BLE001 (a built-in that does not import: say so, bench the rest)
             print(f"skipping {name}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         names.append(name)
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps < 1:
         ap.error("--reps must be >= 1")
 
-    from wlsim.engine import simulate  # noqa: PLC0415
-    from wlsim.traces import read_trace  # noqa: PLC0415
+    from wlsim.engine import simulate
+    from wlsim.traces import read_trace
 
     trace = read_trace(args.trace)
     specs = [BASELINE] + [s for s in (args.policies or importable_builtins()) if s != BASELINE]

@@ -4,13 +4,24 @@ paper from the model's rules (cold start 250 ms unless stated, memory 1024 MB = 
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from policies.interface import (
-    BUSY, IDLE, INVOKE, KILL, REJECT, SPAWN, STARTING, Assign, KeepAlive, Policy, Reject, Spawn,
+    BUSY,
+    IDLE,
+    INVOKE,
+    KILL,
+    SPAWN,
+    STARTING,
+    Assign,
+    KeepAlive,
+    Policy,
+    Reject,
+    Spawn,
 )
 from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import PolicyAnswerError, Simulation, simulate
@@ -293,7 +304,6 @@ def test_non_invoke_answer_reroutes_the_queue() -> None:
 
         def prewarm(self, now_ms, fn):
             self.prewarm_asked.append(now_ms)
-            return None
 
     p = KillFirst()
     r = simulate(trace([("f", 0, 100), ("f", 10, 100), ("f", 20, 100)]), p, CONFIG)
@@ -416,7 +426,7 @@ def test_progress_callback_is_called_with_counts() -> None:
     simulate(trace(rows), TTL(), CONFIG, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (10_000, 10_000)
     assert 2 <= len(calls) <= 10
-    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))
+    assert all(b[0] >= a[0] for a, b in pairwise(calls))
 
 
 def test_cold_start_model_per_function_and_memory() -> None:

@@ -11,7 +11,14 @@ import pandas as pd
 import pandas.testing as pdt
 
 from policies.interface import (
-    BUSY, IDLE, INVOKE, KILL, REJECT, SPAWN, Assign, KeepAlive, Policy, Spawn,
+    IDLE,
+    INVOKE,
+    KILL,
+    REJECT,
+    Assign,
+    KeepAlive,
+    Policy,
+    Spawn,
 )
 from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import Simulation, simulate

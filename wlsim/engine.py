@@ -73,8 +73,20 @@ from simpy.events import NORMAL, URGENT, Event
 
 from policies.features import FunctionStats
 from policies.interface import (
-    BUSY, DEAD, IDLE, STARTING, Assign, FunctionView, InstanceView, Invoke, KeepAlive, Kill,
-    Policy, Reject, RequestView, Spawn,
+    BUSY,
+    DEAD,
+    IDLE,
+    STARTING,
+    Assign,
+    FunctionView,
+    InstanceView,
+    Invoke,
+    KeepAlive,
+    Kill,
+    Policy,
+    Reject,
+    RequestView,
+    Spawn,
 )
 from wlsim.config import SimConfig
 from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, SimResult
@@ -108,7 +120,7 @@ class PolicyAnswerError(ValueError):
 class Function(FunctionView):
     """The engine's function record: the FunctionView policies see, plus engine fields."""
 
-    __slots__ = ("idx", "cold_start_ms", "prewarm_event")
+    __slots__ = ("cold_start_ms", "idx", "prewarm_event")
 
     def __init__(self, idx: int, name: str, app: str, memory_mb: float, concurrency: int,
                  cold_start_ms: float) -> None:
@@ -127,8 +139,19 @@ class Instance(InstanceView):
     start order), and the keep-alive heap bookkeeping (kseq, kat).
     """
 
-    __slots__ = ("ready_ms", "died_ms", "busy_ms", "idle_total_ms", "busy_since_ms", "prewarmed",
-                 "evicted", "node_idx", "running", "kseq", "kat")
+    __slots__ = (
+        "busy_ms",
+        "busy_since_ms",
+        "died_ms",
+        "evicted",
+        "idle_total_ms",
+        "kat",
+        "kseq",
+        "node_idx",
+        "prewarmed",
+        "ready_ms",
+        "running",
+    )
 
     def __init__(self, id: int, fn: Function, node: str, node_idx: int, created_ms: float,
                  prewarmed: bool) -> None:
@@ -241,15 +264,61 @@ class Simulation:
     # Slots: the hot path reads a few dozen of these per request, and a plain instance dict
     # of this many keys loses CPython's fast attribute access.
     __slots__ = (
-        "config", "trace", "policy", "n", "function_names", "functions", "node_names", "env",
-        "instances", "horizon_ms", "completed", "completed_latency_ms", "rejected", "cold_starts",
-        "_prepared", "_eager_expiry", "_node_index", "_node_capacity", "_node_used", "_node_idle",
-        "_kheap", "_kcount", "_next_row", "_pending", "_outstanding", "_done", "_result", "_route",
-        "_on_idle", "_idle_closed", "_settled", "_settled_arrival", "_settled_wait",
-        "_on_end_cb", "_on_ready_cb", "_on_prewarm_cb", "_wall_s",
-        "_codes", "_arrival_np", "_duration_np", "_arrival", "_arrival_prefix", "_duration", "_fcode",
-        "_payload", "_features", "_r_start", "_r_end", "_r_cold_ms", "_r_routed", "_r_inst", "_r_cold",
-        "_r_rejected", "__dict__", "__weakref__",
+        "__dict__",
+        "__weakref__",
+        "_arrival",
+        "_arrival_np",
+        "_arrival_prefix",
+        "_codes",
+        "_done",
+        "_duration",
+        "_duration_np",
+        "_eager_expiry",
+        "_fcode",
+        "_features",
+        "_idle_closed",
+        "_kcount",
+        "_kheap",
+        "_next_row",
+        "_node_capacity",
+        "_node_idle",
+        "_node_index",
+        "_node_used",
+        "_on_end_cb",
+        "_on_idle",
+        "_on_prewarm_cb",
+        "_on_ready_cb",
+        "_outstanding",
+        "_payload",
+        "_pending",
+        "_prepared",
+        "_r_cold",
+        "_r_cold_ms",
+        "_r_end",
+        "_r_inst",
+        "_r_rejected",
+        "_r_routed",
+        "_r_start",
+        "_result",
+        "_route",
+        "_settled",
+        "_settled_arrival",
+        "_settled_wait",
+        "_wall_s",
+        "cold_starts",
+        "completed",
+        "completed_latency_ms",
+        "config",
+        "env",
+        "function_names",
+        "functions",
+        "horizon_ms",
+        "instances",
+        "n",
+        "node_names",
+        "policy",
+        "rejected",
+        "trace",
     )
 
     def __init__(self, trace: pd.DataFrame, config: SimConfig | None = None,
@@ -308,9 +377,9 @@ class Simulation:
     def _load(self, trace: pd.DataFrame) -> pd.DataFrame:
         """Validate the trace (wlsim.traces.validate: clear errors naming row and column) and
         lay it out in typed arrays. Returns the normalised trace."""
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd
 
-        from wlsim.traces.table import validate  # noqa: PLC0415
+        from wlsim.traces.table import validate
 
         trace = validate(trace, "trace")
         cfg = self.config
@@ -862,7 +931,7 @@ class Simulation:
         self._done = True
 
     def _build_result(self) -> SimResult:
-        import pandas as pd  # noqa: PLC0415
+        import pandas as pd
 
         n = self.n
         arrival = self._arrival_np
@@ -918,14 +987,14 @@ def simulate(trace: pd.DataFrame, policy: Policy | str, config: SimConfig | None
     ``progress``: True for a tqdm bar, or a callable ``(done_arrivals, total)``.
     """
     if isinstance(policy, str):
-        from policies.registry import load_policy  # noqa: PLC0415
+        from policies.registry import load_policy
         policy = load_policy(policy)
     t0 = time.perf_counter()
     sim = Simulation(trace, config, policy)
     bar = None
     callback: Callable[[int, int], None] | None = None
     if progress is True:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
         bar = tqdm(total=sim.n, unit="req", desc=f"simulating {policy.name}")
 
         def callback(done: int, total: int) -> None:
