@@ -88,8 +88,9 @@ def test_node_killed_mid_load_every_request_answered(tmp_path: Path, request: py
 def test_memory_pressure_evicts_idle_instances_then_throttles(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """A 64 MB node: spawning needs the policy's evict() to free idle instances; a function
     that cannot fit even then is throttled (429, reason capacity)."""
+    traffic = tmp_path / "traffic.csv"
     platform = start_platform(tmp_path / "wl", nodes=1, node_memory_mb=64, policy="fixed_ttl",
-                              cache_dir=request.config.cache.mkdir("wl-node-cache"))
+                              cache_dir=request.config.cache.mkdir("wl-node-cache"), trace_out=traffic)
     try:
         wl = PlatformClient(platform)
         wl.deploy("a", BUILD / "cpu_work.wasm", {"memory_mb": 32, "timeout_ms": 20000, "concurrency": 4})
@@ -115,3 +116,7 @@ def test_memory_pressure_evicts_idle_instances_then_throttles(tmp_path: Path, re
         assert int(r.headers["retry-after"]) >= 1
     finally:
         platform.stop()
+    # The router wrote what it ran on shutdown (--trace-out): 2 x a, 1 x b; the throttled call is not there.
+    lines = traffic.read_text().splitlines()
+    assert lines[0] == "app,function,arrival_ms,duration_ms,memory_mb,payload_bytes"
+    assert sorted(line.split(",")[1] for line in lines[1:]) == ["a", "a", "b"]
