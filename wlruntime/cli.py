@@ -123,6 +123,8 @@ def up(
         _fail(str(error), 2)
     registry_dir = s.registry_dir()
     token = s.registry.token or s.router.admin_token or platform_token(registry_dir)
+    token_source = ("from your settings" if s.registry.token or s.router.admin_token
+                    else str(registry_dir / "registry.token"))
     colors = {"registry": "cyan", "router": "magenta"}
 
     def echo(name: str, line: str) -> None:
@@ -148,7 +150,7 @@ def up(
         console.print(
             f"\n[bold green]wl is up[/]: router [bold]{platform.router_url}[/] · registry {platform.registry_url} · "
             f"{platform.n_nodes} node(s) on {', '.join(platform.node_addresses)} · policy [bold]{escape(spec)}[/]\n"
-            f"  token: {registry_dir / 'registry.token'} (the CLI finds it)\n"
+            f"  token: {token_source} (the CLI finds it)\n"
             f"  try:   wl deploy echo examples/build/echo.wasm && wl invoke echo --data hi -v\n"
             f"  Lambda API: {platform.router_url}/2015-03-31/functions/<name>/invocations\n"
             f"  metrics: {platform.router_url}/metrics (router) · {' · '.join(platform.node_metrics_urls)}\n"
