@@ -5,18 +5,22 @@ from __future__ import annotations
 import pandas as pd
 
 from wl import demo
-from wlsim.compare import BUILTIN_POLICIES
+from wlsim.compare import spec_name
 
 
 def test_demo_writes_the_comparison_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert demo.main(["--trace", "traces/azure2021/Azure2021_200.csv", "--out", str(out)]) == 0
+    assert demo.main(["--trace", "traces/azure2021/Azure2021_200.csv", "--out", str(out),
+                      "--only", "simulator"]) == 0
     printed = capsys.readouterr().out
     summary = pd.read_csv(out / "sim" / "summary.csv")
-    assert summary["policy"].tolist() == list(BUILTIN_POLICIES)
+    expected = list(demo.DEMO_POLICIES)
+    if (demo.LEARNED_ARTIFACT / "spec.json").is_file():
+        expected.append(f"learned:{demo.LEARNED_ARTIFACT}")
+    assert summary["policy"].tolist() == expected
     assert (summary["invocations"] == 199).all()
     for png in ("latency_cdf.png", "pareto.png", "instances_over_time.png"):
         assert (out / "sim" / png).stat().st_size > 5_000
     assert "demo finished in" in printed and str(out) in printed.replace("\n", "")
-    for policy in BUILTIN_POLICIES:
-        assert policy in printed
+    for policy in expected:
+        assert spec_name(policy) in printed

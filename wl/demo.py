@@ -1,10 +1,11 @@
-"""``make demo``: what wl does, end to end, in well under a minute.
+"""``make demo``: what wl does, end to end.
 
-Sections run in order and share one results folder (results/demo-<time>/). Today:
+Sections run in order and share one results folder (results/demo-<time>/):
+  platform   start registry + router + 2 wasmtime nodes on loopback, deploy the example
+             functions, invoke them cold then warm, show the difference and the metrics.
   simulator  replay the bundled 40-function Azure Functions day through every built-in
-             policy, print the comparison table, write the plots.
-Later sections (e.g. the live platform, issue 5) are added to SECTIONS; each is a function
-taking the DemoContext and printing what it shows.
+             policy (and the bundled learned policy), print the comparison, write the plots.
+Each section is a function taking the DemoContext and printing what it shows.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from rich.rule import Rule
 
 TRACE = "traces/azure2019/40"
 SEED = 0
+# FaasCache is a cache: it keeps every instance until memory runs out, so it is compared
+# under a memory cap (150 GB, well below the day's unconstrained idle peak).
+DEMO_POLICIES = ("fixed_ttl", "hybrid_histogram", "faascache:memory_cap_mb=150000", "kpa", "default", "oracle")
+LEARNED_ARTIFACT = Path("examples/learned")
 
 
 @dataclass
@@ -33,13 +38,15 @@ class DemoContext:
 
 def simulator_section(ctx: DemoContext) -> None:
     from wlsim.cli import load_trace, make_config, make_weights, run_comparison
-    from wlsim.compare import BUILTIN_POLICIES
 
     what = " (one Azure Functions day, 40 functions)" if ctx.trace == TRACE else ""
     ctx.console.print(f"Replaying [bold]{ctx.trace}[/]{what} with seed {ctx.seed} through every built-in "
                       f"policy; the offline oracle is the lower bound.")
     table = load_trace(ctx.trace, seed=ctx.seed)
-    out = run_comparison(table, list(BUILTIN_POLICIES), make_config(1, None, None, ctx.seed, 1),
+    policies = list(DEMO_POLICIES)
+    if (LEARNED_ARTIFACT / "spec.json").is_file():
+        policies.append(f"learned:{LEARNED_ARTIFACT}")
+    out = run_comparison(table, policies, make_config(1, None, None, ctx.seed, 1),
                          make_weights(None, None, None), out=ctx.out_dir / "sim", trace_name=ctx.trace,
                          jobs=0, progress=True)
     ctx.console.print("cost = memory held (GB-s x Lambda's price) + requests + added latency "
@@ -48,8 +55,14 @@ def simulator_section(ctx: DemoContext) -> None:
                       + ", ".join(p.name for p in sorted(out.glob("*.png"))))
 
 
-# (name, function); add the live-platform section here (before or after "simulator").
+def platform_section(ctx: DemoContext) -> None:
+    from wl.demo_platform import run_platform_demo
+
+    run_platform_demo(ctx.console, nodes=2)
+
+
 SECTIONS: list[tuple[str, Callable[[DemoContext], None]]] = [
+    ("platform", platform_section),
     ("simulator", simulator_section),
 ]
 
@@ -63,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", default=TRACE, help=f"trace to replay (default {TRACE})")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/demo-<time>/)")
+    names = [name for name, _ in SECTIONS]
+    parser.add_argument("--only", choices=names, action="append",
+                        help="run only this section (repeatable; default: all)")
     args = parser.parse_args(argv)
     console = make_console()
     ctx = DemoContext(out_dir=args.out or default_out_dir("demo"), console=console, trace=args.trace,
                       seed=args.seed)
     started = time.perf_counter()
     for name, section in SECTIONS:
+        if args.only and name not in args.only:
+            continue
         console.print(Rule(f"wl demo: {name}"))
         t0 = time.perf_counter()
         section(ctx)
