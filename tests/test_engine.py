@@ -472,3 +472,10 @@ def test_a_keep_alive_too_short_to_move_the_clock_is_an_error() -> None:
 
     with pytest.raises(PolicyAnswerError, match="too short to move the clock"):
         simulate(trace([("f", 1000, 10), ("f", 5000, 10)]), Tiny(), CONFIG)
+
+
+def test_fractional_memory_sizes_that_fit_exactly_fit() -> None:
+    # 0.1 + 0.2 > 0.3 in floating point; the node still holds both.
+    cfg = SimConfig(node_memory_mb=0.3, cold_start=ColdStartModel(base_ms=COLD, per_mb_ms=0.0))
+    r = simulate(trace([("a", 0, 100, 0.1), ("b", 1, 100, 0.2)]), TTL(), cfg)
+    assert not r.requests.rejected.any() and not r.instances.evicted.any()

@@ -109,6 +109,7 @@ ARRIVAL = "arrival"
 CANONICAL_COLUMNS = ("app", "function", "arrival_ms", "duration_ms", "memory_mb", "payload_bytes")
 # Extra numeric trace columns reach policies as RequestView.features.
 PROGRESS_EVERY = 4096     # arrivals between progress callbacks
+MEMORY_SLACK_MB = 1e-6
 
 
 class PolicyAnswerError(ValueError):
@@ -337,7 +338,9 @@ class Simulation:
             raise ValueError(f"SimConfig.node_memory_mb must be > 0, got {cfg.node_memory_mb}")
         self.node_names = [f"node{k}" for k in range(cfg.nodes)]
         self._node_index = {name: k for k, name in enumerate(self.node_names)}
-        self._node_capacity = float(cfg.node_memory_mb)    # may be inf (unbounded)
+        # May be inf (unbounded). The slack absorbs float drift in the running sums of
+        # fractional memory sizes, so an exact fit still fits.
+        self._node_capacity = float(cfg.node_memory_mb) + MEMORY_SLACK_MB
         self._node_used = [0.0] * cfg.nodes                 # MB held by live instances
         # Idle instances per node in the order they became idle (least recently used first):
         # the eviction candidates, kept up to date so memory pressure costs no scan.
