@@ -303,8 +303,7 @@ class Simulation:
         "_result",
         "_route",
         "_settled",
-        "_settled_arrival",
-        "_settled_wait",
+        "_settled_at",
         "_wall_s",
         "cold_starts",
         "completed",
@@ -365,11 +364,10 @@ class Simulation:
         self.rejected = 0
         self.cold_starts = 0
         self._idle_closed = 0.0      # idle MB-ms of idle periods that have ended
-        # Requests that started executing or were rejected ("settled"): how many, the sum of
-        # their arrival times and of their waits (start or reject time - arrival).
+        # Requests that started executing or were rejected ("settled"): how many, and the sum
+        # of the times they did (accrued_wait_ms).
         self._settled = 0
-        self._settled_arrival = 0.0
-        self._settled_wait = 0.0
+        self._settled_at = 0.0
 
         self._on_end_cb = self._on_exec_end
         self._on_ready_cb = self._on_ready
@@ -469,10 +467,10 @@ class Simulation:
         (reject) time - arrival; for each one still waiting, now - arrival. O(1). Summed
         over a finished run it equals the results' total ``wait_ms + cold_start_ms`` (plus
         the time re-routed requests waited before a rejection)."""
+        # sum(settle time) + (still waiting) * now - sum(arrival time of every arrived request)
         arrived = self._next_row
-        waiting = arrived - self._settled
-        return (self._settled_wait + waiting * self.env._now
-                - (self._arrival_prefix[arrived] - self._settled_arrival))
+        return (self._settled_at + (arrived - self._settled) * self.env._now
+                - self._arrival_prefix[arrived])
 
     def next_decision(self) -> Decision | None:
         """Advance to the next decision point and return it; None when the run is over.
@@ -748,10 +746,8 @@ class Simulation:
             inst.running.append(row)
         self._r_start[row] = now
         self._r_inst[row] = inst.id
-        a = self._arrival[row]
         self._settled += 1
-        self._settled_arrival += a
-        self._settled_wait += now - a
+        self._settled_at += now
         routed = self._r_routed[row]
         if routed < inst.ready_ms:
             self._r_cold_ms[row] = inst.ready_ms - routed
@@ -910,10 +906,8 @@ class Simulation:
     def _reject(self, row: int) -> None:
         self._r_rejected[row] = 1
         self.rejected += 1
-        a = self._arrival[row]
         self._settled += 1
-        self._settled_arrival += a
-        self._settled_wait += self.env._now - a    # waited before a re-route rejected it
+        self._settled_at += self.env._now    # it waited until then if a re-route rejected it
 
     # ------------------------------------------------------------------ the end
     def _finish(self) -> None:
