@@ -40,7 +40,7 @@ def two_function_result() -> SimResult:
 
 
 def test_summarize_exact_numbers():
-    weights = CostWeights(gb_s_usd=1e-5, request_usd=1e-6, latency_usd_per_s=0.01)
+    weights = CostWeights(gb_s_usd=1e-5, request_usd=1e-6, latency_usd_per_s=0.01, reject_usd=0.002)
     s = summarize(two_function_result(), weights)
     assert list(s) == list(SUMMARY_FIELDS)
     assert s["policy"] == "hand"
@@ -60,8 +60,8 @@ def test_summarize_exact_numbers():
     assert s["memory_usd"] == pytest.approx(33.65e-5)
     assert s["request_usd"] == pytest.approx(4e-6)         # served requests only
     assert s["latency_usd"] == pytest.approx(0.0085)
-    assert s["reject_usd"] == 0.0
-    assert s["weighted_cost_usd"] == pytest.approx(33.65e-5 + 4e-6 + 0.0085)
+    assert s["reject_usd"] == pytest.approx(0.002)        # one rejected request
+    assert s["weighted_cost_usd"] == pytest.approx(33.65e-5 + 4e-6 + 0.0085 + 0.002)
     assert s["wall_s"] == 0.5
     assert s["sim_invocations_per_s"] == pytest.approx(10.0)
 
