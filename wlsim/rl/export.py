@@ -96,3 +96,51 @@ def export_model(model: Any, encoder: FeatureEncoder, out_dir: str | Path,
     tmp_weights.replace(out / WEIGHTS_FILE)
     tmp_spec.replace(out / SPEC_FILE)
     return out
+
+
+ENCODER_FILE = "encoder.json"
+
+
+def find_encoder_spec(model_path: str | Path) -> Path | None:
+    """The encoder.json train() writes into its output folder, found from a model or
+    checkpoint path (the run folder or its checkpoints/ subfolder)."""
+    p = Path(model_path).resolve()
+    for folder in (p.parent, p.parent.parent):
+        if (folder / ENCODER_FILE).is_file():
+            return folder / ENCODER_FILE
+    return None
+
+
+def export_checkpoint(model_path: str | Path, out_dir: str | Path, encoder_spec: str | Path | None = None,
+                      training: dict[str, Any] | None = None) -> Path:
+    """Export an sb3 model or checkpoint (.zip) saved by ``wl train``; the encoder spec comes
+    from ``encoder_spec`` (a JSON file) or the run's encoder.json."""
+    import zipfile  # noqa: PLC0415
+
+    from policies.encoder import EncoderSpec  # noqa: PLC0415
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ArtifactError(f"model file not found: {model_path}")
+    spec_path = Path(encoder_spec) if encoder_spec is not None else find_encoder_spec(model_path)
+    if spec_path is None:
+        raise ArtifactError(f"no {ENCODER_FILE} next to {model_path} or in its run folder; pass the encoder spec")
+    try:
+        encoder = FeatureEncoder(EncoderSpec.from_dict(json.loads(Path(spec_path).read_text())))
+    except (OSError, ValueError, TypeError) as e:
+        raise ArtifactError(f"{spec_path}: not a valid encoder spec: {e}") from None
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            data = json.loads(z.read("data"))
+        policy_module = str(data["policy_class"]["__module__"])
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{model_path}: not a stable-baselines3 model file: {e}") from None
+    if policy_module.startswith("sb3_contrib.common.maskable"):
+        from sb3_contrib import MaskablePPO as Algo  # noqa: PLC0415
+    elif policy_module.startswith("stable_baselines3.dqn"):
+        from stable_baselines3 import DQN as Algo  # noqa: PLC0415
+    else:
+        from stable_baselines3 import PPO as Algo  # noqa: PLC0415
+    model = Algo.load(model_path, device="cpu")
+    meta = {"exported_from": str(model_path), "algo": Algo.__name__, **(training or {})}
+    return export_model(model, encoder, out_dir, training=meta)

@@ -10,6 +10,7 @@ Output folder layout:
   out/tensorboard/      TensorBoard logs (``tensorboard --logdir out/tensorboard``)
   out/checkpoints/      sb3 checkpoints every ``checkpoint_every`` steps
   out/model.zip         the final sb3 model
+  out/encoder.json      the encoder spec (export any checkpoint: ``wl-rl export``)
   out/artifact/         spec.json + weights.npz, load with ``learned:out/artifact``
 """
 
@@ -145,6 +146,10 @@ def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
         trace_table = load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.start_minute,
                                  end_minute=cfg.end_minute)
     env = make_vec_env(cfg, trace_table)
+    from wlsim.rl.export import ENCODER_FILE  # noqa: PLC0415
+
+    # The encoder spec beside the checkpoints, so any checkpoint can be exported later.
+    (out / ENCODER_FILE).write_text(json.dumps(env.envs[0].unwrapped.encoder.spec.to_dict(), indent=2) + "\n")
     tb_dir = str(out / "tensorboard") if cfg.tensorboard else None
     model = build_model(cfg, env, tb_dir)
     callbacks = []
