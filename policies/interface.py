@@ -142,10 +142,24 @@ class RequestView:
 
 # -------------------------------------------------------------------------- decisions
 
-@dataclass(frozen=True, slots=True)
 class Assign:
-    """Run the request on ``instance`` now if it has a free slot, else queue it there."""
-    instance: InstanceView
+    """Run the request on ``instance`` now if it has a free slot, else queue it there.
+
+    Assign and KeepAlive are built on every decision, so they are plain slotted classes
+    (a frozen dataclass costs ~4x more to construct); treat them as immutable."""
+    __slots__ = ("instance",)
+
+    def __init__(self, instance: InstanceView) -> None:
+        self.instance = instance
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Assign and other.instance is self.instance
+
+    def __hash__(self) -> int:
+        return hash((Assign, id(self.instance)))
+
+    def __repr__(self) -> str:
+        return f"Assign(instance={self.instance!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +179,23 @@ class Invoke:
     """Run the next request queued on this instance."""
 
 
-@dataclass(frozen=True, slots=True)
 class KeepAlive:
     """Stay idle (holding memory) for ``ms``, then ask on_idle again."""
-    ms: float
+    __slots__ = ("ms",)
 
-    def __post_init__(self) -> None:
-        if not (self.ms > 0 and math.isfinite(self.ms)):
-            raise ValueError(f"KeepAlive ms must be positive and finite, got {self.ms!r}")
+    def __init__(self, ms: float) -> None:
+        if not (ms > 0 and ms < math.inf):  # also rejects NaN
+            raise ValueError(f"KeepAlive ms must be positive and finite, got {ms!r}")
+        self.ms = ms
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is KeepAlive and other.ms == self.ms
+
+    def __hash__(self) -> int:
+        return hash((KeepAlive, self.ms))
+
+    def __repr__(self) -> str:
+        return f"KeepAlive(ms={self.ms!r})"
 
 
 @dataclass(frozen=True, slots=True)
