@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL, URGENT, Event
+from simpy.events import NORMAL, URGENT
 
 from policies.features import FunctionStats
 from policies.interface import (
@@ -129,7 +129,7 @@ class Function(FunctionView):
                          stats=FunctionStats(cold_start_prior_ms=cold_start_ms))
         self.idx = idx
         self.cold_start_ms = cold_start_ms
-        self.prewarm_event: Event | None = None   # the pending pre-warm timer, if any
+        self.prewarm_event: _Due | None = None   # the pending pre-warm timer, if any
 
 
 class Instance(InstanceView):
@@ -218,15 +218,18 @@ class RowFeatures(Mapping):
         return len(self._columns)
 
 
-class _Due(Event):
-    """A SimPy event that is already triggered and carries its one callback: what
-    ``Timeout(env, delay, value)`` plus ``callbacks.append(cb)`` gives, in one cheap step."""
+class _Due:
+    """A triggered event carrying its one callback: what SimPy's ``Timeout(env, delay, value)``
+    plus ``callbacks.append(cb)`` gives, as a slotted object (a simpy Event has an instance
+    dict and costs half as much again to build; one is built per execution). It has what
+    ``env.step()`` reads: ``callbacks``, ``_value``, ``_ok``."""
 
-    def __init__(self, env: simpy.Environment, callback: Callable[[Event], None], value: Any) -> None:
-        self.env = env
+    __slots__ = ("callbacks", "_value")
+    _ok = True
+
+    def __init__(self, callback: Callable[[_Due], None], value: Any) -> None:
         self.callbacks = [callback]
         self._value = value
-        self._ok = True
 
 
 class _Kernel(simpy.Environment):
@@ -235,9 +238,9 @@ class _Kernel(simpy.Environment):
     a Timeout object), and the engine moves ``_now`` itself for the instants that are not
     SimPy events (arrivals and keep-alive expiries, merged in from outside the queue)."""
 
-    def at(self, t: float, callback: Callable[[Event], None], value: Any,
-           priority: int = NORMAL) -> Event:
-        ev = _Due(self, callback, value)
+    def at(self, t: float, callback: Callable[[_Due], None], value: Any,
+           priority: int = NORMAL) -> _Due:
+        ev = _Due(callback, value)
         heappush(self._queue, (t, priority, next(self._eid), ev))
         return ev
 
@@ -547,7 +550,6 @@ class Simulation:
             return False
         env = self.env
         queue = env._queue
-        step = env.step
         kheap = self._kheap
         arrival = self._arrival        # ends with an INF sentinel
         pending = self._pending
@@ -570,7 +572,11 @@ class Simulation:
                             return True
                         continue
                 if queue and queue[0][0] <= t_arr:
-                    step()
+                    # env.step(), inlined: every queued event is a triggered _Due (never failed).
+                    env._now, _, _, ev = heappop(queue)
+                    callbacks, ev.callbacks = ev.callbacks, None
+                    for callback in callbacks:
+                        callback(ev)
                 elif row < n:
                     # An arrival (inlined: this runs once per request).
                     env._now = now = t_arr
@@ -754,9 +760,9 @@ class Simulation:
         # env.at(end, on_end, (inst, row)), inlined: this runs once per request.
         env = self.env
         heappush(env._queue, (now + self._duration[row], NORMAL, next(env._eid),
-                              _Due(env, self._on_end_cb, (inst, row))))
+                              _Due(self._on_end_cb, (inst, row))))
 
-    def _on_exec_end(self, ev: Event) -> None:
+    def _on_exec_end(self, ev: _Due) -> None:
         inst, row = ev._value
         now = self.env._now
         self._r_end[row] = now
@@ -875,7 +881,7 @@ class Simulation:
             raise PolicyAnswerError(f"prewarm for {f.name!r} must return None or a delay >= 0 ms, got {delay!r}")
         f.prewarm_event = self.env.at(now + delay, self._on_prewarm_cb, f)
 
-    def _on_prewarm(self, ev: Event) -> None:
+    def _on_prewarm(self, ev: _Due) -> None:
         f = ev._value
         if f.prewarm_event is not ev:
             return                            # cancelled by an arrival
@@ -883,7 +889,7 @@ class Simulation:
         if not f.instances:
             self._spawn(f, -1, None, self.env._now)
 
-    def _on_ready(self, ev: Event) -> None:
+    def _on_ready(self, ev: _Due) -> None:
         inst = ev._value
         now = self.env._now
         inst.ready_ms = now
@@ -898,7 +904,7 @@ class Simulation:
             self._become_idle(inst, now)
             self._ask_idle(inst, READY, now)
 
-    def _on_eager_expiry(self, ev: Event) -> None:
+    def _on_eager_expiry(self, ev: _Due) -> None:
         inst, until = ev._value
         if inst.state is IDLE and inst.keepalive_until_ms == until:
             self._ask_idle(inst, EXPIRED, self.env._now)
