@@ -91,7 +91,18 @@ class FunctionStats:
     def record_completion(self, now_ms: float, duration_ms: float, payload_bytes: float = 0.0) -> None:
         self.completions += 1
         self.last_end_ms = now_ms
-        self.duration.update(duration_ms, payload_bytes)
+        # self.duration.update(duration_ms, payload_bytes), inlined (the same arithmetic in
+        # the same order): it runs once per request and the call was a third of this method.
+        d = self.duration
+        n = d.n = d.n + 1
+        d.ewma = duration_ms if n == 1 else d.ewma + d.alpha * (duration_ms - d.ewma)
+        f = d.forget
+        x = float(payload_bytes)
+        d.sw = d.sw * f + 1.0
+        d.sx = d.sx * f + x
+        d.sy = d.sy * f + duration_ms
+        d.sxx = d.sxx * f + x * x
+        d.sxy = d.sxy * f + x * duration_ms
 
     # -- queries (policies, feature encoder) ---------------------------------------
     def arrivals_in_last(self, now_ms: float, window_ms: float) -> int:
