@@ -146,6 +146,49 @@ def test_many_instances_run_concurrently(registry, tmp_path) -> None:
     runtime.close()
 
 
+def test_short_invocations_run_inline_and_long_ones_move_to_the_pool(registry, tmp_path) -> None:
+    registry.add("slow", wat("slow_echo"), abi="wasi-command", timeout_ms=10_000)
+    registry.add("counter", wat("counter.component"), abi="component")
+    runtime = make_runtime(registry, tmp_path)
+    echo = runtime.spawn("echo").instance_id
+    instance = runtime.begin_invoke(echo, Invocation(b"inline"))
+    outcome, state = runtime.try_run_inline(instance, Invocation(b"inline"))
+    assert (outcome.output, state) == (b"inline", IDLE)
+    assert runtime.status()["instances"][0]["invocations"] == 1
+
+    slow = runtime.spawn("slow").instance_id
+    instance = runtime.begin_invoke(slow, Invocation(b""))
+    assert runtime.try_run_inline(instance, Invocation(b"")) is None  # over budget: interrupted
+    assert instance.state == "BUSY"  # still claimed: the caller runs it on the pool now
+    outcome, state = runtime.run_invocation(instance, Invocation(b""))
+    assert (outcome.output, state) == (b"done", IDLE)
+    # the function is not tried inline again for a while: no budget wasted on every call
+    assert instance.function.inline_blocked_until > time.monotonic()
+    assert runtime.try_run_inline(runtime.begin_invoke(slow, Invocation(b"")), Invocation(b"")) is None
+    runtime.close()
+
+    # components keep state: an interrupted attempt could not be undone, so never inline
+    runtime = make_runtime(registry, tmp_path)
+    counter = runtime.spawn("counter").instance_id
+    assert runtime.try_run_inline(runtime.begin_invoke(counter, Invocation(b"a")), Invocation(b"a")) is None
+    runtime.close()
+
+
+def test_idle_grace_restarts_with_every_request(registry, tmp_path) -> None:
+    # No scheduler: an instance left idle for idle_grace_ms is killed. Requests keep it alive
+    # (one timer entry serves them all: it is queued again for the latest idle period).
+    runtime = make_runtime(registry, tmp_path, idle_grace_ms=200)
+    iid = runtime.spawn("echo").instance_id
+    for _ in range(8):
+        time.sleep(0.06)
+        assert runtime.invoke(iid, Invocation(b"x"))[0].output == b"x"
+    assert [i["state"] for i in runtime.status()["instances"]] == [IDLE]
+    _wait_until(lambda: not runtime.status()["instances"])
+    with pytest.raises(NodeError, match="dead"):
+        runtime.invoke(iid, Invocation(b""))
+    runtime.close()
+
+
 def _wait_until(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

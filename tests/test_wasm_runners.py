@@ -150,3 +150,33 @@ def test_no_filesystem_unless_granted() -> None:
     assert scratch.is_dir()
     granted.close()
     assert not scratch.exists()
+
+
+def test_stdout_and_stderr_capture_gathers_iovecs_and_refuses_bad_pointers() -> None:
+    # ABI 1 output goes through the node's own fd_write (wasi_command.py): several iovecs in one
+    # call, an iovec past the end of memory (EFAULT, 21), a write to a closed fd (EBADF, 8).
+    out = instance("stdio_probe").invoke(Invocation(b""))
+    assert (out.error, out.output, out.logs) == ("none", b"abcd21 08", b"log")
+
+
+def test_component_receives_the_metadata() -> None:
+    meta = instance("meta.component", abi="component")
+    out = meta.invoke(Invocation(b"req", request_id="r-1", metadata={"content_type": "text/plain", "k": "é"}))
+    assert out.error == "none"
+    assert out.output == ("req|request_id=r-1;function=meta.component;version=1;"
+                          "content_type=text/plain;k=é;").encode()
+    assert meta.invoke(Invocation(b"")).output == b"|request_id=;function=meta.component;version=1;"
+
+
+def test_try_invoke_finishes_short_calls_and_gives_back_long_ones() -> None:
+    echo = instance("echo")
+    assert echo.can_retry
+    assert echo.try_invoke(Invocation(b"quick"), budget_ticks=2).output == b"quick"
+    slow = instance("slow_echo", timeout_ms=10_000)
+    assert slow.try_invoke(Invocation(b""), budget_ticks=2) is None  # interrupted: nothing kept
+    assert slow.invoke(Invocation(b"")).output == b"done"             # the real run, from scratch
+    # a budget as long as the timeout is the timeout: its interrupt is the final answer
+    assert instance("loop", timeout_ms=20).try_invoke(Invocation(b""), budget_ticks=100).error == "timeout"
+    # with a filesystem an attempt could leave files behind: never retried
+    assert not instance("echo", allow_fs=True).can_retry
+    assert not instance("counter.component", abi="component").can_retry

@@ -5,19 +5,23 @@ with ``wlruntime.node.server.start_node(...)``; talk to it with ``wlruntime.node
 
 - runtime.py: instance table, lifecycle (spawn, invoke, keep-alive timers, kill), the
   scheduler conversation; no gRPC in it,
-- server.py: node.proto's Node service on top of the runtime, the Scheduler caller,
+- server.py: node.proto's Node service on a grpc.aio server (one event loop), the Scheduler
+  caller,
 - client.py: channel options (payloads up to 64 MB) and stubs,
-- metrics.py: Prometheus metrics.
+- metrics.py: Prometheus metrics,
+- quickbench.py: the node's own measurements (``--compare-with DIR`` against another tree).
 
-Concurrency: wasm runs on a pool of ``--workers`` threads (default max(4, 2 x cores)), never
-on gRPC threads, so Status, Health and KeepAlive answer while functions run, and at most
-``workers`` invocations execute at once (each on its own instance). wasmtime releases the GIL
-while wasm executes, so long or CPU-bound invocations overlap (tests/test_node_runtime.py checks
-that four run side by side). The Python around each call (gRPC handler, WASI context and Store
-for ABI 1, about 0.1-0.3 ms) holds the GIL, so for short functions one node process is
-GIL-bound: ``python -m wlruntime.node.quickbench`` measured ~650-750 echo invocations/s for one
-node at any client concurrency and ~800-1,200/s for two nodes on this 2-core machine (under
-heavy load from other work). For CPU-bound functions one node could in principle use every
-core, but the same run could not show it (cpu_work n=2000: one node 75-96/s, two nodes
-105-135/s). So: run one node per core.
-"""
+Concurrency: the gRPC server runs on one asyncio event loop; KeepAlive, Kill, Status and Health
+are answered there. Wasm runs on a pool of ``--workers`` threads (default max(4, 2 x cores)),
+at most ``workers`` invocations at once (each on its own instance); wasmtime releases the GIL
+while wasm executes, so long or CPU-bound invocations overlap (tests/test_node_runtime.py
+checks that four run side by side). A thread hand-off there and back costs more than a trivial
+function's whole run, so an ABI 1 invocation of a function without a filesystem is first run
+on the event loop itself with a budget of 2 epoch ticks (2-4 ms): if it finishes, that is the
+answer; if not, the attempt is dropped (a fresh Store per call and no files: it leaves no
+trace) and the invocation runs again on the pool, and that function skips the inline attempt
+for the next second. Components (ABI 2) keep state, so they always run on the pool.
+
+For short functions a node process is bound by the Python around each call (gRPC, the runtime,
+setting up a Store); ``python -m wlruntime.node.quickbench --compare-with DIR`` measures it
+against another tree in the same run (numbers in bench/README.md). Run one node per core.

@@ -43,26 +43,32 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     from wlruntime.config import ConfigError, load_settings
-    from wlruntime.node.server import start_node, wait_forever
+    from wlruntime.node.server import serve
 
     try:
         settings = load_settings(args.config, overrides={
             "node": {"host": args.host, "port": args.port, "cache_dir": args.cache_dir},
             "registry": {"url": args.registry},
         })
-        token = args.registry_token or (settings.registry.token if settings.registry.read_token_required else None)
-        node = start_node(
-            registry_url=settings.registry.base_url(), registry_token=token, node_id=args.node_id,
+    except ConfigError as error:
+        print(f"wl node: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    token = args.registry_token or (settings.registry.token if settings.registry.read_token_required else None)
+
+    def ready(node) -> None:
+        metrics = f", metrics on http://{settings.node.host}:{node.metrics_port}/metrics" if node.metrics_port else ""
+        print(f"wl node {node.runtime.node_id} listening on {settings.node.host}:{node.port}{metrics}", flush=True)
+
+    try:
+        serve(
+            on_ready=ready, registry_url=settings.registry.base_url(), registry_token=token, node_id=args.node_id,
             memory_mb=args.memory_mb, host=settings.node.host, port=settings.node.port,
             cache_dir=str(settings.node_cache_dir()), scheduler_address=args.scheduler, workers=args.workers,
             idle_grace_ms=args.idle_grace_ms, metrics_port=args.metrics_port,
         )
-    except (ConfigError, OSError, RuntimeError) as error:
+    except (OSError, RuntimeError) as error:
         print(f"wl node: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    metrics = f", metrics on http://{settings.node.host}:{node.metrics_port}/metrics" if node.metrics_port else ""
-    print(f"wl node {node.runtime.node_id} listening on {settings.node.host}:{node.port}{metrics}", flush=True)
-    wait_forever(node)
 
 
 if __name__ == "__main__":

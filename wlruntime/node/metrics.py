@@ -30,6 +30,8 @@ class NodeMetrics:
         self.cold_start_seconds = Histogram("wl_node_cold_start_seconds", "Spawn time (fetch+compile+instantiate)",
                                             ["function"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self._runtime: NodeRuntime | None = None
+        self._invocation_children: dict[tuple[str, str], Any] = {}
+        self._seconds_children: dict[str, Any] = {}
 
     def attach(self, runtime: NodeRuntime) -> None:
         """Report the runtime's instance table (instances by state, memory) at scrape time."""
@@ -37,8 +39,16 @@ class NodeMetrics:
         self.registry.register(_InstanceCollector(self))
 
     def invocation(self, function: str, outcome: Outcome) -> None:
-        self.invocations.labels(function, outcome.error).inc()
-        self.invocation_seconds.labels(function).observe(outcome.exec_ms / 1000.0)
+        # Bound children are cached: ``labels()`` takes a lock and builds a key on every call.
+        key = (function, outcome.error)
+        counter = self._invocation_children.get(key)
+        if counter is None:
+            counter = self._invocation_children[key] = self.invocations.labels(function, outcome.error)
+        histogram = self._seconds_children.get(function)
+        if histogram is None:
+            histogram = self._seconds_children[function] = self.invocation_seconds.labels(function)
+        counter.inc()
+        histogram.observe(outcome.exec_ms / 1000.0)
 
     def cold_start(self, result: SpawnResult) -> None:
         self.cold_starts.labels(result.function, str(result.code_cached).lower(), result.compile_source).inc()

@@ -1,9 +1,10 @@
 """Quick node measurements: cold starts (uncached / disk / memory), warm invokes, concurrency.
 
-    python -m wlruntime.node.quickbench [--samples N] [--seconds S]
+    python -m wlruntime.node.quickbench [--samples N] [--invokes N] [--seconds S] [--rounds R]
+                                        [--compare-with DIR]
 
 Starts a real registry and real node processes on loopback and talks gRPC to them, like the
-router will. Prints medians (and p99 where there are enough samples) measured in this run.
+router does. Prints medians (and p99 where there are enough samples) measured in this run.
 Not the project benchmark (bench/ has that); this is the node's own sanity check, and the
 source of the numbers in its docs.
 
@@ -12,14 +13,22 @@ source of the numbers in its docs.
 - disk cold start: a fresh node process spawning those same versions loads compiled artifacts
   from the cache folder the first node filled;
 - memory cold start: spawning a version this node already holds (a new instance, no compile);
-- warm invoke: Do(Invoke) on an idle instance, client round trip and exec time on the node;
-- concurrency: K client threads, each with its own instance, for S seconds: invocations/s for a
-  trivial function (GIL-bound) and for a CPU-bound one (wasm runs without the GIL).
+- warm invoke: Do(Invoke) on an idle instance, sequential: the client's round trip, the exec
+  time inside the node's runner, and the node process's CPU time per invocation;
+- concurrency: K concurrent callers (asyncio, one process), each with its own instance, for S
+  seconds: invocations/s and node CPU per invocation, for a trivial function and, when
+  examples/build/cpu_work.wasm exists, a CPU-bound one (wasm runs without the GIL).
+
+``--compare-with DIR`` also starts nodes from the ``wlruntime`` package in DIR (e.g. an older
+commit: ``git archive <rev> wlruntime | tar -x -C DIR``) against the same registry and measures
+the warm and concurrency cases on both, interleaved in ``--rounds`` rounds so background load
+hits both alike, with the ratios baseline / this tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import select
 import signal
@@ -28,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -61,11 +69,12 @@ def _leb128(n: int) -> bytes:
             return bytes(out)
 
 
-def _start(args: list[str], ready: str, log: Path) -> tuple[subprocess.Popen, str]:
+def _start(args: list[str], ready: str, log: Path, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``python <args>`` (``-m wlruntime...`` resolves the package from ``cwd`` first)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
     with open(log, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=log_file, text=True,
-                                env=env)
+                                env=env, cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if select.select([proc.stdout], [], [], 0.2)[0]:
@@ -85,6 +94,12 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _summary(values: list[float]) -> str:
     values = sorted(values)
     text = f"median {statistics.median(values):8.3f} ms"
@@ -98,7 +113,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30, help="cold starts per kind (default 30)")
     parser.add_argument("--invokes", type=int, default=2000, help="warm invokes (default 2000)")
     parser.add_argument("--seconds", type=float, default=3.0, help="per concurrency level (default 3)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds for warm and concurrency cases (default 4)")
+    parser.add_argument("--compare-with", type=Path, metavar="DIR",
+                        help="also measure nodes run from the wlruntime package in DIR (a baseline)")
     args = parser.parse_args()
+    if args.compare_with is not None and not (args.compare_with / "wlruntime" / "node").is_dir():
+        parser.error(f"--compare-with {args.compare_with}: no wlruntime/node package in that folder")
 
     import httpx
     import wasmtime
@@ -133,17 +154,19 @@ def main() -> None:
         if cpu_path.is_file():
             client.upload("cpu", cpu_path.read_bytes(), {"abi": "wasi-command", "memory_mb": 16})
 
-        def node(*extra: str):
+        def node(*extra: str, source: Path | None = None):
+            cache = work / ("cache" if source is None else "baseline-cache")
             proc, line = _start(["-m", "wlruntime.node", "--registry", url, "--port", "0", "--cache-dir",
-                                 str(work / "cache"), "--memory-mb", "100000", "--log-level", "warning", *extra],
-                                "listening on", work / f"node-{len(procs)}.log")
+                                 str(cache), "--memory-mb", "100000", "--log-level", "warning", *extra],
+                                "listening on", work / f"node-{len(procs)}.log", cwd=source)
             procs.append(proc)
-            channel, stub = connect(line.split("listening on ")[1].strip())
-            return proc, channel, stub
+            return proc, line.split("listening on ")[1].strip()
 
-        print(f"wl node quickbench: {os.cpu_count()} cores, function {echo_source}")
+        print(f"wl node quickbench: {os.cpu_count()} cores, function {echo_source}, "
+              f"load average {os.getloadavg()[0]:.1f}")
         print("cold start (Spawn, as measured by the client; node-side breakdown in parentheses)")
-        proc, channel, stub = node()
+        proc, address = node()
+        channel, stub = connect(address)
         rows = {"uncached": [], "disk": [], "memory": []}
         parts = {"uncached": [], "disk": [], "memory": []}
 
@@ -161,7 +184,8 @@ def main() -> None:
             spawn("memory", "echo-0")
         _stop(proc)
         channel.close()
-        proc, channel, stub = node()
+        proc, address = node()
+        channel, stub = connect(address)
         for i in range(args.samples):
             spawn("disk", f"echo-{i}")
         for kind in ("uncached", "disk", "memory"):
@@ -171,55 +195,120 @@ def main() -> None:
         uncached = statistics.median(rows["uncached"])
         print(f"  ratio uncached/disk {uncached / statistics.median(rows['disk']):.1f}x, "
               f"uncached/memory {uncached / statistics.median(rows['memory']):.1f}x")
+        channel.close()
 
-        print("warm invoke (Do(Invoke) round trip from the client; exec = time inside the node's runner)")
-        for function, payload in (("echo", b"x" * 100), ("counter", b"x" * 100)):
-            iid = stub.Spawn(pb.SpawnRequest(function=function, version="1")).instance_id
-            rtt, exec_ms = [], []
-            for _ in range(args.invokes):
-                t = time.perf_counter()
-                reply = stub.Do(pb.DoRequest(instance_id=iid, invoke=pb.Invoke(payload=payload)))
-                rtt.append((time.perf_counter() - t) * 1000)
-                exec_ms.append(reply.invoke.exec_ms)
-                assert reply.invoke.error == pb.ERROR_KIND_NONE, reply
-            abi = "ABI 1" if function == "echo" else "ABI 2"
-            print(f"  {function:8s} {abi}  rtt {_summary(rtt)}   exec median {statistics.median(exec_ms):.3f} ms")
-
-        print(f"concurrency (K client threads, one instance each, {args.seconds:.0f} s per level)")
-
-        def throughput(stubs, function: str, payload: bytes, k: int) -> float:
-            ids = [(s, s.Spawn(pb.SpawnRequest(function=function, version="1")).instance_id)
-                   for s in (stubs * k)[:k]]
-            counts = [0] * k
-            stop = time.monotonic() + args.seconds
-
-            def loop(j: int) -> None:
-                s, iid = ids[j]
-                while time.monotonic() < stop:
-                    s.Do(pb.DoRequest(instance_id=iid, invoke=pb.Invoke(payload=payload)))
-                    counts[j] += 1
-
-            threads = [threading.Thread(target=loop, args=(j,)) for j in range(k)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for s, iid in ids:
-                s.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()))
-            return sum(counts) / args.seconds
-
-        loads = [("echo", b"x" * 100, "trivial (echo)")]
-        if cpu_path.is_file():
-            loads.append(("cpu", b"2000", "CPU-bound (cpu_work n=2000)"))
-        second = node()
-        for function, payload, label in loads:
-            one = {k: throughput([stub], function, payload, k) for k in (1, 2, 4, 8)}
-            two = {k: throughput([stub, second[2]], function, payload, k) for k in (2, 4, 8)}
-            print(f"  {label}: one node  " + "  ".join(f"K={k}: {v:7.0f}/s" for k, v in one.items()))
-            print(f"  {' ' * len(label)}  two nodes " + "  ".join(f"K={k}: {v:7.0f}/s" for k, v in two.items()))
+        # Warm and concurrency cases: this tree's node(s), and the baseline's when asked.
+        targets = {"this tree": [(proc, address), node()]}
+        if args.compare_with is not None:
+            targets["baseline"] = [node(source=args.compare_with), node(source=args.compare_with)]
+        addresses = {name: [a for _, a in nodes] for name, nodes in targets.items()}
+        pids = {name: [p.pid for p, _ in nodes] for name, nodes in targets.items()}
+        asyncio.run(_warm_and_concurrency(args, addresses, pids, cpu_path.is_file()))
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+async def _warm_and_concurrency(args: argparse.Namespace, addresses: dict[str, list[str]],
+                                pids: dict[str, list[int]], with_cpu_work: bool) -> None:
+    import grpc
+
+    from wlruntime.node.client import CHANNEL_OPTIONS
+    from wlruntime.proto import node_pb2 as pb
+    from wlruntime.proto import node_pb2_grpc
+
+    channels = {name: [grpc.aio.insecure_channel(a, options=CHANNEL_OPTIONS) for a in addrs]
+                for name, addrs in addresses.items()}
+    stubs = {name: [node_pb2_grpc.NodeStub(c) for c in chans] for name, chans in channels.items()}
+    names = list(stubs)
+
+    def rounds():
+        """Each round visits every target, in alternating order (background load hits all alike)."""
+        for r in range(args.rounds):
+            yield r, (names if r % 2 == 0 else names[::-1])
+
+    async def spawn(stub, function: str) -> str:
+        return (await stub.Spawn(pb.SpawnRequest(function=function, version="1"))).instance_id
+
+    print(f"warm invoke (Do(Invoke) round trip from an asyncio client, sequential; exec = time inside the "
+          f"node's runner; cpu = node process CPU per invocation; medians over {args.rounds} interleaved rounds)")
+    for function, payload, abi in (("echo", b"x" * 100, "ABI 1"), ("counter", b"x" * 100, "ABI 2")):
+        ids = {name: await spawn(stubs[name][0], function) for name in names}
+        samples = {name: {"rtt": [], "exec": [], "cpu": []} for name in names}
+        per_round = max(1, args.invokes // args.rounds)
+        for _, order in rounds():
+            for name in order:
+                stub, pid = stubs[name][0], pids[name][0]
+                request = pb.DoRequest(instance_id=ids[name], invoke=pb.Invoke(payload=payload, request_id="q",
+                                                                                metadata={"content_type": "x"}))
+                cpu0 = _cpu_seconds(pid)
+                for _ in range(per_round):
+                    t = time.perf_counter()
+                    reply = await stub.Do(request)
+                    samples[name]["rtt"].append((time.perf_counter() - t) * 1000)
+                    samples[name]["exec"].append(reply.invoke.exec_ms)
+                    assert reply.invoke.error == pb.ERROR_KIND_NONE, reply
+                samples[name]["cpu"].append((_cpu_seconds(pid) - cpu0) / per_round * 1e6)
+        for name in names:
+            row = samples[name]
+            print(f"  {function:8s} {abi}  {name:9s} rtt {_summary(row['rtt'])}   exec median "
+                  f"{statistics.median(row['exec']):.3f} ms   cpu {statistics.median(row['cpu']):5.0f} us/inv")
+        if len(names) > 1:
+            this, base = (statistics.median(samples[n]["rtt"]) for n in names)
+            cpu_this, cpu_base = (statistics.median(samples[n]["cpu"]) for n in names)
+            print(f"  {function:8s} {abi}  baseline / this tree: rtt {base / this:.2f}x, node cpu {cpu_base / cpu_this:.2f}x")
+        for name in names:
+            await stubs[name][0].Do(pb.DoRequest(instance_id=ids[name], kill=pb.Kill()))
+
+    loads = [("echo", b"x" * 100, "trivial (echo)")]
+    if with_cpu_work:
+        loads.append(("cpu", b"2000", "CPU-bound (cpu_work n=2000)"))
+    print(f"concurrency (K concurrent callers, one instance each, {args.seconds:g} s per level and round; "
+          "inv/s and node CPU per invocation)")
+
+    async def throughput(name: str, nodes: int, function: str, payload: bytes, k: int) -> tuple[float, float]:
+        targets = [(stubs[name][i % nodes], pids[name][i % nodes]) for i in range(k)]
+        ids = [await spawn(stub, function) for stub, _ in targets]
+        count = 0
+        stop = time.monotonic() + args.seconds
+
+        async def loop(j: int) -> None:
+            nonlocal count
+            stub = targets[j][0]
+            request = pb.DoRequest(instance_id=ids[j], invoke=pb.Invoke(payload=payload))
+            while time.monotonic() < stop:
+                await stub.Do(request)
+                count += 1
+
+        used = sorted({pid for _, pid in targets})
+        cpu0 = sum(_cpu_seconds(pid) for pid in used)
+        t = time.monotonic()
+        await asyncio.gather(*(loop(j) for j in range(k)))
+        elapsed = time.monotonic() - t
+        cpu = sum(_cpu_seconds(pid) for pid in used) - cpu0
+        for (stub, _), iid in zip(targets, ids):
+            await stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()))
+        return count / elapsed, cpu / max(count, 1) * 1e6
+
+    for function, payload, label in loads:
+        for nodes, levels in ((1, (1, 4, 8)), (2, (2, 8))):
+            results = {name: {k: [] for k in levels} for name in names}
+            for _, order in rounds():
+                for name in order:
+                    for k in levels:
+                        results[name][k].append(await throughput(name, nodes, function, payload, k))
+            for name in names:
+                cells = "  ".join(f"K={k}: {statistics.median(r for r, _ in v):6.0f}/s "
+                                  f"({statistics.median(c for _, c in v):4.0f} us)" for k, v in results[name].items())
+                print(f"  {label}, {nodes} node{'s' if nodes > 1 else ' '}  {name:9s} {cells}")
+            if len(names) > 1:
+                this, base = names
+                ratios = "  ".join(f"K={k}: {statistics.median(r for r, _ in results[this][k]) / statistics.median(r for r, _ in results[base][k]):.2f}x"
+                                   for k in levels)
+                print(f"  {label}, {nodes} node{'s' if nodes > 1 else ' '}  this tree / baseline inv/s: {ratios}")
+    for chans in channels.values():
+        for channel in chans:
+            await channel.close()
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ BUSY = "BUSY"
 KEPT_ALIVE = "KEPT_ALIVE"
 DEAD = "DEAD"
 
+# Inline attempts (NodeRuntime.try_run_inline): interrupted after 2 epoch ticks (2-4 ms), and
+# a function interrupted once runs on the pool for the next second.
+INLINE_BUDGET_TICKS = 2
+INLINE_BACKOFF_S = 1.0
+
 # Idle reasons (node.proto IdleReason).
 FINISHED = "FINISHED"
 KEEPALIVE_EXPIRED = "KEEPALIVE_EXPIRED"
@@ -126,12 +131,21 @@ class Instance:
     # Bumped on every state change: a timer or scheduler answer for an older epoch is stale.
     epoch: int = 0
     kill_requested: bool = False
+    # When an IDLE instance left without instructions counts as expired (0: no grace running),
+    # and whether a grace timer entry is queued. One entry serves many requests: when it fires
+    # early (the instance ran requests meanwhile) it is queued again for the current grace_due.
+    grace_due: float = 0.0
+    grace_queued: bool = False
 
-    def set_idle(self) -> None:
+    def set_idle(self, now: float) -> None:
         self.state = IDLE
-        self.idle_since = time.monotonic()
+        self.idle_since = now
         self.idle_since_unix_ms = int(time.time() * 1000)
         self.epoch += 1
+
+
+# The epoch of a timer entry that is an idle-grace timer rather than a keep-alive timer.
+GRACE = -1
 
 
 class _Timers:
@@ -149,7 +163,9 @@ class _Timers:
     def schedule(self, deadline: float, instance_id: str, epoch: int) -> None:
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._seq), instance_id, epoch))
-            self._cond.notify()
+            # The thread sleeps until the earliest deadline: wake it only if that changed.
+            if self._heap[0][0] == deadline:
+                self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -200,8 +216,8 @@ class NodeRuntime:
         self._killed: OrderedDict[str, str] = OrderedDict()  # recent tombstones: id -> why
         self._metadata: dict[tuple[str, int], dict] = {}  # immutable versions only
         self._functions: dict[tuple[str, int, str], CompiledFunction] = {}
-        # wasm runs here, never on gRPC threads, so Status/Health/KeepAlive always answer.
-        self._wasm_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasm")
+        # wasm runs here, never on the gRPC server's event loop, so Status/Health/KeepAlive always answer.
+        self.wasm_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasm")
         # scheduler conversations (they may wait on OnIdle and on the wasm pool)
         self._control_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="node-control")
         self._timers = _Timers(self._on_timer)
@@ -237,7 +253,7 @@ class NodeRuntime:
         with self._lock:
             self._starting.discard(instance_id)
             self._instances[instance_id] = instance
-            self._arm_grace(instance)
+            self._arm_grace(instance, instance.idle_since)
         result = SpawnResult(
             instance_id=instance_id, function=function, version=resolved_version, sha256=meta["sha256"],
             config=config, cold_start_ms=(time.perf_counter() - started) * 1000.0, fetch_ms=fetch_ms,
@@ -314,7 +330,13 @@ class NodeRuntime:
     # ---- Do ------------------------------------------------------------------------------
 
     def invoke(self, instance_id: str, invocation: Invocation) -> tuple[Outcome, str]:
-        """Run a request on an idle instance; returns (outcome, state afterwards)."""
+        """Run a request on an idle instance; returns (outcome, state afterwards). Blocks until the
+        request is done; the server's async path is ``begin_invoke`` + ``run_invocation``."""
+        instance = self.begin_invoke(instance_id, invocation)
+        return self.wasm_pool.submit(self.run_invocation, instance, invocation).result()
+
+    def begin_invoke(self, instance_id: str, invocation: Invocation) -> Instance:
+        """Claim an idle instance for ``invocation`` (it becomes BUSY); ``run_invocation`` must follow."""
         with self._lock:
             instance = self._get(instance_id)
             if instance.state == BUSY:
@@ -326,19 +348,55 @@ class NodeRuntime:
                                 f"{instance.function.name}'s max_payload_bytes ({limit})")
             instance.state = BUSY
             instance.busy_since = time.monotonic()
+            instance.grace_due = 0.0
             instance.epoch += 1
+        return instance
+
+    def try_run_inline(self, instance: Instance, invocation: Invocation) -> tuple[Outcome, str] | None:
+        """Run a claimed instance's request on the calling thread if it finishes within
+        ``INLINE_BUDGET_TICKS`` epoch ticks (2-4 ms); ``None`` when it cannot (then
+        ``run_invocation`` must follow, on the pool).
+
+        For the node's event loop: handing a request to a pool thread and the answer back costs
+        more than a trivial function's whole run. Only invocations that can be interrupted and
+        run again without a trace (ABI 1 without a filesystem) are tried; a function whose
+        attempt was interrupted goes straight to the pool for ``INLINE_BACKOFF_S``, so a slow
+        function wastes at most one budget every few seconds."""
+        function = instance.function
+        if not instance.runner.can_retry or function.inline_blocked_until > time.monotonic():
+            return None
         try:
-            outcome = self._wasm_pool.submit(instance.runner.invoke, invocation).result()
+            outcome = instance.runner.try_invoke(invocation, INLINE_BUDGET_TICKS)
+        except Exception:  # a node bug: let the pool run (and report) it
+            log.exception("inline invocation on %s failed inside the node", instance.instance_id)
+            return None
+        if outcome is None:
+            function.inline_blocked_until = time.monotonic() + INLINE_BACKOFF_S
+            return None
+        return self._finish_invocation(instance, outcome)
+
+    def run_invocation(self, instance: Instance, invocation: Invocation) -> tuple[Outcome, str]:
+        """Run a claimed instance's request (on a ``wasm_pool`` thread) and make the instance idle
+        again (or free it, if it was killed meanwhile); returns (outcome, state afterwards).
+
+        Everything after the claim happens here, so the instance is released even when the
+        caller stopped waiting (a cancelled RPC)."""
+        try:
+            outcome = instance.runner.invoke(invocation)
         except Exception as error:  # a node bug, not the function's fault: answer anyway
-            log.exception("invocation on %s failed inside the node", instance_id)
+            log.exception("invocation on %s failed inside the node", instance.instance_id)
             outcome = Outcome(error=INTERNAL, error_message=f"node error: {error}")
+        return self._finish_invocation(instance, outcome)
+
+    def _finish_invocation(self, instance: Instance, outcome: Outcome) -> tuple[Outcome, str]:
         with self._lock:
             instance.invocations += 1
             if instance.kill_requested:
                 self._free(instance, "killed")
             else:
-                instance.set_idle()
-                self._arm_grace(instance)
+                now = time.monotonic()
+                instance.set_idle(now)
+                self._arm_grace(instance, now)
             state = instance.state
         if self.metrics:
             self.metrics.invocation(instance.function.name, outcome)
@@ -354,6 +412,7 @@ class NodeRuntime:
                                 "to idle instances (send it after the request finishes)")
             instance.state = KEPT_ALIVE
             instance.epoch += 1
+            instance.grace_due = 0.0
             instance.keep_alive_deadline = time.monotonic() + ms / 1000.0
             self._timers.schedule(instance.keep_alive_deadline, instance_id, instance.epoch)
             return instance.state
@@ -393,13 +452,27 @@ class NodeRuntime:
 
     # ---- idle timers and the scheduler ---------------------------------------------------
 
-    def _arm_grace(self, instance: Instance) -> None:
-        self._timers.schedule(time.monotonic() + self.idle_grace_ms / 1000.0, instance.instance_id, instance.epoch)
+    def _arm_grace(self, instance: Instance, now: float) -> None:
+        """Start the idle grace period of an instance that just became IDLE (caller holds the lock)."""
+        instance.grace_due = now + self.idle_grace_ms / 1000.0
+        if not instance.grace_queued:
+            instance.grace_queued = True
+            self._timers.schedule(instance.grace_due, instance.instance_id, GRACE)
 
     def _on_timer(self, instance_id: str, epoch: int) -> None:
         with self._lock:
             instance = self._instances.get(instance_id)
-            if instance is None or instance.epoch != epoch or instance.state not in (IDLE, KEPT_ALIVE):
+            if instance is None:
+                return
+            if epoch == GRACE:
+                instance.grace_queued = False
+                if instance.state != IDLE or not instance.grace_due:
+                    return  # busy, kept alive, being asked about or dead: no grace running
+                if instance.grace_due > time.monotonic():  # it ran requests since: wait for the new due
+                    instance.grace_queued = True
+                    self._timers.schedule(instance.grace_due, instance_id, GRACE)
+                    return
+            elif instance.epoch != epoch or instance.state != KEPT_ALIVE:
                 return  # cancelled: the instance moved on since the timer was set
             epoch = self._begin_asking(instance)
         self._control_pool.submit(self._ask_scheduler, instance, epoch, KEEPALIVE_EXPIRED, None, "")
@@ -411,6 +484,7 @@ class NodeRuntime:
         (a Do from the router) happened to the instance meanwhile.
         """
         instance.state = IDLE
+        instance.grace_due = 0.0
         instance.epoch += 1
         return instance.epoch
 
@@ -512,7 +586,7 @@ class NodeRuntime:
                 if instance.state != BUSY:
                     self._free(instance, "node shutting down")
         self._control_pool.shutdown(wait=False, cancel_futures=True)
-        self._wasm_pool.shutdown(wait=False, cancel_futures=True)
+        self.wasm_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _registry_error(error: Any, what: str) -> NodeError:

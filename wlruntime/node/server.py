@@ -1,13 +1,19 @@
-"""The node's gRPC server: maps node.proto onto NodeRuntime, and calls the Scheduler back."""
+"""The node's gRPC server (grpc.aio): maps node.proto onto NodeRuntime, and calls the Scheduler back.
+
+The server runs on one asyncio event loop. Cheap operations (KeepAlive, Kill, Status, Health,
+and claiming an instance for an Invoke) run on the loop under the runtime's lock; wasm runs on
+the runtime's ``wasm_pool`` threads (wasmtime releases the GIL while guest code runs) and
+spawns (registry fetch, compile) on a separate pool, so the loop never waits for either.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import sys
-import threading
-from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +29,19 @@ from wlruntime.wasm.runners import Invocation, Outcome
 log = logging.getLogger("wlruntime.node")
 
 SCHEDULER_TIMEOUT_S = 10.0
+SPAWN_THREADS = 8
+
+# Enum names -> numbers, looked up once (EnumTypeWrapper.Value costs a call per reply).
+_ERROR_KIND = {name.lower(): number for name, number in pb.ErrorKind.items()}
+_ERROR_KIND["none"] = pb.ERROR_KIND_NONE
+_INSTANCE_STATE = dict(pb.InstanceState.items())
 
 
 def outcome_to_pb(outcome: Outcome, request_id: str) -> pb.InvokeResult:
     return pb.InvokeResult(
         request_id=request_id,
         output=outcome.output,
-        error=pb.ErrorKind.Value("ERROR_KIND_NONE" if outcome.ok else outcome.error.upper()),
+        error=_ERROR_KIND[outcome.error],
         error_message=outcome.error_message,
         logs=outcome.logs,
         exec_ms=outcome.exec_ms,
@@ -43,16 +55,19 @@ def invocation_from_pb(invoke: pb.Invoke) -> Invocation:
 
 
 class NodeService(node_pb2_grpc.NodeServicer):
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeRuntime, spawn_pool: ThreadPoolExecutor) -> None:
         self.runtime = runtime
+        self.spawn_pool = spawn_pool
 
-    def Spawn(self, request: pb.SpawnRequest, context: grpc.ServicerContext) -> pb.SpawnReply:
+    async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnReply:
         if not request.function:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SpawnRequest.function is empty")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SpawnRequest.function is empty")
+        loop = asyncio.get_running_loop()
         try:
-            result = self.runtime.spawn(request.function, request.version, request.instance_id)
+            result = await loop.run_in_executor(self.spawn_pool, self.runtime.spawn, request.function,
+                                                request.version, request.instance_id)
         except NodeError as error:
-            context.abort(grpc.StatusCode[error.code], error.message)
+            await context.abort(grpc.StatusCode[error.code], error.message)
         return pb.SpawnReply(
             instance_id=result.instance_id, function=result.function, version=result.version,
             sha256=result.sha256, abi=result.config.abi, memory_mb=result.config.memory_mb,
@@ -62,34 +77,43 @@ class NodeService(node_pb2_grpc.NodeServicer):
             concurrency=result.config.concurrency, max_payload_bytes=result.config.max_payload_bytes,
         )
 
-    def Do(self, request: pb.DoRequest, context: grpc.ServicerContext) -> pb.DoReply:
+    async def Do(self, request: pb.DoRequest, context: grpc.aio.ServicerContext) -> pb.DoReply:
+        instance_id = request.instance_id
+        if not instance_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest.instance_id is empty")
         op = request.WhichOneof("op")
-        if not request.instance_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest.instance_id is empty")
+        runtime = self.runtime
         try:
             if op == "invoke":
-                outcome, state = self.runtime.invoke(request.instance_id, invocation_from_pb(request.invoke))
-                return pb.DoReply(instance_id=request.instance_id, state=pb.InstanceState.Value(state),
-                                  invoke=outcome_to_pb(outcome, request.invoke.request_id))
+                invoke = request.invoke
+                invocation = invocation_from_pb(invoke)
+                instance = runtime.begin_invoke(instance_id, invocation)
+                done = runtime.try_run_inline(instance, invocation)  # short ones: no thread hand-off
+                if done is None:
+                    done = await asyncio.get_running_loop().run_in_executor(
+                        runtime.wasm_pool, runtime.run_invocation, instance, invocation)
+                outcome, state = done
+                return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state],
+                                  invoke=outcome_to_pb(outcome, invoke.request_id))
             if op == "keep_alive":
-                state = self.runtime.keep_alive(request.instance_id, request.keep_alive.ms)
+                state = runtime.keep_alive(instance_id, request.keep_alive.ms)
             elif op == "kill":
-                state = self.runtime.kill(request.instance_id)
+                state = runtime.kill(instance_id)
             else:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest needs one of keep_alive, kill, invoke")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest needs one of keep_alive, kill, invoke")
         except NodeError as error:
-            context.abort(grpc.StatusCode[error.code], error.message)
-        return pb.DoReply(instance_id=request.instance_id, state=pb.InstanceState.Value(state))
+            await context.abort(grpc.StatusCode[error.code], error.message)
+        return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state])
 
-    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         status = self.runtime.status()
         instances = [
-            pb.InstanceInfo(**{**info, "state": pb.InstanceState.Value(info["state"])})
+            pb.InstanceInfo(**{**info, "state": _INSTANCE_STATE[info["state"]]})
             for info in status.pop("instances")
         ]
         return pb.StatusReply(**status, instances=instances, wasmtime_version=wasmtime_version())
 
-    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthReply:
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthReply:
         return pb.HealthReply(ok=True, node_id=self.runtime.node_id, message="serving")
 
 
@@ -124,23 +148,25 @@ class SchedulerCaller:
 
 @dataclass
 class RunningNode:
-    server: grpc.Server
+    server: grpc.aio.Server
     runtime: NodeRuntime
     port: int
     metrics_port: int | None
     scheduler: SchedulerCaller | None
+    spawn_pool: ThreadPoolExecutor
     _metrics_server: Any = None
 
-    def stop(self, grace: float = 1.0) -> None:
-        self.server.stop(grace).wait()
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.server.stop(grace)
         self.runtime.close()
+        self.spawn_pool.shutdown(wait=False, cancel_futures=True)
         if self.scheduler is not None:
             self.scheduler.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
 
-def start_node(
+async def start_node(
     *,
     registry_url: str,
     node_id: str,
@@ -154,7 +180,8 @@ def start_node(
     metrics_port: int | None = None,
     registry_token: str | None = None,
 ) -> RunningNode:
-    """Start a node's gRPC server (and metrics endpoint) in this process; returns at once.
+    """Start a node's gRPC server (and metrics endpoint) on the running event loop; returns once
+    it serves.
 
     ``port=0`` picks a free port (see ``RunningNode.port``); an empty ``node_id`` becomes
     ``<hostname>-<port>``.
@@ -164,11 +191,12 @@ def start_node(
 
     registry = RegistryClient(registry_url, token=registry_token,
                               cache_dir=f"{cache_dir}/code" if cache_dir else None)
-    # gRPC threads only wait on wasm (which runs in the runtime's pool): keep spares for control RPCs.
     # so_reuseport off: a second node on a taken port must fail, not silently share it.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + 16, thread_name_prefix="grpc"),
-                         options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
-    bound = server.add_insecure_port(f"{host}:{port}")
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     node_id = node_id or f"{socket.gethostname()}-{bound}"
@@ -177,25 +205,38 @@ def start_node(
     runtime = NodeRuntime(node_id, registry, memory_mb, cache_dir, workers=workers, idle_grace_ms=idle_grace_ms,
                           scheduler=scheduler, metrics=metrics)
     metrics.attach(runtime)
-    node_pb2_grpc.add_NodeServicer_to_server(NodeService(runtime), server)
-    server.start()
+    spawn_pool = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="node-spawn")
+    node_pb2_grpc.add_NodeServicer_to_server(NodeService(runtime, spawn_pool), server)
+    await server.start()
     metrics_server = None
     if metrics_port is not None:
         metrics_server = metrics.serve(metrics_port, host)
         metrics_port = metrics_server.server_address[1]
-    return RunningNode(server, runtime, bound, metrics_port, scheduler, metrics_server)
+    return RunningNode(server, runtime, bound, metrics_port, scheduler, spawn_pool, metrics_server)
 
 
-def wait_forever(node: RunningNode) -> None:
-    """Block until SIGINT/SIGTERM, then stop cleanly."""
+def serve(on_ready: Any = None, **node_args: Any) -> None:
+    """Run a node until SIGINT/SIGTERM, then stop cleanly and exit the process.
+
+    ``node_args`` go to ``start_node``; ``on_ready(node)`` is called once it serves. Raises
+    what ``start_node`` raises (OSError for a taken port) before serving.
+    """
     import signal
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("stopping node %s", node.runtime.node_id)
-    node.stop()
+    async def run() -> None:
+        node = await start_node(**node_args)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if on_ready is not None:
+            on_ready(node)
+        await stop.wait()
+        log.info("stopping node %s", node.runtime.node_id)
+        await node.stop()
+
+    _new_event_loop_policy()
+    asyncio.run(run())
     # Skip interpreter finalisation: wasmtime's WASI threads may still call back into Python
     # (output callbacks) while it tears down, which can abort a process that already stopped
     # cleanly. Everything is closed and flushed at this point.
@@ -203,3 +244,12 @@ def wait_forever(node: RunningNode) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _new_event_loop_policy() -> None:
+    """uvloop when installed (it is a dependency of uvicorn[standard]); asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

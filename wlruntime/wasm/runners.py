@@ -21,7 +21,7 @@ no network (unless ``allow_net``, components only; WASI preview1 has no sockets)
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import re
 import shutil
 import tempfile
@@ -37,6 +37,7 @@ from wasmtime import _ffi as ffi
 from wlruntime.wasm.engine import get_engine, ticks_for
 from wlruntime.wasm.handle_call import HandleCaller
 from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
+from wlruntime.wasm.wasi_command import CommandRunner
 
 MIB = 1024 * 1024
 LOG_LIMIT_BYTES = 64 * 1024
@@ -131,12 +132,19 @@ class CompiledFunction:
         self.version = version
         self.config = config
         self.artifact = artifact  # wasmtime.Module (ABI 1) or wasmtime.component.Component
+        # time.monotonic() until which callers should not try short inline runs (node runtime).
+        self.inline_blocked_until = 0.0
         self.engine = get_engine(config.fuel is not None)
         if config.abi == ABI_WASI_COMMAND:
-            linker = wasmtime.Linker(self.engine)
-            linker.define_wasi()
-            # Import resolution happens once here, not per invocation.
-            self.instance_pre = linker.instantiate_pre(artifact)
+            self.command = CommandRunner(
+                self.engine, artifact, name,
+                # WL_* entries of the config env may clash with per-call ones: added per call.
+                {**{k: v for k, v in config.env.items() if not k.startswith("WL_")},
+                 "WL_FUNCTION": name, "WL_VERSION": str(version)},
+                config.memory_mb * MIB, config.fuel,
+                # With a filesystem, fds other than 1 and 2 are writable: keep WASI's own fd_write.
+                capture_stdio=not config.allow_fs,
+            )
         else:
             self.linker = wasmtime.component.Linker(self.engine)
             self.linker.add_wasip2()
@@ -171,6 +179,8 @@ class _Capture:
 
 
 class _InstanceBase:
+    can_retry = False  # see WasiCommandInstance.can_retry
+
     def __init__(self, function: CompiledFunction, instance_id: str) -> None:
         self.function = function
         self.instance_id = instance_id
@@ -206,55 +216,87 @@ class WasiCommandInstance(_InstanceBase):
 
     abi = ABI_WASI_COMMAND
 
-    def invoke(self, invocation: Invocation) -> Outcome:
-        started = time.perf_counter()
-        stdout = _Capture(self.config.max_payload_bytes)
-        stderr = _Capture(LOG_LIMIT_BYTES)
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [self.function.name]
-        wasi.env = list(self._env(invocation).items())
-        _set_stdin_bytes(wasi, invocation.payload)
-        wasi.stdout_custom = stdout.write
-        wasi.stderr_custom = stderr.write
-        store = self._new_store(wasi)
-        timeout = self._arm(store, invocation)
-        instance = None
-        outcome = Outcome()
-        try:
-            instance = self.function.instance_pre.instantiate(store)
-            start = instance.exports(store)["_start"]
-            start(store)
-        except wasmtime.ExitTrap as exit_:
-            if exit_.code != 0:
-                outcome.error = FUNCTION_ERROR
-                outcome.error_message = _with_last_log_line(f"exited with status {exit_.code}", stderr.value())
-        except wasmtime.Trap as trap:
-            outcome.error, outcome.error_message = _classify_trap(trap.trap_code, str(trap.message), timeout)
-            if outcome.error == TRAP and _memory_near_limit(instance, store, self.config.memory_mb):
-                outcome.error = OUT_OF_MEMORY
-                outcome.error_message = f"ran out of memory (limit {self.config.memory_mb} MB): " + outcome.error_message
-        except wasmtime.WasmtimeError as error:
-            outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
-        outcome.exec_ms = (time.perf_counter() - started) * 1000.0
-        outcome.output = stdout.value()
-        outcome.logs = stderr.value()
-        if stdout.overflowed and outcome.ok:
-            outcome.error = RESPONSE_TOO_LARGE
-            outcome.error_message = f"response exceeds max_payload_bytes ({self.config.max_payload_bytes})"
+    def __init__(self, function: CompiledFunction, instance_id: str) -> None:
+        super().__init__(function, instance_id)
+        self._instance_env = (b"WL_INSTANCE_ID", instance_id.encode())
+        # Config env entries named WL_*; the platform's variables win over them.
+        self._config_wl_env = [(k.encode(), v.encode()) for k, v in self.config.env.items()
+                               if k.startswith("WL_") and k not in ("WL_FUNCTION", "WL_VERSION")]
+
+    @property
+    def can_retry(self) -> bool:
+        """An invocation that was interrupted can run again from scratch with nothing to show for
+        the first attempt: a fresh Store per call and no filesystem, so no state survives it."""
+        return self.scratch_dir is None
+
+    def try_invoke(self, invocation: Invocation, budget_ticks: int) -> Outcome | None:
+        """Run ``invocation`` if it finishes within ``budget_ticks`` epoch ticks; ``None`` if it was
+        interrupted first (nothing of the attempt is kept: run it again with ``invoke``).
+
+        Lets a caller run short invocations where a thread hand-off would cost more than the
+        function (the node's event loop), and move the long ones elsewhere."""
+        if not self.can_retry:
+            raise RuntimeError("try_invoke needs a function without a filesystem")
+        timeout = self._timeout(invocation)
+        if budget_ticks >= ticks_for(timeout):
+            return self.invoke(invocation)  # the budget is the timeout: an interrupt is final
+        outcome = self.invoke(invocation, budget_ticks)
+        if outcome.error == TIMEOUT:
+            return None
         return outcome
 
-    def _env(self, invocation: Invocation) -> dict[str, str]:
-        env = dict(self.config.env)
-        env.update(
-            WL_FUNCTION=self.function.name,
-            WL_VERSION=str(self.function.version),
-            WL_INSTANCE_ID=self.instance_id,
-            WL_REQUEST_ID=invocation.request_id,
-            WL_PAYLOAD_BYTES=str(len(invocation.payload)),
-        )
+    def _timeout(self, invocation: Invocation) -> int:
+        timeout = self.config.timeout_ms
+        if 0 < invocation.timeout_ms < timeout:
+            timeout = invocation.timeout_ms
+        return timeout
+
+    def invoke(self, invocation: Invocation, deadline_ticks: int | None = None) -> Outcome:
+        started = time.perf_counter()
+        timeout = self._timeout(invocation)
+        outcome = Outcome()
+        try:
+            run = self.function.command.run(invocation.payload, self._env(invocation),
+                                            deadline_ticks or ticks_for(timeout), self.config.max_payload_bytes,
+                                            LOG_LIMIT_BYTES, self.scratch_dir)
+        except wasmtime.WasmtimeError as error:  # setting up the store (e.g. fuel) failed
+            outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
+            outcome.exec_ms = (time.perf_counter() - started) * 1000.0
+            return outcome
+        outcome.output = run.stdout.value()
+        outcome.logs = run.stderr.value()
+        if run.exit_code != 0:
+            outcome.error = FUNCTION_ERROR
+            outcome.error_message = _with_last_log_line(f"exited with status {run.exit_code}", outcome.logs)
+        elif run.trap is not None:
+            outcome.error, outcome.error_message = _classify_trap(run.trap.trap_code, str(run.trap.message), timeout)
+            if outcome.error == TRAP and run.memory_near_limit:
+                outcome.error = OUT_OF_MEMORY
+                outcome.error_message = f"ran out of memory (limit {self.config.memory_mb} MB): " + outcome.error_message
+        elif run.error is not None:
+            outcome.error, outcome.error_message = _classify_error(str(run.error), timeout, self.config.memory_mb)
+        if run.stdout.overflowed and outcome.ok:
+            outcome.error = RESPONSE_TOO_LARGE
+            outcome.error_message = f"response exceeds max_payload_bytes ({self.config.max_payload_bytes})"
+        outcome.exec_ms = (time.perf_counter() - started) * 1000.0
+        return outcome
+
+    def _env(self, invocation: Invocation) -> list[tuple[bytes, bytes]]:
+        """The per-call environment (the config's env, WL_FUNCTION and WL_VERSION are set once
+        per function by its CommandRunner)."""
+        env = dict((self._instance_env, (b"WL_REQUEST_ID", invocation.request_id.encode()),
+                    (b"WL_PAYLOAD_BYTES", str(len(invocation.payload)).encode())))
         for key, value in invocation.metadata.items():
-            env["WL_META_" + "".join(c if c.isalnum() else "_" for c in key).upper()] = value
-        return env
+            env[_meta_env_name(key)] = value.encode()
+        if self._config_wl_env:  # rare: one entry per name, the platform's
+            return [(k, v) for k, v in self._config_wl_env if k not in env] + list(env.items())
+        return list(env.items())
+
+
+@functools.lru_cache(maxsize=4096)
+def _meta_env_name(key: str) -> bytes:
+    """``content-type`` -> ``WL_META_CONTENT_TYPE``."""
+    return ("WL_META_" + "".join(c if c.isalnum() else "_" for c in key).upper()).encode()
 
 
 class ComponentInstance(_InstanceBase):
@@ -338,19 +380,6 @@ class ComponentInstance(_InstanceBase):
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    """Give the guest ``data`` on stdin without a temp file (wasmtime-py only wraps a file path).
-
-    wasi_config_set_stdin_bytes takes ownership of the byte vector it is given.
-    """
-    if not data:
-        return  # stdin is empty by default
-    vec = ffi.wasm_byte_vec_t()
-    buffer = (ffi.wasm_byte_t * len(data)).from_buffer_copy(data)
-    ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), buffer)
-    ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))
-
-
 def _cause(message: str) -> str:
     """The 'Caused by' part of a wasmtime error (drops the wasm backtrace)."""
     lines = [line.strip() for line in message.strip().splitlines()]
@@ -385,18 +414,6 @@ def _classify_error(message: str, timeout_ms: int, memory_mb: int) -> tuple[str,
     if "wasm trap" in cause:
         return TRAP, cause
     return INTERNAL, cause
-
-
-def _memory_near_limit(instance: wasmtime.Instance | None, store: wasmtime.Store, memory_mb: int) -> bool:
-    """Heuristic for 'the trap was an out-of-memory abort': linear memory ended within 10% (at
-    least 1 MiB) of the limit, i.e. memory.grow was most likely refused just before."""
-    if instance is None:
-        return False
-    memory = instance.exports(store).get("memory")
-    if not isinstance(memory, wasmtime.Memory):
-        return False
-    limit = memory_mb * MIB
-    return limit - memory.data_len(store) <= max(MIB, limit // 10)
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(:.*)?$")
