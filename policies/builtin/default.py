@@ -24,7 +24,7 @@ from policies.registry import PolicySpecError
 
 
 class ExpectedWaitState:
-    __slots__ = ("ledger", "gaps", "last_arrival_ms", "new_gaps", "keepalive_ms")
+    __slots__ = ("ledger", "gaps", "last_arrival_ms", "new_gaps", "keepalive_ms", "keepalive_cold_ms")
 
     def __init__(self, window: int) -> None:
         self.ledger = WorkLedger()                  # predicted durations put on each instance
@@ -32,6 +32,7 @@ class ExpectedWaitState:
         self.last_arrival_ms: float | None = None
         self.new_gaps = 0                           # gaps added since keepalive_ms was computed
         self.keepalive_ms: float | None = None
+        self.keepalive_cold_ms = math.nan           # the cold-start estimate keepalive_ms used
 
 
 class ExpectedWait(Policy):
@@ -117,16 +118,22 @@ class ExpectedWait(Policy):
 
     # ------------------------------------------------------------------ route
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
-        st = self.state(fn)
-        if st.last_arrival_ms is not None:
-            st.gaps.append(max(0.0, now_ms - st.last_arrival_ms))
+        st = fn.policy_state
+        if type(st) is not ExpectedWaitState:
+            st = self.state(fn)
+        last = st.last_arrival_ms
+        if last is not None:
+            gap = now_ms - last
+            st.gaps.append(gap if gap > 0.0 else 0.0)     # max(0.0, gap), without the call
             st.new_gaps += 1
         st.last_arrival_ms = now_ms
-        predicted = fn.stats.predict_duration(request.payload_bytes)
-        cold = fn.stats.cold_start_ms
+        stats = fn.stats
+        predicted = stats.duration.predict(request.payload_bytes)   # stats.predict_duration
+        cold = stats.cold_start_ms
         ledger = st.ledger
         ledger.sync(fn, cold)
-        inst = warm_slot(fn)
+        idle = fn.idle
+        inst = idle[-1] if idle else warm_slot(fn)
         if inst is not None:
             ledger.assigned(inst, predicted, now_ms)
             return Assign(inst)
@@ -145,14 +152,20 @@ class ExpectedWait(Policy):
         st = self.state(fn)
         if len(st.gaps) < self.min_gaps:
             return self.default_keepalive_ms
-        if st.keepalive_ms is None or st.new_gaps >= self.refresh_every or len(st.gaps) < self.window:
+        cold = fn.stats.cold_start_ms
+        # While the window fills, refresh at every call whose inputs changed (a new gap, or
+        # a new cold-start estimate for the cost rule): with the same inputs the window
+        # computed last time is the answer.
+        if (st.keepalive_ms is None or st.new_gaps >= self.refresh_every
+                or (len(st.gaps) < self.window and (st.new_gaps or cold != st.keepalive_cold_ms))):
             gaps = sorted(st.gaps)
             if self.keepalive == "percentile":
                 k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)   # nearest rank
                 window = gaps[k]
             else:
-                window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, fn.stats.cold_start_ms)
+                window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, cold)
             st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
+            st.keepalive_cold_ms = cold
             st.new_gaps = 0
         return st.keepalive_ms
 
@@ -167,15 +180,19 @@ class ExpectedWait(Policy):
         n = len(sorted_gaps)
         best_cost, best_window = cold, 0.0          # T = 0: every request cold
         covered = 0.0
-        for k, gap in enumerate(sorted_gaps, start=1):
+        later = n                                   # n - k for the k-th smallest gap
+        for gap in sorted_gaps:
+            later -= 1
             covered += gap
-            cost = (mem_per_ms * (covered + (n - k) * gap) + (n - k) * cold) / n
+            cost = (mem_per_ms * (covered + later * gap) + later * cold) / n
             if cost < best_cost:
                 best_cost, best_window = cost, gap
         return best_window * (1.0 + self.keepalive_margin) if best_window > 0 else 0.0
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
-        st = self.state(fn)
+        st = fn.policy_state
+        if type(st) is not ExpectedWaitState:
+            st = self.state(fn)
         idle = idle_for(now_ms, instance)
         if idle <= EPS_MS:
             st.ledger.finished(instance, now_ms)
