@@ -25,3 +25,4 @@ for the next second. Components (ABI 2) keep state, so they always run on the po
 For short functions a node process is bound by the Python around each call (gRPC, the runtime,
 setting up a Store); ``python -m wlruntime.node.quickbench --compare-with DIR`` measures it
 against another tree in the same run (numbers in bench/README.md). Run one node per core.
+"""
