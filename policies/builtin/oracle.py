@@ -3,6 +3,7 @@ and keeps an instance warm exactly when that is cheaper than the cold start it a
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from heapq import heapify, heapreplace
@@ -106,13 +107,19 @@ class FunctionFuture:
 
 
 class OracleState:
-    __slots__ = ("future", "ledger", "prewarm_at_ms", "prewarm_delay_ms")
+    __slots__ = ("future", "ledger", "prewarm_at_ms", "prewarm_delay_ms", "break_even_cold_ms",
+                 "break_even_mem_mb", "break_even_ms")
 
     def __init__(self, future: FunctionFuture | None) -> None:
         self.future = future
         self.ledger = WorkLedger()                 # exact durations put on each instance
         self.prewarm_at_ms: float | None = None
         self.prewarm_delay_ms = 0.0
+        # Oracle._break_even_ms as last computed and its inputs (on_idle needs it at every
+        # decision; the inputs rarely change).
+        self.break_even_cold_ms = math.nan
+        self.break_even_mem_mb = math.nan
+        self.break_even_ms = 0.0
 
 
 class Oracle(Policy):
@@ -270,7 +277,9 @@ class Oracle(Policy):
 
     # ------------------------------------------------------------------ route
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
-        st = self.state(fn)
+        st = fn.policy_state
+        if type(st) is not OracleState:
+            st = self.state(fn)
         duration = self._duration(request, fn, st.future)
         cold = fn.stats.cold_start_ms
         ledger = st.ledger
@@ -353,7 +362,12 @@ class Oracle(Policy):
             return KILL
         cold = fn.stats.cold_start_ms
         gap = arrivals[j0] - now_ms
-        if fn.live_count <= 1:
+        mem = instance.memory_mb
+        if cold != st.break_even_cold_ms or mem != st.break_even_mem_mb:
+            st.break_even_ms = self._break_even_ms(mem / 1024.0, cold)
+            st.break_even_cold_ms, st.break_even_mem_mb = cold, mem
+        horizon = st.break_even_ms
+        if len(fn.instances) <= 1:                  # fn.live_count
             # nothing else alive: the next arrival is ours; the alternative is a pre-warm
             if self.use_prewarm:
                 if gap < cold + self.prewarm_margin_ms:
@@ -361,14 +375,13 @@ class Oracle(Policy):
                 st.prewarm_at_ms = now_ms
                 st.prewarm_delay_ms = max(0.0, gap - cold - self.prewarm_margin_ms)
                 return KILL
-            if gap < self._break_even_ms(instance.memory_mb / 1024.0, cold):
+            if gap < horizon:
                 return KeepAlive(gap + self.slack_ms)
             return KILL
-        horizon = self._break_even_ms(instance.memory_mb / 1024.0, cold)
         if gap >= horizon:
             return KILL
         # X is next used when the demand rises above the present level (LIFO routing)
-        others_busy = fn.live_count - len(fn.idle) - (0 if instance.state == IDLE else 1)
+        others_busy = len(fn.instances) - len(fn.idle) - (0 if instance.state == IDLE else 1)
         level = min(fut.demand_at(now_ms, j0), others_busy)
         if fut.demand[j0] <= level:
             hi = bisect_right(arrivals, now_ms + horizon, lo=j0)
