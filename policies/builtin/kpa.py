@@ -99,31 +99,52 @@ class KPA(Policy):
 
     def desired(self, now_ms: float, fn: FunctionView) -> tuple[int, bool]:
         """(desired instance count, in panic mode) at ``now_ms``; updates the panic state."""
+        desired, panicking, _, _ = self._desired(now_ms, fn)
+        return desired, panicking
+
+    def _desired(self, now_ms: float, fn: FunctionView) -> tuple[int, bool, float, int]:
+        """``desired`` plus what it read that on_idle needs again: the predicted duration
+        (ms) and the arrivals in the stable window. (``max`` of two or three numbers is
+        written out as comparisons, which pick the same element: this runs at every
+        decision.)"""
         stats = fn.stats
         target = self.target if self.target is not None else self.target_utilization * fn.concurrency
-        duration_s = stats.predict_duration() / 1000.0
-        stable_conc = stats.arrivals_in_last(now_ms, self.stable_window_ms) \
-            / (self.stable_window_ms / 1000.0) * duration_s
+        duration_ms = stats.duration.predict()                 # stats.predict_duration()
+        duration_s = duration_ms / 1000.0
+        n_stable = stats.arrivals_in_last(now_ms, self.stable_window_ms)
+        stable_conc = n_stable / (self.stable_window_ms / 1000.0) * duration_s
         # the panic window also sees the requests in flight right now (running or queued, the
         # one being routed included), as Knative's per-second samples would
-        in_flight = max(0, stats.arrivals - stats.completions)
-        panic_conc = max(in_flight, stats.arrivals_in_last(now_ms, self.panic_window_ms)
-                         / (self.panic_window_ms / 1000.0) * duration_s)
+        in_flight = stats.arrivals - stats.completions
+        if in_flight < 0:
+            in_flight = 0
+        panic_conc = stats.arrivals_in_last(now_ms, self.panic_window_ms) \
+            / (self.panic_window_ms / 1000.0) * duration_s
+        if not panic_conc > in_flight:
+            panic_conc = in_flight
         # a tiny epsilon keeps float noise (e.g. 2.0000000001) from asking for one more
         stable = math.ceil(stable_conc / target - 1e-9)
         panic = math.ceil(panic_conc / target - 1e-9)
-        st = self.state(fn)
-        if panic >= self.panic_threshold * max(1, fn.live_count):
+        st = fn.policy_state
+        if type(st) is not KPAState:
+            st = self.state(fn)
+        live = len(fn.instances)                               # fn.live_count
+        if panic >= self.panic_threshold * (live if live > 1 else 1):
             st.panic_until_ms = now_ms + self.stable_window_ms
         if now_ms < st.panic_until_ms:
-            return max(stable, panic, fn.live_count), True
-        return stable, False
+            most = stable
+            if panic > most:
+                most = panic
+            if live > most:
+                most = live
+            return most, True, duration_ms, n_stable
+        return stable, False, duration_ms, n_stable
 
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
         inst = warm_slot(fn)
         if inst is not None:
             return Assign(inst)
-        desired, _ = self.desired(now_ms, fn)
+        desired = self._desired(now_ms, fn)[0]
         if fn.live_count < desired:
             return SPAWN
         if self.queue_limit > 0:
@@ -140,27 +161,31 @@ class KPA(Policy):
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
             return INVOKE
-        desired, panicking = self.desired(now_ms, fn)
+        desired, panicking, duration_ms, n_stable = self._desired(now_ms, fn)
         if panicking:
-            return KeepAlive(max(self.tick_ms, self.state(fn).panic_until_ms - now_ms))
-        live = fn.live_count
+            return KeepAlive(max(self.tick_ms, fn.policy_state.panic_until_ms - now_ms))
+        live = len(fn.instances)                               # fn.live_count
         if live > desired:
             return KILL
-        return KeepAlive(self._until_fewer_needed(now_ms, fn, live))
+        return KeepAlive(self._until_fewer_needed(now_ms, fn, live, duration_ms, n_stable))
 
-    def _until_fewer_needed(self, now_ms: float, fn: FunctionView, live: int) -> float:
+    def _until_fewer_needed(self, now_ms: float, fn: FunctionView, live: int,
+                            duration_ms: float | None = None, n_stable: int | None = None) -> float:
         """Delay until the stable window, losing its oldest arrivals, asks for fewer than
         ``live`` instances if nothing else arrives (at least tick_ms). One re-ask then,
-        rather than one per tick."""
+        rather than one per tick. ``duration_ms`` and ``n_stable`` (the predicted duration
+        and the arrivals in the stable window now) are read from ``fn`` when not given."""
         stats = fn.stats
         target = self.target if self.target is not None else self.target_utilization * fn.concurrency
-        per_arrival = stats.predict_duration() / (self.stable_window_ms * target)
+        if duration_ms is None:
+            duration_ms = stats.predict_duration()
+        per_arrival = duration_ms / (self.stable_window_ms * target)
         if per_arrival <= 0:
             return self.tick_ms
         # the most arrivals the window may hold while asking for at most live - 1 instances
         allowed = math.floor((live - 1 + 1e-9) / per_arrival)
         recent = stats.recent
-        n_in = stats.arrivals_in_last(now_ms, self.stable_window_ms)
+        n_in = stats.arrivals_in_last(now_ms, self.stable_window_ms) if n_stable is None else n_stable
         if allowed >= n_in or allowed >= len(recent):
             return self.tick_ms
         leaves_at = recent[len(recent) - allowed - 1] + self.stable_window_ms
