@@ -61,6 +61,10 @@ class RegistrySettings(_Section):
     max_wasm_bytes: int = Field(64 * 1024 * 1024, ge=1)
     data_dir: Path | None = None
     """Where blobs, the SQLite database and the generated token live; default <data_dir>/registry."""
+    compiled_cache_dir: Path | None = None
+    """Keep the artifacts compiled while validating uploads here. Point it at the compiled cache
+    of the nodes on the same host (``<node cache_dir>/compiled``) and a new function is compiled
+    once, at upload, instead of again on its first cold start. Unset: not kept."""
 
     def base_url(self) -> str:
         if self.url:
@@ -179,7 +183,7 @@ def _anchor_relative_paths(data: dict[str, Any], base: Path) -> None:
             table = table.get(key) if isinstance(table, dict) else None
         if not isinstance(table, dict):
             continue
-        for key in ("data_dir", "cache_dir", "trace_out"):
+        for key in ("data_dir", "cache_dir", "trace_out", "compiled_cache_dir"):
             value = table.get(key)
             if isinstance(value, str) and not value.startswith("~") and not Path(value).is_absolute():
                 table[key] = str(base / value)

@@ -140,7 +140,8 @@ class Child:
 class Platform:
     """Registry + nodes + router as subprocesses on ``host``. Ports left at 0 are picked free;
     ``data_dir`` holds the registry (``registry/``), the nodes' shared code and compile cache
-    (``node-cache/``) and the logs (``logs/``)."""
+    (``node-cache/``, where the registry also leaves what it compiled at upload) and the logs
+    (``logs/``)."""
 
     def __init__(self, data_dir: str | os.PathLike[str], *, nodes: int = 1, policy: str = "default",
                  host: str = "127.0.0.1", registry_port: int = 0, router_port: int = 0, scheduler_port: int = 0,
@@ -206,9 +207,12 @@ class Platform:
         env["PYTHONUNBUFFERED"] = "1"
         deadline = time.monotonic() + timeout_s
         try:
+            # The registry compiles uploads to validate them: it keeps the artifacts in the nodes'
+            # compiled cache (NodeRuntime: <cache dir>/compiled), so new code compiles once.
             self.registry = self._child("registry", [
                 "-m", "wlruntime.registry", "--host", self.host, "--port", str(self.registry_port),
-                "--data-dir", str(self.registry_dir), "--log-level", "warning"], env)
+                "--data-dir", str(self.registry_dir), "--compiled-cache-dir", str(self.cache_dir / "compiled"),
+                "--log-level", "warning"], env)
             self._wait_http(self.registry, f"{self.registry_url}/healthz", deadline)
             for i, port in enumerate(self.node_ports):
                 argv = ["-m", "wlruntime.node", "--registry", self.registry_url, "--host", self.host,

@@ -1,5 +1,6 @@
 """Run the code registry: ``python -m wlruntime.registry [--host H] [--port P] [--data-dir D]
-[--token T] [--config FILE]``. Flags override the config file and ``WL_*`` env vars."""
+[--token T] [--compiled-cache-dir DIR] [--config FILE]``. Flags override the config file and
+``WL_*`` env vars."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-wasm-bytes", type=int, help="largest accepted .wasm (default 64 MiB)")
     parser.add_argument("--read-token-required", action="store_true", default=None,
                         help="require the token for reads too")
+    parser.add_argument("--compiled-cache-dir", help="keep artifacts compiled at upload here: the nodes' compiled "
+                        "cache on this host (<node cache dir>/compiled), so new code compiles once")
     parser.add_argument("--config", help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, ~/.wl/config.toml)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -28,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(args.config, overrides={"registry": {
             "host": args.host, "port": args.port, "data_dir": args.data_dir, "token": args.token,
-            "max_wasm_bytes": args.max_wasm_bytes, "read_token_required": args.read_token_required}})
+            "max_wasm_bytes": args.max_wasm_bytes, "read_token_required": args.read_token_required,
+            "compiled_cache_dir": args.compiled_cache_dir}})
         app = create_app(settings)
     except (ConfigError, OSError, RuntimeError) as exc:
         print(f"wl registry: {exc}", file=sys.stderr)

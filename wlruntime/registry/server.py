@@ -20,12 +20,17 @@ Errors are JSON ``{"detail": "<what is wrong>"}``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,20 +171,85 @@ def _parse_config(raw: str | None) -> FunctionConfig:
         raise HTTPException(400, _config_problem(exc)) from None
 
 
-def _validate_code(data: bytes, config: FunctionConfig) -> dict[str, Any]:
-    """Check ``data`` against its ABI (detected from the header when the config has none);
-    returns the config to store, with the ABI filled in. Raises 400 with wasmtime's reason."""
-    from wlruntime.wasm.validate import detect_kind, validate_wasm
+class _Validator:
+    """Validates uploaded code with wasmtime, off the event loop, and each code once.
 
-    try:
-        abi = config.abi or ("component" if detect_kind(data) == "component" else "wasi-command")
-    except ValueError as exc:
-        raise HTTPException(400, f"invalid code: {exc}") from None
-    try:
-        validate_wasm(data, abi)
-    except ValueError as exc:
-        raise HTTPException(400, f"invalid code for abi {abi!r}: {exc}") from None
-    return config.model_dump() | {"abi": abi}
+    Compiling a big component takes seconds to tens of seconds of CPU (a componentize-py
+    handler embeds CPython), so validations run on their own threads, each compiling on its
+    calling thread only (``parallel_compilation=False``: wasmtime's shared compile pool would
+    make a small upload wait for a big one). The outcome is remembered by (sha256, ABI): bytes
+    already stored under that ABI passed (the store answers across restarts), recent failures
+    are kept in memory, and concurrent uploads of the same bytes share one validation.
+
+    With ``compiled_cache_dir`` (the nodes' compiled cache on this host) the artifact compiled
+    for validating is kept there, so nodes load it instead of compiling the code again.
+    """
+
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self, store: RegistryStore, compiled_cache_dir: Path | None, threads: int = 4) -> None:
+        self.store = store
+        self.compiled_cache_dir = compiled_cache_dir
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="validate")
+        self._passed: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._failed: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._running: dict[tuple[str, str], asyncio.Task] = {}
+
+    async def check(self, data: bytes, config: FunctionConfig) -> tuple[str, dict[str, Any]]:
+        """(sha256, the config to store with the ABI filled in); raises 400 with wasmtime's reason."""
+        from wlruntime.wasm.validate import detect_kind
+
+        try:
+            abi = config.abi or ("component" if detect_kind(data) == "component" else "wasi-command")
+        except ValueError as exc:
+            raise HTTPException(400, f"invalid code: {exc}") from None
+        loop = asyncio.get_running_loop()
+        sha256 = await loop.run_in_executor(self.pool, _sha256, data)  # 18 MB take ~30 ms: not on the loop
+        key = (sha256, abi)
+        if key not in self._passed:
+            task = self._running.get(key)
+            if task is None:
+                task = self._running[key] = loop.create_task(self._validate(key, data, config.fuel is not None))
+                task.add_done_callback(lambda _: self._running.pop(key, None))
+            problem = await asyncio.shield(task)  # a gone client does not cancel it for the others
+            if problem is not None:
+                raise HTTPException(400, problem)
+        return sha256, config.model_dump() | {"abi": abi}
+
+    async def _validate(self, key: tuple[str, str], data: bytes, fuel: bool) -> str | None:
+        """None when the code is valid, else the error message (both remembered)."""
+        from wlruntime.wasm.validate import validate_wasm
+
+        problem = self._failed.get(key)
+        if problem is not None:
+            return problem
+        sha256, abi = key
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.pool, self.store.has_code, sha256, abi):
+            validate = functools.partial(validate_wasm, data, abi, compiled_cache_dir=self.compiled_cache_dir,
+                                         fuel=fuel, parallel_compilation=False)
+            try:
+                await loop.run_in_executor(self.pool, validate)
+            except ValueError as exc:
+                problem = f"invalid code for abi {abi!r}: {exc}"
+                _remember(self._failed, key, problem, self.MAX_REMEMBERED)
+                return problem
+        _remember(self._passed, key, None, self.MAX_REMEMBERED)
+        return None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _remember(memory: OrderedDict, key: Any, value: Any, limit: int) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -187,8 +257,15 @@ def create_app(settings: Settings) -> FastAPI:
     store = RegistryStore(settings.registry_dir())
     token, token_file = resolve_token(settings)
     max_wasm = settings.registry.max_wasm_bytes
+    compiled_cache_dir = settings.registry.compiled_cache_dir
+    validator = _Validator(store, Path(compiled_cache_dir).expanduser() if compiled_cache_dir else None)
 
-    app = FastAPI(title="wl code registry", version="1")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        validator.close()
+
+    app = FastAPI(title="wl code registry", version="1", lifespan=lifespan)
     app.state.store = store
     app.state.token_file = token_file
     app.add_middleware(_UploadSizeLimit, max_body=max_wasm + MULTIPART_SLACK_BYTES)
@@ -272,8 +349,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not data:
             raise HTTPException(400, "invalid code: the 'wasm' file is empty")
         config = _parse_config(raw_config)
-        stored_config = await run_in_threadpool(_validate_code, data, config)
-        sha256 = hashlib.sha256(data).hexdigest()
+        sha256, stored_config = await validator.check(data, config)
         meta, created = await run_in_threadpool(store.add_version, name, data, sha256, stored_config)
         return JSONResponse(meta, status_code=201 if created else 200,
                             headers={"Location": f"/functions/{name}/versions/{meta['version']}"})

@@ -183,6 +183,13 @@ class RegistryStore:
                              (name, version)).fetchone()
         return _metadata(row) if row is not None else None
 
+    def has_code(self, sha256: str, abi: str) -> bool:
+        """Whether some stored version has these bytes under this ABI: they passed validation."""
+        row = self._db().execute(
+            "SELECT 1 FROM versions WHERE sha256 = ? AND json_extract(config, '$.abi') = ? LIMIT 1", (sha256, abi)
+        ).fetchone()
+        return row is not None
+
     def versions(self, name: str) -> list[dict]:
         db = self._db()
         rows = db.execute("SELECT * FROM versions WHERE name = ? ORDER BY version", (name,)).fetchall()

@@ -49,8 +49,10 @@ class CacheResult:
 class CompiledCache:
     """Thread-safe; ``get`` compiles a given sha256 at most once at a time."""
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None, max_in_memory: int = 256) -> None:
+    def __init__(self, cache_dir: str | os.PathLike[str] | None, max_in_memory: int = 256,
+                 parallel_compilation: bool = True) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.parallel_compilation = parallel_compilation
         self.max_in_memory = max_in_memory
         self._memory: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -81,7 +83,7 @@ class CompiledCache:
             artifact = self._load_from_disk(sha256, abi, fuel)
             source = DISK
             if artifact is None:
-                artifact = compile_checked(load_code(), abi, fuel)
+                artifact = compile_checked(load_code(), abi, fuel, self.parallel_compilation)
                 source = COMPILED
                 self._save_to_disk(sha256, abi, fuel, artifact)
             elapsed = (time.perf_counter() - started) * 1000.0
@@ -99,7 +101,7 @@ class CompiledCache:
         path = self.disk_path(sha256, abi, fuel)
         if path is None or not path.is_file():
             return None
-        engine = get_engine(fuel)
+        engine = get_engine(fuel, self.parallel_compilation)
         try:
             if abi == ABI_WASI_COMMAND:
                 module = wasmtime.Module.deserialize_file(engine, str(path))

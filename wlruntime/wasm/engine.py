@@ -3,6 +3,10 @@
 One Engine per configuration per process: compiling is per engine, so sharing it lets every
 instance of a function reuse one compiled module. Two configurations exist, without and with
 fuel metering, because fuel costs time on every call and most functions do not ask for it.
+Each also exists with parallel compilation off, for the registry: wasmtime compiles a module's
+functions on rayon's process-wide thread pool, so while a big component compiles there, a small
+one's compilation waits behind it. Compiled without that pool, each compilation runs on its own
+calling thread. (Artifacts are the same either way: serialized ones load in both.)
 
 Timeouts use epoch interruption: a single daemon thread increments every engine's epoch each
 ``EPOCH_TICK_MS``; a call sets its store's deadline to ``ticks_for(timeout_ms)`` ticks, so the
@@ -21,7 +25,7 @@ import wasmtime
 EPOCH_TICK_MS = 2
 
 _lock = threading.Lock()
-_engines: dict[bool, wasmtime.Engine] = {}
+_engines: dict[tuple[bool, bool], wasmtime.Engine] = {}
 
 
 @cache
@@ -34,19 +38,22 @@ def engine_fingerprint(fuel: bool) -> str:
     return f"wasmtime-{wasmtime_version()}-epoch-fuel{int(fuel)}"
 
 
-def get_engine(fuel: bool = False) -> wasmtime.Engine:
-    """The shared engine; ``fuel=True`` returns the separate fuel-metering engine."""
+def get_engine(fuel: bool = False, parallel_compilation: bool = True) -> wasmtime.Engine:
+    """The shared engine; ``fuel=True`` returns the separate fuel-metering engine, and
+    ``parallel_compilation=False`` one that compiles on the calling thread only."""
+    key = (fuel, parallel_compilation)
     with _lock:
-        engine = _engines.get(fuel)
+        engine = _engines.get(key)
         if engine is None:
             config = wasmtime.Config()
             config.epoch_interruption = True
             config.consume_fuel = fuel
             config.wasm_component_model = True
+            config.parallel_compilation = parallel_compilation
             engine = wasmtime.Engine(config)
             if not _engines:
                 threading.Thread(target=_tick_forever, name="wasm-epoch-ticker", daemon=True).start()
-            _engines[fuel] = engine
+            _engines[key] = engine
         return engine
 
 

@@ -59,7 +59,7 @@ def detect_kind(data: bytes) -> str:
 
 
 def validate_wasm(data: bytes, abi: str, *, compiled_cache_dir: str | os.PathLike[str] | None = None,
-                  fuel: bool = False) -> None:
+                  fuel: bool = False, parallel_compilation: bool = True) -> None:
     """Raise InvalidWasm (a ValueError) unless ``data`` is runnable under ``abi``.
 
     Compiles the code with the node's engine configuration, so what passes here instantiates
@@ -68,9 +68,11 @@ def validate_wasm(data: bytes, abi: str, *, compiled_cache_dir: str | os.PathLik
     there: nodes on the same host using that folder as their compiled cache (the node's
     ``<cache-dir>/compiled``) then start the new function without compiling it again.
     ``fuel`` compiles for the fuel-metering engine (functions whose config sets ``fuel``).
+    ``parallel_compilation=False`` compiles on the calling thread only, so concurrent
+    validations do not queue behind each other on wasmtime's shared thread pool.
     """
     if compiled_cache_dir is None:
-        compile_checked(data, abi, fuel)
+        compile_checked(data, abi, fuel, parallel_compilation)
         return
     import hashlib
 
@@ -79,10 +81,11 @@ def validate_wasm(data: bytes, abi: str, *, compiled_cache_dir: str | os.PathLik
     if abi not in ABIS:
         raise InvalidWasm(f"unknown abi {abi!r}: expected one of {', '.join(ABIS)}")
     sha256 = hashlib.sha256(data).hexdigest()
-    CompiledCache(compiled_cache_dir).get(sha256, abi, fuel, lambda: bytes(data))
+    CompiledCache(compiled_cache_dir, parallel_compilation=parallel_compilation).get(
+        sha256, abi, fuel, lambda: bytes(data))
 
 
-def compile_checked(data: bytes, abi: str, fuel: bool = False):
+def compile_checked(data: bytes, abi: str, fuel: bool = False, parallel_compilation: bool = True):
     """Compile ``data`` for ``abi`` and check its imports/exports; returns the Module/Component."""
     import wasmtime
     import wasmtime.component
@@ -92,7 +95,7 @@ def compile_checked(data: bytes, abi: str, fuel: bool = False):
     if abi not in ABIS:
         raise InvalidWasm(f"unknown abi {abi!r}: expected one of {', '.join(ABIS)}")
     kind = detect_kind(data)
-    engine = get_engine(fuel)
+    engine = get_engine(fuel, parallel_compilation)
     if abi == ABI_WASI_COMMAND:
         if kind != "module":
             raise InvalidWasm(
