@@ -83,11 +83,18 @@ class AppHistogram:
 
     def record(self, idle_ms: float, bin_ms: float) -> None:
         b = int(idle_ms // bin_ms)
-        if b < len(self.counts):
-            c = self.counts[b]
+        counts = self.counts
+        if b < len(counts):
+            c = counts[b]
             self.sumsq += 2 * c + 1
-            self.counts[b] = c + 1
-            self.bins.add(b)
+            counts[b] = c + 1
+            # self.bins.add(b), inlined: this runs at every arrival
+            bins = self.bins
+            tree, n = bins.tree, bins.n
+            i = b + 1
+            while i <= n:
+                tree[i] += 1
+                i += i & -i
             self.in_range += 1
         else:
             self.oob += 1
@@ -217,9 +224,10 @@ class HybridHistogram(Policy):
         return out
 
     def _compute(self, st: AppHistogram) -> tuple[str, float, float]:
-        if st.samples < self.min_samples:
+        samples = st.in_range + st.oob             # st.samples
+        if samples < self.min_samples:
             return UNCERTAIN, 0.0, self.fallback_keepalive_ms
-        if st.oob / st.samples >= self.oob_threshold:
+        if st.oob / samples >= self.oob_threshold:
             forecast = statistics.median(st.recent)
             return (OUT_OF_BOUNDS, forecast * (1.0 - self.forecast_margin),
                     max(EPS_MS * 2, forecast * self.forecast_margin * 2.0))
@@ -234,20 +242,30 @@ class HybridHistogram(Policy):
 
     # --------------------------------------------------------------- decisions
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
-        st = self.app_state(fn)
+        st = fn.policy_state
+        if type(st) is not AppHistogram:
+            st = self.app_state(fn)
         end = fn.stats.last_end_ms
-        if end is not None and (st.last_end_ms is None or end > st.last_end_ms):
-            st.last_end_ms = end
-        if st.last_end_ms is not None:
-            st.record(0.0 if st.in_flight(fn) else max(0.0, now_ms - st.last_end_ms), self.bin_ms)
-        inst = warm_slot(fn)
+        last = st.last_end_ms
+        if end is not None and (last is None or end > last):
+            st.last_end_ms = last = end
+        if last is not None:
+            st.record(0.0 if st.in_flight(fn) else max(0.0, now_ms - last), self.bin_ms)
+        idle = fn.idle
+        inst = idle[-1] if idle else warm_slot(fn)
         return Assign(inst) if inst is not None else SPAWN
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
             return INVOKE
-        st = self.app_state(fn)
-        _, prewarm, keepalive = self.windows(fn)
+        st = fn.policy_state
+        if type(st) is not AppHistogram:
+            st = self.app_state(fn)
+        cached = st._cached                     # self.windows(fn), inlined
+        if cached is not None and cached[0] == st.version:
+            _, prewarm, keepalive = cached[1]
+        else:
+            _, prewarm, keepalive = self.windows(fn)
         idle = idle_for(now_ms, instance)
         if instance.invocations == 0:          # pre-warmed and not used yet
             return keep_until(keepalive, idle)
