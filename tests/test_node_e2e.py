@@ -43,8 +43,8 @@ def free_port() -> int:
 # ---- processes -------------------------------------------------------------------------------
 
 class Registry:
-    def __init__(self, data_dir: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port or free_port()}"
         self.log = data_dir.parent / "registry.log"
         port = self.url.rsplit(":", 1)[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
@@ -338,6 +338,48 @@ def test_cached_and_uncached_spawns(registry, tmp_path) -> None:
         assert invoke(restarted, from_disk.instance_id, b"x").invoke.output == b"x #1"
     finally:
         restarted.stop()
+
+
+def test_a_fresh_node_spawns_a_cached_version_without_asking_the_registry(tmp_path) -> None:
+    """name@version metadata is cached on disk (versions never change in a registry), so a new
+    node process with a warm cache spawns it even with the registry down; "latest" is always
+    asked. A registry made anew at the same address numbers from 1 again: its id differs, and
+    nodes do not reuse what they cached about the old one."""
+    port = free_port()
+    registry = Registry(tmp_path / "registry", port)
+    client = RegistryClient(registry.url, TOKEN)
+    client.upload("fn", wasm("echo"), {"abi": "wasi-command"})
+    cache = tmp_path / "cache"
+    first = NodeProcess(registry, cache)
+    try:
+        assert spawn(first, "fn", version="1").compile_source == "compiled"
+    finally:
+        first.stop()
+        client.close()
+        registry.stop()
+
+    offline = NodeProcess(registry, cache)  # a new process, and nobody answers at the registry's address
+    try:
+        spawned = spawn(offline, "fn", version="1")
+        assert spawned.compile_source == "disk"  # metadata and artifact from the caches: no request
+        assert invoke(offline, spawned.instance_id, b"from the caches").invoke.output == b"from the caches"
+        latest = grpc_error(lambda: spawn(offline, "fn"))
+        assert latest.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        offline.stop()
+
+    renewed = Registry(tmp_path / "registry-2", port)  # same address, a new registry: fn@1 is other code
+    client = RegistryClient(registry.url, TOKEN)
+    client.upload("fn", wasm("env"), {"abi": "wasi-command"})
+    node = NodeProcess(renewed, cache)
+    try:
+        spawned = spawn(node, "fn", version="1")
+        output = invoke(node, spawned.instance_id, b"").invoke.output
+        assert b"WL_FUNCTION=fn" in output  # the env function's output, not the old echo's
+    finally:
+        node.stop()
+        client.close()
+        renewed.stop()
 
 
 def test_memory_capacity_and_expiry_without_a_scheduler(registry, tmp_path) -> None:

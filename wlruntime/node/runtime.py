@@ -18,9 +18,14 @@ config's ``concurrency`` is the router's cap on instances, reported back in Spaw
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
+import json
 import logging
+import os
+import re
+import tempfile
 import threading
 import time
 import uuid
@@ -30,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from wlruntime.wasm.cache import MEMORY, CompiledCache
 from wlruntime.wasm.runners import (
@@ -215,6 +221,8 @@ class NodeRuntime:
         self._starting: set[str] = set()  # ids of spawns in progress (memory reserved)
         self._killed: OrderedDict[str, str] = OrderedDict()  # recent tombstones: id -> why
         self._metadata: dict[tuple[str, int], dict] = {}  # immutable versions only
+        self._registry_id: str | None = None  # set by refresh_registry_identity()
+        self._identity_asked = False
         self._functions: dict[tuple[str, int, str], CompiledFunction] = {}
         # wasm runs here, never on the gRPC server's event loop, so Status/Health/KeepAlive always answer.
         self.wasm_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasm")
@@ -271,15 +279,87 @@ class NodeRuntime:
         if version != "latest" and not version.isdigit():
             raise NodeError("INVALID_ARGUMENT", f"version must be a number or 'latest', got {version!r}")
         if version != "latest":
-            cached = self._metadata.get((function, int(version)))
+            # name@version never changes in a registry: remembered in memory, and on disk for the
+            # next node process (a fresh node then spawns from its caches without a request).
+            key = (function, int(version))
+            cached = self._metadata.get(key) or self._read_metadata_file(function, int(version))
             if cached is not None:
+                self._metadata[key] = cached
                 return cached
         try:
             meta = self.registry.get(function, version)
         except RegistryError as error:
             raise _registry_error(error, f"{function}@{version}") from None
         self._metadata[(function, int(meta["version"]))] = meta
+        self._write_metadata_file(function, meta)
         return meta
+
+    # ---- metadata cache on disk ------------------------------------------------------------
+    # <cache dir>/meta/<registry id>/<name>@<version>.json, keyed by the registry's id: a
+    # registry made anew at the same address numbers versions from 1 again.
+
+    def refresh_registry_identity(self) -> None:
+        """Learn the registry's id (one request), remembered on disk per registry address; when
+        the registry cannot be reached, the last id seen at that address is used."""
+        remembered = self._identity_file()
+        identity = None
+        asker = getattr(self.registry, "identity", None)
+        if asker is not None:
+            try:
+                identity = asker()
+            except Exception as error:  # noqa: BLE001 (unreachable registry: fall back to what we knew)
+                log.info("registry identity unknown (%s): using the last one seen", error)
+        if identity is not None and _REGISTRY_ID.match(identity):
+            if remembered is not None:
+                _write_atomically(remembered, identity.encode())
+        elif remembered is not None and remembered.is_file():
+            identity = remembered.read_text().strip()
+            identity = identity if _REGISTRY_ID.match(identity) else None
+        else:
+            identity = None
+        self._registry_id = identity
+
+    def _identity_file(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        address = str(getattr(self.registry, "base_url", ""))
+        return self.cache_dir / "meta" / f"registry-{hashlib.sha256(address.encode()).hexdigest()[:16]}.id"
+
+    def _metadata_file(self, function: str, version: int) -> Path | None:
+        if self.cache_dir is None or self._registry_id is None:
+            return None
+        return self.cache_dir / "meta" / self._registry_id / f"{quote(function, safe='')}@{version}.json"
+
+    def _read_metadata_file(self, function: str, version: int) -> dict | None:
+        path = self._metadata_file(function, version)
+        if path is None:
+            return None
+        try:
+            meta = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            log.warning("ignoring unreadable metadata cache entry %s: %s", path, error)
+            return None
+        valid = (isinstance(meta, dict) and meta.get("name") == function and meta.get("version") == version
+                 and isinstance(meta.get("sha256"), str) and _SHA256.match(meta["sha256"])
+                 and isinstance(meta.get("config"), dict))
+        if not valid:
+            log.warning("ignoring malformed metadata cache entry %s", path)
+            return None
+        return meta
+
+    def _write_metadata_file(self, function: str, meta: dict) -> None:
+        if self._registry_id is None and self.cache_dir is not None and not self._identity_asked:
+            self._identity_asked = True  # a node that started while the registry was down: learn it now
+            self._control_pool.submit(self.refresh_registry_identity)
+        path = self._metadata_file(function, int(meta["version"]))
+        if path is None or meta.get("name") != function:
+            return
+        try:
+            _write_atomically(path, json.dumps(meta).encode())
+        except OSError as error:  # a full or read-only disk costs a request next time, nothing else
+            log.warning("cannot write metadata cache entry %s: %s", path, error)
 
     def _compiled_function(self, name: str, version: int, sha256: str, config: FunctionConfig):
         """(CompiledFunction, code_cached, code_fetch_ms, compile_ms, compile_source)."""
@@ -587,6 +667,23 @@ class NodeRuntime:
                     self._free(instance, "node shutting down")
         self._control_pool.shutdown(wait=False, cancel_futures=True)
         self.wasm_pool.shutdown(wait=False, cancel_futures=True)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_REGISTRY_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a temp file next to ``path`` and rename it: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _registry_error(error: Any, what: str) -> NodeError:

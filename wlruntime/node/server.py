@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ log = logging.getLogger("wlruntime.node")
 
 SCHEDULER_TIMEOUT_S = 10.0
 SPAWN_THREADS = 8
+REGISTRY_ID_WAIT_S = 2.0
 
 # Enum names -> numbers, looked up once (EnumTypeWrapper.Value costs a call per reply).
 _ERROR_KIND = {name.lower(): number for name, number in pb.ErrorKind.items()}
@@ -205,6 +207,11 @@ async def start_node(
     runtime = NodeRuntime(node_id, registry, memory_mb, cache_dir, workers=workers, idle_grace_ms=idle_grace_ms,
                           scheduler=scheduler, metrics=metrics)
     metrics.attach(runtime)
+    # Which registry this is keys the on-disk metadata cache; a registry that does not answer
+    # soon is not waited for (the last id seen at its address is used meanwhile).
+    learn = threading.Thread(target=runtime.refresh_registry_identity, name="node-registry-id", daemon=True)
+    learn.start()
+    await asyncio.get_running_loop().run_in_executor(None, learn.join, REGISTRY_ID_WAIT_S)
     spawn_pool = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="node-spawn")
     node_pb2_grpc.add_NodeServicer_to_server(NodeService(runtime, spawn_pool), server)
     await server.start()

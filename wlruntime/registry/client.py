@@ -104,6 +104,11 @@ class RegistryClient:
     def health(self) -> dict:
         return self._request("GET", "/healthz").json()
 
+    def identity(self) -> str | None:
+        """The registry's id (``X-WL-Registry-Id``): random, made with its database, so a
+        registry made anew at the same address has another one; None from older registries."""
+        return self._request("GET", "/healthz").headers.get("x-wl-registry-id")
+
     def upload(self, name: str, wasm_bytes: bytes, config: dict | None = None) -> dict:
         """Upload a new version of ``name``; returns its metadata (name, version, sha256, size,
         config, created_at). Identical bytes and config to the latest version return that

@@ -13,7 +13,7 @@ Endpoints::
     GET    /functions/{name}/versions/{version}        metadata; version is an int or "latest"
     GET    /functions/{name}/versions/{version}/code   wasm bytes, ETag "<sha256>"
     GET    /blobs/{sha256}                             wasm bytes, ETag "<sha256>"
-    GET    /healthz
+    GET    /healthz                                    {"status": "ok"}, header X-WL-Registry-Id
 
 Errors are JSON ``{"detail": "<what is wrong>"}``.
 """
@@ -47,6 +47,7 @@ from wlruntime.registry.models import FunctionConfig, name_problem
 from wlruntime.registry.store import RegistryStore
 
 TOKEN_FILE = "registry.token"
+REGISTRY_ID_HEADER = "X-WL-Registry-Id"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Multipart framing and the config field ride on top of the wasm bytes.
 MULTIPART_SLACK_BYTES = 1024 * 1024
@@ -321,7 +322,9 @@ def create_app(settings: Settings) -> FastAPI:
         return FileResponse(path, media_type="application/wasm", headers=headers)
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    def healthz(response: Response) -> dict:
+        # Which registry this is: nodes key their cache of name@version metadata by it.
+        response.headers[REGISTRY_ID_HEADER] = store.registry_id
         return {"status": "ok"}
 
     @app.get("/functions", dependencies=[Depends(require_read)])

@@ -7,7 +7,9 @@ Layout of the registry directory::
     tmp/                      in-flight uploads; emptied at start (leftovers of a crash)
 
 Version numbers per name only grow, also across a delete, so ``name@version`` always means
-the same bytes to a node that cached it.
+the same bytes to a node that cached it. Within this registry, that is: a registry made anew
+(its folder wiped) starts again at 1, so it gets a new random ``registry_id`` (kept in the
+database), and nodes key what they cache about versions by it.
 
 Blob removal and blob adoption both happen while holding SQLite's write lock, so a delete
 never removes a blob that a concurrent upload is about to reference.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import tempfile
 import threading
@@ -40,6 +43,10 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (name, version)
 );
 CREATE INDEX IF NOT EXISTS versions_by_sha256 ON versions (sha256);
+CREATE TABLE IF NOT EXISTS registry (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -78,6 +85,8 @@ class RegistryStore:
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO registry (key, value) VALUES ('id', ?)", (secrets.token_hex(16),))
+            self.registry_id: str = db.execute("SELECT value FROM registry WHERE key = 'id'").fetchone()["value"]
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
