@@ -88,14 +88,20 @@ class FaasCache(Policy):
         return st
 
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
-        st = self.state(fn)
-        if fn.live_count == 0:
+        # (inline forms of self.state(fn), fn.live_count, max(mem, 1e-9) and warm_slot's
+        # common case, which pick the same values: this runs at every arrival)
+        st = fn.policy_state
+        if type(st) is not GreedyDualState:
+            st = self.state(fn)
+        if not fn.instances:
             st.freq = 0
         st.freq += 1
-        st.priority = self.clock + st.freq * fn.stats.cold_start_ms / max(fn.memory_mb, 1e-9)
+        mem = fn.memory_mb
+        st.priority = self.clock + st.freq * fn.stats.cold_start_ms / (1e-9 if 1e-9 > mem else mem)
         if self.memory_cap_mb is not None:
             self._fns[fn.name] = fn
-        inst = warm_slot(fn)
+        idle = fn.idle
+        inst = idle[-1] if idle else warm_slot(fn)
         return Assign(inst) if inst is not None else SPAWN
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
