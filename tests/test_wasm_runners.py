@@ -180,3 +180,20 @@ def test_try_invoke_finishes_short_calls_and_gives_back_long_ones() -> None:
     # with a filesystem an attempt could leave files behind: never retried
     assert not instance("echo", allow_fs=True).can_retry
     assert not instance("counter.component", abi="component").can_retry
+
+
+def test_the_epoch_clock_sleeps_while_no_wasm_runs_and_timeouts_still_hold() -> None:
+    from wlruntime.wasm.engine import wasm_running
+
+    def wait_until_parked() -> None:  # after a second without wasm running
+        deadline = time.monotonic() + 10
+        while wasm_running.wake.is_set():
+            assert time.monotonic() < deadline, "the epoch ticker never went to sleep"
+            time.sleep(0.05)
+
+    looping = instance("loop", timeout_ms=100)
+    counter = instance("counter.component", abi="component", timeout_ms=100)
+    wait_until_parked()
+    assert looping.invoke(Invocation(b"")).error == "timeout"  # woken: deadlines hold as usual
+    wait_until_parked()
+    assert counter.invoke(Invocation(b"~spin")).error == "timeout"

@@ -34,7 +34,7 @@ import wasmtime
 import wasmtime.component
 from wasmtime import _ffi as ffi
 
-from wlruntime.wasm.engine import get_engine, ticks_for
+from wlruntime.wasm.engine import get_engine, ticks_for, wasm_running
 from wlruntime.wasm.handle_call import HandleCaller
 from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
 from wlruntime.wasm.wasi_command import CommandRunner
@@ -326,7 +326,8 @@ class ComponentInstance(_InstanceBase):
         store.set_epoch_deadline(ticks_for(self.config.timeout_ms))  # instantiation runs init code
         if self.config.fuel is not None:
             store.set_fuel(self.config.fuel)
-        instance = self.function.linker.instantiate(store, self.function.artifact)
+        with wasm_running:
+            instance = self.function.linker.instantiate(store, self.function.artifact)
         handle = instance.get_func(store, HANDLE_EXPORT)
         if handle is None:  # validated at upload; a node-side check all the same
             raise RuntimeError(f"component has no `{HANDLE_EXPORT}` export")
@@ -351,7 +352,8 @@ class ComponentInstance(_InstanceBase):
                     ("version", str(self.function.version))]
         metadata += [(str(k), str(v)) for k, v in invocation.metadata.items()]
         try:
-            result = self.handle(store, bytes(invocation.payload), metadata)
+            with wasm_running:
+                result = self.handle(store, bytes(invocation.payload), metadata)
         except wasmtime.WasmtimeError as error:
             outcome.error, outcome.error_message = _classify_error(str(error), timeout, self.config.memory_mb)
             if outcome.error == TRAP:

@@ -34,6 +34,8 @@ import wasmtime
 from wasmtime import _bindings
 from wasmtime import _ffi as ffi
 
+from wlruntime.wasm.engine import wasm_running
+
 WASI_MODULE = b"wasi_snapshot_preview1"
 START = b"_start"
 MEMORY = b"memory"
@@ -209,7 +211,8 @@ class CommandRunner:
             if self.capture_stdio:
                 _current.sinks = (None, result.stdout, result.stderr)
             try:
-                self._instantiate_and_start(context, result)
+                with wasm_running:
+                    self._instantiate_and_start(context, result)
             finally:
                 if self.capture_stdio:
                     _current.sinks = None
