@@ -22,6 +22,12 @@ answer; if not, the attempt is dropped (a fresh Store per call and no files: it 
 trace) and the invocation runs again on the pool, and that function skips the inline attempt
 for the next second. Components (ABI 2) keep state, so they always run on the pool.
 
+Cache dir (``--cache-dir``, shared by the nodes of a host): ``code/`` fetched code by sha256,
+``compiled/`` compiled artifacts (the registry can leave its own there, see
+``registry.compiled_cache_dir``), ``meta/<registry id>/<name>@<version>.json`` the metadata of
+immutable versions, so a new node process spawns a cached version without asking the registry
+("latest" is always asked).
+
 For short functions a node process is bound by the Python around each call (gRPC, the runtime,
 setting up a Store); ``python -m wlruntime.node.quickbench --compare-with DIR`` measures it
 against another tree in the same run (numbers in bench/README.md). Run one node per core.
