@@ -160,3 +160,18 @@ def test_broken_artifacts_give_clear_errors(maskable_artifact, tmp_path) -> None
         LearnedPolicy.load(not_ours)
     with pytest.raises(ArtifactError, match="takes no parameters"):
         load_policy(f"learned:{good}:temperature=2")
+
+
+def test_bundled_example_artifact_loads_and_runs() -> None:
+    """examples/learned/azure40 (committed) still matches the encoder and runs in the simulator."""
+    from wlsim.engine import simulate
+    from wlsim.metrics import summarize
+    from wlsim.traces import read_trace
+
+    root = Path(__file__).resolve().parent.parent
+    policy = load_policy(f"learned:{root / 'examples/learned/azure40'}")
+    assert policy.describe()["algo"] == "maskable_ppo"
+    trace = read_trace(root / "traces/azure2021/Azure2021_200.csv")
+    m = summarize(simulate(trace, policy))
+    assert m["served"] == len(trace) == 199
+    assert 0 < m["cold_starts"] < len(trace)

@@ -98,6 +98,12 @@ def test_wl_train_and_evaluate_commands(tmp_path: Path) -> None:
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert "learned:" in result.output
 
+    exported = runner.invoke(app, ["export", str(next((out / "checkpoints").glob("*.zip"))), str(tmp_path / "ck")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "ck" / "weights.npz").is_file()
+    no_model = runner.invoke(app, ["export", str(tmp_path / "none.zip"), str(tmp_path / "ck2")])
+    assert no_model.exit_code == 2 and "model file not found" in no_model.output
+
     bad = runner.invoke(app, ["train", "--trace", str(trace_path), "--algo", "a2c", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--algo must be one of" in bad.output
     assert not (tmp_path / "x").exists()

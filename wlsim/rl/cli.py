@@ -1,5 +1,5 @@
-"""``wl train`` (and ``python -m wlsim.rl.cli train|evaluate``): train a learned routing /
-keep-alive policy and evaluate it against the built-ins.
+"""``wl train`` (and ``python -m wlsim.rl.cli train|evaluate|export``): train a learned
+routing / keep-alive policy, export checkpoints, evaluate against the built-ins.
 
 Only typer and rich are imported at module level; torch, stable-baselines3 and the
 simulator are imported inside the commands.
@@ -127,8 +127,25 @@ def evaluate_cmd(
     console.print(f"results in [bold]{out_dir}[/]")
 
 
+def export_cmd(
+    model: Path = typer.Argument(..., help="An sb3 model or checkpoint (.zip) written by wl train."),
+    out: Path = typer.Argument(..., help="Artifact folder to write (spec.json + weights.npz)."),
+    encoder: Path | None = typer.Option(None, "--encoder",
+                                        help="Encoder spec JSON (default: the run's encoder.json)."),
+) -> None:
+    """Export a trained model or checkpoint to the numpy artifact (learned:OUT)."""
+    try:
+        from wlsim.rl.export import export_checkpoint  # noqa: PLC0415
+
+        path = export_checkpoint(model, out, encoder)
+    except _user_errors() as e:
+        raise _fail(str(e)) from None
+    console.print(f"artifact: [bold]{path}[/] (use learned:{path})")
+
+
 app.command("train")(train_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("export")(export_cmd)
 
 if __name__ == "__main__":
     app()

@@ -81,6 +81,7 @@ def export_model(model: Any, encoder: FeatureEncoder, out_dir: str | Path,
     with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as tmp:
         np.savez(tmp, **arrays)
         tmp_weights = Path(tmp.name)
+    tmp_weights.chmod(0o644)  # NamedTemporaryFile creates 0600; an artifact is meant to be shared
     spec = {
         "format": ARTIFACT_FORMAT,
         "format_version": ARTIFACT_VERSION,
