@@ -24,7 +24,7 @@ SEED = 0
 # FaasCache is a cache: it keeps every instance until memory runs out, so it is compared
 # under a memory cap (150 GB, well below the day's unconstrained idle peak).
 DEMO_POLICIES = ("fixed_ttl", "hybrid_histogram", "faascache:memory_cap_mb=150000", "kpa", "default", "oracle")
-LEARNED_ARTIFACT = Path("examples/learned")
+LEARNED_ARTIFACT = Path("examples/learned/azure40")
 
 
 @dataclass
