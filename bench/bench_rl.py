@@ -23,11 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.interface import Policy  # noqa: E402
-from policies.learned import LearnedPolicy  # noqa: E402
-from wlsim.rl.env import RoutingEnv  # noqa: E402
-from wlsim.rl.sim import StepSim  # noqa: E402
-from wlsim.traces import read_trace  # noqa: E402
+from policies.interface import Policy
+from policies.learned import LearnedPolicy
+from wlsim.rl.env import RoutingEnv
+from wlsim.rl.sim import StepSim
+from wlsim.traces import read_trace
 
 
 def env_steps_per_s(trace, steps: int, repeats: int) -> list[float]:

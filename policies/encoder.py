@@ -28,14 +28,26 @@ import heapq
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import islice, pairwise
 from typing import Any
 
 import numpy as np
 
 from policies.interface import (
-    BUSY, IDLE, INVOKE, KILL, REJECT, SPAWN, STARTING, Assign, FunctionView, IdleDecision,
-    InstanceView, KeepAlive, RequestView, RouteDecision,
+    BUSY,
+    IDLE,
+    INVOKE,
+    KILL,
+    REJECT,
+    SPAWN,
+    STARTING,
+    Assign,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    KeepAlive,
+    RequestView,
+    RouteDecision,
 )
 
 MS_PER_DAY = 86_400_000.0
@@ -73,7 +85,7 @@ def remaining_ms(typical_ms: float, elapsed_ms: float) -> float:
     (plain ``typical - elapsed`` would call it "about to finish" and invite a long wait)."""
     left = typical_ms - elapsed_ms
     half = 0.5 * elapsed_ms
-    return left if left > half else half
+    return max(half, left)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -125,7 +137,7 @@ class EncoderSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EncoderSpec":
+    def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -185,7 +197,7 @@ class FeatureEncoder:
         return json.dumps(self.spec.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureEncoder":
+    def from_dict(cls, d: dict[str, Any]) -> FeatureEncoder:
         return cls(EncoderSpec.from_dict(d))
 
     # ------------------------------------------------------------------- helpers
@@ -205,7 +217,7 @@ class FeatureEncoder:
         if len(recent) >= 2:
             # Pure Python: for 32 values it is several times faster than numpy.
             times = list(islice(reversed(recent), GAP_HISTORY + 1))
-            gaps = [a - b for a, b in zip(times, times[1:])]    # newest gap first, all >= 0
+            gaps = [a - b for a, b in pairwise(times)]    # newest gap first, all >= 0
             last_gap = gaps[0]
             gaps.sort()
             p50, p90 = _quantile(gaps, 0.5), _quantile(gaps, 0.9)
@@ -222,14 +234,14 @@ class FeatureEncoder:
     def _expected_wait(now_ms: float, inst: InstanceView, typical: float, cold_ms: float) -> float:
         """ms a request assigned to ``inst`` now would wait before it starts executing."""
         state = inst.state
-        conc = inst.concurrency if inst.concurrency > 1 else 1
+        conc = max(1, inst.concurrency)
         if state == IDLE or (state == BUSY and inst.active < conc):
             return 0.0
         if state == STARTING:
             head = cold_ms - (now_ms - inst.created_ms)
         else:
             head = remaining_ms(typical, inst.elapsed_ms(now_ms)) / conc
-        return (head if head > 0.0 else 0.0) + len(inst.queue) * typical / conc
+        return (max(0.0, head)) + len(inst.queue) * typical / conc
 
     def candidates(self, now_ms: float, fn: FunctionView, exclude: InstanceView | None = None) -> list[InstanceView]:
         """Top-K instances of ``fn`` in a deterministic order: idle ones first, warmest

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +28,12 @@ import numpy as np
 
 from policies.encoder import EncoderSpec, FeatureEncoder
 from policies.interface import (
-    FunctionView, IdleDecision, InstanceView, Policy, RequestView, RouteDecision,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    Policy,
+    RequestView,
+    RouteDecision,
 )
 
 ARTIFACT_FORMAT = "wl-learned-policy"
@@ -87,7 +93,7 @@ class LearnedPolicy(Policy):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str | Path, **params: Any) -> "LearnedPolicy":
+    def load(cls, path: str | Path, **params: Any) -> LearnedPolicy:
         """Load an artifact folder (or its spec.json). Raises ArtifactError naming the
         file and what is wrong."""
         if params:
@@ -134,7 +140,7 @@ class LearnedPolicy(Policy):
         try:
             with np.load(weights_path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
-        except Exception as e:  # zipfile/ValueError/OSError: all mean "not a readable npz"
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # all mean "not a readable npz"
             raise ArtifactError(f"{weights_path}: not a readable .npz file: {type(e).__name__}: {e}") from None
         weights: list[tuple[np.ndarray, np.ndarray]] = []
         acts: list[str] = []

@@ -13,7 +13,17 @@ import pytest
 import wlsim.rl.env  # noqa: F401  (registers wlsim/Routing-v0)
 from policies.encoder import EncoderSpec, FeatureEncoder
 from policies.interface import (
-    BUSY, IDLE, INVOKE, KILL, SPAWN, STARTING, Assign, FunctionView, InstanceView, KeepAlive, RequestView,
+    BUSY,
+    IDLE,
+    INVOKE,
+    KILL,
+    SPAWN,
+    STARTING,
+    Assign,
+    FunctionView,
+    InstanceView,
+    KeepAlive,
+    RequestView,
 )
 from wlsim.rl import ENV_ID
 from wlsim.rl.env import RoutingEnv

@@ -117,7 +117,7 @@ def test_learned_policy_needs_no_torch(maskable_artifact) -> None:
     code = ("import sys; from policies.learned import LearnedPolicy; "
             f"p = LearnedPolicy.load({str(path)!r}); "
             "assert 'torch' not in sys.modules, 'torch imported'; print(p.encoder.n_actions)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == 16
 

@@ -116,3 +116,23 @@ def test_wl_train_and_evaluate_commands(tmp_path: Path) -> None:
     assert ev.exit_code == 0, ev.output
     assert "the goal vs hybrid_histogram" in ev.output
     assert (tmp_path / "eval" / "summary.csv").is_file() and (tmp_path / "eval" / "pareto.png").is_file()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_unmasked_algorithms_train_and_export(algo: str, tmp_path: Path) -> None:
+    """PPO and DQN ignore masks: they still train (invalid actions fall back and are
+    penalised) and export an artifact the simulator runs."""
+    import torch
+
+    from policies.learned import LearnedPolicy
+    from wlsim.engine import simulate
+    from wlsim.rl.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    trace = every_two_seconds(minutes=4)
+    result = train(TrainConfig(trace="every-2s", algo=algo, steps=600, out=str(tmp_path / algo), n_envs=1,
+                               n_steps=256, episode_minutes=None, warmup_minutes=0, functions_per_episode=None,
+                               checkpoint_every=0, progress_bar=False, tensorboard=False), trace_table=trace)
+    policy = LearnedPolicy.load(result.artifact)
+    assert policy.describe()["algo"] == algo
+    assert len(simulate(trace, policy).requests) == len(trace)

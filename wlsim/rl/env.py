@@ -40,7 +40,7 @@ the shortest expected wait, else spawn; idle: invoke if queued, else kill) and c
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -82,7 +82,7 @@ def load_trace(trace: pd.DataFrame | str | os.PathLike, *, seed: int = 0, start_
         if start_minute is not None or end_minute is not None:
             raise ValueError("start_minute/end_minute apply to a trace path, not a DataFrame")
         return trace
-    from wlsim.traces import read_trace  # noqa: PLC0415
+    from wlsim.traces import read_trace
 
     return read_trace(trace, seed=seed, start_minute=start_minute, end_minute=end_minute)
 
@@ -90,7 +90,7 @@ def load_trace(trace: pd.DataFrame | str | os.PathLike, *, seed: int = 0, start_
 class RoutingEnv(gym.Env):
     """See the module docstring."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, trace: pd.DataFrame | str | os.PathLike, *, lam: float = COST_PARITY_LAMBDA,
                  config: SimConfig | None = None, encoder: EncoderSpec | dict[str, Any] | None = None,

@@ -16,9 +16,9 @@ def evaluate(artifacts: Sequence[str], trace: str, *, start_minute: int | None =
              out: Path | None = None, jobs: int = 0, seed: int = 0, progress: bool = True) -> tuple[Any, Path]:
     """Run ``wl sim compare`` over ``trace`` with ``baselines`` + ``learned:A`` for each artifact
     (the oracle is added); returns (summary table, output folder)."""
-    from policies.learned import LearnedPolicy  # noqa: PLC0415
-    from policies.registry import split_specs  # noqa: PLC0415
-    from wlsim.cli import load_trace, make_config, make_weights, run_comparison  # noqa: PLC0415
+    from policies.learned import LearnedPolicy
+    from policies.registry import split_specs
+    from wlsim.cli import load_trace, make_config, make_weights, run_comparison
 
     for a in artifacts:
         LearnedPolicy.load(a)  # a clear error before any simulation runs
@@ -28,7 +28,7 @@ def evaluate(artifacts: Sequence[str], trace: str, *, start_minute: int | None =
     config = make_config(1, None, None, seed, 1)
     out_dir = run_comparison(table, specs, config, make_weights(None, None, None), out=out, trace_name=name,
                              jobs=jobs, include_oracle=True, progress=progress)
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
     summary = pd.read_csv(out_dir / "summary.csv")
     return summary, out_dir

@@ -17,13 +17,18 @@ import numpy as np
 
 from policies.encoder import FeatureEncoder
 from policies.learned import (
-    ARTIFACT_FORMAT, ARTIFACT_VERSION, SPEC_FILE, WEIGHTS_FILE, ArtifactError, file_sha256,
+    ARTIFACT_FORMAT,
+    ARTIFACT_VERSION,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    ArtifactError,
+    file_sha256,
 )
 
 
 def _sequential_layers(modules: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """(W, b, activation) for each Linear in a sequence of Linear and activation modules."""
-    from torch import nn  # noqa: PLC0415
+    from torch import nn
 
     out: list[list[Any]] = []
     for m in modules:
@@ -44,7 +49,7 @@ def _sequential_layers(modules: Any) -> list[tuple[np.ndarray, np.ndarray, str]]
 def network_layers(model: Any) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], str]:
     """The deterministic decision network of an sb3 model as (W, b, activation) layers,
     and what it outputs ("logits" or "q_values")."""
-    from stable_baselines3.common.torch_layers import FlattenExtractor  # noqa: PLC0415
+    from stable_baselines3.common.torch_layers import FlattenExtractor
 
     policy = model.policy
     if hasattr(policy, "q_net"):  # DQN
@@ -116,9 +121,9 @@ def export_checkpoint(model_path: str | Path, out_dir: str | Path, encoder_spec:
                       training: dict[str, Any] | None = None) -> Path:
     """Export an sb3 model or checkpoint (.zip) saved by ``wl train``; the encoder spec comes
     from ``encoder_spec`` (a JSON file) or the run's encoder.json."""
-    import zipfile  # noqa: PLC0415
+    import zipfile
 
-    from policies.encoder import EncoderSpec  # noqa: PLC0415
+    from policies.encoder import EncoderSpec
 
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -137,11 +142,11 @@ def export_checkpoint(model_path: str | Path, out_dir: str | Path, encoder_spec:
     except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"{model_path}: not a stable-baselines3 model file: {e}") from None
     if policy_module.startswith("sb3_contrib.common.maskable"):
-        from sb3_contrib import MaskablePPO as Algo  # noqa: PLC0415
+        from sb3_contrib import MaskablePPO as Algo
     elif policy_module.startswith("stable_baselines3.dqn"):
-        from stable_baselines3 import DQN as Algo  # noqa: PLC0415
+        from stable_baselines3 import DQN as Algo
     else:
-        from stable_baselines3 import PPO as Algo  # noqa: PLC0415
+        from stable_baselines3 import PPO as Algo
     model = Algo.load(model_path, device="cpu")
     meta = {"exported_from": str(model_path), "algo": Algo.__name__, **(training or {})}
     return export_model(model, encoder, out_dir, training=meta)

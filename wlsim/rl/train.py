@@ -77,20 +77,20 @@ class TrainResult:
 
 
 def _env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    from policies.encoder import EncoderSpec  # noqa: PLC0415
+    from policies.encoder import EncoderSpec
 
-    return dict(lam=cfg.lam, encoder=EncoderSpec(**cfg.encoder) if cfg.encoder else None,
-                episode_minutes=cfg.episode_minutes, warmup_minutes=cfg.warmup_minutes,
-                functions_per_episode=cfg.functions_per_episode, max_episode_steps=cfg.max_episode_steps)
+    return {"lam": cfg.lam, "encoder": EncoderSpec(**cfg.encoder) if cfg.encoder else None,
+            "episode_minutes": cfg.episode_minutes, "warmup_minutes": cfg.warmup_minutes,
+            "functions_per_episode": cfg.functions_per_episode, "max_episode_steps": cfg.max_episode_steps}
 
 
 def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
     """``n_envs`` seeded, Monitor-wrapped RoutingEnvs in one process (the env is pure Python
     and the machine small, so subprocesses buy little)."""
-    from stable_baselines3.common.monitor import Monitor  # noqa: PLC0415
-    from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: PLC0415
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from wlsim.rl.env import RoutingEnv  # noqa: PLC0415
+    from wlsim.rl.env import RoutingEnv
 
     kwargs = _env_kwargs(cfg)
 
@@ -107,24 +107,24 @@ def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
 
 
 def build_model(cfg: TrainConfig, env: Any, tb_dir: str | None) -> Any:
-    import torch  # noqa: PLC0415
+    import torch
 
     policy_kwargs: dict[str, Any] = {"net_arch": list(cfg.net_arch)}
-    common = dict(learning_rate=cfg.learning_rate, gamma=cfg.gamma, seed=cfg.seed, verbose=0,
-                  tensorboard_log=tb_dir, device="cpu")
+    common: dict[str, Any] = {"learning_rate": cfg.learning_rate, "gamma": cfg.gamma, "seed": cfg.seed,
+                              "verbose": 0, "tensorboard_log": tb_dir, "device": "cpu"}
     if cfg.algo == "maskable_ppo":
-        from sb3_contrib import MaskablePPO  # noqa: PLC0415
+        from sb3_contrib import MaskablePPO
 
         policy_kwargs["activation_fn"] = torch.nn.Tanh
         return MaskablePPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                            n_epochs=cfg.n_epochs, ent_coef=cfg.ent_coef, policy_kwargs=policy_kwargs, **common)
     if cfg.algo == "ppo":
-        from stable_baselines3 import PPO  # noqa: PLC0415
+        from stable_baselines3 import PPO
 
         policy_kwargs["activation_fn"] = torch.nn.Tanh
         return PPO("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size,
                    n_epochs=cfg.n_epochs, ent_coef=cfg.ent_coef, policy_kwargs=policy_kwargs, **common)
-    from stable_baselines3 import DQN  # noqa: PLC0415
+    from stable_baselines3 import DQN
 
     return DQN("MlpPolicy", env, batch_size=cfg.batch_size, buffer_size=min(200_000, max(10_000, cfg.steps)),
                learning_starts=min(5_000, cfg.steps // 10), exploration_fraction=0.3,
@@ -133,11 +133,11 @@ def build_model(cfg: TrainConfig, env: Any, tb_dir: str | None) -> Any:
 
 def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
     """Train, checkpoint and export; see the module docstring for the output folder."""
-    import torch  # noqa: PLC0415
-    from stable_baselines3.common.callbacks import CheckpointCallback  # noqa: PLC0415
+    import torch
+    from stable_baselines3.common.callbacks import CheckpointCallback
 
-    from wlsim.rl.env import load_trace  # noqa: PLC0415
-    from wlsim.rl.export import export_model  # noqa: PLC0415
+    from wlsim.rl.env import load_trace
+    from wlsim.rl.export import export_model
 
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out)
@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
         trace_table = load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.start_minute,
                                  end_minute=cfg.end_minute)
     env = make_vec_env(cfg, trace_table)
-    from wlsim.rl.export import ENCODER_FILE  # noqa: PLC0415
+    from wlsim.rl.export import ENCODER_FILE
 
     # The encoder spec beside the checkpoints, so any checkpoint can be exported later.
     (out / ENCODER_FILE).write_text(json.dumps(env.envs[0].unwrapped.encoder.spec.to_dict(), indent=2) + "\n")
@@ -184,7 +184,7 @@ def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
 
 
 def _monitors(vec: Any) -> list[Any]:
-    from stable_baselines3.common.monitor import Monitor  # noqa: PLC0415
+    from stable_baselines3.common.monitor import Monitor
 
     out = []
     for e in vec.envs:
