@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup sysdeps examples bench clean
+.PHONY: demo test setup examples bench bench-rl bench-runtime bench-e2e clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,20 @@ demo: examples
 test: examples
 	$(PY) -m pytest -q
 
+# Benchmarks print medians and ratios measured in the same run (see bench/README.md).
 bench: setup
 	$(PY) bench/bench_sim.py
+
+bench-rl: setup
+	$(PY) bench/bench_rl.py
+
+bench-runtime: examples
+	$(PY) bench/bench_runtime.py
+
+# The end-to-end load generator is wrk (Debian), installed when missing.
+bench-e2e: examples
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk; }
+	$(PY) bench/bench_e2e.py
 
 clean:
 	rm -rf $(VENV) results build
