@@ -162,9 +162,20 @@ def test_short_invocations_run_inline_and_long_ones_move_to_the_pool(registry, t
     assert instance.state == "BUSY"  # still claimed: the caller runs it on the pool now
     outcome, state = runtime.run_invocation(instance, Invocation(b""))
     assert (outcome.output, state) == (b"done", IDLE)
-    # the function is not tried inline again for a while: no budget wasted on every call
-    assert instance.function.inline_blocked_until > time.monotonic()
+    # its runs are known to be long now: not tried inline again, no budget wasted on every call
+    assert instance.function.recent_exec_ms > 1.0
     assert runtime.try_run_inline(runtime.begin_invoke(slow, Invocation(b"")), Invocation(b"")) is None
+    # a function that was slow a while ago and is fast now goes back inline once its recent
+    # runs (on the pool) say so
+    instance = runtime.begin_invoke(echo, Invocation(b""))
+    instance.function.recent_exec_ms = 5.0
+    assert runtime.try_run_inline(instance, Invocation(b"")) is None
+    runtime.run_invocation(instance, Invocation(b""))
+    for _ in range(20):
+        runtime.invoke(echo, Invocation(b""))
+    assert instance.function.recent_exec_ms < 1.0
+    instance = runtime.begin_invoke(echo, Invocation(b"back"))
+    assert runtime.try_run_inline(instance, Invocation(b"back"))[0].output == b"back"
     runtime.close()
 
     # components keep state: an interrupted attempt could not be undone, so never inline

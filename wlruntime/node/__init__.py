@@ -19,8 +19,10 @@ checks that four run side by side). A thread hand-off there and back costs more 
 function's whole run, so an ABI 1 invocation of a function without a filesystem is first run
 on the event loop itself with a budget of 2 epoch ticks (2-4 ms): if it finishes, that is the
 answer; if not, the attempt is dropped (a fresh Store per call and no files: it leaves no
-trace) and the invocation runs again on the pool, and that function skips the inline attempt
-for the next second. Components (ABI 2) keep state, so they always run on the pool.
+trace) and the invocation runs again on the pool. Functions whose recent runs took more than
+1 ms (a weighted mean of exec_ms) are not tried inline, so a slow function wastes one budget,
+not one per call. Components (ABI 2) keep state, so they always run on the pool. The metric
+``wl_node_inline_retries`` counts interrupted attempts.
 
 Cache dir (``--cache-dir``, shared by the nodes of a host): ``code/`` fetched code by sha256,
 ``compiled/`` compiled artifacts (the registry can leave its own there, see

@@ -29,6 +29,9 @@ class NodeMetrics:
                                    ["function", "code_cached", "compile_source"], registry=self.registry)
         self.cold_start_seconds = Histogram("wl_node_cold_start_seconds", "Spawn time (fetch+compile+instantiate)",
                                             ["function"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.inline_retries = Counter("wl_node_inline_retries", "Invocations interrupted at the inline budget "
+                                      "(2-4 ms on the event loop) and run again on the pool", ["function"],
+                                      registry=self.registry)
         self._runtime: NodeRuntime | None = None
         self._invocation_children: dict[tuple[str, str], Any] = {}
         self._seconds_children: dict[str, Any] = {}
@@ -49,6 +52,9 @@ class NodeMetrics:
             histogram = self._seconds_children[function] = self.invocation_seconds.labels(function)
         counter.inc()
         histogram.observe(outcome.exec_ms / 1000.0)
+
+    def inline_retry(self, function: str) -> None:
+        self.inline_retries.labels(function).inc()
 
     def cold_start(self, result: SpawnResult) -> None:
         self.cold_starts.labels(result.function, str(result.code_cached).lower(), result.compile_source).inc()

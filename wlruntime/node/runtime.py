@@ -58,9 +58,11 @@ KEPT_ALIVE = "KEPT_ALIVE"
 DEAD = "DEAD"
 
 # Inline attempts (NodeRuntime.try_run_inline): interrupted after 2 epoch ticks (2-4 ms), and
-# a function interrupted once runs on the pool for the next second.
+# only tried for functions whose recent runs (an exponentially weighted mean of exec_ms, weight
+# INLINE_EWMA_WEIGHT for the newest) took less than INLINE_MAX_RECENT_MS.
 INLINE_BUDGET_TICKS = 2
-INLINE_BACKOFF_S = 1.0
+INLINE_MAX_RECENT_MS = 1.0
+INLINE_EWMA_WEIGHT = 0.2
 
 # Idle reasons (node.proto IdleReason).
 FINISHED = "FINISHED"
@@ -439,19 +441,21 @@ class NodeRuntime:
 
         For the node's event loop: handing a request to a pool thread and the answer back costs
         more than a trivial function's whole run. Only invocations that can be interrupted and
-        run again without a trace (ABI 1 without a filesystem) are tried; a function whose
-        attempt was interrupted goes straight to the pool for ``INLINE_BACKOFF_S``, so a slow
-        function wastes at most one budget every few seconds."""
+        run again without a trace (ABI 1 without a filesystem) are tried, and only for functions
+        whose recent runs were short (``INLINE_MAX_RECENT_MS``): a slow function goes to the pool
+        after its first interrupted attempt, while an attempt interrupted only because the
+        thread was descheduled (a busy machine) leaves a fast function inline."""
         function = instance.function
-        if not instance.runner.can_retry or function.inline_blocked_until > time.monotonic():
+        if not instance.runner.can_retry or function.recent_exec_ms > INLINE_MAX_RECENT_MS:
             return None
         try:
             outcome = instance.runner.try_invoke(invocation, INLINE_BUDGET_TICKS)
         except Exception:  # a node bug: let the pool run (and report) it
             log.exception("inline invocation on %s failed inside the node", instance.instance_id)
             return None
-        if outcome is None:
-            function.inline_blocked_until = time.monotonic() + INLINE_BACKOFF_S
+        if outcome is None:  # the pool run that follows records how long it really takes
+            if self.metrics:
+                self.metrics.inline_retry(function.name)
             return None
         return self._finish_invocation(instance, outcome)
 
@@ -469,6 +473,8 @@ class NodeRuntime:
         return self._finish_invocation(instance, outcome)
 
     def _finish_invocation(self, instance: Instance, outcome: Outcome) -> tuple[Outcome, str]:
+        function = instance.function
+        function.recent_exec_ms += INLINE_EWMA_WEIGHT * (outcome.exec_ms - function.recent_exec_ms)
         with self._lock:
             instance.invocations += 1
             if instance.kill_requested:

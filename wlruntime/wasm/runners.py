@@ -132,8 +132,9 @@ class CompiledFunction:
         self.version = version
         self.config = config
         self.artifact = artifact  # wasmtime.Module (ABI 1) or wasmtime.component.Component
-        # time.monotonic() until which callers should not try short inline runs (node runtime).
-        self.inline_blocked_until = 0.0
+        # Recent execution time (an exponentially weighted mean kept by the node runtime, which
+        # runs short functions inline).
+        self.recent_exec_ms = 0.0
         self.engine = get_engine(config.fuel is not None)
         if config.abi == ABI_WASI_COMMAND:
             self.command = CommandRunner(
