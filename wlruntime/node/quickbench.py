@@ -23,6 +23,11 @@ source of the numbers in its docs.
 commit: ``git archive <rev> wlruntime | tar -x -C DIR``) against the same registry and measures
 the warm and concurrency cases on both, interleaved in ``--rounds`` rounds so background load
 hits both alike, with the ratios baseline / this tree.
+
+``--grpc-floor`` measures only what gRPC itself costs a Python server like the node (grpc.aio
+on uvloop): server CPU per trivial unary call (bytes in, the same bytes out) against per
+message on a bidirectional stream, 4 concurrent callers, interleaved rounds. The node's
+Do(Invoke) is a unary call; the difference is what a streaming Invoke would save per request.
 """
 
 from __future__ import annotations
@@ -117,9 +122,14 @@ def main() -> None:
                         help="interleaved rounds for warm and concurrency cases (default 4)")
     parser.add_argument("--compare-with", type=Path, metavar="DIR",
                         help="also measure nodes run from the wlruntime package in DIR (a baseline)")
+    parser.add_argument("--grpc-floor", action="store_true",
+                        help="only measure gRPC's own server cost: unary call vs stream message")
     args = parser.parse_args()
     if args.compare_with is not None and not (args.compare_with / "wlruntime" / "node").is_dir():
         parser.error(f"--compare-with {args.compare_with}: no wlruntime/node package in that folder")
+    if args.grpc_floor:
+        _grpc_floor(args)
+        return
 
     import httpx
     import wasmtime
@@ -309,6 +319,92 @@ async def _warm_and_concurrency(args: argparse.Namespace, addresses: dict[str, l
     for chans in channels.values():
         for channel in chans:
             await channel.close()
+
+
+_FLOOR_SERVER = """
+import asyncio, sys
+import grpc, uvloop
+
+def same(data):
+    return data
+
+async def unary(request, context):
+    return request
+
+async def stream(requests, context):
+    async for message in requests:
+        yield message
+
+async def main():
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary, same, same),
+        "Stream": grpc.stream_stream_rpc_method_handler(stream, same, same)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+uvloop.run(main())
+"""
+
+
+def _grpc_floor(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="wl-grpc-floor-"))
+    script = work / "floor_server.py"
+    script.write_text(_FLOOR_SERVER)
+    proc, line = _start([str(script)], "listening on", work / "server.log")
+    try:
+        results = asyncio.run(_grpc_floor_rounds(args, line.split("listening on ")[1].strip(), proc.pid))
+    finally:
+        _stop(proc)
+    print(f"gRPC floor (grpc.aio server on uvloop, 100-byte messages, 4 concurrent callers, medians of "
+          f"{args.rounds} rounds of {args.seconds:g} s; load average {os.getloadavg()[0]:.1f})")
+    for kind in ("unary", "stream"):
+        rate, cpu = (statistics.median(v) for v in zip(*results[kind]))
+        print(f"  {kind:6s} {rate:7.0f} calls/s   server cpu {cpu:5.0f} us per "
+              f"{'call' if kind == 'unary' else 'message'}")
+    ratio = statistics.median(c for _, c in results["unary"]) / statistics.median(c for _, c in results["stream"])
+    print(f"  unary / stream server cpu: {ratio:.2f}x")
+
+
+async def _grpc_floor_rounds(args: argparse.Namespace, address: str, pid: int) -> dict[str, list]:
+    import grpc
+
+    channel = grpc.aio.insecure_channel(address)
+    unary = channel.unary_unary("/floor.Floor/Unary")
+    stream = channel.stream_stream("/floor.Floor/Stream")
+    payload = b"x" * 100
+    results: dict[str, list] = {"unary": [], "stream": []}
+
+    async def run(kind: str) -> tuple[float, float]:
+        count = 0
+        stop = time.monotonic() + args.seconds
+
+        async def caller() -> None:
+            nonlocal count
+            if kind == "unary":
+                while time.monotonic() < stop:
+                    await unary(payload)
+                    count += 1
+                return
+            call = stream()
+            while time.monotonic() < stop:
+                await call.write(payload)
+                await call.read()
+                count += 1
+            await call.done_writing()
+
+        cpu0, t = _cpu_seconds(pid), time.monotonic()
+        await asyncio.gather(*(caller() for _ in range(4)))
+        return count / (time.monotonic() - t), (_cpu_seconds(pid) - cpu0) / max(count, 1) * 1e6
+
+    await run("unary")  # warm-up
+    for r in range(args.rounds):
+        for kind in (("unary", "stream") if r % 2 == 0 else ("stream", "unary")):
+            results[kind].append(await run(kind))
+    await channel.close()
+    return results
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ MEMORY = b"memory"
 ERRNO_SUCCESS = 0
 ERRNO_BADF = 8
 ERRNO_FAULT = 21
+ERRNO_INVAL = 28
 ERRNO_IO = 29
+IOV_MAX = 1024  # as in wasi-libc
 
 # The same C functions, called without releasing the GIL (see the module docstring).
 _PYDLL = ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle)
@@ -104,6 +106,9 @@ class Sink:
             self.chunks.append(data)
             self.size += len(data)
 
+    def room(self) -> int:
+        return max(self.limit - self.size, 0)
+
     def value(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
@@ -130,6 +135,8 @@ def _write_iovecs(caller: Any, fd: int, iovs: int, count: int, nwritten_at: int)
     context = _caller_context(caller)
     base = _memory_data(context, byref(item.of.memory))
     size = _memory_data_size(context, byref(item.of.memory))
+    if count > IOV_MAX:  # bounds the Python work per call: the epoch deadline cannot stop a host call
+        return ERRNO_INVAL
     if iovs + 8 * count > size or nwritten_at + 4 > size:
         return ERRNO_FAULT
     vector = (c_uint32 * (2 * count)).from_address(base + iovs)
@@ -139,7 +146,8 @@ def _write_iovecs(caller: Any, fd: int, iovs: int, count: int, nwritten_at: int)
         if start + length > size:
             return ERRNO_FAULT
         if length:
-            sink.write(ctypes.string_at(base + start, length))
+            # Copy only what the sink keeps: a guest writing past its limit costs no copying.
+            sink.write(ctypes.string_at(base + start, min(length, sink.room() + 1)))
             total += length
     c_uint32.from_address(base + nwritten_at).value = total & 0xFFFFFFFF
     return ERRNO_SUCCESS
