@@ -200,6 +200,18 @@ def test_idle_grace_restarts_with_every_request(registry, tmp_path) -> None:
     runtime.close()
 
 
+def test_quick_spawns_are_the_ones_needing_no_io_and_no_guest_code(registry, tmp_path) -> None:
+    registry.add("counter", wat("counter.component"), abi="component")
+    runtime = make_runtime(registry, tmp_path)
+    assert not runtime.spawn_is_quick("echo", "1")  # nothing known yet: registry, compile
+    runtime.spawn("echo", "1")
+    assert runtime.spawn_is_quick("echo", "1")
+    assert not runtime.spawn_is_quick("echo", "latest") and not runtime.spawn_is_quick("echo", "")
+    runtime.spawn("counter", "1")
+    assert not runtime.spawn_is_quick("counter", "1")  # instantiating a component runs its code
+    runtime.close()
+
+
 def _wait_until(condition, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -46,7 +46,7 @@ from wlruntime.wasm.runners import (
     Invocation,
     Outcome,
 )
-from wlruntime.wasm.validate import InvalidWasm
+from wlruntime.wasm.validate import ABI_WASI_COMMAND, InvalidWasm
 
 log = logging.getLogger("wlruntime.node")
 
@@ -233,6 +233,18 @@ class NodeRuntime:
         self._timers = _Timers(self._on_timer)
 
     # ---- spawn ---------------------------------------------------------------------------
+
+    def spawn_is_quick(self, function: str, version: str) -> bool:
+        """Whether ``spawn(function, version)`` would do no I/O and run no guest code (a WASI
+        command whose metadata and compiled code this node holds): then the server's event loop
+        runs it itself instead of handing it to a thread (tens of microseconds)."""
+        if not version.isdigit():
+            return False  # "latest" is asked of the registry
+        meta = self._metadata.get((function, int(version)))
+        if meta is None:
+            return False
+        compiled = self._functions.get((function, int(version), meta["sha256"]))
+        return compiled is not None and compiled.config.abi == ABI_WASI_COMMAND and not compiled.config.allow_fs
 
     def spawn(self, function: str, version: str = "", instance_id: str = "") -> SpawnResult:
         started = time.perf_counter()

@@ -64,10 +64,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
     async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnReply:
         if not request.function:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SpawnRequest.function is empty")
-        loop = asyncio.get_running_loop()
+        runtime = self.runtime
         try:
-            result = await loop.run_in_executor(self.spawn_pool, self.runtime.spawn, request.function,
-                                                request.version, request.instance_id)
+            if runtime.spawn_is_quick(request.function, request.version):
+                result = runtime.spawn(request.function, request.version, request.instance_id)
+            else:  # registry requests, compiling, a component's start-up code: on a thread
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.spawn_pool, runtime.spawn, request.function, request.version, request.instance_id)
         except NodeError as error:
             await context.abort(grpc.StatusCode[error.code], error.message)
         return pb.SpawnReply(
