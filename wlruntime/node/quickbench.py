@@ -164,8 +164,8 @@ def main() -> None:
         if cpu_path.is_file():
             client.upload("cpu", cpu_path.read_bytes(), {"abi": "wasi-command", "memory_mb": 16})
 
-        def node(*extra: str, source: Path | None = None):
-            cache = work / ("cache" if source is None else "baseline-cache")
+        def node(*extra: str, source: Path | None = None, cache: Path | None = None):
+            cache = cache or work / ("cache" if source is None else "baseline-cache")
             proc, line = _start(["-m", "wlruntime.node", "--registry", url, "--port", "0", "--cache-dir",
                                  str(cache), "--memory-mb", "100000", "--log-level", "warning", *extra],
                                 "listening on", work / f"node-{len(procs)}.log", cwd=source)
@@ -180,12 +180,12 @@ def main() -> None:
         rows = {"uncached": [], "disk": [], "memory": []}
         parts = {"uncached": [], "disk": [], "memory": []}
 
-        def spawn(kind: str, function: str) -> str:
+        def spawn(kind: str, function: str, on=None) -> str:
             t = time.perf_counter()
-            reply = stub.Spawn(pb.SpawnRequest(function=function, version="1"))
+            reply = (on or stub).Spawn(pb.SpawnRequest(function=function, version="1"))
             rows[kind].append((time.perf_counter() - t) * 1000)
             parts[kind].append((reply.fetch_ms, reply.compile_ms, reply.instantiate_ms))
-            assert reply.compile_source == {"uncached": "compiled", "disk": "disk", "memory": "memory"}[kind], reply
+            assert reply.compile_source == {"uncached": "compiled", "memory": "memory"}.get(kind, "disk"), reply
             return reply.instance_id
 
         for i in range(args.samples):
@@ -196,15 +196,27 @@ def main() -> None:
         channel.close()
         proc, address = node()
         channel, stub = connect(address)
+        baseline_stub = None
+        if args.compare_with is not None:  # a fresh baseline node on the same cache, spawns interleaved
+            rows["disk, baseline"], parts["disk, baseline"] = [], []
+            baseline_proc, baseline_address = node(source=args.compare_with, cache=work / "cache")
+            baseline_channel, baseline_stub = connect(baseline_address)
         for i in range(args.samples):
             spawn("disk", f"echo-{i}")
-        for kind in ("uncached", "disk", "memory"):
+            if baseline_stub is not None:
+                spawn("disk, baseline", f"echo-{i}", baseline_stub)
+        if baseline_stub is not None:
+            baseline_channel.close()
+            _stop(baseline_proc)
+        for kind, times in rows.items():
             fetch, compile_, inst = (statistics.median(p) for p in zip(*parts[kind]))
-            print(f"  {kind:9s} {_summary(rows[kind])}   (fetch {fetch:.2f}, compile/load {compile_:.2f}, "
+            print(f"  {kind:14s} {_summary(times)}   (fetch {fetch:.2f}, compile/load {compile_:.2f}, "
                   f"instantiate {inst:.3f})")
         uncached = statistics.median(rows["uncached"])
         print(f"  ratio uncached/disk {uncached / statistics.median(rows['disk']):.1f}x, "
               f"uncached/memory {uncached / statistics.median(rows['memory']):.1f}x")
+        if baseline_stub is not None:
+            print(f"  disk: baseline / this tree {statistics.median(rows['disk, baseline']) / statistics.median(rows['disk']):.2f}x")
         channel.close()
 
         # Warm and concurrency cases: this tree's node(s), and the baseline's when asked.
