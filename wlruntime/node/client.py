@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import grpc
 
-from wlruntime.proto import node_pb2_grpc
+from wlruntime.proto import node_pb2, node_pb2_grpc
 
 # Payloads reach several MB (max_payload_bytes defaults to 6 MiB): raise gRPC's 4 MB default.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -31,3 +34,141 @@ def connect(address: str) -> tuple[grpc.Channel, node_pb2_grpc.NodeStub]:
 def connect_scheduler(address: str) -> tuple[grpc.Channel, node_pb2_grpc.SchedulerStub]:
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     return channel, node_pb2_grpc.SchedulerStub(channel)
+
+
+class DoStreamClient:
+    """``Node.Do`` for an asyncio caller, multiplexed over one ``DoStream`` (see node.proto).
+
+        calls = DoStreamClient(node_pb2_grpc.NodeStub(grpc.aio.insecure_channel(address)))
+        reply = await calls.do(pb.DoRequest(instance_id=..., invoke=pb.Invoke(payload=b"hi")), timeout=5)
+
+    Many coroutines may call ``do`` at once; each gets its own reply. Failures raise
+    ``grpc.aio.AioRpcError`` with the status unary ``Do`` would have given, so callers handle
+    both the same way: an error the node reports for one operation fails that call only; a
+    broken stream (the node died) fails every call in flight on it with UNAVAILABLE, and the
+    next call opens a new stream. Requests that pile up while a batch is being written go out
+    together in the next one. A node without DoStream (UNIMPLEMENTED) gets unary calls from
+    then on; so do payloads of ``unary_from_bytes`` or more, which would otherwise hold up the
+    shared stream while they are sent.
+    """
+
+    unary_from_bytes = 256 * 1024
+
+    def __init__(self, stub: node_pb2_grpc.NodeStub) -> None:
+        self._stub = stub
+        self._stream: _Stream | None = None
+        self._next_id = 0
+        self.streaming = True  # False once the node turned out not to implement DoStream
+
+    async def do(self, request: Any, timeout: float, payload_bytes: int = 0) -> Any:
+        """Carry out ``request`` (a DoRequest; its call_id is set here) within ``timeout`` seconds."""
+        if not self.streaming or payload_bytes >= self.unary_from_bytes:
+            return await self._stub.Do(request, timeout=timeout)
+        try:
+            reply = await self._do_streamed(request, timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self.streaming = False  # the node refused the stream itself: nothing ran
+            return await self._stub.Do(request, timeout=timeout)
+        if reply.error_code:
+            code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
+            raise _status(code, reply.error_message)
+        return reply
+
+    async def _do_streamed(self, request: Any, timeout: float) -> Any:
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = _Stream(self._stub.DoStream(), self)
+        self._next_id += 1
+        call_id = request.call_id = self._next_id
+        loop = asyncio.get_running_loop()
+        future = stream.pending[call_id] = loop.create_future()
+        expiry = loop.call_later(timeout, stream.expire, call_id)
+        stream.send(request)
+        try:
+            return await future
+        finally:
+            expiry.cancel()
+            stream.pending.pop(call_id, None)
+
+    def _ended(self, stream: _Stream) -> None:
+        if self._stream is stream:
+            self._stream = None
+        if stream.ended is not None and stream.ended.code() is grpc.StatusCode.UNIMPLEMENTED:
+            self.streaming = False
+
+    async def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.call.cancel()
+
+
+class _Stream:
+    """One open DoStream: the calls in flight on it, and the tasks writing their requests (in
+    batches) and reading their replies."""
+
+    def __init__(self, call: Any, owner: DoStreamClient) -> None:
+        self.call = call
+        self.owner = owner
+        self.pending: dict[int, asyncio.Future] = {}
+        self.outbox: list[Any] = []
+        self.ready = asyncio.Event()
+        self.ended: grpc.aio.AioRpcError | None = None
+        self.reader = asyncio.ensure_future(self._read_replies())
+        self.writer = asyncio.ensure_future(self._write_requests())
+
+    def send(self, request: Any) -> None:
+        self.outbox.append(request)
+        self.ready.set()
+
+    async def _write_requests(self) -> None:
+        outbox = self.outbox
+        try:
+            while True:
+                if not outbox:
+                    self.ready.clear()
+                    await self.ready.wait()
+                    continue
+                batch = node_pb2.DoBatch(requests=outbox)
+                outbox.clear()
+                await self.call.write(batch)  # gRPC allows one outstanding write per call
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - the stream broke: end it, so every caller hears now
+            self._end(error if isinstance(error, grpc.aio.AioRpcError)
+                      else _status(grpc.StatusCode.UNAVAILABLE, f"the node's DoStream ended: {error!r}"))
+            self.call.cancel()
+
+    async def _read_replies(self) -> None:
+        try:
+            while (batch := await self.call.read()) is not grpc.aio.EOF:
+                pending = self.pending
+                for reply in batch.replies:
+                    future = pending.get(reply.call_id)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+            self._end(_status(grpc.StatusCode.UNAVAILABLE, "the node ended its DoStream"))
+        except grpc.aio.AioRpcError as error:
+            self._end(error)
+        except BaseException as error:  # cancelled (shutting down): callers must not hang either
+            self._end(_status(grpc.StatusCode.UNAVAILABLE, f"DoStream stopped: {error!r}"))
+            raise
+
+    def _end(self, error: grpc.aio.AioRpcError) -> None:
+        if self.ended is None:
+            self.ended = error
+            self.owner._ended(self)
+            self.writer.cancel()
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(self.ended)
+
+    def expire(self, call_id: int) -> None:
+        future = self.pending.get(call_id)
+        if future is not None and not future.done():
+            future.set_exception(_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
+def _status(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -82,33 +83,112 @@ class NodeService(node_pb2_grpc.NodeServicer):
             concurrency=result.config.concurrency, max_payload_bytes=result.config.max_payload_bytes,
         )
 
-    async def Do(self, request: pb.DoRequest, context: grpc.aio.ServicerContext) -> pb.DoReply:
+    def _start_do(self, request: pb.DoRequest) -> pb.DoReply | Awaitable[pb.DoReply]:
+        """Carry out one Do operation: the reply, or for an invocation that has to run on a wasm
+        thread an awaitable of it. Raises NodeError (the status Do fails with)."""
         instance_id = request.instance_id
         if not instance_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest.instance_id is empty")
+            raise NodeError("INVALID_ARGUMENT", "DoRequest.instance_id is empty")
         op = request.WhichOneof("op")
         runtime = self.runtime
+        if op == "invoke":
+            invoke = request.invoke
+            invocation = invocation_from_pb(invoke)
+            instance = runtime.begin_invoke(instance_id, invocation)
+            done = runtime.try_run_inline(instance, invocation)  # short ones: no thread hand-off
+            if done is None:
+                return self._run_on_pool(instance, invocation, instance_id, invoke.request_id)
+            outcome, state = done
+            return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state],
+                              invoke=outcome_to_pb(outcome, invoke.request_id))
+        if op == "keep_alive":
+            state = runtime.keep_alive(instance_id, request.keep_alive.ms)
+        elif op == "kill":
+            state = runtime.kill(instance_id)
+        else:
+            raise NodeError("INVALID_ARGUMENT", "DoRequest needs one of keep_alive, kill, invoke")
+        return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state])
+
+    async def _run_on_pool(self, instance: Any, invocation: Invocation, instance_id: str,
+                           request_id: str) -> pb.DoReply:
+        runtime = self.runtime
+        outcome, state = await asyncio.get_running_loop().run_in_executor(
+            runtime.wasm_pool, runtime.run_invocation, instance, invocation)
+        return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state],
+                          invoke=outcome_to_pb(outcome, request_id))
+
+    async def Do(self, request: pb.DoRequest, context: grpc.aio.ServicerContext) -> pb.DoReply:
         try:
-            if op == "invoke":
-                invoke = request.invoke
-                invocation = invocation_from_pb(invoke)
-                instance = runtime.begin_invoke(instance_id, invocation)
-                done = runtime.try_run_inline(instance, invocation)  # short ones: no thread hand-off
-                if done is None:
-                    done = await asyncio.get_running_loop().run_in_executor(
-                        runtime.wasm_pool, runtime.run_invocation, instance, invocation)
-                outcome, state = done
-                return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state],
-                                  invoke=outcome_to_pb(outcome, invoke.request_id))
-            if op == "keep_alive":
-                state = runtime.keep_alive(instance_id, request.keep_alive.ms)
-            elif op == "kill":
-                state = runtime.kill(instance_id)
-            else:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "DoRequest needs one of keep_alive, kill, invoke")
+            reply = self._start_do(request)
+            if not isinstance(reply, pb.DoReply):
+                reply = await reply
         except NodeError as error:
             await context.abort(grpc.StatusCode[error.code], error.message)
-        return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state])
+        return reply
+
+    async def DoStream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        """Do for every request of every batch read, answered in completion order (see
+        node.proto). Quick operations are answered as they are read; invocations on the wasm
+        pool when they finish. Replies that pile up while one batch is written go in the next."""
+        outbox: list[pb.DoReply] = []
+        ready = asyncio.Event()
+        on_pool: set[asyncio.Task] = set()
+        reading = True
+
+        def post(reply: pb.DoReply) -> None:
+            outbox.append(reply)
+            ready.set()
+
+        def failed(request: pb.DoRequest, error: Exception) -> pb.DoReply:
+            if not isinstance(error, NodeError):  # a node bug: the caller still gets its answer
+                log.exception("DoStream operation on %s failed inside the node", request.instance_id)
+                error = NodeError("INTERNAL", f"node error: {error!r}")
+            return pb.DoReply(instance_id=request.instance_id, call_id=request.call_id, error_code=error.code,
+                              error_message=error.message)
+
+        async def finish(request: pb.DoRequest, pending: Awaitable[pb.DoReply]) -> None:
+            try:
+                reply = await pending
+            except Exception as error:  # noqa: BLE001 - any failure still answers the call
+                reply = failed(request, error)
+            reply.call_id = request.call_id
+            post(reply)
+
+        async def read_all() -> None:
+            nonlocal reading
+            try:
+                while (batch := await context.read()) is not grpc.aio.EOF:
+                    for request in batch.requests:
+                        try:
+                            reply = self._start_do(request)
+                        except Exception as error:  # noqa: BLE001 - any failure still answers the call
+                            reply = failed(request, error)
+                        if isinstance(reply, pb.DoReply):
+                            reply.call_id = request.call_id
+                            post(reply)
+                        else:
+                            task = asyncio.ensure_future(finish(request, reply))
+                            on_pool.add(task)
+                            task.add_done_callback(on_pool.discard)
+                if on_pool:  # the client half-closed: answer what is still running, then end
+                    await asyncio.wait(set(on_pool))
+            finally:
+                reading = False
+                ready.set()
+
+        reader = asyncio.ensure_future(read_all())
+        try:
+            while outbox or reading:
+                if not outbox:
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                batch = pb.DoReplyBatch(replies=outbox)
+                outbox.clear()
+                await context.write(batch)
+            await reader  # re-raises what ended the reading, if anything did
+        finally:
+            reader.cancel()
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         status = self.runtime.status()

@@ -80,26 +80,46 @@ class Invoke(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class DoRequest(_message.Message):
-    __slots__ = ("instance_id", "keep_alive", "kill", "invoke")
+    __slots__ = ("instance_id", "keep_alive", "kill", "invoke", "call_id")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     INVOKE_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     keep_alive: KeepAlive
     kill: Kill
     invoke: Invoke
-    def __init__(self, instance_id: _Optional[str] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., invoke: _Optional[_Union[Invoke, _Mapping]] = ...) -> None: ...
+    call_id: int
+    def __init__(self, instance_id: _Optional[str] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., invoke: _Optional[_Union[Invoke, _Mapping]] = ..., call_id: _Optional[int] = ...) -> None: ...
 
 class DoReply(_message.Message):
-    __slots__ = ("instance_id", "state", "invoke")
+    __slots__ = ("instance_id", "state", "invoke", "call_id", "error_code", "error_message")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     INVOKE_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     state: InstanceState
     invoke: InvokeResult
-    def __init__(self, instance_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., invoke: _Optional[_Union[InvokeResult, _Mapping]] = ...) -> None: ...
+    call_id: int
+    error_code: str
+    error_message: str
+    def __init__(self, instance_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., invoke: _Optional[_Union[InvokeResult, _Mapping]] = ..., call_id: _Optional[int] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class DoBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DoRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[DoRequest, _Mapping]]] = ...) -> None: ...
+
+class DoReplyBatch(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[DoReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[DoReply, _Mapping]]] = ...) -> None: ...
 
 class InvokeResult(_message.Message):
     __slots__ = ("request_id", "output", "error", "error_message", "logs", "exec_ms", "instance_recycled")

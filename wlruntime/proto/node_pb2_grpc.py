@@ -44,6 +44,11 @@ class NodeStub:
                 request_serializer=node__pb2.DoRequest.SerializeToString,
                 response_deserializer=node__pb2.DoReply.FromString,
                 _registered_method=True)
+        self.DoStream = channel.stream_stream(
+                '/wl.node.v1.Node/DoStream',
+                request_serializer=node__pb2.DoBatch.SerializeToString,
+                response_deserializer=node__pb2.DoReplyBatch.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/wl.node.v1.Node/Status',
                 request_serializer=node__pb2.StatusRequest.SerializeToString,
@@ -77,6 +82,20 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DoStream(self, request_iterator, context):
+        """Many Do operations over one long-lived stream: what the router uses. A message on an open
+        stream costs a Python gRPC peer well under half of a unary call, and a batch of operations
+        costs about what one does, so both sides send whatever has piled up while their previous
+        message was being written (batches are never held back to fill up). Each DoRequest carries a
+        call_id; its DoReply carries the same call_id and comes when that operation is done, so
+        replies arrive in completion order, not request order. An operation that Do would fail with
+        a status gets a DoReply with error_code and error_message instead, and the stream stays
+        open. The node answers every request read before the client half-closes, then ends the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,6 +120,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Do,
                     request_deserializer=node__pb2.DoRequest.FromString,
                     response_serializer=node__pb2.DoReply.SerializeToString,
+            ),
+            'DoStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DoStream,
+                    request_deserializer=node__pb2.DoBatch.FromString,
+                    response_serializer=node__pb2.DoReplyBatch.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -167,6 +191,33 @@ class Node:
             '/wl.node.v1.Node/Do',
             node__pb2.DoRequest.SerializeToString,
             node__pb2.DoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DoStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/wl.node.v1.Node/DoStream',
+            node__pb2.DoBatch.SerializeToString,
+            node__pb2.DoReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,7 @@ from policies.interface import (
     Spawn,
 )
 from policies.registry import PolicySpecError, load_policy
+from wlruntime.node.client import DoStreamClient
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.metrics import RouterMetrics
@@ -122,6 +123,7 @@ class NodeRef:
         self.name = address
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = node_pb2_grpc.NodeStub(self.channel)
+        self.calls = DoStreamClient(self.stub)  # Do operations, over one stream
         self.alive = False
         self.capacity_mb = 0.0
         self.free_mb = 0.0
@@ -188,6 +190,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         for node in self.nodes:
+            await node.calls.close()
             await node.channel.close(grace=0.5)
         if self._http is not None:
             await self._http.aclose()
@@ -240,8 +243,8 @@ class Router:
         orphans = [i for i in status.instances if i.instance_id not in self._by_iid]
         for info in orphans:
             try:
-                await node.stub.Do(pb.DoRequest(instance_id=info.instance_id, kill=pb.Kill()),
-                                   timeout=CONTROL_TIMEOUT_S)
+                await node.calls.do(pb.DoRequest(instance_id=info.instance_id, kill=pb.Kill()),
+                                    timeout=CONTROL_TIMEOUT_S)
             except grpc.aio.AioRpcError:
                 pass
         node.free_mb = node.capacity_mb - sum(i.memory_mb for i in node.instances.values())
@@ -556,7 +559,7 @@ class Router:
             request_id=f"{self.boot}-{req.view.id}", payload=req.payload, metadata=req.metadata))
         self.metrics.rpc_invoke.inc()
         try:
-            reply = await node.stub.Do(message, timeout=fn.timeout_ms / 1000.0 + RPC_MARGIN_S)
+            reply = await node.calls.do(message, fn.timeout_ms / 1000.0 + RPC_MARGIN_S, len(req.payload))
         except grpc.aio.AioRpcError as error:
             result = self._execute_failed(inst, req, error)
         except asyncio.CancelledError:
@@ -760,7 +763,7 @@ class Router:
     async def _send_kill(self, node: NodeRef, instance_id: str) -> None:
         self.metrics.rpc_kill.inc()
         try:
-            await node.stub.Do(pb.DoRequest(instance_id=instance_id, kill=pb.Kill()), timeout=CONTROL_TIMEOUT_S)
+            await node.calls.do(pb.DoRequest(instance_id=instance_id, kill=pb.Kill()), timeout=CONTROL_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.UNAVAILABLE:
                 self._node_failed(node, f"kill failed: {error.details()}")
@@ -788,8 +791,8 @@ class Router:
         node = inst.node_ref
         self.metrics.rpc_keep_alive.inc()
         try:
-            await node.stub.Do(pb.DoRequest(instance_id=inst.instance_id, keep_alive=pb.KeepAlive(ms=_ms(ms))),
-                               timeout=CONTROL_TIMEOUT_S)
+            await node.calls.do(pb.DoRequest(instance_id=inst.instance_id, keep_alive=pb.KeepAlive(ms=_ms(ms))),
+                                timeout=CONTROL_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             code = error.code()
             if code is grpc.StatusCode.UNAVAILABLE:

@@ -1,0 +1,177 @@
+"""Node.DoStream (many Do operations over one stream, in batches) against a real node process, and
+the router's client for it (DoStreamClient): replies matched by call id in completion order,
+per-operation errors that leave the stream open, deadlines, a node that dies mid-call, and the
+unary fallback for a node without DoStream."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import pytest
+from test_node_e2e import TOKEN, NodeProcess, Registry, StandInScheduler, wasm
+
+from wlruntime.node.client import CHANNEL_OPTIONS, DoStreamClient
+from wlruntime.proto import node_pb2 as pb
+from wlruntime.proto import node_pb2_grpc
+from wlruntime.registry.client import RegistryClient
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry") / "data")
+    client = RegistryClient(reg.url, TOKEN)
+    client.upload("echo", wasm("echo"), {"abi": "wasi-command"})
+    client.upload("spin", wasm("loop"), {"abi": "wasi-command", "timeout_ms": 400})
+    yield reg
+    client.close()
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def node(registry, tmp_path_factory):
+    scheduler = StandInScheduler()
+    proc = NodeProcess(registry, tmp_path_factory.mktemp("node") / "cache", "--scheduler", scheduler.address,
+                       "--memory-mb", "4096")
+    yield proc
+    proc.stop()
+    scheduler.server.stop(0)
+
+
+def spawn(node: NodeProcess, function: str) -> str:
+    return node.stub.Spawn(pb.SpawnRequest(function=function), timeout=30).instance_id
+
+
+def invoke(instance_id: str, payload: bytes, call_id: int) -> pb.DoRequest:
+    return pb.DoRequest(instance_id=instance_id, call_id=call_id, invoke=pb.Invoke(payload=payload))
+
+
+def test_a_stream_answers_every_operation_by_call_id_in_completion_order(node) -> None:
+    echo, other, spin = spawn(node, "echo"), spawn(node, "echo"), spawn(node, "spin")
+    batches = [
+        pb.DoBatch(requests=[
+            invoke(spin, b"", 1),                     # runs 400 ms, then times out
+            invoke(echo, b"first", 2),
+            invoke("no-such-instance", b"x", 3),      # fails alone; the stream goes on
+            pb.DoRequest(instance_id=echo, call_id=4, keep_alive=pb.KeepAlive(ms=60_000)),
+            pb.DoRequest(instance_id=echo, call_id=5),  # no operation
+        ]),
+        pb.DoBatch(requests=[invoke(other, b"second", 6), invoke(spin, b"", 7)]),  # 7: spin is busy
+    ]
+    # The client half-closes after the last batch: the node still answers the running call.
+    replies = [r for batch in node.stub.DoStream(iter(batches), timeout=30) for r in batch.replies]
+    by_id = {r.call_id: r for r in replies}
+    assert sorted(by_id) == [1, 2, 3, 4, 5, 6, 7] and len(replies) == 7
+    assert replies[-1].call_id == 1, "the slow call answers last, after those read later"
+    assert by_id[1].invoke.error == pb.TIMEOUT and by_id[1].state == pb.IDLE
+    assert (by_id[2].invoke.output, by_id[2].error_code) == (b"first", "")
+    assert (by_id[6].invoke.output, by_id[6].instance_id) == (b"second", other)
+    assert by_id[3].error_code == "NOT_FOUND" and "no-such-instance" in by_id[3].error_message
+    assert (by_id[4].error_code, by_id[4].state) == ("", pb.KEPT_ALIVE)
+    assert by_id[5].error_code == "INVALID_ARGUMENT" and "one of keep_alive, kill, invoke" in by_id[5].error_message
+    assert by_id[7].error_code == "FAILED_PRECONDITION" and "busy" in by_id[7].error_message
+    for iid in (echo, other, spin):
+        node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)
+
+
+def test_the_client_multiplexes_concurrent_calls_and_maps_errors(node) -> None:
+    instances = [spawn(node, "echo") for _ in range(6)]
+    spin = spawn(node, "spin")
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(node.address, options=CHANNEL_OPTIONS) as channel:
+            client = DoStreamClient(node_pb2_grpc.NodeStub(channel))
+
+            async def worker(iid: str) -> list[bytes]:
+                outputs = []
+                for i in range(25):
+                    payload = f"{iid}/{i}".encode()
+                    reply = await client.do(pb.DoRequest(instance_id=iid, invoke=pb.Invoke(payload=payload)), 10)
+                    assert reply.instance_id == iid
+                    outputs.append(reply.invoke.output)
+                return outputs
+
+            results = await asyncio.gather(*(worker(iid) for iid in instances))
+            assert results == [[f"{iid}/{i}".encode() for i in range(25)] for iid in instances]
+            stream = client._stream
+            assert stream is not None and client.streaming
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.do(pb.DoRequest(instance_id="gone", kill=pb.Kill()), 10)
+            assert info.value.code() is grpc.StatusCode.NOT_FOUND and "gone" in info.value.details()
+            # A deadline shorter than the call: the caller hears DEADLINE_EXCEEDED on time.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.do(pb.DoRequest(instance_id=spin, invoke=pb.Invoke()), 0.1)
+            assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.sleep(0.5)  # the node finishes the spin (its own 400 ms timeout)
+            reply = await client.do(pb.DoRequest(instance_id=instances[0], invoke=pb.Invoke(payload=b"still")), 10)
+            assert reply.invoke.output == b"still"
+            assert client._stream is stream, "errors of single calls leave the stream open"
+            # Big payloads go unary, so they do not hold up the shared stream.
+            big = b"x" * DoStreamClient.unary_from_bytes
+            reply = await client.do(pb.DoRequest(instance_id=instances[1], invoke=pb.Invoke(payload=big)), 10,
+                                    payload_bytes=len(big))
+            assert reply.invoke.output == big
+            await client.close()
+
+    asyncio.run(main())
+    for iid in [*instances, spin]:
+        node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)
+
+
+def test_calls_in_flight_fail_promptly_when_the_node_dies(registry, tmp_path) -> None:
+    doomed = NodeProcess(registry, tmp_path / "cache")
+    spin = spawn(doomed, "spin")
+    echo = spawn(doomed, "echo")
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(doomed.address, options=CHANNEL_OPTIONS) as channel:
+            client = DoStreamClient(node_pb2_grpc.NodeStub(channel))
+            assert (await client.do(pb.DoRequest(instance_id=echo, invoke=pb.Invoke(payload=b"up")), 10)).invoke.output
+            running = asyncio.ensure_future(client.do(pb.DoRequest(instance_id=spin, invoke=pb.Invoke()), 30))
+            await asyncio.sleep(0.1)
+            doomed.proc.send_signal(signal.SIGKILL)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await running
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert loop.time() - started < 5, "the caller hears of the dead node, not its 30 s deadline"
+            assert client._stream is None  # the next call opens a new stream
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.do(pb.DoRequest(instance_id=echo, invoke=pb.Invoke()), 5)
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+    asyncio.run(main())
+    doomed.stop()
+
+
+class UnaryOnlyNode(node_pb2_grpc.NodeServicer):
+    """A node from before DoStream: Do only."""
+
+    async def Do(self, request: pb.DoRequest, context) -> pb.DoReply:
+        return pb.DoReply(instance_id=request.instance_id, state=pb.IDLE,
+                          invoke=pb.InvokeResult(output=request.invoke.payload[::-1]))
+
+
+def test_a_node_without_dostream_gets_unary_calls() -> None:
+    async def main() -> None:
+        server = grpc.aio.server()
+        node_pb2_grpc.add_NodeServicer_to_server(UnaryOnlyNode(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                client = DoStreamClient(node_pb2_grpc.NodeStub(channel))
+                replies = await asyncio.gather(*(
+                    client.do(pb.DoRequest(instance_id=f"i{i}", invoke=pb.Invoke(payload=b"abc%d" % i)), 5)
+                    for i in range(5)))
+                assert [r.invoke.output for r in replies] == [b"%dcba" % i for i in range(5)]
+                assert client.streaming is False
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
