@@ -183,6 +183,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
                     ready.clear()
                     await ready.wait()
                     continue
+                await asyncio.sleep(0)  # replies ready in this turn of the loop join the batch
                 batch = pb.DoReplyBatch(replies=outbox)
                 outbox.clear()
                 await context.write(batch)
