@@ -7,12 +7,15 @@ with ``wlruntime.node.server.start_node(...)``; talk to it with ``wlruntime.node
   scheduler conversation; no gRPC in it,
 - server.py: node.proto's Node service on a grpc.aio server (one event loop), the Scheduler
   caller,
-- client.py: channel options (payloads up to 64 MB) and stubs,
+- client.py: channel options (payloads up to 64 MB) and stubs, and ``DoStreamClient``: ``Do``
+  for asyncio callers over one ``DoStream`` per node, in batches (what the router uses),
 - metrics.py: Prometheus metrics,
 - quickbench.py: the node's own measurements (``--compare-with DIR`` against another tree).
 
 Concurrency: the gRPC server runs on one asyncio event loop; KeepAlive, Kill, Status and Health
-are answered there. Wasm runs on a pool of ``--workers`` threads (default max(4, 2 x cores)),
+are answered there. ``DoStream`` carries many Do operations on one stream, in batches both ways
+(a gRPC message costs a Python server about as much as a trivial function's whole run, and a
+unary call more than twice that); replies go out as operations finish. Wasm runs on a pool of ``--workers`` threads (default max(4, 2 x cores)),
 at most ``workers`` invocations at once (each on its own instance); wasmtime releases the GIL
 while wasm executes, so long or CPU-bound invocations overlap (tests/test_node_runtime.py
 checks that four run side by side). A thread hand-off there and back costs more than a trivial
