@@ -101,7 +101,7 @@ class CompiledCache:
         path = self.disk_path(sha256, abi, fuel)
         if path is None or not path.is_file():
             return None
-        engine = get_engine(fuel, self.parallel_compilation)
+        engine = get_engine(fuel, self.parallel_compilation, pooled=abi == ABI_WASI_COMMAND)
         try:
             if abi == ABI_WASI_COMMAND:
                 module = wasmtime.Module.deserialize_file(engine, str(path))

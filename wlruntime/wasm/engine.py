@@ -8,6 +8,15 @@ functions on rayon's process-wide thread pool, so while a big component compiles
 one's compilation waits behind it. Compiled without that pool, each compilation runs on its own
 calling thread. (Artifacts are the same either way: serialized ones load in both.)
 
+Core modules (ABI 1, a fresh instance per request) run on engines with wasmtime's pooling
+allocator: instance, memory and table slots are reserved once (virtual address space, ~1 TB for
+``POOL_SLOTS`` 4 GiB wasm32 memories) and reused, instead of an mmap/munmap of a memory per
+request; that roughly halves the cost of a trivial function's call (bench/README.md). The pool
+bounds how many core instances run at once per process (a node runs at most its workers + 1);
+components keep the on-demand allocator (their many instances, memories and big tables per
+component would need much larger slots). Where the reservation fails (a tight ``ulimit -v``),
+the engine uses the on-demand allocator instead.
+
 Timeouts use epoch interruption: a single daemon thread increments every engine's epoch each
 ``EPOCH_TICK_MS``; a call sets its store's deadline to ``ticks_for(timeout_ms)`` ticks, so the
 timeout is enforced to within about one tick without a timer per call. Code that runs wasm
@@ -19,6 +28,8 @@ when it was set, and the clock runs whenever wasm does.
 
 from __future__ import annotations
 
+import logging
+import mmap
 import threading
 import time
 from functools import cache
@@ -29,8 +40,13 @@ import wasmtime
 EPOCH_TICK_MS = 2
 IDLE_TICKS = 500  # one second without wasm running: the ticker sleeps
 
+POOL_SLOTS = 256
+POOL_TABLE_ELEMENTS = 200_000  # a module's function table (big C/Rust programs have tens of thousands)
+WASM32_MAX_MEMORY = 4 << 30
+
+log = logging.getLogger("wlruntime.wasm")
 _lock = threading.Lock()
-_engines: dict[tuple[bool, bool], wasmtime.Engine] = {}
+_engines: dict[tuple[bool, bool, bool], wasmtime.Engine] = {}
 
 
 @cache
@@ -43,23 +59,65 @@ def engine_fingerprint(fuel: bool) -> str:
     return f"wasmtime-{wasmtime_version()}-epoch-fuel{int(fuel)}"
 
 
-def get_engine(fuel: bool = False, parallel_compilation: bool = True) -> wasmtime.Engine:
-    """The shared engine; ``fuel=True`` returns the separate fuel-metering engine, and
-    ``parallel_compilation=False`` one that compiles on the calling thread only."""
-    key = (fuel, parallel_compilation)
+def get_engine(fuel: bool = False, parallel_compilation: bool = True, pooled: bool = False) -> wasmtime.Engine:
+    """The shared engine; ``fuel=True`` returns the separate fuel-metering engine,
+    ``parallel_compilation=False`` one that compiles on the calling thread only, and
+    ``pooled=True`` one with the pooling allocator (for core modules; see above)."""
+    key = (fuel, parallel_compilation, pooled)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            config = wasmtime.Config()
-            config.epoch_interruption = True
-            config.consume_fuel = fuel
-            config.wasm_component_model = True
-            config.parallel_compilation = parallel_compilation
-            engine = wasmtime.Engine(config)
+            engine = _new_engine(fuel, parallel_compilation, pooled)
             if not _engines:
                 threading.Thread(target=_tick_forever, name="wasm-epoch-ticker", daemon=True).start()
             _engines[key] = engine
         return engine
+
+
+def _config(fuel: bool, parallel_compilation: bool) -> wasmtime.Config:
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    config.consume_fuel = fuel
+    config.wasm_component_model = True
+    config.parallel_compilation = parallel_compilation
+    return config
+
+
+def _new_engine(fuel: bool, parallel_compilation: bool, pooled: bool) -> wasmtime.Engine:
+    if not pooled:
+        return wasmtime.Engine(_config(fuel, parallel_compilation))
+    from wasmtime import _ffi as ffi  # the pooling allocator has no wrapper in wasmtime-py yet
+
+    # wasmtime aborts the process (a Rust panic in the C API) when the pool's address space
+    # cannot be reserved, so try the reservation here first.
+    reserve = POOL_SLOTS * (WASM32_MAX_MEMORY + (64 << 20)) + (1 << 30)
+    if not _can_reserve(reserve):
+        log.warning("cannot reserve %d GiB of address space for wasmtime's pooling allocator (ulimit -v?): "
+                    "allocating instances on demand", reserve >> 30)
+        return wasmtime.Engine(_config(fuel, parallel_compilation))
+    config = _config(fuel, parallel_compilation)
+    pool = ffi.wasmtime_pooling_allocation_config_new()
+    try:
+        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, POOL_SLOTS)
+        ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, POOL_SLOTS)
+        ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, POOL_SLOTS)
+        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, WASM32_MAX_MEMORY)
+        ffi.wasmtime_pooling_allocation_config_table_elements_set(pool, POOL_TABLE_ELEMENTS)
+        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
+    finally:
+        ffi.wasmtime_pooling_allocation_config_delete(pool)
+    return wasmtime.Engine(config)
+
+
+def _can_reserve(nbytes: int) -> bool:
+    """Whether ``nbytes`` of address space can be reserved (inaccessible, nothing committed)."""
+    try:
+        # prot=0 is PROT_NONE (Python's mmap module has no name for it): nothing committed
+        region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=0)
+    except (OSError, OverflowError, ValueError):
+        return False
+    region.close()
+    return True
 
 
 def ticks_for(timeout_ms: float) -> int:

@@ -135,7 +135,7 @@ class CompiledFunction:
         # Recent execution time (an exponentially weighted mean kept by the node runtime, which
         # runs short functions inline).
         self.recent_exec_ms = 0.0
-        self.engine = get_engine(config.fuel is not None)
+        self.engine = get_engine(config.fuel is not None, pooled=config.abi == ABI_WASI_COMMAND)
         if config.abi == ABI_WASI_COMMAND:
             self.command = CommandRunner(
                 self.engine, artifact, name,

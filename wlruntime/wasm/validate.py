@@ -95,7 +95,7 @@ def compile_checked(data: bytes, abi: str, fuel: bool = False, parallel_compilat
     if abi not in ABIS:
         raise InvalidWasm(f"unknown abi {abi!r}: expected one of {', '.join(ABIS)}")
     kind = detect_kind(data)
-    engine = get_engine(fuel, parallel_compilation)
+    engine = get_engine(fuel, parallel_compilation, pooled=abi == ABI_WASI_COMMAND)
     if abi == ABI_WASI_COMMAND:
         if kind != "module":
             raise InvalidWasm(
