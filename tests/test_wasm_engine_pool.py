@@ -73,3 +73,13 @@ def test_without_the_address_space_the_engine_allocates_on_demand(monkeypatch, c
         store.set_wasi(wasmtime.WasiConfig())
         store.set_epoch_deadline(1000)
         linker.instantiate(store, module)
+
+
+def test_a_node_refuses_more_workers_than_the_pool_has_slots() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "wlruntime.node", "--registry", "http://127.0.0.1:9",
+                             "--workers", str(POOL_SLOTS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"--workers must be below {POOL_SLOTS}" in result.stderr

@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("memory_mb", "workers", "idle_grace_ms"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    from wlruntime.wasm.engine import POOL_SLOTS
+
+    if args.workers >= POOL_SLOTS:  # each running ABI 1 call holds a slot; one more runs inline
+        parser.error(f"--workers must be below {POOL_SLOTS} (the wasm instance pool's size)")
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
