@@ -154,3 +154,19 @@ def test_summarize_large_result_matches_direct_computation():
         assert t["mean_instances"].iloc[k] == pytest.approx(overlap / step)
     starts = np.sort(created)
     assert s["peak_instances"] == max(((created <= c) & (c < died)).sum() for c in starts)
+
+
+def test_a_trace_recorded_at_its_time_of_day_summarises_like_one_starting_at_zero():
+    # The live router records arrival_ms as ms since 00:00 UTC: shift the hand-built run to 15:00.
+    base = two_function_result()
+    shift = 15 * 3_600_000.0
+    req, inst = base.requests.copy(), base.instances.copy()
+    for col in ("arrival_ms", "end_ms"):
+        req[col] += shift
+    for col in ("created_ms", "ready_ms", "died_ms"):
+        inst[col] += shift
+    shifted = SimResult("hand", req, inst, horizon_ms=base.horizon_ms + shift, wall_s=0.5)
+    assert summarize(shifted)["mean_instances"] == pytest.approx(summarize(base)["mean_instances"])
+    t = instances_over_time(shifted, step_ms=1000.0)
+    assert len(t) == 100 and t["time_ms"].iloc[0] == shift
+    assert t["mean_instances"].tolist() == pytest.approx(instances_over_time(base, 1000.0)["mean_instances"].tolist())

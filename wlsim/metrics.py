@@ -11,8 +11,10 @@ Definitions (the numbers every table and plot uses):
 - GB = 1024 MB (as AWS Lambda bills); GB-s = memory_mb / 1024 * seconds.
 - total memory = memory held from ``created_ms`` to ``died_ms`` (starting, busy and idle);
   idle memory = memory held while idle (the instance table's ``idle_ms``).
-- mean instances = instance-seconds alive / horizon; peak instances = the most alive at once
-  (an instance is alive on [created_ms, died_ms)).
+- The observed period runs from the first arrival (or the first instance, if one came earlier)
+  to the horizon: a trace recorded live starts at its time of day, not at 0.
+- mean instances = instance-seconds alive / the observed period; peak instances = the most alive
+  at once (an instance is alive on [created_ms, died_ms)).
 - Cost (USD): memory_usd = gb_s_usd * total GB-s; request_usd = request_usd * served requests;
   latency_usd = latency_usd_per_s * added latency seconds; reject_usd = a price per rejected
   request if the weights define ``reject_usd`` (else 0); weighted_cost_usd = their sum.
@@ -58,6 +60,13 @@ def _instance_intervals(result: SimResult) -> tuple[np.ndarray, np.ndarray, np.n
     return created, died, _column(inst, "memory_mb")
 
 
+def observed_start_ms(result: SimResult) -> float:
+    """When the run's activity begins: the first arrival or instance, whichever is earlier."""
+    firsts = [float(np.nanmin(col)) for col in (_column(result.requests, "arrival_ms"),
+                                                 _column(result.instances, "created_ms")) if col.size]
+    return min(firsts) if firsts else 0.0
+
+
 def peak_instances(created: np.ndarray, died: np.ndarray) -> int:
     """The most instances alive at once, each alive on [created, died)."""
     if created.size == 0:
@@ -94,8 +103,8 @@ def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict
     gb = memory_mb / MB_PER_GB
     total_gb_s = float((gb * (died - created)).sum()) / 1000.0
     idle_gb_s = float((gb * _column(result.instances, "idle_ms")).sum()) / 1000.0
-    horizon = result.horizon_ms
-    mean_instances = float((died - created).sum() / horizon) if horizon > 0 else float("nan")
+    period = result.horizon_ms - observed_start_ms(result)
+    mean_instances = float((died - created).sum() / period) if period > 0 else float("nan")
 
     memory_usd = weights.gb_s_usd * total_gb_s
     request_usd = weights.request_usd * served
@@ -136,7 +145,8 @@ def _sum_min(sorted_x: np.ndarray, prefix: np.ndarray, t: np.ndarray) -> np.ndar
 
 
 def instances_over_time(result: SimResult, step_ms: float) -> pd.DataFrame:
-    """Instances alive over the run, sampled every ``step_ms`` from 0 to the horizon.
+    """Instances alive over the run, sampled every ``step_ms`` from the step holding the first
+    arrival (``observed_start_ms``; a live recording starts at its time of day) to the horizon.
 
     Columns: ``time_ms`` (start of each step), ``instances`` (alive at that instant),
     ``mean_instances`` (time-average over [time_ms, time_ms + step_ms), so short spikes
@@ -148,8 +158,9 @@ def instances_over_time(result: SimResult, step_ms: float) -> pd.DataFrame:
         raise ValueError(f"step_ms must be positive, got {step_ms!r}")
     created, died, memory_mb = _instance_intervals(result)
     horizon = max(float(result.horizon_ms), float(died.max()) if died.size else 0.0)
-    n_steps = max(1, int(np.ceil(horizon / step_ms)))
-    t = np.arange(n_steps, dtype=np.float64) * step_ms
+    first = np.floor(observed_start_ms(result) / step_ms) * step_ms
+    n_steps = max(1, int(np.ceil((horizon - first) / step_ms)))
+    t = first + np.arange(n_steps, dtype=np.float64) * step_ms
 
     c_order, d_order = np.argsort(created, kind="stable"), np.argsort(died, kind="stable")
     c_sorted, d_sorted = created[c_order], died[d_order]
