@@ -12,7 +12,7 @@ import grpc
 import pytest
 from test_node_e2e import TOKEN, NodeProcess, Registry, StandInScheduler, wasm
 
-from wlruntime.node.client import CHANNEL_OPTIONS, DoStreamClient
+from wlruntime.node.client import BATCH_BYTES, CHANNEL_OPTIONS, DoStreamClient, take_batch
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.registry.client import RegistryClient
@@ -175,3 +175,36 @@ def test_a_node_without_dostream_gets_unary_calls() -> None:
             await server.stop(0)
 
     asyncio.run(main())
+
+
+def test_batches_stay_within_their_byte_budget() -> None:
+    kib = 1024
+    outbox = [("a", 300 * kib), ("b", 300 * kib), ("c", 300 * kib), ("d", 300 * kib), ("e", 10)]
+    assert take_batch(outbox) == ["a", "b", "c"]       # 900 KiB; with d it would pass 1 MiB
+    assert take_batch(outbox) == ["d", "e"]
+    assert outbox == []
+    huge = [("big", 5 * BATCH_BYTES), ("next", 1)]
+    assert take_batch(huge) == ["big"]                 # alone, however large
+    assert take_batch(huge) == ["next"]
+    small = [(i, 100) for i in range(1000)]
+    assert take_batch(small) == list(range(1000)) and small == []
+
+
+def test_many_large_payloads_at_once_arrive_intact(node) -> None:
+    instances = [spawn(node, "echo") for _ in range(24)]
+
+    async def main() -> None:
+        async with grpc.aio.insecure_channel(node.address, options=CHANNEL_OPTIONS) as channel:
+            client = DoStreamClient(node_pb2_grpc.NodeStub(channel))
+            payloads = [bytes([i]) * (200 * 1024) for i in range(len(instances))]  # streamed, not unary
+            replies = await asyncio.gather(*(
+                client.do(pb.DoRequest(instance_id=iid, invoke=pb.Invoke(payload=payload)), 30,
+                          payload_bytes=len(payload))
+                for iid, payload in zip(instances, payloads)))
+            assert [r.invoke.output for r in replies] == payloads
+            assert client._stream is not None
+            await client.close()
+
+    asyncio.run(main())
+    for iid in instances:
+        node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)

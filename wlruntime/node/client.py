@@ -35,6 +35,25 @@ def connect_scheduler(address: str) -> tuple[grpc.Channel, node_pb2_grpc.Schedul
     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     return channel, node_pb2_grpc.SchedulerStub(channel)
 
+# A DoStream batch carries at most about this many payload bytes (more than one message only
+# when they fit), so batches stay far below the message limit however busy the stream is.
+BATCH_BYTES = 1024 * 1024
+
+
+def take_batch(outbox: list[tuple[Any, int]]) -> list[Any]:
+    """Remove and return the first messages of ``outbox`` ((message, payload bytes) pairs, at
+    least one) whose payloads fit in ``BATCH_BYTES`` together."""
+    size = 0
+    for n, (_, nbytes) in enumerate(outbox):
+        size += nbytes
+        if n and size > BATCH_BYTES:
+            break
+    else:
+        n = len(outbox)
+    batch = [message for message, _ in outbox[:n]]
+    del outbox[:n]
+    return batch
+
 
 class DoStreamClient:
     """``Node.Do`` for an asyncio caller, multiplexed over one ``DoStream`` (see node.proto).
@@ -85,7 +104,7 @@ class DoStreamClient:
         loop = asyncio.get_running_loop()
         future = stream.pending[call_id] = loop.create_future()
         expiry = loop.call_later(timeout, stream.expire, call_id)
-        stream.send(request)
+        stream.send(request, len(request.invoke.payload) if request.HasField("invoke") else 0)
         try:
             return await future
         finally:
@@ -112,14 +131,14 @@ class _Stream:
         self.call = call
         self.owner = owner
         self.pending: dict[int, asyncio.Future] = {}
-        self.outbox: list[Any] = []
+        self.outbox: list[tuple[Any, int]] = []  # (DoRequest, payload bytes)
         self.ready = asyncio.Event()
         self.ended: grpc.aio.AioRpcError | None = None
         self.reader = asyncio.ensure_future(self._read_replies())
         self.writer = asyncio.ensure_future(self._write_requests())
 
-    def send(self, request: Any) -> None:
-        self.outbox.append(request)
+    def send(self, request: Any, payload_bytes: int) -> None:
+        self.outbox.append((request, payload_bytes))
         self.ready.set()
 
     async def _write_requests(self) -> None:
@@ -133,9 +152,7 @@ class _Stream:
                 # One turn of the event loop first: requests arriving in the same turn join
                 # this batch (about 2x fewer, bigger writes under load; no timed wait).
                 await asyncio.sleep(0)
-                batch = node_pb2.DoBatch(requests=outbox)
-                outbox.clear()
-                await self.call.write(batch)  # gRPC allows one outstanding write per call
+                await self.call.write(node_pb2.DoBatch(requests=take_batch(outbox)))  # gRPC allows one outstanding write per call
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - the stream broke: end it, so every caller hears now

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from wlruntime.node.client import CHANNEL_OPTIONS, connect_scheduler
+from wlruntime.node.client import CHANNEL_OPTIONS, connect_scheduler, take_batch
 from wlruntime.node.runtime import Directive, IdleEventInfo, NodeError, NodeRuntime
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
@@ -130,13 +130,14 @@ class NodeService(node_pb2_grpc.NodeServicer):
         """Do for every request of every batch read, answered in completion order (see
         node.proto). Quick operations are answered as they are read; invocations on the wasm
         pool when they finish. Replies that pile up while one batch is written go in the next."""
-        outbox: list[pb.DoReply] = []
+        outbox: list[tuple[pb.DoReply, int]] = []  # (reply, output bytes)
         ready = asyncio.Event()
         on_pool: set[asyncio.Task] = set()
         reading = True
 
         def post(reply: pb.DoReply) -> None:
-            outbox.append(reply)
+            result = reply.invoke
+            outbox.append((reply, len(result.output) + len(result.logs)))
             ready.set()
 
         def failed(request: pb.DoRequest, error: Exception) -> pb.DoReply:
@@ -184,9 +185,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
                     await ready.wait()
                     continue
                 await asyncio.sleep(0)  # replies ready in this turn of the loop join the batch
-                batch = pb.DoReplyBatch(replies=outbox)
-                outbox.clear()
-                await context.write(batch)
+                await context.write(pb.DoReplyBatch(replies=take_batch(outbox)))
             await reader  # re-raises what ended the reading, if anything did
         finally:
             reader.cancel()
