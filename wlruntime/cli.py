@@ -228,6 +228,8 @@ def invoke(
                                               allow_dash=True)] = None,
     header: Annotated[list[str] | None, typer.Option("--meta", "-m", help="KEY=VALUE metadata for the "
                                                                           "function; repeatable")] = None,
+    feature: Annotated[list[str] | None, typer.Option("--feature", "-F", help="NAME=NUMBER request feature for "
+                                                                             "the policy; repeatable")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show cold/warm, timings, node")] = False,
     url: UrlOpt = None,
 ) -> None:
@@ -249,6 +251,11 @@ def invoke(
         if not sep or not key:
             _fail(f"--meta {item!r}: expected KEY=VALUE", 2)
         headers[f"x-wl-meta-{key}"] = value
+    for item in feature or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--feature {item!r}: expected NAME=NUMBER", 2)
+        headers[f"x-wl-feature-{key}"] = value
     base = url or os.environ.get("WL_ROUTER_URL") or _settings().router.base_url()
     try:
         with RouterClient(base) as client:

@@ -200,7 +200,8 @@ class Decision:
 
 
 class RowFeatures(Mapping):
-    """A request's extra numeric trace columns, read lazily from the columnar arrays."""
+    """A request's extra numeric trace columns, read lazily from the columnar arrays. An empty
+    cell (NaN) is a feature this request did not carry: absent, as in the live router."""
 
     __slots__ = ("_columns", "_row")
 
@@ -209,13 +210,17 @@ class RowFeatures(Mapping):
         self._row = row
 
     def __getitem__(self, key: str) -> float:
-        return self._columns[key][self._row]
+        value = self._columns[key][self._row]
+        if math.isnan(value):
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._columns)
+        row = self._row
+        return (name for name, column in self._columns.items() if not math.isnan(column[row]))
 
     def __len__(self) -> int:
-        return len(self._columns)
+        return sum(1 for _ in self)
 
 
 class _Due:

@@ -443,14 +443,16 @@ class Router:
         return answer
 
     # ------------------------------------------------------------------ requests
-    async def invoke(self, name: str, payload: bytes, metadata: dict[str, str] | None = None) -> Result:
-        """Run one request; returns its Result or raises a RouterError (not run at all)."""
+    async def invoke(self, name: str, payload: bytes, metadata: dict[str, str] | None = None,
+                     features: dict[str, float] | None = None) -> Result:
+        """Run one request; returns its Result or raises a RouterError (not run at all).
+        ``features`` are the request's own features for the policy (RequestView.features)."""
         t0 = time.perf_counter()
         fn = self.functions.get(name)
         try:
             if fn is None:
                 fn = await self._load_function(name)
-            result = await self._invoke(fn, payload, metadata)
+            result = await self._invoke(fn, payload, metadata, features)
         except RouterError as error:
             if fn is None:  # one label for every unknown name (no unbounded label values)
                 self.metrics.outcome(UNKNOWN_FUNCTION, error.kind)
@@ -462,7 +464,8 @@ class Router:
         children["latency"].observe(time.perf_counter() - t0)
         return result
 
-    async def _invoke(self, fn: Function, payload: bytes, metadata: dict[str, str] | None) -> Result:
+    async def _invoke(self, fn: Function, payload: bytes, metadata: dict[str, str] | None,
+                      features: dict[str, float] | None = None) -> Result:
         if not fn.metric_children:
             self.metrics.children(fn)
         if len(payload) > fn.max_payload_bytes:
@@ -474,7 +477,7 @@ class Router:
             fn.prewarm_handle.cancel()  # the arrival came first
             fn.prewarm_handle = None
         self._seq += 1
-        req = Pending(RequestView(self._seq, fn.name, now, len(payload)), payload, metadata or {})
+        req = Pending(RequestView(self._seq, fn.name, now, len(payload), features), payload, metadata or {})
         inst = self._place(fn, req, now)
         if inst is not None:
             result = await self._execute(inst, req)
@@ -591,7 +594,8 @@ class Router:
         children = fn.metric_children
         children["duration"].observe(exec_ms / 1000.0)
         children["wait"].observe(wait_ms / 1000.0)
-        self.trace.record(fn.app, fn.name, req.view.arrival_ms, busy_ms, inst.memory_mb, payload_bytes)
+        self.trace.record(fn.app, fn.name, req.view.arrival_ms, busy_ms, inst.memory_mb, payload_bytes,
+                          req.view.features)
         if r.logs or error != OK:
             fn.logs.append({"time": time.time(), "request_id": r.request_id, "instance": inst.instance_id,
                             "error": error, "message": r.error_message,

@@ -14,13 +14,18 @@ throttled (concurrency limit, policy reject, no memory; with Retry-After), 502 a
 mid-request, 503 no node reachable. Headers: X-WL-Cold (1 when the request waited for a cold
 start), X-WL-Duration-Ms (execution), X-WL-Wait-Ms (arrival to start), X-WL-Version,
 X-WL-Instance, X-WL-Node; X-WL-Error on errors. ``X-WL-Meta-<key>`` request headers reach the
-function as metadata ``<key>``.
+function as metadata ``<key>``. ``X-WL-Feature-<name>: <number>`` headers are request features
+for the policy (``RequestView.features[name]``, name lowercased with - as _; at most 16; 400 for
+a value that is not a finite number), recorded in the traffic trace as columns, as the
+simulator reads them from a trace.
 
 The Lambda path follows Lambda's wire format: RequestResponse, Event (202, runs in the
 background) and DryRun (204) invocation types, X-Amz-Function-Error: Unhandled with an
 {"errorMessage", "errorType"} body for function errors and timeouts, X-Amz-Executed-Version,
 X-Amz-Log-Result with X-Amz-Log-Type: Tail, and Lambda's error types (ResourceNotFoundException
-404, RequestTooLargeException 413, TooManyRequestsException 429) in x-amzn-ErrorType.
+404, RequestTooLargeException 413, TooManyRequestsException 429) in x-amzn-ErrorType. Request
+features come from X-WL-Feature headers there too, or from the client context (boto3's
+``ClientContext``: base64 JSON whose ``custom.wl_features`` maps names to numbers).
 
 Admin endpoints need ``Authorization: Bearer <admin token>``:
   GET/PUT /admin/policy ({"spec": "..."}), GET /admin/state, GET /admin/functions,
@@ -36,6 +41,7 @@ import base64
 import json
 import logging
 import math
+import re
 import secrets
 import uuid
 from contextlib import asynccontextmanager
@@ -52,7 +58,17 @@ from policies.registry import PolicySpecError
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.core import CHANNEL_OPTIONS, UNKNOWN_FUNCTION, Router
-from wlruntime.router.state import NODE_ERROR, OK, TIMEOUT, PayloadTooLarge, Result, RouterError, Throttled
+from wlruntime.router.state import (
+    NODE_ERROR,
+    OK,
+    TIMEOUT,
+    BadRequest,
+    PayloadTooLarge,
+    Result,
+    RouterError,
+    Throttled,
+)
+from wlruntime.router.trace import COLUMNS as TRACE_COLUMNS
 from wlruntime.router.trace import encode_csv, encode_parquet
 
 log = logging.getLogger("wlruntime.router")
@@ -74,6 +90,9 @@ LAMBDA_ERROR_TYPES = {
     "init_error": "Runtime.InitError",
     "invalid_request": "InvalidRequestContentException",
 }
+MAX_FEATURES = 16
+FEATURE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
 LAMBDA_EXCEPTIONS = {404: "ResourceNotFoundException", 413: "RequestTooLargeException",
                      429: "TooManyRequestsException", 503: "ServiceException", 504: "ServiceException"}
 
@@ -157,7 +176,7 @@ class RouterApp:
         try:
             fn = router.functions.get(name) or await router.function(unquote(name))
             payload = await self._body(fn, scope, receive)
-            result = await router.invoke(fn.name, payload, _metadata(scope))
+            result = await router.invoke(fn.name, payload, _metadata(scope), _features(scope))
         except RouterError as error:
             if error.status == 404:
                 router.metrics.outcome(UNKNOWN_FUNCTION, error.kind)  # one label for all unknown names
@@ -208,12 +227,14 @@ class RouterApp:
         qualifier = None
         if ":" in name:
             name, qualifier = name.split(":", 1)
-        invocation_type, log_type = "RequestResponse", None
+        invocation_type, log_type, client_context = "RequestResponse", None, None
         for key, value in scope["headers"]:
             if key == b"x-amz-invocation-type":
                 invocation_type = value.decode()
             elif key == b"x-amz-log-type":
                 log_type = value.decode()
+            elif key == b"x-amz-client-context":
+                client_context = value
         query = parse_qs(scope.get("query_string", b"").decode())
         qualifier = query.get("Qualifier", [qualifier])[0]
         try:
@@ -221,18 +242,19 @@ class RouterApp:
             if qualifier not in (None, "", "$LATEST", str(fn.version)):
                 raise _LambdaNotFound(name, qualifier)
             payload = await self._body(fn, scope, receive)
+            features = _features(scope, client_context)
             if invocation_type == "DryRun":
                 await _send(send, 204, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
             if invocation_type == "Event":
-                router._bg(self._event(fn.name, payload))
+                router._bg(self._event(fn.name, payload, features))
                 await _send(send, 202, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
             if invocation_type != "RequestResponse":
                 await self._lambda_error(send, request_id, 400, "InvalidParameterValueException",
                                          f"Invalid X-Amz-Invocation-Type {invocation_type!r}")
                 return
-            result = await router.invoke(fn.name, payload, _metadata(scope, request_id))
+            result = await router.invoke(fn.name, payload, _metadata(scope, request_id), features)
         except _LambdaNotFound as missing:
             await self._lambda_error(send, request_id, 404, "ResourceNotFoundException",
                                      f"Function not found: {_arn(missing.name, missing.qualifier)}")
@@ -242,6 +264,8 @@ class RouterApp:
                 router.metrics.outcome(UNKNOWN_FUNCTION, error.kind)
                 await self._lambda_error(send, request_id, 404, "ResourceNotFoundException",
                                          f"Function not found: {_arn(name, qualifier)}")
+            elif isinstance(error, BadRequest):
+                await self._lambda_error(send, request_id, 400, "InvalidParameterValueException", error.message)
             elif error.status == 504:
                 await self._lambda_function_error(send, request_id, Result(error=TIMEOUT, error_message=error.message),
                                                   "", log_type)
@@ -266,9 +290,9 @@ class RouterApp:
         else:
             await self._lambda_function_error(send, request_id, result, version.decode(), log_type)
 
-    async def _event(self, name: str, payload: bytes) -> None:
+    async def _event(self, name: str, payload: bytes, features: dict[str, float] | None) -> None:
         try:
-            await self.router.invoke(name, payload, {"invocation_type": "Event"})
+            await self.router.invoke(name, payload, {"invocation_type": "Event"}, features)
         except RouterError as error:
             log.info("asynchronous (Event) invocation of %s was not run: %s", name, error.message)
 
@@ -312,6 +336,44 @@ def _metadata(scope: dict, request_id: str | None = None) -> dict[str, str]:
     if request_id is not None:
         meta["aws_request_id"] = request_id
     return meta
+
+
+def _features(scope: dict, client_context: bytes | None = None) -> dict[str, float] | None:
+    """The request's features for the policy: X-WL-Feature-<name> headers, and on the Lambda
+    path the client context's custom.wl_features. Raises BadRequest naming what is wrong."""
+    raw: list[tuple[str, Any]] = []
+    for key, value in scope["headers"]:
+        if key.startswith(b"x-wl-feature-"):
+            raw.append((key[13:].decode("latin-1"), value.decode("latin-1")))
+    if client_context is not None:
+        try:
+            context = json.loads(base64.b64decode(client_context, validate=True))
+            custom = context.get("custom") or {}
+            given = custom.get("wl_features") or {}
+            if not isinstance(given, dict):
+                raise TypeError("custom.wl_features must be an object")
+        except (ValueError, TypeError, AttributeError) as error:
+            raise BadRequest(f"X-Amz-Client-Context: not base64 JSON with custom.wl_features "
+                             f"mapping names to numbers ({error})") from None
+        raw.extend(given.items())
+    if not raw:
+        return None
+    if len(raw) > MAX_FEATURES:
+        raise BadRequest(f"a request carries at most {MAX_FEATURES} features, got {len(raw)}")
+    features: dict[str, float] = {}
+    for name, value in raw:
+        name = name.lower().replace("-", "_")
+        if not FEATURE_NAME_RE.match(name) or name in TRACE_COLUMNS:
+            raise BadRequest(f"feature name {name!r}: use letters, digits and _ (starting with a letter), "
+                             f"and none of the trace's own columns ({', '.join(TRACE_COLUMNS)})")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise BadRequest(f"feature {name!r}: {value!r} is not a finite number")
+        features[name] = number
+    return features
 
 
 class SchedulerService(node_pb2_grpc.SchedulerServicer):

@@ -128,6 +128,11 @@ class RouterError(Exception):
         self.message = message
 
 
+class BadRequest(RouterError):
+    status = 400
+    kind = "bad_request"
+
+
 class FunctionNotFound(RouterError):
     status = 404
     kind = "not_found"
