@@ -258,3 +258,19 @@ def test_a_crashing_policy_is_named(trace_csv, tmp_path, jobs):
     """))
     with pytest.raises(PolicyRunError, match=r"policy 'custom:.*broken.py' failed: ZeroDivisionError: boom at 0"):
         compare(read_trace(trace_csv), ["fixed_ttl", f"custom:{broken}"], jobs=jobs, progress=False)
+
+
+def test_replay_max_instances_limits_each_function_like_the_live_router(trace_csv, tmp_path):
+    out = tmp_path / "capped"
+    r = invoke("replay", "--trace", trace_csv, "--policy", "fixed_ttl:ttl_ms=60000", "--out", str(out),
+               "--no-progress", "--max-instances", "1")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["max_instances"] == 1
+    instances = pd.read_parquet(out / "instances.parquet")
+    requests = pd.read_parquet(out / "requests.parquet")
+    # fixed TTL always spawns when nothing is idle: overlapping requests of "busy" are rejected
+    assert summary["summary"]["rejected"] == int(requests["rejected"].sum()) > 0
+    alive = [((instances["function"] == f) & (instances["created_ms"] <= t) & (t < instances["died_ms"])).sum()
+             for f in ("busy", "sparse") for t in instances["created_ms"]]
+    assert max(alive) == 1

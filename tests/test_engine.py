@@ -479,3 +479,28 @@ def test_fractional_memory_sizes_that_fit_exactly_fit() -> None:
     cfg = SimConfig(node_memory_mb=0.3, cold_start=ColdStartModel(base_ms=COLD, per_mb_ms=0.0))
     r = simulate(trace([("a", 0, 100, 0.1), ("b", 1, 100, 0.2)]), TTL(), cfg)
     assert not r.requests.rejected.any() and not r.instances.evicted.any()
+
+
+def test_max_instances_rejects_spawns_beyond_the_limit_like_the_live_router() -> None:
+    seen_limits = []
+
+    class AlwaysSpawn(TTL):
+        def route(self, now_ms, request, fn):
+            seen_limits.append(fn.max_instances)
+            return SPAWN
+
+        def prewarm(self, now_ms, fn):
+            return 1.0  # asks for a pre-warm 1 ms after each arrival: never beyond the limit
+
+    # Five requests at once, each 1 s: two instances start, the other three are rejected (429
+    # live); after they finish (keep-alive 5 s) a new arrival is still over the limit.
+    rows = [("f", 0, 1000)] * 5 + [("f", 3000, 10)]
+    result = simulate(trace(rows), AlwaysSpawn(), SimConfig(cold_start=CONFIG.cold_start, max_instances=2))
+    req = result.requests
+    assert req["rejected"].tolist() == [False, False, True, True, True, True]
+    assert req["cold"].tolist()[:2] == [True, True]
+    assert len(result.instances) == 2 and set(seen_limits) == {2}
+    unlimited = simulate(trace(rows), AlwaysSpawn(), CONFIG)
+    assert not unlimited.requests["rejected"].any() and len(unlimited.instances) >= 6
+    with pytest.raises(ValueError, match="max_instances"):
+        simulate(trace(rows), AlwaysSpawn(), SimConfig(max_instances=0))

@@ -73,10 +73,11 @@ def default_out_dir(trace: str | os.PathLike, root: Path = RESULTS_ROOT) -> Path
 
 
 def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float | None,
-                seed: int, concurrency: int) -> SimConfig:
+                seed: int, concurrency: int, max_instances: int | None = None) -> SimConfig:
     from wlsim.config import ColdStartModel, SimConfig
 
-    kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency}
+    kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency,
+                              "max_instances": max_instances}
     if node_memory_mb is not None:
         kwargs["node_memory_mb"] = node_memory_mb
     if cold_start_ms is not None:  # one fixed cold start for every function
@@ -240,6 +241,9 @@ ColdOpt = typer.Option(None, "--cold-start-ms", min=0.0,
                        help="One fixed cold start for every function (default: 250 ms + 0.5 ms/MB).")
 SeedOpt = typer.Option(0, "--seed", help="Seed for trace sampling and the simulator.")
 ConcOpt = typer.Option(1, "--concurrency", min=1, help="Per-instance concurrency.")
+MaxInstOpt = typer.Option(None, "--max-instances", min=1,
+                          help="Live instances per function at most, like a deployed function's "
+                               "concurrency limit live: a spawn beyond it is rejected (default: no limit).")
 StartOpt = typer.Option(None, "--start-minute", min=1, help="Keep the trace from this minute (1-based).")
 EndOpt = typer.Option(None, "--end-minute", min=1, help="Keep the trace up to this minute (inclusive).")
 GbsOpt = typer.Option(None, "--gb-s-usd", min=0.0, help="Price of one GB-s of memory held.")
@@ -253,7 +257,8 @@ def replay(
     policy: str = typer.Option(..., "--policy", "-p", help="Policy spec, e.g. fixed_ttl:ttl_ms=60000."),
     trace: str = TraceOpt, out: Path | None = OutOpt, nodes: int = NodesOpt,
     node_memory_mb: float | None = NodeMemOpt, cold_start_ms: float | None = ColdOpt,
-    seed: int = SeedOpt, concurrency: int = ConcOpt, start_minute: int | None = StartOpt,
+    seed: int = SeedOpt, concurrency: int = ConcOpt, max_instances: int | None = MaxInstOpt,
+    start_minute: int | None = StartOpt,
     end_minute: int | None = EndOpt, gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
     latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
 ) -> None:
@@ -261,7 +266,7 @@ def replay(
     try:
         from wlsim.compare import compare
 
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
         summary, results = compare(table, [policy], config, weights, jobs=1, progress=progress,
@@ -302,6 +307,7 @@ def compare_cmd(
                                        help="Also write each policy's requests as Parquet."),
     nodes: int = NodesOpt, node_memory_mb: float | None = NodeMemOpt,
     cold_start_ms: float | None = ColdOpt, seed: int = SeedOpt, concurrency: int = ConcOpt,
+    max_instances: int | None = MaxInstOpt,
     start_minute: int | None = StartOpt, end_minute: int | None = EndOpt,
     gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
     latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
@@ -311,7 +317,7 @@ def compare_cmd(
         from policies.registry import split_specs
 
         specs = split_specs(policies)
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
         out_dir = run_comparison(table, specs, config, weights, out=out, trace_name=trace, jobs=jobs,

@@ -21,8 +21,9 @@ The model (policies.interface documents the decision points):
   ends the instance is IDLE and ``on_idle`` is asked.
 - ``route`` at every arrival, after ``fn.stats.record_arrival``: ``Assign`` runs the request
   at once if the instance (IDLE or BUSY) has a free slot, else queues it there (also on a
-  STARTING instance); ``SPAWN`` starts an instance for it (the request is "cold");
-  ``Reject`` drops it.
+  STARTING instance); ``SPAWN`` starts an instance for it (the request is "cold"), or
+  rejects it when the function already has ``SimConfig.max_instances`` live instances (the
+  live router's per-function concurrency limit, a 429 there); ``Reject`` drops it.
 - ``on_idle`` when an instance becomes IDLE (its last execution ended, or a cold start with
   nothing queued finished, e.g. a pre-warm) and when its keep-alive runs out. During the
   expiry question ``instance.keepalive_until_ms`` still holds the expiry time (<= now), and
@@ -394,6 +395,8 @@ class Simulation:
         cfg = self.config
         if cfg.concurrency < 1:
             raise ValueError(f"SimConfig.concurrency must be >= 1, got {cfg.concurrency}")
+        if cfg.max_instances is not None and cfg.max_instances < 1:
+            raise ValueError(f"SimConfig.max_instances must be >= 1 or None, got {cfg.max_instances}")
         n = len(trace)
         arrival = trace["arrival_ms"].to_numpy(dtype=np.float64)
         duration = trace["duration_ms"].to_numpy(dtype=np.float64)
@@ -446,6 +449,7 @@ class Simulation:
             for i in range(nf)
         ]
         for f in self.functions:
+            f.max_instances = cfg.max_instances
             if not (f.cold_start_ms >= 0 and math.isfinite(f.cold_start_ms)):
                 raise ValueError(f"cold-start model gave {f.cold_start_ms!r} ms for function {f.name!r}")
         return trace
@@ -810,7 +814,12 @@ class Simulation:
 
     def _spawn(self, f: Function, row: int, node: str | None, now: float) -> Instance | None:
         """A new instance for ``f``; ``row`` is the request it is spawned for (-1: a pre-warm).
-        Returns None (and rejects the request) when it does not fit."""
+        Returns None (and rejects the request) at the function's max_instances or when it does
+        not fit."""
+        if f.max_instances is not None and len(f.instances) >= f.max_instances:
+            if row >= 0:
+                self._reject(row)
+            return None
         mem = f.memory_mb
         used = self._node_used
         if node is None:
