@@ -5,6 +5,8 @@ Spec grammar (one policy):
   custom:PATH.py[:ClassName][:key=value...]   a user's Python file (the class defaults to the
                                         only Policy subclass defined in the file)
   learned:PATH[:key=value...]           an exported learned-policy artifact (a folder)
+  wasm:PATH.wasm[:key=value...]         a sandboxed WebAssembly module (ABI wl-policy v1, see
+                                        policies/wasm.py); parameters memory_mb, fuel
 Values are parsed as int, float, true/false, else kept as strings.
 """
 
@@ -116,9 +118,14 @@ def load_policy(spec: str) -> Policy:
             raise PolicySpecError("learned policy spec needs a path: learned:PATH")
         from policies.learned import LearnedPolicy  # noqa: PLC0415 (lazy: numpy-only loader)
         return LearnedPolicy.load(rest[0], **_split_params(rest[1:], spec))
+    if head == "wasm":
+        if not rest:
+            raise PolicySpecError("wasm policy spec needs a path: wasm:PATH.wasm[:key=value...]")
+        from policies.wasm import WasmPolicy  # noqa: PLC0415 (lazy: imports wasmtime when used)
+        return WasmPolicy.load(rest[0], **_split_params(rest[1:], spec))
     target = BUILTINS.get(head)
     if target is None:
-        known = ", ".join(sorted(BUILTINS) + ["custom:PATH", "learned:PATH"])
+        known = ", ".join(sorted(BUILTINS) + ["custom:PATH", "learned:PATH", "wasm:PATH"])
         raise PolicySpecError(f"unknown policy {head!r}; known: {known}")
     mod_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(mod_name), cls_name)
