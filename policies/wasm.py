@@ -150,6 +150,21 @@ def _packer(count: int) -> struct.Struct:
     return s
 
 
+_func_call_unchecked: Any = None
+_set_fuel: Any = None
+_memory_data_size: Any = None
+_memory_data: Any = None
+
+
+def _bind_c_api(bindings: Any) -> None:
+    """The wasmtime C API's ctypes functions used per decision (bound once, on first use)."""
+    global _func_call_unchecked, _set_fuel, _memory_data_size, _memory_data  # noqa: PLW0603
+    _func_call_unchecked = bindings._wasmtime_func_call_unchecked
+    _set_fuel = bindings._wasmtime_context_set_fuel
+    _memory_data_size = bindings._wasmtime_memory_data_size
+    _memory_data = bindings._wasmtime_memory_data
+
+
 def _cause(message: str) -> str:
     """The one line that says why, from wasmtime's multi-line message (backtrace, "Caused by:")."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -248,8 +263,9 @@ class WasmPolicy(Policy):
     def _instantiate(self, at_load: bool = False) -> None:
         """A fresh Store and Instance (at load, and after a trap)."""
         import wasmtime  # noqa: PLC0415
-        from wasmtime import _ffi as ffi  # noqa: PLC0415 (the unchecked call path, see _call)
+        from wasmtime import _bindings as bindings  # noqa: PLC0415 (the C API, for _call)
 
+        _bind_c_api(bindings)
         store = wasmtime.Store(self._engine)
         store.set_limits(memory_size=int(self.memory_mb * 1024 * 1024))
         linker = wasmtime.Linker(self._engine)
@@ -270,33 +286,34 @@ class WasmPolicy(Policy):
         self._context = store._context()
         self._memory = exports["memory"]
         self._memory_ref = ctypes.byref(self._memory._memory)
-        self._funcs = {n: ctypes.byref(exports[n]._func) for n in (*REQUIRED_FUNCS, PREWARM_EXPORT)
-                       if n in {e.name for e in self._module.exports}}
-        self._args = (ffi.wasmtime_val_raw_t * 1)()
-        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._ffi = ffi
+        names = {e.name for e in self._module.exports}
+        self._funcs = {n: ctypes.byref(exports[n]._func) for n in (*REQUIRED_FUNCS, PREWARM_EXPORT) if n in names}
+        self._args = (bindings.wasmtime_val_raw_t * 1)()
+        self._trap = ctypes.POINTER(bindings.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
+        self._view_size = -1      # the memory's size when _view_buffer was made (-1: not yet)
+        self._view_buffer: Any = None
 
     # ------------------------------------------------------------------ calls
+    # The per-decision path calls the C API's ctypes functions directly: wasmtime's
+    # ``Func.__call__`` re-derives the function's type on every call (several times this cost)
+    # and the types were checked at load.
     def _call(self, export: str, n: int) -> int:
-        """Call ``export(n)`` through wasmtime's unchecked path (the types were checked at load;
-        ``Func.__call__`` re-derives them on every call, several times this cost)."""
-        ffi = self._ffi
+        """``export(n)`` through wasmtime's unchecked call (argument and result share ``_args``)."""
         args = self._args
         args[0].i32 = n
-        trap = self._trap
-        error = ffi.wasmtime_func_call_unchecked(self._context, self._funcs[export], args, 1, ctypes.byref(trap))
-        if error or trap:
-            self._trap_happened(export, error, trap)
+        error = _func_call_unchecked(self._context, self._funcs[export], args, 1, self._trap_ref)
+        if error or self._trap:
+            self._trap_happened(export, error)
         return args[0].i32
 
-    def _trap_happened(self, export: str, error: Any, trap: Any) -> None:
+    def _trap_happened(self, export: str, error: Any) -> None:
         import wasmtime  # noqa: PLC0415
 
         if error:
             what = f"failed: {_cause(str(wasmtime.WasmtimeError._from_ptr(error)))}"
         else:
-            t = wasmtime.Trap._from_ptr(trap)
-            self._trap = ctypes.POINTER(self._ffi.wasm_trap_t)()
+            t = wasmtime.Trap._from_ptr(self._trap)   # takes ownership of the trap
             if t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
                 what = f"ran out of fuel (more than fuel={self.fuel} instructions in one decision)"
             else:
@@ -304,29 +321,35 @@ class WasmPolicy(Policy):
         self._instantiate()   # the trap may have left the module's memory half-updated
         raise WasmPolicyError(f"wasm policy {self.path}: {export} {what}")
 
+    def _view(self) -> Any:
+        """The module's whole linear memory as a writable buffer. Memory never shrinks, so an
+        unchanged size means it did not grow (and did not move) since the view was made."""
+        size = _memory_data_size(self._context, self._memory_ref)
+        if size != self._view_size:
+            base = ctypes.addressof(_memory_data(self._context, self._memory_ref).contents)
+            self._view_buffer = (ctypes.c_ubyte * size).from_address(base)
+            self._view_size = size
+        return self._view_buffer
+
     def _decide(self, export: str, values: list[float]) -> tuple[float, float]:
         n = len(values)
-        ffi = self._ffi
-        error = ffi.wasmtime_context_set_fuel(self._context, self.fuel)
-        if error:   # cannot happen with consume_fuel on; say so rather than run unmetered
+        if _set_fuel(self._context, self.fuel):   # cannot fail with consume_fuel on; never run unmetered
             raise WasmPolicyError(f"wasm policy {self.path}: cannot set fuel")
         ptr = self._call(BUFFER_EXPORT, n) & 0xFFFFFFFF
-        size = ffi.wasmtime_memory_data_size(self._context, self._memory_ref)
-        if ptr == 0 or ptr + 8 * n > size:
+        view = self._view()
+        if ptr == 0 or ptr + 8 * n > self._view_size:
             raise WasmPolicyError(f"wasm policy {self.path}: {BUFFER_EXPORT}({n}) returned {ptr}, "
-                                  f"not a buffer of {n} f64 inside its {size}-byte memory")
-        base = ctypes.addressof(ffi.wasmtime_memory_data(self._context, self._memory_ref).contents)
-        ctypes.memmove(base + ptr, _packer(n).pack(*values), 8 * n)
+                                  f"not a buffer of {n} f64 inside its {self._view_size}-byte memory")
+        _packer(n).pack_into(view, ptr, *values)
         status = self._call(export, n)
         if status != 0:
             raise WasmPolicyError(f"wasm policy {self.path}: {export} returned error code {status}")
-        # the decision may have grown memory (moving it): look the base up again
-        base = ctypes.addressof(ffi.wasmtime_memory_data(self._context, self._memory_ref).contents)
-        return _ANSWER.unpack(ctypes.string_at(base + ptr, 16))
+        return _ANSWER.unpack_from(self._view(), ptr)   # (the decision may have grown memory)
 
     # ------------------------------------------------------------------ input
     def _input(self, now_ms: float, fn: FunctionView, payload_bytes: float, subject: InstanceView | None,
                duration_ms: float) -> list[float]:
+        """The n values of the ABI table (header, then one record per instance)."""
         stats = fn.stats
         recent = stats.recent
         previous = -1.0
@@ -344,12 +367,13 @@ class WasmPolicy(Policy):
         if subject is not None and instances.get(subject.id) is not subject:
             records.append(subject)
         max_instances = fn.max_instances
-        values = [now_ms, float(payload_bytes), -1.0 if subject is None else float(subject.id),
-                  float(fn.memory_mb), float(fn.concurrency), -1.0 if max_instances is None else float(max_instances),
-                  float(stats.cold_start_ms), float(duration_ms),
-                  float(stats.arrivals_in_last(now_ms, 1_000.0)), float(stats.arrivals_in_last(now_ms, 60_000.0)),
-                  float(stats.arrivals_in_last(now_ms, 600_000.0)), previous, float(stats.arrivals),
-                  float(len(records))]
+        arrivals_in_last = stats.arrivals_in_last
+        # ints go in as they are: struct's "d" format converts them
+        values = [now_ms, payload_bytes, -1.0 if subject is None else subject.id,
+                  fn.memory_mb, fn.concurrency, -1.0 if max_instances is None else max_instances,
+                  stats.cold_start_ms, duration_ms, arrivals_in_last(now_ms, 1_000.0),
+                  arrivals_in_last(now_ms, 60_000.0), arrivals_in_last(now_ms, 600_000.0), previous,
+                  stats.arrivals, len(records)]
         codes = STATE_CODES
         for inst in records:
             state = inst.state
@@ -359,9 +383,9 @@ class WasmPolicy(Policy):
                 since = inst.idle_since_ms
             else:
                 since = inst.created_ms
-            values += (float(inst.id), codes.get(state, -1.0), float(inst.active), float(len(inst.queue)),
-                       now_ms - since if since is not None else 0.0, float(inst.memory_mb),
-                       float(inst.invocations), now_ms - inst.created_ms)
+            values += (inst.id, codes.get(state, -1.0), inst.active, len(inst.queue),
+                       now_ms - since if since is not None else 0.0, inst.memory_mb,
+                       inst.invocations, now_ms - inst.created_ms)
         return values
 
     # ------------------------------------------------------------------ decisions
