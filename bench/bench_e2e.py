@@ -17,9 +17,11 @@ bottleneck) with a Lua script that POSTs a small body. Measured:
 - cold start through the router: a policy that kills instances right after use
   (``fixed_ttl:ttl_ms=1``) makes every request spawn a new instance; the code and its
   compiled artifact stay cached on the node, so this is the cold start wl pays in steady
-  state. Compared with warm requests sent at the same pace (80 ms apart: an idle machine
-  answers a lone request slower than a back-to-back stream), plus the router's spawn wait
-  (X-WL-Wait-Ms: arrival to execution start).
+  state. wrk sends one request every 80 ms on one connection (its Lua ``delay``); compared
+  with warm requests at the same pace (an idle machine answers a lone request slower than a
+  back-to-back stream: processes and threads wake up) and with the bare FastAPI app at that
+  pace, plus the router's spawn wait (X-WL-Wait-Ms: arrival to execution start, read by the
+  Lua script).
 
 Each measurement is repeated ``--repeats`` times (interleaved) and the median is printed.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import shutil
@@ -72,6 +75,30 @@ LUA = '''
 wrk.method = "POST"
 wrk.body = "{body}"
 wrk.headers["Content-Type"] = "application/octet-stream"
+'''
+
+# One request every PACE_MS; collects the router's X-WL-Wait-Ms and X-WL-Cold (one wrk thread).
+PACE_MS = 80
+LUA_PACED = LUA + '''
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) waits, cold = {{}}, 0 end
+function delay() return {pace} end
+function response(status, headers, body)
+  local wait = headers["x-wl-wait-ms"] or headers["X-WL-Wait-Ms"]
+  if wait then waits[#waits + 1] = tonumber(wait) end
+  if (headers["x-wl-cold"] or headers["X-WL-Cold"]) == "1" then cold = cold + 1 end
+end
+function done(summary, latency, requests)
+  local all, colds = {{}}, 0
+  for _, thread in ipairs(threads) do
+    for _, w in ipairs(thread:get("waits")) do all[#all + 1] = w end
+    colds = colds + thread:get("cold")
+  end
+  table.sort(all)
+  if #all > 0 then io.write(string.format("WAIT_P50 %f\\n", all[math.floor((#all + 1) / 2)])) end
+  io.write(string.format("COLD %d OF %d\\n", colds, #all))
+end
 '''
 
 
@@ -135,19 +162,19 @@ async def node_do_latency(address: str, instance_function: str, n: int) -> float
     return statistics.median(samples)
 
 
-def paced(client: httpx.Client, base: str, function: str, n: int) -> tuple[float, float, int]:
-    """(p50 round trip ms, p50 router wait ms, cold count) of n requests sent 80 ms apart (long
-    enough for the previous instance to be killed under ``fixed_ttl:ttl_ms=1``)."""
-    totals, waits, cold = [], [], 0
-    for _ in range(n):
-        time.sleep(0.08)
-        t = time.perf_counter()
-        r = client.post(f"{base}/invoke/{function}", content=BODY)
-        totals.append((time.perf_counter() - t) * 1000.0)
-        assert r.status_code == 200 and r.content == BODY, r.text
-        waits.append(float(r.headers["x-wl-wait-ms"]))
-        cold += r.headers["x-wl-cold"] == "1"
-    return statistics.median(totals), statistics.median(waits), cold
+def paced(url: str, script: Path, duration: float) -> dict[str, float]:
+    """wrk on one connection, a request every PACE_MS: p50 round trip (ms), and from the router's
+    headers the p50 spawn wait (ms) and the fraction of cold requests (NaN without them)."""
+    result = subprocess.run(["wrk", "-t1", "-c1", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script),
+                             url], capture_output=True, text=True, timeout=duration + 60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout} {result.stderr}")
+    parsed = parse_wrk(result.stdout)
+    wait = re.search(r"WAIT_P50 ([\d.]+)", result.stdout)
+    cold = re.search(r"COLD (\d+) OF (\d+)", result.stdout)
+    parsed["wait_ms"] = float(wait.group(1)) if wait else math.nan
+    parsed["cold_fraction"] = int(cold.group(1)) / int(cold.group(2)) if cold and int(cold.group(2)) else math.nan
+    return parsed
 
 
 def main() -> None:
@@ -156,7 +183,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16, help="connections for the throughput runs")
-    parser.add_argument("--cold", type=int, default=40, help="cold invocations per repeat")
+    parser.add_argument("--paced-duration", type=float, default=4.0,
+                        help=f"seconds per paced run (a request every {PACE_MS} ms)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -166,6 +194,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="wl-bench-"))
     script = tmp / "post.lua"
     script.write_text(LUA.format(body=BODY.decode()))
+    paced_script = tmp / "paced.lua"
+    paced_script.write_text(LUA_PACED.format(body=BODY.decode(), pace=PACE_MS))
     bare_port = free_port()
     (tmp / "bare_app.py").write_text(BARE_APP)
     bare = Child("bare-fastapi", [sys.executable, str(tmp / "bare_app.py"), str(bare_port)], tmp / "bare.log",
@@ -198,7 +228,6 @@ def main() -> None:
         bare_url = f"http://127.0.0.1:{bare_port}/echo"
         wrk(router_url, script, args.connections, 2.0)  # warm-up: instances for the throughput runs
         wrk(bare_url, script, args.connections, 1.0)
-        http = httpx.Client()
         for rep in range(args.repeats):
             print(f"repeat {rep + 1}/{args.repeats}...", file=sys.stderr, flush=True)
             for label, url, pids in (("router", router_url, platform_pids), ("bare", bare_url, {"bare": bare.proc.pid})):
@@ -211,16 +240,15 @@ def main() -> None:
                 for name in pids:
                     add(f"{name} cpu us", many[f"{name} cpu us"])
             add("node Do p50 ms", asyncio.run(node_do_latency(platform.node_addresses[0], "echo", 1000)))
-            # Cold vs warm at the same pace (a request every 80 ms), same client.
-            total, _, _ = paced(http, platform.router_url, "echo", args.cold)
-            add("paced warm p50 ms", total)
+            # Cold vs warm at the same pace (a request every PACE_MS), and the bare app at that pace.
+            add("paced warm p50 ms", paced(router_url, paced_script, args.paced_duration)["p50_ms"])
+            add("paced bare p50 ms", paced(bare_url, paced_script, args.paced_duration)["p50_ms"])
             client.set_policy("fixed_ttl:ttl_ms=1")
-            total, wait, cold = paced(http, platform.router_url, "coldecho", args.cold)
+            cold = paced(f"{platform.router_url}/invoke/coldecho", paced_script, args.paced_duration)
             client.set_policy("default")
-            add("cold round trip p50 ms", total)
-            add("cold spawn wait p50 ms", wait)
-            add("cold fraction", cold / args.cold)
-        http.close()
+            add("cold round trip p50 ms", cold["p50_ms"])
+            add("cold spawn wait p50 ms", cold["wait_ms"])
+            add("cold fraction", cold["cold_fraction"])
     finally:
         platform.stop()
         bare.stop()
@@ -241,11 +269,12 @@ def main() -> None:
         print(f"  {name:10} {us:8.0f} µs  (alone, one core would serve ~{1e6 / us:,.0f} inv/s)")
     print(f"\nnode Do(Invoke) alone (gRPC from a Python client, sequential) p50: {med['node Do p50 ms']:.2f} ms "
           f"(the router's warm p50 is {med['router p50 ms']:.2f} ms)")
-    print("\ncold start through the router (code cached on the node), requests 80 ms apart:")
+    print(f"\ncold start through the router (code cached on the node), one request every {PACE_MS} ms (wrk):")
     print(f"  cold round trip p50 {med['cold round trip p50 ms']:.2f} ms vs warm round trip p50 "
           f"{med['paced warm p50 ms']:.2f} ms at the same pace: the cold start adds "
           f"{med['cold round trip p50 ms'] - med['paced warm p50 ms']:.2f} ms "
-          f"({med['cold round trip p50 ms'] / med['paced warm p50 ms']:.2f}x)")
+          f"({med['cold round trip p50 ms'] / med['paced warm p50 ms']:.2f}x); the bare FastAPI echo at "
+          f"that pace: {med['paced bare p50 ms']:.2f} ms")
     print(f"  router's spawn wait (arrival to execution start) p50 {med['cold spawn wait p50 ms']:.2f} ms; "
           f"{med['cold fraction']:.0%} of those requests were cold")
     print("\ntargets: warm p50 <= 2 ms, >= 1500 inv/s, cold start p50 <= 5 ms through the router")

@@ -26,6 +26,7 @@ def registry(tmp_path_factory):
     client = RegistryClient(reg.url, TOKEN)
     client.upload("echo", wasm("echo"), {"abi": "wasi-command"})
     client.upload("spin", wasm("loop"), {"abi": "wasi-command", "timeout_ms": 400})
+    client.upload("tiny", wasm("echo"), {"abi": "wasi-command", "max_payload_bytes": 4})
     yield reg
     client.close()
     reg.stop()
@@ -207,4 +208,31 @@ def test_many_large_payloads_at_once_arrive_intact(node) -> None:
 
     asyncio.run(main())
     for iid in instances:
+        node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)
+
+
+def test_a_spawn_can_carry_its_first_request(node) -> None:
+    """SpawnRequest.invoke: a cold start and its request in one call."""
+    reply = node.stub.Spawn(pb.SpawnRequest(function="echo", invoke=pb.Invoke(request_id="r-1", payload=b"first")),
+                            timeout=30)
+    assert (reply.invoke.request_id, reply.invoke.output, reply.invoke_error_code) == ("r-1", b"first", "")
+    assert reply.cold_start_ms > 0 and reply.invoke.exec_ms > 0
+    again = node.stub.Do(pb.DoRequest(instance_id=reply.instance_id, invoke=pb.Invoke(payload=b"warm")), timeout=10)
+    assert again.invoke.output == b"warm" and again.state == pb.IDLE  # it was left idle, ready for more
+
+    timed_out = node.stub.Spawn(pb.SpawnRequest(function="spin", invoke=pb.Invoke()), timeout=30)
+    assert timed_out.invoke.error == pb.TIMEOUT
+
+    # The instance starts but refuses the request: the reply says so, and the instance is usable.
+    refused = node.stub.Spawn(pb.SpawnRequest(function="tiny", invoke=pb.Invoke(payload=b"too long")), timeout=30)
+    assert not refused.HasField("invoke")
+    assert refused.invoke_error_code == "INVALID_ARGUMENT" and "max_payload_bytes" in refused.invoke_error_message
+    ok = node.stub.Do(pb.DoRequest(instance_id=refused.instance_id, invoke=pb.Invoke(payload=b"ok")), timeout=10)
+    assert ok.invoke.output == b"ok"
+
+    # A spawn that fails runs nothing.
+    with pytest.raises(grpc.RpcError) as info:
+        node.stub.Spawn(pb.SpawnRequest(function="nope", invoke=pb.Invoke(payload=b"x")), timeout=30)
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    for iid in (reply.instance_id, timed_out.instance_id, refused.instance_id):
         node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)

@@ -74,7 +74,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
                     self.spawn_pool, runtime.spawn, request.function, request.version, request.instance_id)
         except NodeError as error:
             await context.abort(grpc.StatusCode[error.code], error.message)
-        return pb.SpawnReply(
+        reply = pb.SpawnReply(
             instance_id=result.instance_id, function=result.function, version=result.version,
             sha256=result.sha256, abi=result.config.abi, memory_mb=result.config.memory_mb,
             timeout_ms=result.config.timeout_ms, cold_start_ms=result.cold_start_ms, fetch_ms=result.fetch_ms,
@@ -82,6 +82,15 @@ class NodeService(node_pb2_grpc.NodeServicer):
             compile_cached=result.compile_cached, compile_source=result.compile_source,
             concurrency=result.config.concurrency, max_payload_bytes=result.config.max_payload_bytes,
         )
+        if request.HasField("invoke"):
+            try:
+                done = self._start_do(pb.DoRequest(instance_id=result.instance_id, invoke=request.invoke))
+                if not isinstance(done, pb.DoReply):
+                    done = await done
+                reply.invoke.CopyFrom(done.invoke)
+            except NodeError as error:  # the instance is up; the request did not run
+                reply.invoke_error_code, reply.invoke_error_message = error.code, error.message
+        return reply
 
     def _start_do(self, request: pb.DoRequest) -> pb.DoReply | Awaitable[pb.DoReply]:
         """Carry out one Do operation: the reply, or for an invocation that has to run on a wasm

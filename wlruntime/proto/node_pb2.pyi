@@ -140,17 +140,19 @@ class InvokeResult(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[ErrorKind, str]] = ..., error_message: _Optional[str] = ..., logs: _Optional[bytes] = ..., exec_ms: _Optional[float] = ..., instance_recycled: _Optional[bool] = ...) -> None: ...
 
 class SpawnRequest(_message.Message):
-    __slots__ = ("function", "version", "instance_id")
+    __slots__ = ("function", "version", "instance_id", "invoke")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
     function: str
     version: str
     instance_id: str
-    def __init__(self, function: _Optional[str] = ..., version: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
+    invoke: Invoke
+    def __init__(self, function: _Optional[str] = ..., version: _Optional[str] = ..., instance_id: _Optional[str] = ..., invoke: _Optional[_Union[Invoke, _Mapping]] = ...) -> None: ...
 
 class SpawnReply(_message.Message):
-    __slots__ = ("instance_id", "function", "version", "sha256", "abi", "memory_mb", "timeout_ms", "cold_start_ms", "fetch_ms", "compile_ms", "instantiate_ms", "code_cached", "compile_cached", "compile_source", "concurrency", "max_payload_bytes")
+    __slots__ = ("instance_id", "function", "version", "sha256", "abi", "memory_mb", "timeout_ms", "cold_start_ms", "fetch_ms", "compile_ms", "instantiate_ms", "code_cached", "compile_cached", "compile_source", "concurrency", "max_payload_bytes", "invoke", "invoke_error_code", "invoke_error_message")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,9 @@ class SpawnReply(_message.Message):
     COMPILE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    INVOKE_ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     function: str
     version: int
@@ -183,7 +188,10 @@ class SpawnReply(_message.Message):
     compile_source: str
     concurrency: int
     max_payload_bytes: int
-    def __init__(self, instance_id: _Optional[str] = ..., function: _Optional[str] = ..., version: _Optional[int] = ..., sha256: _Optional[str] = ..., abi: _Optional[str] = ..., memory_mb: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., cold_start_ms: _Optional[float] = ..., fetch_ms: _Optional[float] = ..., compile_ms: _Optional[float] = ..., instantiate_ms: _Optional[float] = ..., code_cached: _Optional[bool] = ..., compile_cached: _Optional[bool] = ..., compile_source: _Optional[str] = ..., concurrency: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
+    invoke: InvokeResult
+    invoke_error_code: str
+    invoke_error_message: str
+    def __init__(self, instance_id: _Optional[str] = ..., function: _Optional[str] = ..., version: _Optional[int] = ..., sha256: _Optional[str] = ..., abi: _Optional[str] = ..., memory_mb: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., cold_start_ms: _Optional[float] = ..., fetch_ms: _Optional[float] = ..., compile_ms: _Optional[float] = ..., instantiate_ms: _Optional[float] = ..., code_cached: _Optional[bool] = ..., compile_cached: _Optional[bool] = ..., compile_source: _Optional[str] = ..., concurrency: _Optional[int] = ..., max_payload_bytes: _Optional[int] = ..., invoke: _Optional[_Union[InvokeResult, _Mapping]] = ..., invoke_error_code: _Optional[str] = ..., invoke_error_message: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

@@ -98,6 +98,10 @@ HEALTH_MISSES = 5            # consecutive health-check timeouts that mark a nod
 KEEPALIVE_DEFER_MS = 20.0
 REFRESH_INTERVAL_S = 2.0
 MAX_ATTEMPTS = 3             # placements of one request (re-routes after a node or spawn failure)
+# Spawn errors that mean the instance never started, so a request sent along did not run.
+SPAWN_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                           grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ALREADY_EXISTS,
+                           grpc.StatusCode.INVALID_ARGUMENT})
 NEGATIVE_CACHE_S = 1.0       # unknown function names are not asked again for this long
 BUSY_KEEPALIVE_MS = 60_000   # answer to a node asking about an instance the router has busy
 UINT32_MAX = 2**32 - 1
@@ -889,32 +893,68 @@ class Router:
                         f"(most free: {node.free_mb:g} MB on {node.name})", 1000.0, "capacity")
 
     async def _spawn(self, inst: Instance, kills: list[asyncio.Task]) -> None:
+        """Start ``inst`` on its node. The request it was spawned for rides along in the Spawn
+        call (SpawnRequest.invoke): a cold start costs one round trip to the node, not two."""
         fn: Function = inst.fn
         node = inst.node_ref
         if kills:
             await asyncio.gather(*kills, return_exceptions=True)  # their memory must be free on the node
+        queue = inst.queue
+        while queue and queue[0].done:
+            queue.popleft()  # its caller gave up waiting
+        first = queue.popleft() if queue else None
+        message = pb.SpawnRequest(function=fn.name, version=str(inst.version), instance_id=inst.instance_id)
+        timeout = SPAWN_TIMEOUT_S
+        if first is not None:
+            message.invoke.CopyFrom(pb.Invoke(request_id=f"{self.boot}-{first.view.id}", payload=first.payload,
+                                              metadata=first.metadata))
+            timeout += fn.timeout_ms / 1000.0 + RPC_MARGIN_S
+            self.metrics.rpc_invoke.inc()
         t = time.perf_counter()
         self.metrics.rpc_spawn.inc()
         try:
-            reply = await node.stub.Spawn(pb.SpawnRequest(function=fn.name, version=str(inst.version),
-                                                          instance_id=inst.instance_id), timeout=SPAWN_TIMEOUT_S)
+            reply = await node.stub.Spawn(message, timeout=timeout)
         except grpc.aio.AioRpcError as error:
+            if first is not None:
+                if _never_ran(error):
+                    queue.appendleft(first)  # nothing ran: it waits like the others
+                else:  # the node failed while the request may have been running on it
+                    self._answer(first, Result(
+                        error=NODE_ERROR, error_message=f"node {node.name} failed during the request: "
+                        f"{error.code().name}: {error.details()}", cold=True, version=inst.version,
+                        instance=inst.instance_id, node=node.name))
             self._spawn_failed(inst, error)
             return
         now = self.now_ms()
+        ran = first is not None and reply.HasField("invoke")
+        exec_ms = reply.invoke.exec_ms if ran else 0.0
         if inst.state is DEAD:  # its node failed or the function went away meanwhile
             if node.alive:
                 self._bg(self._send_kill(node, inst.instance_id))
+            if ran:
+                self._answer(first, Result(reply.invoke.output, ERROR_NAMES.get(reply.invoke.error, "internal"),
+                                           reply.invoke.error_message, reply.invoke.logs, exec_ms, 0.0, True,
+                                           inst.version, inst.instance_id, node.name))
+            elif first is not None:
+                self._replace(fn, first, now, "its new instance is gone")
             return
-        cold_ms = (time.perf_counter() - t) * 1000.0
-        inst.ready_ms = now
+        cold_ms = max((time.perf_counter() - t) * 1000.0 - exec_ms, 0.0)  # the spawn part of the call
+        ready = now - exec_ms
+        inst.ready_ms = ready
         inst.cold_start_ms = cold_ms
         inst.spawn_reply = reply
         fn.stats.record_cold_start(cold_ms)
         children = fn.metric_children or self.metrics.children(fn)
         children["cold"].inc()
         children["cold_seconds"].observe(cold_ms / 1000.0)
-        queue = inst.queue
+        if ran:
+            self._start(inst, first, ready)
+            self._answer(first, self._finished(inst, first, reply.invoke))
+            return
+        if first is not None:  # the instance is up but refused the request (e.g. over a limit)
+            log.warning("%s: the request sent with the spawn did not run: %s %s", inst.instance_id,
+                        reply.invoke_error_code, reply.invoke_error_message)
+            queue.appendleft(first)
         while queue and queue[0].done:
             queue.popleft()
         if queue:
@@ -1017,6 +1057,15 @@ class Router:
                            else round(max(0.0, i.keepalive_until_ms - now), 1)}
                           for i in fn.instances.values()],
         }
+
+
+def _never_ran(error: grpc.aio.AioRpcError) -> bool:
+    """A Spawn failure after which the request sent along with it surely did not run: the node
+    refused the spawn, or the call never reached the node (no connection)."""
+    code = error.code()
+    if code in SPAWN_REFUSED:
+        return True
+    return code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in (error.details() or "").lower()
 
 
 def _ms(ms: float) -> int:
