@@ -231,6 +231,9 @@ class WasmPolicy(Policy):
             raise self._fail_load("is not a WebAssembly module (no \\0asm header)")
         config = wasmtime.Config()
         config.consume_fuel = True
+        # No compilation thread pool: a process that forks after loading a policy (wl sim
+        # compare's workers) would otherwise hang compiling, waiting for the parent's threads.
+        config.parallel_compilation = False
         self._engine = wasmtime.Engine(config)
         try:
             self._module = wasmtime.Module(self._engine, data)

@@ -165,6 +165,18 @@ def test_the_c_example_replays_exactly_like_its_python_twin(max_instances: int |
         assert wasm.instances.groupby("function").size().max() >= max_instances
 
 
+def test_wl_sim_compare_runs_wasm_policies_in_worker_processes() -> None:
+    """compare loads every spec in the parent, then forks workers that load them again: the
+    engine must not depend on threads the fork left behind (a hang before the fix)."""
+    from wlsim.compare import compare
+
+    trace = burst_trace()
+    spec = f"wasm:{KEEP_WARM}"
+    table, results = compare(trace, [spec, "default"], jobs=2, progress=False, include_oracle=False)
+    assert list(table["policy"]) == [spec, "default"]
+    pd.testing.assert_frame_equal(results[spec].requests, simulate(trace, KeepWarmTwin()).requests)
+
+
 def test_the_input_layout_matches_the_documented_table(tmp_path: Path) -> None:
     fn = FunctionView("f", memory_mb=256.0, concurrency=1, max_instances=7)
     for t in (1_000.0, 50_000.0, 99_500.0, 100_000.0):
