@@ -121,7 +121,7 @@ def load_policy(spec: str) -> Policy:
     if head == "wasm":
         if not rest:
             raise PolicySpecError("wasm policy spec needs a path: wasm:PATH.wasm[:key=value...]")
-        from policies.wasm import WasmPolicy  # noqa: PLC0415 (lazy: imports wasmtime when used)
+        from policies.wasm import WasmPolicy  # lazy: imports wasmtime only when used
         return WasmPolicy.load(rest[0], **_split_params(rest[1:], spec))
     target = BUILTINS.get(head)
     if target is None:

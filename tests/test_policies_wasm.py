@@ -326,6 +326,19 @@ def test_state_persists_across_decisions_and_pickling_starts_afresh(tmp_path: Pa
     assert policy.route(0.0, req, fn).retry_after_ms == 5.0
 
 
+def test_memory_growth_is_followed_and_capped(tmp_path: Path) -> None:
+    fn, _, _ = one_function()
+    req = RequestView(0, "f", 1000.0)
+    path = fixture_wasm(tmp_path, "policy_grow")
+    capped = load_policy(f"wasm:{path}:memory_mb=64")
+    # every answer is read from a page the previous decision had not seen; growth past 64 MB fails
+    assert [capped.route(1000.0, req, fn).retry_after_ms for _ in range(3)] == [1000.0] * 3
+    roomy = load_policy(f"wasm:{path}:memory_mb=256")
+    # pages: 1 -> 2 (buffer) -> 2002 (route), -> 2003 -> 4003, -> 4004 and the third route's
+    # 2000 more pages would pass 256 MiB
+    assert [roomy.route(1000.0, req, fn).retry_after_ms for _ in range(3)] == [1003.0, 3004.0, 1000.0]
+
+
 def test_a_failing_wasm_policy_is_reported_by_the_simulator(tmp_path: Path) -> None:
     trap = fixture_wasm(tmp_path, "policy_trap")
     with pytest.raises(WasmPolicyError, match="wl_route trapped"):
