@@ -91,8 +91,8 @@ with ``__attribute__((export_name("wl_route")))`` on each exported function.
 Cost: one decision builds the input in Python, writes it straight into the module's memory
 (one ``struct.pack_into``) and crosses into wasm twice (buffer, decision) through the C API's
 unchecked call. ``examples/policies/wasm/bench_decision.py`` measures it against the Python
-twin of the example in the same run: about 13 µs per decision with 5 instances on the
-project's 2-core machine, ~5-6x the twin's route (~2.4 µs).
+twin of the example in the same run: 13-21 µs per decision with 5 instances on the project's
+shared 2-core machine (depending on its load), 5-6x the twin's route (2.4-4.2 µs).
 """
 
 from __future__ import annotations
