@@ -736,7 +736,7 @@ class Router:
 
     def _requeue(self, inst: Instance, now: float) -> None:
         """Requests queued on an instance that will not run them go back through route."""
-        waiting = [r for r in inst.queue if not r.done]
+        waiting = [r for r in inst.queue if not r.done and not r.riding]  # a riding one: see _spawn
         inst.queue.clear()
         for req in waiting:
             req.attempts -= 1  # not a failure: do not count against MAX_ATTEMPTS
@@ -902,10 +902,11 @@ class Router:
         queue = inst.queue
         while queue and queue[0].done:
             queue.popleft()  # its caller gave up waiting
-        first = queue.popleft() if queue else None
+        first = queue[0] if queue else None
         message = pb.SpawnRequest(function=fn.name, version=str(inst.version), instance_id=inst.instance_id)
         timeout = SPAWN_TIMEOUT_S
         if first is not None:
+            first.riding = True
             message.invoke.CopyFrom(pb.Invoke(request_id=f"{self.boot}-{first.view.id}", payload=first.payload,
                                               metadata=first.metadata))
             timeout += fn.timeout_ms / 1000.0 + RPC_MARGIN_S
@@ -916,6 +917,7 @@ class Router:
             reply = await node.stub.Spawn(message, timeout=timeout)
         except grpc.aio.AioRpcError as error:
             if first is not None:
+                _unqueue(inst, first)
                 if _never_ran(error):
                     queue.appendleft(first)  # nothing ran: it waits like the others
                 else:  # the node failed while the request may have been running on it
@@ -928,6 +930,8 @@ class Router:
         now = self.now_ms()
         ran = first is not None and reply.HasField("invoke")
         exec_ms = reply.invoke.exec_ms if ran else 0.0
+        if first is not None:
+            _unqueue(inst, first)
         if inst.state is DEAD:  # its node failed or the function went away meanwhile
             if node.alive:
                 self._bg(self._send_kill(node, inst.instance_id))
@@ -935,7 +939,7 @@ class Router:
                 self._answer(first, Result(reply.invoke.output, ERROR_NAMES.get(reply.invoke.error, "internal"),
                                            reply.invoke.error_message, reply.invoke.logs, exec_ms, 0.0, True,
                                            inst.version, inst.instance_id, node.name))
-            elif first is not None:
+            elif first is not None and not first.done:
                 self._replace(fn, first, now, "its new instance is gone")
             return
         cold_ms = max((time.perf_counter() - t) * 1000.0 - exec_ms, 0.0)  # the spawn part of the call
@@ -1057,6 +1061,15 @@ class Router:
                            else round(max(0.0, i.keepalive_until_ms - now), 1)}
                           for i in fn.instances.values()],
         }
+
+
+def _unqueue(inst: Instance, req: Pending) -> None:
+    """Take a request that rode along in its instance's Spawn out of that instance's queue."""
+    req.riding = False
+    try:
+        inst.queue.remove(req)
+    except ValueError:
+        pass  # the queue was cleared meanwhile (the instance died)
 
 
 def _never_ran(error: grpc.aio.AioRpcError) -> bool:

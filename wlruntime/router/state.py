@@ -94,6 +94,9 @@ class Pending:
     started_ms: float | None = None         # execution start on the router's clock
     done: bool = False                      # answered (or its caller gave up)
     owner: Any = None                       # the instance it is queued on, if any
+    # Sent to the node inside the Spawn of the instance it is queued on (first in its queue,
+    # so policies see it there as the simulator shows it); that spawn's outcome decides its fate.
+    riding: bool = False
 
 
 @dataclass(slots=True)
