@@ -132,6 +132,20 @@ def load_policy(spec: str) -> Policy:
     return _construct(cls, _split_params(rest, spec), spec)
 
 
+def with_absolute_path(spec: str, cwd: str | Path | None = None) -> str:
+    """``spec`` with its file path made absolute when it names a file or folder under ``cwd``
+    (default: the current directory), for handing a spec to a process elsewhere (the router).
+    Built-in specs and paths that do not exist here are returned unchanged."""
+    head, sep, rest = spec.strip().partition(":")
+    if head not in ("custom", "learned", "wasm") or not rest:
+        return spec
+    path, colon, tail = rest.partition(":")
+    full = Path(cwd or Path.cwd()) / path
+    if Path(path).is_absolute() or not full.exists():
+        return spec
+    return f"{head}{sep}{full.resolve()}{colon}{tail}"
+
+
 def split_specs(specs: str) -> list[str]:
     """Split a comma-separated list of specs (``--policies a,b:k=v,c``)."""
     out = [s.strip() for s in specs.split(",") if s.strip()]

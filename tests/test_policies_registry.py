@@ -151,3 +151,15 @@ def test_a_named_class_that_is_missing_or_not_a_policy(tmp_path):
 def test_a_custom_policy_with_a_bad_parameter(tmp_path):
     with pytest.raises(PolicySpecError, match="unexpected keyword argument 'hours'"):
         load_policy(f"custom:{EXAMPLE}:hours=2")
+
+
+def test_with_absolute_path_makes_existing_relative_paths_absolute(tmp_path):
+    from policies.registry import with_absolute_path
+
+    (tmp_path / "mine.py").write_text("")
+    (tmp_path / "art").mkdir()
+    assert with_absolute_path("custom:mine.py:Mine:k=1", tmp_path) == f"custom:{tmp_path / 'mine.py'}:Mine:k=1"
+    assert with_absolute_path("learned:art", tmp_path) == f"learned:{tmp_path / 'art'}"
+    assert with_absolute_path("wasm:missing.wasm:fuel=5", tmp_path) == "wasm:missing.wasm:fuel=5"
+    assert with_absolute_path("fixed_ttl:ttl_ms=5", tmp_path) == "fixed_ttl:ttl_ms=5"
+    assert with_absolute_path(f"custom:{tmp_path / 'mine.py'}", "/") == f"custom:{tmp_path / 'mine.py'}"

@@ -344,9 +344,13 @@ def logs(
 
 @policy_app.command("set")
 def policy_set(spec: Annotated[str, typer.Argument(help="policy spec, e.g. fixed_ttl:ttl_ms=60000, "
-                                                        "custom:my_policy.py, learned:DIR")],
+                                                        "custom:my_policy.py, learned:DIR, wasm:FILE.wasm")],
                url: UrlOpt = None, token: TokenOpt = None) -> None:
-    """Swap the running router's policy (no request is dropped)."""
+    """Swap the running router's policy (no request is dropped). A relative custom:/learned:/wasm:
+    path that exists here is sent as an absolute path (the router resolves it in its own directory)."""
+    from policies.registry import with_absolute_path
+
+    spec = with_absolute_path(spec)
     client = _client(url, token)
     described = _admin_call(client.set_policy, spec)
     console.print(f"policy is now [bold]{escape(described.get('spec', spec))}[/]: {escape(json.dumps(described))}")
