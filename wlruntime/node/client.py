@@ -79,23 +79,27 @@ class DoStreamClient:
         self._next_id = 0
         self.streaming = True  # False once the node turned out not to implement DoStream
 
-    async def do(self, request: Any, timeout: float, payload_bytes: int = 0) -> Any:
-        """Carry out ``request`` (a DoRequest; its call_id is set here) within ``timeout`` seconds."""
+    async def do(self, request: Any, timeout: float, payload_bytes: int | None = None) -> Any:
+        """Carry out ``request`` (a DoRequest; its call_id is set here) within ``timeout`` seconds.
+        ``payload_bytes``: the size of its Invoke payload when the caller knows it (read from the
+        message otherwise, which copies the payload)."""
+        if payload_bytes is None:
+            payload_bytes = len(request.invoke.payload) if request.HasField("invoke") else 0
         if not self.streaming or payload_bytes >= self.unary_from_bytes:
             return await self._stub.Do(request, timeout=timeout)
         try:
-            reply = await self._do_streamed(request, timeout)
+            reply = await self._do_streamed(request, timeout, payload_bytes)
         except grpc.aio.AioRpcError as error:
             if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
                 raise
-            self.streaming = False  # the node refused the stream itself: nothing ran
+            # The node refused the stream itself (nothing ran); _ended switched to unary calls.
             return await self._stub.Do(request, timeout=timeout)
         if reply.error_code:
             code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
             raise _status(code, reply.error_message)
         return reply
 
-    async def _do_streamed(self, request: Any, timeout: float) -> Any:
+    async def _do_streamed(self, request: Any, timeout: float, payload_bytes: int) -> Any:
         stream = self._stream
         if stream is None:
             stream = self._stream = _Stream(self._stub.DoStream(), self)
@@ -104,7 +108,7 @@ class DoStreamClient:
         loop = asyncio.get_running_loop()
         future = stream.pending[call_id] = loop.create_future()
         expiry = loop.call_later(timeout, stream.expire, call_id)
-        stream.send(request, len(request.invoke.payload) if request.HasField("invoke") else 0)
+        stream.send(request, payload_bytes)
         try:
             return await future
         finally:
