@@ -16,11 +16,22 @@ by the kernel if this process dies (PR_SET_PDEATHSIG).
 
 Each child's output goes to ``<log_dir>/<name>.log`` and, with ``echo``, to a callback line by
 line (``wl up`` prints them prefixed with the component's name).
+
+Supervision (``supervise=True``, the default): a child that exits while the platform runs is
+started again on the same address with the same arguments, after a backoff that doubles while
+it keeps dying young (``RESTART_BACKOFF_S`` up to ``MAX_BACKOFF_S``); the others keep serving
+meanwhile and the router re-admits a node that answers its health check again. Each
+component's state (pid, alive, restarts, last exit code) is in ``<data_dir>/status.json``
+(``Platform.status()``). ``kill_node`` holds a node down (no restart) until ``restart_node``.
+
+Internal gRPC (node <-> router's Scheduler) is authenticated with the platform token, passed to
+every child in ``WL_INTERNAL_TOKEN`` (wlruntime/auth.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -38,6 +49,11 @@ import httpx
 from wlruntime.router.client import RouterClient
 
 TOKEN_FILE = "registry.token"  # the registry's generated-token file name (wlruntime/registry/server.py)
+STATUS_FILE = "status.json"    # in the data dir: each component's health, for `wl ls` and operators
+RESTART_BACKOFF_S = 0.25       # first restart delay; doubles while a child keeps dying young
+MAX_BACKOFF_S = 10.0
+STABLE_AFTER_S = 30.0          # a child that ran this long before exiting starts again at once
+SUPERVISE_INTERVAL_S = 0.1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -75,6 +91,17 @@ class PlatformError(RuntimeError):
     pass
 
 
+class _ChildHealth:
+    """What the supervisor knows about one component across its restarts."""
+
+    def __init__(self) -> None:
+        self.exits = 0
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.backoff = 0.0
+        self.restart_at: float | None = None  # set while a restart is pending
+
+
 class Child:
     """One subprocess with its output copied to a log file (and optionally a callback)."""
 
@@ -88,6 +115,8 @@ class Child:
         self.ready_line = ""
         self._marker = ready_marker
         self._echo = echo
+        self.started_at = time.monotonic()
+        self.held = False  # kill_node: stays down until restart_node
         self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed by the reader thread)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, text=True, bufsize=1,
@@ -126,6 +155,10 @@ class Child:
             except ProcessLookupError:
                 pass
 
+    def again(self) -> Child:
+        """A new process with the same name, arguments, log and environment."""
+        return Child(self.name, self.argv, self.log_path, self.env, self._echo, self._marker)
+
     def stop(self, grace_s: float = 10.0) -> int | None:
         self.signal(signal.SIGTERM)
         try:
@@ -150,7 +183,7 @@ class Platform:
                  log_dir: str | os.PathLike[str] | None = None, echo: Callable[[str, str], None] | None = None,
                  log_level: str = "info", router_loop: str = "uvloop", python: str = sys.executable,
                  registry_dir: str | os.PathLike[str] | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, supervise: bool = True) -> None:
         if nodes < 1:
             raise ValueError("a platform needs at least one node")
         self.data_dir = Path(data_dir).expanduser()
@@ -176,6 +209,11 @@ class Platform:
         self.registry: Child | None = None
         self.nodes: list[Child] = []
         self.router: Child | None = None
+        self.supervise = supervise
+        self._lock = threading.RLock()  # the child slots: the supervisor thread replaces children
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._health: dict[str, _ChildHealth] = {}
 
     # ---- addresses -----------------------------------------------------------------------------
     @property
@@ -204,6 +242,7 @@ class Platform:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
         env["WL_REGISTRY_TOKEN"] = self.token  # tokens by env, not argv (visible in ps)
         env["WL_ROUTER_ADMIN_TOKEN"] = self.token
+        env["WL_INTERNAL_TOKEN"] = self.token  # node and Scheduler gRPC calls carry it (wlruntime/auth.py)
         env["PYTHONUNBUFFERED"] = "1"
         deadline = time.monotonic() + timeout_s
         try:
@@ -235,7 +274,93 @@ class Platform:
         except BaseException:
             self.stop()
             raise
+        self._write_status()
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="wl-supervisor", daemon=True)
+            self._supervisor.start()
         return self
+
+    # ---- supervision ---------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        """Restart children that exited, with backoff, until ``stop``."""
+        while not self._stopping.wait(SUPERVISE_INTERVAL_S):
+            with self._lock:
+                changed = False
+                for child in self.children():
+                    if not child.alive and not child.held and not self._stopping.is_set():
+                        changed |= self._revive(child)
+                if changed:
+                    self._write_status()
+
+    def _revive(self, child: Child) -> bool:
+        health = self._health.setdefault(child.name, _ChildHealth())
+        now = time.monotonic()
+        if health.restart_at is None:  # just noticed the exit
+            health.exits += 1
+            health.last_exit_code = child.proc.returncode
+            young = now - child.started_at < STABLE_AFTER_S
+            health.backoff = min(MAX_BACKOFF_S, health.backoff * 2) if young and health.backoff else (
+                RESTART_BACKOFF_S if young else 0.0)
+            health.restart_at = now + health.backoff
+            self._say(f"{child.name} exited (code {child.proc.returncode}); restarting it in {health.backoff:g} s, "
+                      "the rest keeps serving")
+            return True
+        if now < health.restart_at:
+            return False
+        health.restart_at = None
+        health.restarts += 1
+        try:
+            fresh = child.again()
+        except OSError as error:
+            self._say(f"could not restart {child.name}: {error}")
+            return True
+        self._replace_child(child, fresh)
+        self._say(f"{child.name} restarted (pid {fresh.proc.pid}, restart {health.restarts})")
+        return True
+
+    def _replace_child(self, old: Child, new: Child) -> None:
+        if old is self.registry:
+            self.registry = new
+        elif old is self.router:
+            self.router = new
+        else:
+            self.nodes[self.nodes.index(old)] = new
+
+    def _say(self, message: str) -> None:
+        if self.echo is not None:
+            self.echo("wl", message)
+        else:
+            print(f"wl: {message}", file=sys.stderr, flush=True)
+
+    def status(self) -> dict[str, Any]:
+        """Each component's health: name, pid, alive, restarts, last exit code, seconds up."""
+        now = time.monotonic()
+        with self._lock:
+            components = []
+            for child in self.children():
+                health = self._health.get(child.name, _ChildHealth())
+                alive = child.alive
+                components.append({
+                    "name": child.name, "pid": child.proc.pid, "alive": alive, "held_down": child.held,
+                    "restarts": health.restarts, "exits": health.exits, "last_exit_code": health.last_exit_code,
+                    "up_s": round(now - child.started_at, 1) if alive else 0.0,
+                    "restarting_in_s": None if health.restart_at is None else round(max(0.0, health.restart_at - now), 2),
+                })
+        return {"time": time.time(), "supervised": self.supervise, "router": self.router_url,
+                "registry": self.registry_url, "components": components}
+
+    @property
+    def status_path(self) -> Path:
+        return self.data_dir / STATUS_FILE
+
+    def _write_status(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.status(), indent=1))
+            tmp.replace(self.status_path)
+        except OSError as error:  # status is informative: never stop the platform for it
+            self._say(f"could not write {self.status_path}: {error}")
 
     def _child(self, name: str, args: list[str], env: dict[str, str], ready_marker: str | None = None) -> Child:
         return Child(name, [self.python, *args], self.log_dir / f"{name}.log", env, self.echo, ready_marker)
@@ -276,6 +401,9 @@ class Platform:
                             f"{self.router.log_tail()}")
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(5)
         if self.router is not None:
             self.router.stop(grace_s=15.0)
         for node in self.nodes:
@@ -289,22 +417,33 @@ class Platform:
         return [c for c in (self.registry, *self.nodes, self.router) if c is not None]
 
     def dead_children(self) -> list[Child]:
-        return [c for c in self.children() if not c.alive]
+        """Children that are down for good: exited and not being restarted by the supervisor."""
+        with self._lock:
+            return [c for c in self.children() if not c.alive and (not self.supervise or self._stopping.is_set())]
 
     def kill_node(self, index: int, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to node ``index`` (0-based), e.g. to test failure handling."""
-        self.nodes[index].signal(sig)
+        """Send ``sig`` to node ``index`` (0-based), e.g. to test failure handling. The node stays
+        down (the supervisor leaves it) until ``restart_node``."""
+        with self._lock:
+            node = self.nodes[index]
+            node.held = True
+        node.signal(sig)
         if sig == signal.SIGKILL:
-            self.nodes[index].proc.wait(10)
+            node.proc.wait(10)
 
     def restart_node(self, index: int, timeout_s: float = 30.0) -> None:
         """Start node ``index`` again (same port and id) after it stopped or was killed."""
-        old = self.nodes[index]
+        with self._lock:
+            old = self.nodes[index]
+            old.held = True  # not the supervisor's to restart meanwhile
         if old.alive:
             old.stop()
-        child = Child(old.name, old.argv, old.log_path, old.env, self.echo, ready_marker="listening on")
-        self.nodes[index] = child
+        with self._lock:
+            child = old.again()
+            self.nodes[index] = child
+            self._health.setdefault(child.name, _ChildHealth()).restarts += 1
         self._wait_marker(child, time.monotonic() + timeout_s)
+        self._write_status()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as error:
         print(f"wl node: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    token = args.registry_token or (settings.registry.token if settings.registry.read_token_required else None)
+    # The registry hands a function's secrets (its env) only to callers with the token.
+    token = args.registry_token or settings.registry.token
 
     def ready(node) -> None:
         metrics = f", metrics on http://{settings.node.host}:{node.metrics_port}/metrics" if node.metrics_port else ""
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             cache_dir=str(settings.node_cache_dir()), scheduler_address=args.scheduler, workers=args.workers,
             idle_grace_ms=args.idle_grace_ms, metrics_port=args.metrics_port,
         )
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, ValueError) as error:  # ValueError: inconsistent TLS settings (auth.py)
         print(f"wl node: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from wlruntime.auth import InternalAuth
 from wlruntime.proto import node_pb2, node_pb2_grpc
 
 # Payloads reach several MB (max_payload_bytes defaults to 6 MiB): raise gRPC's 4 MB default.
@@ -25,14 +26,16 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def connect(address: str) -> tuple[grpc.Channel, node_pb2_grpc.NodeStub]:
-    """An insecure channel to a node at ``host:port`` and its stub; close the channel when done."""
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def connect(address: str, auth: InternalAuth | None = None) -> tuple[grpc.Channel, node_pb2_grpc.NodeStub]:
+    """A channel to a node at ``host:port`` and its stub; close the channel when done. Calls carry
+    the internal token (``auth``, default: from the environment, see wlruntime/auth.py)."""
+    channel = (auth or InternalAuth.from_env()).channel(address, CHANNEL_OPTIONS)
     return channel, node_pb2_grpc.NodeStub(channel)
 
 
-def connect_scheduler(address: str) -> tuple[grpc.Channel, node_pb2_grpc.SchedulerStub]:
-    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+def connect_scheduler(address: str,
+                      auth: InternalAuth | None = None) -> tuple[grpc.Channel, node_pb2_grpc.SchedulerStub]:
+    channel = (auth or InternalAuth.from_env()).channel(address, CHANNEL_OPTIONS)
     return channel, node_pb2_grpc.SchedulerStub(channel)
 
 # A DoStream batch carries at most about this many payload bytes (more than one message only

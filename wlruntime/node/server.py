@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from wlruntime.auth import InternalAuth
 from wlruntime.node.client import CHANNEL_OPTIONS, connect_scheduler, take_batch
 from wlruntime.node.runtime import Directive, IdleEventInfo, NodeError, NodeRuntime
 from wlruntime.proto import node_pb2 as pb
@@ -214,11 +215,11 @@ class NodeService(node_pb2_grpc.NodeServicer):
 class SchedulerCaller:
     """Turns the runtime's IdleEventInfo into Scheduler.OnIdle calls (one channel, reused)."""
 
-    def __init__(self, address: str, node_id: str, node_address: str) -> None:
+    def __init__(self, address: str, node_id: str, node_address: str, auth: InternalAuth | None = None) -> None:
         self.address = address
         self.node_id = node_id
         self.node_address = node_address
-        self._channel, self._stub = connect_scheduler(address)
+        self._channel, self._stub = connect_scheduler(address, auth)
 
     def __call__(self, event: IdleEventInfo) -> Directive:
         message = pb.IdleEvent(
@@ -273,29 +274,31 @@ async def start_node(
     idle_grace_ms: int = 30_000,
     metrics_port: int | None = None,
     registry_token: str | None = None,
+    auth: InternalAuth | None = None,
 ) -> RunningNode:
     """Start a node's gRPC server (and metrics endpoint) on the running event loop; returns once
     it serves.
 
     ``port=0`` picks a free port (see ``RunningNode.port``); an empty ``node_id`` becomes
-    ``<hostname>-<port>``.
+    ``<hostname>-<port>``. ``auth`` (default: from the environment, wlruntime/auth.py): the
+    token every call must carry (UNAUTHENTICATED otherwise), also sent on Scheduler calls, and
+    optional TLS.
     """
     from wlruntime.node.metrics import NodeMetrics
     from wlruntime.registry.client import RegistryClient
 
     registry = RegistryClient(registry_url, token=registry_token,
                               cache_dir=f"{cache_dir}/code" if cache_dir else None)
+    auth = auth or InternalAuth.from_env()
     # so_reuseport off: a second node on a taken port must fail, not silently share it.
-    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError:
-        bound = 0
+    server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+                             interceptors=auth.server_interceptors())
+    bound = auth.add_port(server, f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     node_id = node_id or f"{socket.gethostname()}-{bound}"
     metrics = NodeMetrics(node_id)
-    scheduler = SchedulerCaller(scheduler_address, node_id, f"{host}:{bound}") if scheduler_address else None
+    scheduler = SchedulerCaller(scheduler_address, node_id, f"{host}:{bound}", auth) if scheduler_address else None
     runtime = NodeRuntime(node_id, registry, memory_mb, cache_dir, workers=workers, idle_grace_ms=idle_grace_ms,
                           scheduler=scheduler, metrics=metrics)
     metrics.attach(runtime)

@@ -53,6 +53,7 @@ from policies.interface import (
     Spawn,
 )
 from policies.registry import PolicySpecError, load_policy
+from wlruntime.auth import InternalAuth
 from wlruntime.node.client import DoStreamClient
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
@@ -125,7 +126,7 @@ class NodeRef:
     def __init__(self, address: str) -> None:
         self.address = address
         self.name = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = InternalAuth.from_env().aio_channel(address, CHANNEL_OPTIONS)  # calls carry the token
         self.stub = node_pb2_grpc.NodeStub(self.channel)
         self.calls = DoStreamClient(self.stub)  # Do operations, over one stream
         self.alive = False

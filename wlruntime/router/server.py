@@ -55,6 +55,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policies.registry import PolicySpecError
+from wlruntime.auth import InternalAuth
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.core import CHANNEL_OPTIONS, UNKNOWN_FUNCTION, Router
@@ -396,9 +397,10 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
     async def lifespan(api: FastAPI):
         server = None
         if scheduler_port is not None:
-            server = grpc.aio.server(options=CHANNEL_OPTIONS)
+            auth = InternalAuth.from_env()  # nodes' calls must carry the internal token (wlruntime/auth.py)
+            server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=auth.server_interceptors())
             node_pb2_grpc.add_SchedulerServicer_to_server(SchedulerService(router), server)
-            bound = server.add_insecure_port(f"{scheduler_host}:{scheduler_port}")
+            bound = auth.add_port(server, f"{scheduler_host}:{scheduler_port}")
             if bound == 0:
                 raise OSError(f"cannot listen for the Scheduler service on {scheduler_host}:{scheduler_port}")
             api.state.scheduler_port = bound
