@@ -94,7 +94,9 @@ def test_compare_table_csv_plots_and_oracle_ratio(trace_csv, tmp_path):
         line = next(ln for ln in header_lines if ln.startswith(row["policy"] + " ") and "━" not in ln)
         cells = line.split()
         assert cells[1] == f"{row['cold_starts']:,}" and cells[-1] == f"{row['rejected']:,}"
-        assert cells[-2] == f"{row['cost_vs_oracle']:.3f}"
+        assert cells[-3] == f"{row['cost_vs_oracle']:.3f}"
+        assert cells[-2] == f"{row['avoidable_vs_oracle']:.3f}"
+        assert cells[-6] == f"{row['waits_over_cold_start']:,}"
     assert summary["cost_vs_oracle"].tolist() == pytest.approx(
         (summary["weighted_cost_usd"] / summary.loc[2, "weighted_cost_usd"]).tolist())
     for png in PNGS:

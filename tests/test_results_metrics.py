@@ -170,3 +170,42 @@ def test_a_trace_recorded_at_its_time_of_day_summarises_like_one_starting_at_zer
     t = instances_over_time(shifted, step_ms=1000.0)
     assert len(t) == 100 and t["time_ms"].iloc[0] == shift
     assert t["mean_instances"].tolist() == pytest.approx(instances_over_time(base, 1000.0)["mean_instances"].tolist())
+
+
+def test_avoidable_cost_and_wait_distribution():
+    weights = CostWeights(gb_s_usd=1e-5, request_usd=1e-6, latency_usd_per_s=0.01, reject_usd=0.002)
+    s = summarize(two_function_result(), weights)
+    # execution memory of all 5 invocations at their function's memory (rejected one included)
+    assert s["exec_gb_s"] == pytest.approx(0.5 * 0.4 + 2.0 * 1.05)
+    unavoidable = 1e-5 * s["exec_gb_s"] + 1e-6 * 5
+    assert s["avoidable_cost_usd"] == pytest.approx(s["weighted_cost_usd"] - unavoidable)
+    # served waits 0, 0, 50, 0 (linear interpolation); added: 300, 0, 50, 500
+    assert s["wait_p99_ms"] == pytest.approx(50.0 * (1 - 3 * 0.01))   # between 50 and 0
+    assert s["wait_max_ms"] == 50.0
+    assert s["added_p999_ms"] == pytest.approx(300 + 0.997 * 200)
+    assert s["waits_over_cold_start"] == 0                           # 50 ms < f's 300 ms cold start
+
+
+def test_waits_longer_than_a_cold_start_are_counted_per_function():
+    # f's cold start takes 300 ms; g's 1000 ms. A 400 ms wait on f counts, one on g does not.
+    requests = [
+        (0, "f", 0.0, 0.0, True, 300.0, 10.0, 310.0, 310.0, 0, False),
+        (1, "f", 100.0, 400.0, False, 0.0, 10.0, 510.0, 410.0, 0, False),
+        (2, "g", 0.0, 0.0, True, 1000.0, 10.0, 1010.0, 1010.0, 1, False),
+        (3, "g", 100.0, 400.0, False, 0.0, 10.0, 1020.0, 920.0, 1, False),
+    ]
+    instances = [
+        (0, "f", "n0", 128.0, 0.0, 300.0, 2000.0, 20.0, 1680.0, 2, False, False),
+        (1, "g", "n0", 128.0, 0.0, 1000.0, 2000.0, 20.0, 980.0, 2, False, False),
+    ]
+    s = summarize(make_result(requests, instances, horizon_ms=2000.0))
+    assert s["waits_over_cold_start"] == 1
+    assert s["wait_max_ms"] == 400.0
+
+
+def test_compare_adds_avoidable_ratio_against_the_oracle():
+    from wlsim.compare import summary_table
+
+    base = two_function_result()
+    table = summary_table({"p": base, "oracle": base})
+    assert table["avoidable_vs_oracle"].tolist() == pytest.approx([1.0, 1.0])

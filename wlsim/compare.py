@@ -3,7 +3,9 @@
 ``compare(trace, ["fixed_ttl", "hybrid_histogram", ...])`` simulates each policy (in parallel
 worker processes when ``jobs > 1``), summarises every run with wlsim.metrics and returns
 the summary table plus the raw results. The offline oracle is added as the reference unless
-asked not to, and every row carries ``cost_vs_oracle`` = its weighted cost / the oracle's.
+asked not to, and every row carries ``cost_vs_oracle`` = its weighted cost / the oracle's and
+``avoidable_vs_oracle`` = its avoidable cost (weighted cost minus the execution and request
+cost every policy pays, see wlsim.metrics) / the oracle's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from wlsim.config import SimConfig
+    from wlsim.parallel import Executor
     from wlsim.result import SimResult
 
 ORACLE = "oracle"
@@ -146,7 +149,8 @@ class _Progress:
 # ------------------------------------------------------------------------------ public
 
 def summary_table(results: dict[str, SimResult], weights: CostWeights = DEFAULT_WEIGHTS) -> pd.DataFrame:
-    """One summarize() row per result, plus ``cost_vs_oracle`` (NaN without an oracle run)."""
+    """One summarize() row per result, plus ``cost_vs_oracle`` and ``avoidable_vs_oracle``
+    (NaN without an oracle run)."""
     import pandas as pd
 
     from wlsim.metrics import summarize
@@ -156,16 +160,22 @@ def summary_table(results: dict[str, SimResult], weights: CostWeights = DEFAULT_
     oracle = [s for s in results if spec_name(s) == ORACLE]
     ref = float(table.loc[table["policy"] == oracle[0], "weighted_cost_usd"].iloc[0]) if oracle else float("nan")
     table["cost_vs_oracle"] = table["weighted_cost_usd"] / ref if ref > 0 else float("nan")
+    ref_avoid = (float(table.loc[table["policy"] == oracle[0], "avoidable_cost_usd"].iloc[0])
+                 if oracle else float("nan"))
+    table["avoidable_vs_oracle"] = table["avoidable_cost_usd"] / ref_avoid if ref_avoid > 0 else float("nan")
     return table
 
 
 def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None = None,
             weights: CostWeights = DEFAULT_WEIGHTS, jobs: int = 1, progress: bool = True,
-            include_oracle: bool = True) -> tuple[pd.DataFrame, dict[str, SimResult]]:
+            include_oracle: bool = True,
+            executor: Executor | None = None) -> tuple[pd.DataFrame, dict[str, SimResult]]:
     """Simulate every spec over ``trace``; return (summary table, {spec: SimResult}).
 
     ``jobs`` > 1 runs that many worker processes (0 = one per CPU core); every spec is
     checked (loaded once) before any simulation starts, so a bad spec fails fast.
+    ``executor`` (wlsim.parallel, e.g. Ray) runs each spec as one of its tasks instead of
+    ``jobs``; progress then advances per finished policy.
     """
     specs = with_oracle(specs, include_oracle)
     for s in specs:
@@ -175,7 +185,9 @@ def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None 
     jobs = min(jobs, len(specs))
     results: dict[str, SimResult] = {}
     display = _Progress(specs, len(trace), progress)
-    if jobs == 1:
+    if executor is not None:
+        results = _run_on_executor(executor, trace, specs, config, display)
+    elif jobs == 1:
         with display:
             for s in specs:
                 results[s] = _simulate(trace, s, config, display.update if progress else None)
@@ -184,6 +196,27 @@ def compare(trace: pd.DataFrame, specs: Sequence[str], config: SimConfig | None 
         results = _run_parallel(trace, specs, config, jobs, display, progress)
     ordered = {s: results[s] for s in specs}
     return summary_table(ordered, weights), ordered
+
+
+def _executor_task(trace: Any, task: tuple[str, str, SimConfig | None]) -> SimResult:
+    spec, label, config = task
+    result = _simulate(trace, spec, config, None)
+    result.policy = label
+    return result
+
+
+def _run_on_executor(executor: Executor, trace: pd.DataFrame, specs: list[str],
+                     config: SimConfig | None, display: _Progress) -> dict[str, SimResult]:
+    from policies.registry import with_absolute_path  # workers may run in another folder
+
+    first = sorted(specs, key=lambda s: spec_name(s) != ORACLE)  # the slowest run first
+    tasks = [("trace", (with_absolute_path(s), s, config)) for s in first]
+    results: dict[str, SimResult] = {}
+    with display:
+        for i, result in executor.run(_executor_task, tasks, {"trace": trace}):
+            results[first[i]] = result
+            display.finished(first[i], len(trace))
+    return results
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:

@@ -18,6 +18,16 @@ Definitions (the numbers every table and plot uses):
 - Cost (USD): memory_usd = gb_s_usd * total GB-s; request_usd = request_usd * served requests;
   latency_usd = latency_usd_per_s * added latency seconds; reject_usd = a price per rejected
   request if the weights define ``reject_usd`` (else 0); weighted_cost_usd = their sum.
+- Metrics that cannot be gamed (most of every policy's cost is execution memory that all
+  policies pay, and a policy can hide cold starts by queueing behind long executions):
+  exec_gb_s = memory held while executing, over *all* invocations (each at its function's
+  memory; a policy-independent constant of the trace); unavoidable_usd = gb_s_usd * exec_gb_s
+  + request_usd * invocations; avoidable_cost_usd = weighted_cost_usd - unavoidable_usd (idle
+  memory, memory while starting, added latency, rejections). The wait distribution
+  (``wait_ms``: queued behind a busy or starting instance, cold start excluded): wait_p99_ms,
+  wait_p999_ms, wait_max_ms; added_p99_ms / added_p999_ms: the same of wait + cold start;
+  waits_over_cold_start = served requests that waited longer than a cold start of their
+  function (its instances' mean ready - created) would have taken.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ SUMMARY_FIELDS = (
     "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "mean_wait_ms",
     "added_latency_s", "idle_gb_s", "total_gb_s", "peak_instances", "mean_instances",
     "memory_usd", "request_usd", "latency_usd", "reject_usd", "weighted_cost_usd",
+    "exec_gb_s", "avoidable_cost_usd", "wait_p99_ms", "wait_p999_ms", "wait_max_ms",
+    "added_p99_ms", "added_p999_ms", "waits_over_cold_start",
     "wall_s", "sim_invocations_per_s",
 )
 
@@ -78,6 +90,27 @@ def peak_instances(created: np.ndarray, died: np.ndarray) -> int:
     return int(np.cumsum(deltas[order]).max())
 
 
+def _per_function(result: SimResult) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's function memory (MB) and cold-start time (ms), from the function's
+    instances (memory_mb; mean of ready_ms - created_ms); NaN for a function that never had
+    an instance (all its requests rejected)."""
+    import pandas as pd
+
+    inst = result.instances
+    req_fn = result.requests["function"]
+    if len(inst) == 0:
+        nan = np.full(len(req_fn), np.nan)
+        return nan, nan.copy()
+    per_fn = pd.DataFrame({"function": inst["function"],
+                           "memory_mb": inst["memory_mb"].astype(np.float64),
+                           "cold_ms": (inst["ready_ms"] - inst["created_ms"]).astype(np.float64)}
+                          ).groupby("function", observed=True).agg({"memory_mb": "first", "cold_ms": "mean"})
+    codes = per_fn.index.get_indexer(req_fn)
+    mem = np.append(per_fn["memory_mb"].to_numpy(np.float64), np.nan)[codes]
+    cold = np.append(per_fn["cold_ms"].to_numpy(np.float64), np.nan)[codes]
+    return mem, cold
+
+
 def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """One row of numbers for a run (see the module docstring for every definition)."""
     req = result.requests
@@ -97,7 +130,18 @@ def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict
         mean_wait = float(wait.mean())
     else:
         p50 = p95 = p99 = lat_max = mean_wait = float("nan")
-    added_latency_s = float((latency - exec_ms).sum()) / 1000.0
+    added = latency - exec_ms
+    added_latency_s = float(added.sum()) / 1000.0
+    if served:
+        wait_p99, wait_p999 = np.percentile(wait, [99, 99.9])
+        added_p99, added_p999 = np.percentile(added, [99, 99.9])
+        wait_max = float(wait.max())
+    else:
+        wait_p99 = wait_p999 = added_p99 = added_p999 = wait_max = float("nan")
+    fn_mem, fn_cold = _per_function(result)
+    all_exec = _column(req, "exec_ms")
+    exec_gb_s = float(np.nansum(fn_mem * all_exec)) / MB_PER_GB / 1000.0
+    waits_over_cold = int((wait > fn_cold[served_mask]).sum())
 
     created, died, memory_mb = _instance_intervals(result)
     gb = memory_mb / MB_PER_GB
@@ -110,6 +154,8 @@ def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict
     request_usd = weights.request_usd * served
     latency_usd = weights.latency_usd_per_s * added_latency_s
     reject_usd = float(getattr(weights, "reject_usd", 0.0)) * rejected
+    weighted = memory_usd + request_usd + latency_usd + reject_usd
+    unavoidable_usd = weights.gb_s_usd * exec_gb_s + weights.request_usd * invocations
     wall = float(result.wall_s)
     return {
         "policy": result.policy,
@@ -132,7 +178,15 @@ def summarize(result: SimResult, weights: CostWeights = DEFAULT_WEIGHTS) -> dict
         "request_usd": request_usd,
         "latency_usd": latency_usd,
         "reject_usd": reject_usd,
-        "weighted_cost_usd": memory_usd + request_usd + latency_usd + reject_usd,
+        "weighted_cost_usd": weighted,
+        "exec_gb_s": exec_gb_s,
+        "avoidable_cost_usd": weighted - unavoidable_usd,
+        "wait_p99_ms": float(wait_p99),
+        "wait_p999_ms": float(wait_p999),
+        "wait_max_ms": wait_max,
+        "added_p99_ms": float(added_p99),
+        "added_p999_ms": float(added_p999),
+        "waits_over_cold_start": waits_over_cold,
         "wall_s": wall,
         "sim_invocations_per_s": invocations / wall if wall > 0 else float("nan"),
     }
