@@ -260,9 +260,18 @@ GbsOpt = typer.Option(None, "--gb-s-usd", min=0.0, help="Price of one GB-s of me
 ReqOpt = typer.Option(None, "--request-usd", min=0.0, help="Price of one served request.")
 LatOpt = typer.Option(None, "--latency-usd-per-s", min=0.0, help="Value of one second of added latency.")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
-RayOpt = typer.Option(None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-                      help="Run the simulations as Ray tasks: a bare --ray starts Ray on this machine "
-                           "(-j CPUs, default all), --ray ADDRESS joins a cluster (auto, ray://HOST:10001).")
+RayOpt = typer.Option(False, "--ray", help="Run the simulations as Ray tasks on a Ray started here "
+                                           "(-j CPUs, default all cores).")
+RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                             help="Run the simulations as tasks of this Ray cluster (auto, "
+                                  "ray://HOST:10001); implies --ray.")
+
+
+def ray_target(ray: bool, ray_address: str | None) -> str | None:
+    """What wlsim.parallel.make_executor takes: None (local processes), "local" or an address."""
+    if ray_address:
+        return ray_address
+    return "local" if ray else None
 
 
 @app.command()
@@ -315,7 +324,7 @@ def compare_cmd(
                                       "learned:PATH); the oracle is added as the reference."),
     trace: str = TraceOpt, out: Path | None = OutOpt,
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Worker processes (0 = one per core)."),
-    ray: str | None = RayOpt,
+    ray: bool = RayOpt, ray_address: str | None = RayAddressOpt,
     oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Add the offline oracle as reference."),
     save_requests: bool = typer.Option(False, "--save-requests",
                                        help="Also write each policy's requests as Parquet."),
@@ -335,9 +344,9 @@ def compare_cmd(
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
         executor = None
-        if ray is not None:
+        if ray_target(ray, ray_address) is not None:
             from wlsim.parallel import make_executor
-            executor = make_executor(jobs, ray)
+            executor = make_executor(jobs, ray_target(ray, ray_address))
         try:
             out_dir = run_comparison(table, specs, config, weights, out=out, trace_name=trace, jobs=jobs,
                                      include_oracle=oracle, progress=progress,
@@ -403,7 +412,7 @@ def sweep(
     oracle: bool | None = typer.Option(None, "--oracle/--no-oracle",
                                        help="One oracle cell per trace x slice x seed (default on)."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Worker processes or Ray CPUs (0 = all cores)."),
-    ray: str | None = RayOpt, out: Path | None = OutOpt,
+    ray: bool = RayOpt, ray_address: str | None = RayAddressOpt, out: Path | None = OutOpt,
     nodes: int | None = typer.Option(None, "--nodes", min=1, help="Simulated nodes."),
     node_memory_mb: float | None = NodeMemOpt, cold_start_ms: float | None = ColdOpt,
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Per-instance concurrency."),
@@ -433,7 +442,7 @@ def sweep(
         grid.config |= {k: v for k, v in given.items() if v is not None}
         from wlsim.parallel import make_executor
 
-        with make_executor(jobs, ray) as executor:
+        with make_executor(jobs, ray_target(ray, ray_address)) as executor:
             table = sw.run_sweep(grid, executor, progress=progress)
     except _user_errors() as e:
         raise _fail(str(e)) from None
