@@ -134,6 +134,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 reply = await reply
         except NodeError as error:
             await context.abort(grpc.StatusCode[error.code], error.message)
+        except Exception:  # a node bug: logged here, the caller gets no Python internals
+            log.exception("Do on %s failed inside the node", request.instance_id)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal error in node {self.runtime.node_id} (details in its log)")
         return reply
 
     async def DoStream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
@@ -153,7 +157,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         def failed(request: pb.DoRequest, error: Exception) -> pb.DoReply:
             if not isinstance(error, NodeError):  # a node bug: the caller still gets its answer
                 log.exception("DoStream operation on %s failed inside the node", request.instance_id)
-                error = NodeError("INTERNAL", f"node error: {error!r}")
+                error = NodeError("INTERNAL", f"internal error in node {self.runtime.node_id} (details in its log)")
             return pb.DoReply(instance_id=request.instance_id, call_id=request.call_id, error_code=error.code,
                               error_message=error.message)
 

@@ -1,8 +1,10 @@
 """The code registry's HTTP API (FastAPI).
 
 Writes (upload, delete) need ``Authorization: Bearer <token>``. Reads are open unless
-``read_token_required`` is set: nodes fetch code without a token, so run the registry on
-loopback (the default, 127.0.0.1) or behind a network boundary.
+``read_token_required`` is set, but a function's secrets (its config's ``env`` values) are
+only shown to callers with the token: without it every value reads ``REDACTED`` (the nodes
+and the router send the token). Run the registry on loopback (the default, 127.0.0.1) or
+behind a network boundary.
 
 Endpoints::
 
@@ -47,6 +49,7 @@ from wlruntime.registry.models import FunctionConfig, name_problem
 from wlruntime.registry.store import RegistryStore
 
 TOKEN_FILE = "registry.token"
+REDACTED = "(redacted: send the registry token to read it)"
 REGISTRY_ID_HEADER = "X-WL-Registry-Id"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Multipart framing and the config field ride on top of the wasm bytes.
@@ -246,6 +249,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def redact(meta: dict) -> dict:
+    """``meta`` with its config's env values (secrets) replaced by REDACTED (keys stay visible)."""
+    config = meta.get("config")
+    if not isinstance(config, dict) or not config.get("env"):
+        return meta
+    return {**meta, "config": {**config, "env": dict.fromkeys(config["env"], REDACTED)}}
+
+
 def _remember(memory: OrderedDict, key: Any, value: Any, limit: int) -> None:
     memory[key] = value
     memory.move_to_end(key)
@@ -294,6 +305,14 @@ def create_app(settings: Settings) -> FastAPI:
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(401, "wrong token", headers={"WWW-Authenticate": "Bearer"})
 
+    def _shown(request: Request, meta: dict) -> dict:
+        """What a read shows of ``meta``: secrets only to a caller with the token."""
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return meta
+        return redact(meta)
+
     def require_write(request: Request) -> None:
         _authorize(request)
 
@@ -328,9 +347,10 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/functions", dependencies=[Depends(require_read)])
-    def list_functions() -> list[dict]:
+    def list_functions(request: Request) -> list[dict]:
         return [{"name": m["name"], "latest_version": m["version"], "sha256": m["sha256"], "size": m["size"],
-                 "config": m["config"], "created_at": m["created_at"]} for m in store.latest_of_each()]
+                 "config": m["config"], "created_at": m["created_at"]}
+                for m in map(functools.partial(_shown, request), store.latest_of_each())]
 
     # {name:path} so that names with '/' (e.g. "../etc", percent-encoded) reach the name
     # check and get a 400 instead of falling through to a routing 404.
@@ -366,16 +386,16 @@ def create_app(settings: Settings) -> FastAPI:
         return {"name": name, "deleted_versions": removed}
 
     @app.get("/functions/{name}", dependencies=[Depends(require_read)])
-    def get_function(name: str) -> dict:
+    def get_function(name: str, request: Request) -> dict:
         _check_name(name)
         versions = store.versions(name)
         if not versions:
             raise HTTPException(404, f"no function named {name!r}")
-        return {"name": name, "versions": versions}
+        return {"name": name, "versions": [_shown(request, v) for v in versions]}
 
     @app.get("/functions/{name}/versions/{version}", dependencies=[Depends(require_read)])
-    def get_version(name: str, version: str) -> dict:
-        return _get_version(name, version)
+    def get_version(name: str, version: str, request: Request) -> dict:
+        return _shown(request, _get_version(name, version))
 
     @app.get("/functions/{name}/versions/{version}/code", dependencies=[Depends(require_read)])
     def get_code(name: str, version: str, request: Request) -> Response:

@@ -57,6 +57,7 @@ from wlruntime.auth import InternalAuth
 from wlruntime.node.client import DoStreamClient
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
+from wlruntime.router.deadline import with_deadline
 from wlruntime.router.metrics import RouterMetrics
 from wlruntime.router.state import (
     NODE_ERROR,
@@ -112,12 +113,13 @@ BASE_POLICY = Policy()       # the fallback when a policy raises or answers nons
 
 
 def load_live_policy(spec: str) -> Policy:
-    """``load_policy`` plus the live router's own rule: no offline (future-knowing) policies."""
+    """``load_policy`` plus the live router's own rules: no offline (future-knowing) policies;
+    a user's policy decides within a time budget, off the event loop (deadline.py)."""
     policy = load_policy(spec)
     if getattr(policy, "needs_future", False):
         raise PolicySpecError(f"policy {policy.name!r} needs the whole future trace (an offline lower bound "
                               "for the simulator); the live router cannot run it")
-    return policy
+    return with_deadline(policy, spec)
 
 
 class NodeRef:

@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from wlruntime.router.deadline import DeadlineCollector
+
 # Latency buckets from 0.1 ms (a warm call on loopback) to 60 s (a slow cold start + timeout).
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -54,6 +56,7 @@ class RouterMetrics:
         self.rpc_kill = self.node_rpcs.labels("kill")
         self.rpc_spawn = self.node_rpcs.labels("spawn")
         self.policy_swaps = Counter("wl_router_policy_swaps", "Policy changes at run time", registry=r)
+        r.register(DeadlineCollector())  # policy decisions over their time budget (deadline.py)
         self.route_seconds = self.decision.labels("route")
         self.on_idle_seconds = self.decision.labels("on_idle")
         r.register(_StateCollector(instances, nodes))

@@ -105,7 +105,7 @@ class CompiledCache:
         try:
             if abi == ABI_WASI_COMMAND:
                 module = wasmtime.Module.deserialize_file(engine, str(path))
-                check_module(module)
+                check_module(module, engine)
                 return module
             component = wasmtime.component.Component.deserialize_file(engine, str(path))
             check_component(component, engine)

@@ -5,7 +5,9 @@ compiled artifact (``check_module`` / ``check_component``) before it instantiate
 
 ABIs:
 - ``wasi-command`` (ABI 1): a core WebAssembly module exporting ``_start`` and importing only
-  WASI preview1 (``wasi_snapshot_preview1``).
+  functions the node's linker provides (WASI preview1, ``wasi_snapshot_preview1``), each by
+  exact module, name and signature: the check asks the same linker the node runs with
+  (``wasi_command.command_linker``), so what deploys also links.
 - ``component`` (ABI 2): a component exporting ``handle`` with the signature in
   protos/handler.wit and importing only WASI preview2 interfaces (``wasi:*``).
 """
@@ -106,7 +108,7 @@ def compile_checked(data: bytes, abi: str, fuel: bool = False, parallel_compilat
             module = wasmtime.Module(engine, bytes(data))
         except wasmtime.WasmtimeError as e:
             raise InvalidWasm(f"invalid WebAssembly module: {_one_line(e)}") from None
-        check_module(module)
+        check_module(module, engine)
         return module
     if kind != "component":
         raise InvalidWasm(
@@ -122,8 +124,9 @@ def compile_checked(data: bytes, abi: str, fuel: bool = False, parallel_compilat
     return component
 
 
-def check_module(module: wasmtime.Module) -> None:
-    """ABI 1 rules on a compiled core module: exports ``_start``, imports only WASI preview1."""
+def check_module(module: wasmtime.Module, engine: wasmtime.Engine | None = None) -> None:
+    """ABI 1 rules on a compiled core module: exports ``_start``; every import is one the node's
+    linker provides with the same type (checked when ``engine`` is given)."""
     import wasmtime
 
     exports = {e.name: e.type for e in module.exports}
@@ -141,6 +144,53 @@ def check_module(module: wasmtime.Module) -> None:
             f"imports the node does not provide: {', '.join(foreign[:10])}"
             f"{' ...' if len(foreign) > 10 else ''} (only {WASI_PREVIEW1_MODULES[0]} is available)"
         )
+    if engine is not None:
+        problems = unlinkable_imports(module, engine)
+        if problems:
+            raise InvalidWasm(
+                f"imports the node does not provide: {'; '.join(problems[:10])}{' ...' if len(problems) > 10 else ''}"
+                f" (the node provides WASI preview1, module {WASI_PREVIEW1_MODULES[0]!r}, with wasmtime's signatures)")
+
+
+def unlinkable_imports(module: wasmtime.Module, engine: wasmtime.Engine) -> list[str]:
+    """Imports of ``module`` the node's WASI linker lacks or provides with another type, each
+    described (``wasi_snapshot_preview1.fd_write: the module wants (i32) -> (), the node
+    provides (i32, i32, i32, i32) -> (i32)``)."""
+    import wasmtime
+
+    from wlruntime.wasm.wasi_command import command_linker
+
+    linker = command_linker(engine)
+    store = wasmtime.Store(engine)
+    problems = []
+    for imp in module.imports:
+        where = f"{imp.module}.{imp.name}"
+        try:
+            provided = linker.get(store, imp.module, imp.name)
+        except wasmtime.WasmtimeError:
+            problems.append(f"{where} ({_describe_extern(imp.type)}): unknown to the node")
+            continue
+        have = provided.type(store)
+        if not isinstance(imp.type, wasmtime.FuncType) or not isinstance(have, wasmtime.FuncType):
+            problems.append(f"{where}: the module wants {_describe_extern(imp.type)}, the node provides "
+                            f"{_describe_extern(have)}")
+        elif _signature(imp.type) != _signature(have):
+            problems.append(f"{where}: the module wants {_describe_extern(imp.type)}, the node provides "
+                            f"{_describe_extern(have)}")
+    return problems
+
+
+def _signature(func_type: wasmtime.FuncType) -> tuple[list[str], list[str]]:
+    return [str(p) for p in func_type.params], [str(r) for r in func_type.results]
+
+
+def _describe_extern(extern_type: object) -> str:
+    import wasmtime
+
+    if isinstance(extern_type, wasmtime.FuncType):
+        params, results = _signature(extern_type)
+        return f"func ({', '.join(params)}) -> ({', '.join(results)})"
+    return type(extern_type).__name__.removesuffix("Type").lower()
 
 
 def check_component(component: wasmtime.component.Component, engine: wasmtime.Engine) -> None:

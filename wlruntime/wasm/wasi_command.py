@@ -181,6 +181,16 @@ class RunResult:
     memory_near_limit: bool = False
 
 
+def command_linker(engine: wasmtime.Engine, capture_stdio: bool = True) -> wasmtime.Linker:
+    """The linker a WASI command runs against on a node: WASI preview1 (wasmtime's), with
+    fd_write shadowed by the capturing one. Deploy-time validation checks imports against it."""
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    if capture_stdio:
+        define_captured_stdio(linker)
+    return linker
+
+
 class CommandRunner:
     """Runs one compiled WASI command: a fresh Store per ``run``, thread-safe (nothing shared is
     mutated), many runs may go on at once on different threads."""
@@ -191,10 +201,7 @@ class CommandRunner:
         self.memory_bytes = memory_bytes
         self.fuel = fuel
         self.capture_stdio = capture_stdio
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        if capture_stdio:
-            define_captured_stdio(linker)
+        linker = command_linker(engine, capture_stdio)
         # Import resolution happens once here, not per invocation.
         self.instance_pre = linker.instantiate_pre(module)
         self.argv0 = argv0
