@@ -59,11 +59,45 @@ def _split_params(parts: list[str], spec: str) -> dict[str, Any]:
     return params
 
 
+def parameters_of(cls: type) -> dict[str, Any]:
+    """A policy class's constructor parameters and their defaults (``inspect.Parameter.empty``
+    when required)."""
+    try:
+        signature = inspect.signature(cls.__init__)
+    except (TypeError, ValueError):
+        return {}
+    return {name: p.default for name, p in signature.parameters.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def describe_parameters(cls: type) -> str:
+    """``ttl_ms (default 600000.0), ...`` or ``none``: for error messages."""
+    params = parameters_of(cls)
+    shown = [name if default is inspect.Parameter.empty else f"{name} (default {default!r})"
+             for name, default in params.items()]
+    return ", ".join(shown) or "none"
+
+
 def _construct(cls: type, params: dict[str, Any], spec: str) -> Policy:
+    known = parameters_of(cls)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in _signature_params(cls))
+    unknown = sorted(set(params) - set(known)) if not accepts_any else []
+    if unknown:
+        raise PolicySpecError(f"policy spec {spec!r}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(unknown)}; valid parameters: {describe_parameters(cls)}")
     try:
         return cls(**params)
-    except TypeError as e:
-        raise PolicySpecError(f"policy spec {spec!r}: {e}") from None
+    except PolicySpecError:
+        raise
+    except (TypeError, ValueError) as e:  # a constructor rejecting a value: say what is valid
+        raise PolicySpecError(f"policy spec {spec!r}: {e} (valid parameters: {describe_parameters(cls)})") from None
+
+
+def _signature_params(cls: type) -> list[inspect.Parameter]:
+    try:
+        return list(inspect.signature(cls.__init__).parameters.values())
+    except (TypeError, ValueError):
+        return []
 
 
 def load_custom(path: str | Path, class_name: str | None = None, **params: Any) -> Policy:
@@ -79,7 +113,7 @@ def load_custom(path: str | Path, class_name: str | None = None, **params: Any) 
     module = importlib.util.module_from_spec(mspec)
     try:
         mspec.loader.exec_module(module)
-    except Exception as e:  # the user's code: report, don't crash with a bare traceback
+    except (Exception, SystemExit) as e:  # the user's code: report, don't crash with a bare traceback
         raise PolicySpecError(f"custom policy file {path} failed to import: {type(e).__name__}: {e}") from e
     if class_name:
         cls = getattr(module, class_name, None)
@@ -116,8 +150,11 @@ def load_policy(spec: str) -> Policy:
     if head == "learned":
         if not rest:
             raise PolicySpecError("learned policy spec needs a path: learned:PATH")
-        from policies.learned import LearnedPolicy  # noqa: PLC0415 (lazy: numpy-only loader)
-        return LearnedPolicy.load(rest[0], **_split_params(rest[1:], spec))
+        from policies.learned import ArtifactError, LearnedPolicy  # noqa: PLC0415 (lazy: numpy-only loader)
+        try:
+            return LearnedPolicy.load(rest[0], **_split_params(rest[1:], spec))
+        except (ArtifactError, OSError) as e:  # a spec error like any other (the router answers 400)
+            raise PolicySpecError(str(e)) from None
     if head == "wasm":
         if not rest:
             raise PolicySpecError("wasm policy spec needs a path: wasm:PATH.wasm[:key=value...]")
