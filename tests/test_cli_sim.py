@@ -15,6 +15,8 @@ from policies.interface import CostWeights
 from wlsim.cli import app, default_out_dir, trace_stem
 from wlsim.metrics import summarize
 
+pytestmark = pytest.mark.unit
+
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}  # wide enough that rich never truncates a column
 PNGS = ("latency_cdf.png", "pareto.png", "instances_over_time.png")

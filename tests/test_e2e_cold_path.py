@@ -13,7 +13,7 @@ import pytest
 
 from wl.testing import PlatformClient, metric_value, start_platform
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 BUILD = Path(__file__).resolve().parent.parent / "examples" / "build"
 

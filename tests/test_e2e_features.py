@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from wl.testing import PlatformClient, start_platform
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 BUILD = Path(__file__).resolve().parent.parent / "examples" / "build"
 

@@ -19,7 +19,7 @@ import pytest
 
 from wl.testing import PlatformClient, metric_value, wl_platform  # noqa: F401 (the fixture)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -149,6 +149,12 @@ def test_every_example_through_both_apis_cold_then_warm(wl: PlatformClient, comp
         assert again.status == 200 and not again.cold, (name, again.headers)
         check(again.output)
         via_lambda = lambda_invoke(wl, name, request)
+        try:
+            json.loads(request)
+        except ValueError:  # Lambda takes JSON payloads only
+            assert via_lambda.status_code == 400, (name, via_lambda.text)
+            assert via_lambda.headers["x-amzn-errortype"] == "InvalidRequestContentException"
+            continue
         assert via_lambda.status_code == 200, (name, via_lambda.text)
         assert via_lambda.headers["x-amz-executed-version"] == "1"
         check(via_lambda.content)
@@ -161,21 +167,21 @@ def test_boto3_lambda_client(wl: PlatformClient) -> None:
     assert ok["Payload"].read() == b'{"x": 1}'
     assert ok["ExecutedVersion"] == "1"
 
-    failed = client.invoke(FunctionName="json_transform", Payload=b'{"broken": ')
+    failed = client.invoke(FunctionName="json_transform", Payload=b'[1]')  # JSON, but not the object it wants
     assert failed["StatusCode"] == 200
     assert failed["FunctionError"] == "Unhandled"
     error = json.loads(failed["Payload"].read())
     assert error["errorType"] == "Runtime.ExitError"
-    assert "line 1" in error["errorMessage"]
+    assert "expected a JSON object" in error["errorMessage"]
 
-    tailed = client.invoke(FunctionName="json_transform", Payload=b"[", LogType="Tail")
+    tailed = client.invoke(FunctionName="json_transform", Payload=b"[2]", LogType="Tail")
     assert tailed["FunctionError"] == "Unhandled"
     assert b"json_transform" in base64.b64decode(tailed["LogResult"])
 
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.invoke(FunctionName="no-such-function", Payload=b"{}")
 
-    event = client.invoke(FunctionName="echo", InvocationType="Event", Payload=b"async")
+    event = client.invoke(FunctionName="echo", InvocationType="Event", Payload=b'"async"')
     assert event["StatusCode"] == 202
     dry = client.invoke(FunctionName="echo", InvocationType="DryRun", Payload=b"")
     assert dry["StatusCode"] == 204
@@ -198,7 +204,7 @@ def test_payload_over_the_function_limit_is_413(wl: PlatformClient) -> None:
     assert wl.invoke("small", b"x" * 1024).status == 200
     too_big = wl.invoke("small", b"x" * 1025)
     assert too_big.status == 413 and too_big.error == "payload_too_large"
-    lam = lambda_invoke(wl, "small", b"x" * 5000)
+    lam = lambda_invoke(wl, "small", b'"' + b"x" * 5000 + b'"')
     assert lam.status_code == 413 and lam.headers["x-amzn-errortype"] == "RequestTooLargeException"
     with pytest.raises(wl.lambda_client().exceptions.RequestTooLargeException):
         wl.lambda_client().invoke(FunctionName="small", Payload=b"y" * 4096)

@@ -28,6 +28,8 @@ from wlsim.engine import PolicyAnswerError, Simulation, simulate
 from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS
 from wlsim.traces import TraceError
 
+pytestmark = pytest.mark.unit
+
 COLD = 250.0
 CONFIG = SimConfig(cold_start=ColdStartModel(base_ms=COLD, per_mb_ms=0.0))
 

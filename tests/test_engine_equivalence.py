@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
+import pytest
 
 from policies.interface import (
     IDLE,
@@ -22,6 +23,8 @@ from policies.interface import (
 )
 from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import Simulation, simulate
+
+pytestmark = pytest.mark.unit
 
 
 def random_trace(seed: int, n: int = 3000, functions: int = 6, integer_ms: bool = False) -> pd.DataFrame:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from policies.interface import INVOKE, KILL, KeepAlive, Policy
 from wlsim.config import SimConfig
 from wlsim.engine import simulate
+
+pytestmark = pytest.mark.integration
 
 N = 1_000_000
 

@@ -22,6 +22,8 @@ import pytest
 import wasmtime
 import wasmtime.component
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BUILD = EXAMPLES / "build"

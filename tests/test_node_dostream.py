@@ -10,20 +10,20 @@ import signal
 
 import grpc
 import pytest
-from test_node_e2e import TOKEN, NodeProcess, Registry, StandInScheduler, wasm
+from conftest import NodeProcess, RegistryProcess, StandInScheduler
+from conftest import wat as wasm
 
 from wlruntime.node.client import BATCH_BYTES, CHANNEL_OPTIONS, DoStreamClient, take_batch
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
-from wlruntime.registry.client import RegistryClient
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("registry") / "data")
-    client = RegistryClient(reg.url, TOKEN)
+    reg = RegistryProcess(tmp_path_factory.mktemp("registry") / "data")
+    client = reg.client()
     client.upload("echo", wasm("echo"), {"abi": "wasi-command"})
     client.upload("spin", wasm("loop"), {"abi": "wasi-command", "timeout_ms": 400})
     client.upload("tiny", wasm("echo"), {"abi": "wasi-command", "max_payload_bytes": 4})
@@ -39,7 +39,7 @@ def node(registry, tmp_path_factory):
                        "--memory-mb", "4096")
     yield proc
     proc.stop()
-    scheduler.server.stop(0)
+    scheduler.stop()
 
 
 def spawn(node: NodeProcess, function: str) -> str:

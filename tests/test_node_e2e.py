@@ -4,131 +4,27 @@ stands in for the router (issue 5) and answers the node's OnIdle calls."""
 from __future__ import annotations
 
 import os
-import queue
-import select
-import signal
-import socket
-import subprocess
-import sys
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-import wasmtime
+from conftest import TOKEN, NodeProcess, RegistryProcess, StandInScheduler, free_port, wait_until
+from conftest import wat as wasm
 
-from wlruntime.node.client import CHANNEL_OPTIONS, connect
 from wlruntime.proto import node_pb2 as pb
-from wlruntime.proto import node_pb2_grpc
 from wlruntime.registry.client import RegistryClient, RegistryError
 
-pytestmark = pytest.mark.timeout(60)
-
-WAT = Path(__file__).parent / "fixtures" / "wat"
-TOKEN = "node-test-token"
-
-
-def wasm(name: str) -> bytes:
-    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---- processes -------------------------------------------------------------------------------
-
-class Registry:
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.url = f"http://127.0.0.1:{port or free_port()}"
-        self.log = data_dir.parent / "registry.log"
-        port = self.url.rsplit(":", 1)[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")}
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wlruntime.registry", "--port", port, "--data-dir", str(data_dir),
-                 "--token", TOKEN, "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"registry not ready: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
-class NodeProcess:
-    """``python -m wlruntime.node`` on a free port; ready when it prints 'listening on'."""
-
-    def __init__(self, registry: Registry, cache_dir: Path, *args: str) -> None:
-        self.log = cache_dir.parent / f"node-{cache_dir.name}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wlruntime.node", "--registry", registry.url, "--port", "0",
-                 "--cache-dir", str(cache_dir), "--log-level", "warning", *args],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-                env={k: v for k, v in os.environ.items() if not k.startswith("WL_")})
-        line = self._read_line(timeout=30)
-        assert "listening on" in line, f"node did not start: {line!r} {self.log.read_text()}"
-        self.address = line.split("listening on ")[1].split(",")[0].strip()
-        self.metrics_url = line.split("metrics on ")[1].strip() if "metrics on" in line else None
-        self.channel, self.stub = connect(self.address)
-
-    def _read_line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        return self.proc.stdout.readline() if ready else ""
-
-    def stop(self) -> int | None:
-        self.channel.close()
-        _stop(self.proc)
-        return self.proc.returncode
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class StandInScheduler(node_pb2_grpc.SchedulerServicer):
-    """Stands in for the router: records IdleEvents, answers from a per-instance script."""
-
-    def __init__(self) -> None:
-        self.events: queue.Queue[pb.IdleEvent] = queue.Queue()
-        self.scripts: dict[str, list[pb.IdleDirective]] = {}
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=CHANNEL_OPTIONS)
-        node_pb2_grpc.add_SchedulerServicer_to_server(self, self.server)
-        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
-        self.server.start()
-
-    def OnIdle(self, request: pb.IdleEvent, context) -> pb.IdleDirective:
-        self.events.put(request)
-        script = self.scripts.get(request.instance_id) or [pb.IdleDirective(kill=pb.Kill())]
-        return script.pop(0)
-
-    def next_event(self, timeout: float = 10.0) -> pb.IdleEvent:
-        return self.events.get(timeout=timeout)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 # ---- fixtures --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    reg = Registry(tmp_path_factory.mktemp("registry") / "data")
-    client = RegistryClient(reg.url, TOKEN)
+    reg = RegistryProcess(tmp_path_factory.mktemp("registry") / "data")
+    client = reg.client()
     client.upload("echo", wasm("echo"), {"abi": "wasi-command"})
     client.upload("spin", wasm("loop"), {"abi": "wasi-command", "timeout_ms": 300})
     client.upload("bomb", wasm("membomb"), {"abi": "wasi-command", "memory_mb": 16})
@@ -136,7 +32,6 @@ def registry(tmp_path_factory):
     client.upload("fails", wasm("exit3"), {"abi": "wasi-command"})
     client.upload("counter", wasm("counter.component"), {"abi": "component", "timeout_ms": 200})
     client.upload("small-payload", wasm("echo"), {"abi": "wasi-command", "max_payload_bytes": 16})
-    reg.client = client
     yield reg
     client.close()
     reg.stop()
@@ -146,7 +41,7 @@ def registry(tmp_path_factory):
 def scheduler():
     sched = StandInScheduler()
     yield sched
-    sched.server.stop(0)
+    sched.stop()
 
 
 @pytest.fixture(scope="module")
@@ -220,18 +115,24 @@ def test_keep_alive_expiry_asks_the_scheduler_and_obeys(node, scheduler) -> None
     assert (finished.result.request_id, finished.result.output) == ("queued-1", b"next request")
     again = scheduler.next_event()  # the 50 ms keep-alive ran out: asked again, told to die
     assert again.reason == pb.KEEPALIVE_EXPIRED
-    _wait_until(lambda: all(i.instance_id != iid for i in node.stub.Status(pb.StatusRequest()).instances))
+    wait_until(lambda: all(i.instance_id != iid for i in node.stub.Status(pb.StatusRequest()).instances))
     assert grpc_error(lambda: invoke(node, iid)).code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_invoke_cancels_a_keep_alive(node, scheduler) -> None:
     iid = spawn(node, "echo").instance_id
+    control = spawn(node, "echo").instance_id
     do(node, iid, keep_alive=pb.KeepAlive(ms=150))
     assert invoke(node, iid, b"x").invoke.output == b"x"
-    time.sleep(0.3)
+    # a later and longer keep-alive on another instance: once it has expired, the cancelled
+    # one would have expired before it
+    do(node, control, keep_alive=pb.KeepAlive(ms=200))
+    seen = [scheduler.next_event()]
+    while seen[-1].instance_id != control:
+        seen.append(scheduler.next_event())
     info = next(i for i in node.stub.Status(pb.StatusRequest()).instances if i.instance_id == iid)
     assert info.state == pb.IDLE  # the timer was cancelled: nobody was asked, nothing was killed
-    assert all(e.instance_id != iid for e in list(scheduler.events.queue))
+    assert all(e.instance_id != iid for e in seen + list(scheduler.events.queue))
     do(node, iid, kill=pb.Kill())
 
 
@@ -240,10 +141,14 @@ def test_infinite_loop_times_out_and_the_node_keeps_serving(node) -> None:
     echo = spawn(node, "echo").instance_id
     pool = futures.ThreadPoolExecutor(1)
     running = pool.submit(invoke, node, spin)
-    time.sleep(0.1)
+
+    def spin_status() -> pb.InstanceInfo:
+        return next(i for i in node.stub.Status(pb.StatusRequest(), timeout=2).instances if i.instance_id == spin)
+
+    wait_until(lambda: spin_status().state == pb.BUSY, timeout=5)
     # while the loop runs: Status, Health, and other invocations answer, and the instance is busy
     assert node.stub.Health(pb.HealthRequest(), timeout=2).ok
-    busy = next(i for i in node.stub.Status(pb.StatusRequest(), timeout=2).instances if i.instance_id == spin)
+    busy = spin_status()
     assert busy.state == pb.BUSY and busy.busy_ms > 0
     assert invoke(node, echo, b"meanwhile").invoke.output == b"meanwhile"
     assert grpc_error(lambda: invoke(node, spin)).code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -298,8 +203,8 @@ def test_bad_requests_get_clear_grpc_errors(node, registry) -> None:
     assert taken.code() == grpc.StatusCode.ALREADY_EXISTS
     do(node, small, kill=pb.Kill())
     # garbage never reaches a node: the registry rejects it with validate_wasm's message
-    with pytest.raises(RegistryError, match="not a WebAssembly binary") as info:
-        registry.client.upload("garbage", b"MZ\x90\x00 definitely not wasm", {"abi": "wasi-command"})
+    with registry.client() as client, pytest.raises(RegistryError, match="not a WebAssembly binary") as info:
+        client.upload("garbage", b"MZ\x90\x00 definitely not wasm", {"abi": "wasi-command"})
     assert info.value.status == 400
 
 
@@ -346,7 +251,7 @@ def test_a_fresh_node_spawns_a_cached_version_without_asking_the_registry(tmp_pa
     asked. A registry made anew at the same address numbers from 1 again: its id differs, and
     nodes do not reuse what they cached about the old one."""
     port = free_port()
-    registry = Registry(tmp_path / "registry", port)
+    registry = RegistryProcess(tmp_path / "registry", port=port)
     client = RegistryClient(registry.url, TOKEN)
     client.upload("fn", wasm("echo"), {"abi": "wasi-command"})
     cache = tmp_path / "cache"
@@ -368,7 +273,7 @@ def test_a_fresh_node_spawns_a_cached_version_without_asking_the_registry(tmp_pa
     finally:
         offline.stop()
 
-    renewed = Registry(tmp_path / "registry-2", port)  # same address, a new registry: fn@1 is other code
+    renewed = RegistryProcess(tmp_path / "registry-2", port=port)  # same address, a new registry: fn@1 is other code
     client = RegistryClient(registry.url, TOKEN)
     client.upload("fn", wasm("env"), {"abi": "wasi-command"})
     node = NodeProcess(renewed, cache)
@@ -393,16 +298,10 @@ def test_memory_capacity_and_expiry_without_a_scheduler(registry, tmp_path) -> N
         c = spawn(small, "echo").instance_id
         # no scheduler: an expired keep-alive kills; an instance nobody instructs dies after the grace
         do(small, c, keep_alive=pb.KeepAlive(ms=50))
-        _wait_until(lambda: {i.instance_id for i in small.stub.Status(pb.StatusRequest()).instances} == {b},
+        wait_until(lambda: {i.instance_id for i in small.stub.Status(pb.StatusRequest()).instances} == {b},
                     timeout=2)
-        _wait_until(lambda: not small.stub.Status(pb.StatusRequest()).instances, timeout=5)
+        wait_until(lambda: not small.stub.Status(pb.StatusRequest()).instances, timeout=5)
         assert small.stub.Status(pb.StatusRequest()).memory_used_mb == 0
     finally:
         small.stop()
 
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)

@@ -11,12 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_node_e2e import TOKEN, NodeProcess, Registry
+from conftest import NodeProcess, RegistryProcess
 
 from wlruntime.proto import node_pb2 as pb
-from wlruntime.registry.client import RegistryClient
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ABI1 = {"echo": "c", "json_transform": "c", "cpu_work": "c", "hello": "assemblyscript", "reverse": "assemblyscript"}
@@ -27,8 +26,8 @@ def node(tmp_path_factory):
     missing = [n for n in ABI1 if not (EXAMPLES / "build" / f"{n}.wasm").is_file()]
     if missing:
         pytest.fail(f"examples not built ({', '.join(missing)}): run `make -C examples`")
-    registry = Registry(tmp_path_factory.mktemp("registry") / "data")
-    client = RegistryClient(registry.url, TOKEN)
+    registry = RegistryProcess(tmp_path_factory.mktemp("registry") / "data")
+    client = registry.client()
     for name, language in ABI1.items():
         config = json.loads((EXAMPLES / language / f"{name}.json").read_text())
         client.upload(name, (EXAMPLES / "build" / f"{name}.wasm").read_bytes(), config)

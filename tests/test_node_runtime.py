@@ -15,7 +15,7 @@ from wlruntime.node.runtime import DEAD, IDLE, Directive, NodeError, NodeRuntime
 from wlruntime.registry.client import FetchedCode, RegistryError
 from wlruntime.wasm.runners import Invocation
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 WAT = Path(__file__).parent / "fixtures" / "wat"
 
 

@@ -11,6 +11,8 @@ from wlsim.compare import BUILTIN_POLICIES, compare
 from wlsim.config import SimConfig
 from wlsim.traces import read_trace
 
+pytestmark = pytest.mark.integration
+
 SEED = 7
 TRACES = ["traces/azure2019/10", "traces/azure2019/40", "traces/azure2021/Azure2021_200.csv"]
 # Float summation order differs between policies; anything beyond this is a real win.

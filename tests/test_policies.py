@@ -31,6 +31,8 @@ from policies.interface import (
 )
 from policies.registry import PolicySpecError
 
+pytestmark = pytest.mark.unit
+
 MIN = 60_000.0
 HOUR = 3_600_000.0
 

@@ -17,6 +17,8 @@ from wlsim.engine import simulate
 from wlsim.metrics import summarize
 from wlsim.traces import diurnal, load_azure2021, mmpp, payload_driven, poisson
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "policies" / "keep_warm_5min.py"
 ALL_SPECS = [*sorted(BUILTINS), f"custom:{EXAMPLE}"]

@@ -42,7 +42,7 @@ EXAMPLES = ROOT / "examples"
 KEEP_WARM = EXAMPLES / "build" / "policies" / "keep_warm.wasm"
 WAT = Path(__file__).resolve().parent / "fixtures" / "wat"
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from wlruntime.proto.generate import OUT_DIR, generate
+
+pytestmark = pytest.mark.unit
 
 
 def test_generated_stubs_are_up_to_date(tmp_path: Path) -> None:

@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import socket
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import wasmtime
+from conftest import RegistryProcess, free_port
+from conftest import wat2wasm as wasm
 
 from wlruntime.config import RegistrySettings, Settings
 from wlruntime.registry import RegistryClient, RegistryError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 WASI_COMMAND_WAT = '(module (memory (export "memory") 1) (func (export "_start")))'
 # A different but equally valid command (a second blob).
@@ -45,67 +41,6 @@ COMPONENT_WITHOUT_HANDLE_WAT = '(component (core module $m (func (export "f"))) 
 
 DEFAULT_CONFIG = {"memory_mb": 128, "timeout_ms": 3000, "concurrency": 1, "abi": "wasi-command", "env": {},
                   "fuel": None, "max_payload_bytes": 6291456, "allow_fs": False, "allow_net": False}
-
-
-def wasm(wat: str) -> bytes:
-    return bytes(wasmtime.wat2wasm(wat))
-
-
-# -- a real registry process ---------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RegistryProcess:
-    """``python -m wlruntime.registry`` on a free loopback port, ready when /healthz answers."""
-
-    def __init__(self, data_dir: Path, *args: str, token: str | None = "test-token",
-                 env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"registry-{self.port}.log"
-        command = [sys.executable, "-m", "wlruntime.registry", "--port", str(self.port),
-                   "--data-dir", str(data_dir), "--log-level", "warning", *args]
-        if token is not None:
-            command += ["--token", token]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WL_")} | (env or {})
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-        self._wait_ready()
-        self.token = token if token is not None else (data_dir / "registry.token").read_text().strip()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"registry did not become ready: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, token: str | None = None, **kwargs) -> RegistryClient:
-        return RegistryClient(self.url, self.token if token is None else token, **kwargs)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")

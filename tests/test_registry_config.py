@@ -8,6 +8,8 @@ import pytest
 
 from wlruntime.config import ConfigError, Settings, env_overrides, load_settings
 
+pytestmark = pytest.mark.unit
+
 NO_ENV: dict[str, str] = {}
 
 

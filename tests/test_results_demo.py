@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from wl import demo
 from wlsim.compare import spec_name
+
+pytestmark = pytest.mark.unit
 
 
 def test_demo_writes_the_comparison_and_plots(tmp_path, capsys):

@@ -7,36 +7,15 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result, two_function_result
 
 from policies.interface import CostWeights
 from wlsim.metrics import SUMMARY_FIELDS, instances_over_time, peak_instances, summarize
 from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, SimResult
 
+pytestmark = pytest.mark.unit
+
 NAN = float("nan")
-
-
-def make_result(requests: list[tuple], instances: list[tuple], horizon_ms: float,
-                wall_s: float = 0.5, policy: str = "hand") -> SimResult:
-    req = pd.DataFrame(requests, columns=list(REQUEST_COLUMNS)).astype(REQUEST_COLUMNS)
-    inst = pd.DataFrame(instances, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
-    return SimResult(policy=policy, requests=req, instances=inst, horizon_ms=horizon_ms, wall_s=wall_s)
-
-
-def two_function_result() -> SimResult:
-    # request_id, function, arrival, wait, cold, cold_start, exec, end, latency, instance, rejected
-    requests = [
-        (0, "f", 0.0, 0.0, True, 300.0, 100.0, 400.0, 400.0, 0, False),       # cold start on f
-        (1, "f", 1000.0, 0.0, False, 0.0, 100.0, 1100.0, 100.0, 0, False),     # warm
-        (2, "f", 1050.0, 50.0, False, 0.0, 200.0, 1300.0, 250.0, 0, False),    # queued 50 ms
-        (3, "g", 2000.0, 0.0, True, 500.0, 1000.0, 3500.0, 1500.0, 1, False),  # cold start on g
-        (4, "g", 2100.0, NAN, False, NAN, 50.0, NAN, NAN, -1, True),           # rejected
-    ]
-    # id, function, node, memory, created, ready, died, busy, idle, invocations, prewarmed, evicted
-    instances = [
-        (0, "f", "n0", 512.0, 0.0, 300.0, 61300.0, 400.0, 60600.0, 3, False, False),
-        (1, "g", "n0", 2048.0, 2000.0, 2500.0, 3500.0, 1000.0, 0.0, 1, False, False),
-    ]
-    return make_result(requests, instances, horizon_ms=100_000.0)
 
 
 def test_summarize_exact_numbers():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from test_results_metrics import two_function_result
+import pytest
+from conftest import two_function_result
 
 from wlsim.compare import summary_table
 from wlsim.plots import PLOT_FILES, pareto_front, write_plots
+
+pytestmark = pytest.mark.unit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

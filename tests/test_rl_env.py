@@ -30,6 +30,8 @@ from wlsim.rl.env import RoutingEnv
 from wlsim.rl.sim import StepSim
 from wlsim.traces import poisson
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def trace() -> pd.DataFrame:

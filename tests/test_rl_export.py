@@ -17,6 +17,8 @@ from wlsim.rl.env import RoutingEnv
 from wlsim.rl.export import export_model
 from wlsim.traces import poisson
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def trace() -> pd.DataFrame:

@@ -12,6 +12,8 @@ import pytest
 from policies.features import DurationPredictor
 from wlsim.rl.env import RoutingEnv
 
+pytestmark = pytest.mark.integration
+
 
 def every_two_seconds(minutes: float = 10.0) -> pd.DataFrame:
     """One function, an arrival every 2 s, 100 ms executions, 128 MB: keeping an idle

@@ -20,6 +20,8 @@ from wlruntime.router.server import _arn, _metadata, _retry_after_s
 from wlruntime.router.state import Function, Instance
 from wlruntime.router.trace import COLUMNS, TraceRecorder
 
+pytestmark = pytest.mark.unit
+
 
 def test_live_router_refuses_offline_policies_and_loads_the_rest() -> None:
     with pytest.raises(PolicySpecError, match="future"):

@@ -13,6 +13,8 @@ from wlsim.traces import TraceError, load_azure2019, load_azure2021, read_trace
 from wlsim.traces.azure import PERCENTILE_COLUMNS, PERCENTILES
 from wlsim.traces.table import DEFAULT_MEMORY_MB
 
+pytestmark = pytest.mark.unit
+
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 AZ19 = TRACES / "azure2019"
 AZ21 = TRACES / "azure2021" / "Azure2021_200.csv"

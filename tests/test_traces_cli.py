@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from wl.cli import app
 from wlsim.traces import read_trace
 
+pytestmark = pytest.mark.unit
+
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 runner = CliRunner()
 

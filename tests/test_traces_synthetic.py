@@ -10,6 +10,8 @@ from wlsim.traces import CANONICAL_COLUMNS, TraceError, diurnal, mmpp, payload_d
 from wlsim.traces.stats import within_function_gaps
 from wlsim.traces.synthetic import MS_PER_HOUR, diurnal_rate
 
+pytestmark = pytest.mark.unit
+
 GENERATORS = [poisson, diurnal, mmpp, payload_driven]
 
 

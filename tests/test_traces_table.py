@@ -13,6 +13,8 @@ import pytest
 
 from wlsim.traces import CANONICAL_COLUMNS, TraceError, read_trace, validate, write_trace
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_CSV = """app,function,arrival_ms,duration_ms,memory_mb
 a,f,0,10,128

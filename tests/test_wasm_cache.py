@@ -4,10 +4,13 @@ when the disk entry is unusable, and no code load unless compiling."""
 import hashlib
 from pathlib import Path
 
+import pytest
 import wasmtime
 
 from wlruntime.wasm.cache import COMPILED, DISK, MEMORY, CompiledCache
 from wlruntime.wasm.runners import CompiledFunction, FunctionConfig, Invocation
+
+pytestmark = pytest.mark.unit
 
 WAT = Path(__file__).parent / "fixtures" / "wat"
 

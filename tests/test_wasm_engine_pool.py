@@ -15,6 +15,8 @@ from wlruntime.wasm.engine import POOL_SLOTS, get_engine
 from wlruntime.wasm.runners import CompiledFunction, FunctionConfig, Invocation
 from wlruntime.wasm.validate import ABI_WASI_COMMAND, compile_checked
 
+pytestmark = pytest.mark.unit
+
 ECHO = bytes(wasmtime.wat2wasm((Path(__file__).parent / "fixtures" / "wat" / "echo.wat").read_text()))
 
 

@@ -11,6 +11,8 @@ import wasmtime
 from wlruntime.wasm.runners import CompiledFunction, ConfigError, FunctionConfig, Invocation
 from wlruntime.wasm.validate import compile_checked
 
+pytestmark = pytest.mark.unit
+
 WAT = Path(__file__).parent / "fixtures" / "wat"
 
 

@@ -7,6 +7,8 @@ import wasmtime
 
 from wlruntime.wasm.validate import InvalidWasm, detect_kind, validate_wasm
 
+pytestmark = pytest.mark.unit
+
 WAT = Path(__file__).parent / "fixtures" / "wat"
 
 
