@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import httpx
@@ -39,6 +39,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WAT_DIR = FIXTURES / "wat"
 # The upload token of every RegistryProcess unless a test picks another one.
 TOKEN = "test-token"
+
+T = TypeVar("T")
 
 
 # ---- wasm fixtures -----------------------------------------------------------------------------
@@ -58,13 +60,15 @@ def wat(name: str) -> bytes:
 
 # ---- waiting without sleeping blindly ----------------------------------------------------------
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition not reached in time") -> None:
-    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition not reached in time") -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail the test after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         assert time.monotonic() < deadline, message
         time.sleep(interval)
+    return value
 
 
 # ---- processes ---------------------------------------------------------------------------------

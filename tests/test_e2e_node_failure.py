@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_until
 
 from wl.testing import PlatformClient, metric_value, start_platform
 
@@ -79,10 +80,8 @@ def test_node_killed_mid_load_every_request_answered(tmp_path: Path, request: py
         # The node comes back on its address: the health check re-admits it, and a new
         # instance goes to it (it has the most free memory).
         platform.restart_node(0)
-        deadline = time.monotonic() + 15
-        while wl.health()["nodes_alive"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert wl.health()["nodes_alive"] == 2
+        wait_until(lambda: wl.health()["nodes_alive"] == 2, timeout=15, interval=0.1,
+                   message="the restarted node was not re-admitted")
         wl.deploy("fresh", BUILD / "echo.wasm", {"memory_mb": 16})
         r = wl.invoke("fresh", b"back")
         assert r.status == 200 and r.cold and r.headers["x-wl-node"] == "node-1"

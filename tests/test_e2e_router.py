@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import wait_until
 
 from wl.testing import PlatformClient, metric_value, wl_platform  # noqa: F401 (the fixture)
 
@@ -353,17 +354,16 @@ def test_prewarm_spawns_ahead_of_demand(wl: PlatformClient, tmp_path: Path) -> N
     try:
         first = wl.invoke("pw", b"1")
         assert first.status == 200 and first.cold
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def prewarmed() -> str | None:
             instances = wl.state()["functions"]["pw"]["instances"]
             if instances and instances[0]["state"] == "idle" and instances[0]["id"] != first.headers["x-wl-instance"]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"no pre-warmed instance appeared: {wl.state()['functions']['pw']}")
+                return instances[0]["id"]
+            return None
+
+        prewarmed_id = wait_until(prewarmed, interval=0.05, message="no pre-warmed instance appeared")
         second = wl.invoke("pw", b"2")
         assert second.status == 200 and not second.cold, "the pre-warmed instance served it warm"
-        assert second.headers["x-wl-instance"] == instances[0]["id"]
+        assert second.headers["x-wl-instance"] == prewarmed_id
     finally:
         wl.set_policy("default")
 
@@ -416,10 +416,8 @@ def test_keepalive_expiry_is_decided_by_the_router(wl: PlatformClient) -> None:
         before = metric_value(wl.metrics(), "wl_router_policy_decision_seconds_count", decision="on_idle")
         assert wl.invoke("brief", b"1").cold
         assert wl.state()["functions"]["brief"]["instances"][0]["state"] == "idle"
-        deadline = time.monotonic() + 10
-        while wl.state()["functions"]["brief"]["instances"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert wl.state()["functions"]["brief"]["instances"] == []
+        wait_until(lambda: wl.state()["functions"]["brief"]["instances"] == [], interval=0.1,
+                   message="the expired instance was not killed")
         after = metric_value(wl.metrics(), "wl_router_policy_decision_seconds_count", decision="on_idle")
         assert after >= before + 2  # after the execution, and at the expiry the node reported
         assert wl.invoke("brief", b"2").cold

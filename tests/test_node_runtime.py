@@ -6,17 +6,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import wasmtime
+from conftest import wait_until, wat
 
 from wlruntime.node.runtime import DEAD, IDLE, Directive, NodeError, NodeRuntime
 from wlruntime.registry.client import FetchedCode, RegistryError
 from wlruntime.wasm.runners import Invocation
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
-WAT = Path(__file__).parent / "fixtures" / "wat"
 
 
 class InMemoryRegistry:
@@ -39,10 +37,6 @@ class InMemoryRegistry:
             if hashlib.sha256(code).hexdigest() == sha:
                 return FetchedCode(code, sha)
         raise RegistryError("no such blob", 404)
-
-
-def wat(name: str) -> bytes:
-    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
 
 
 @pytest.fixture
@@ -80,7 +74,7 @@ def test_unreachable_scheduler_means_kill(registry, tmp_path) -> None:
     runtime = make_runtime(registry, tmp_path, scheduler=broken)
     iid = runtime.spawn("echo").instance_id
     runtime.keep_alive(iid, 20)
-    _wait_until(lambda: not runtime.status()["instances"])
+    wait_until(lambda: not runtime.status()["instances"])
     with pytest.raises(NodeError, match="scheduler unreachable"):
         runtime.invoke(iid, Invocation(b""))
     runtime.close()
@@ -95,13 +89,22 @@ def test_a_stale_scheduler_answer_is_ignored(registry, tmp_path) -> None:
         return Directive()  # kill
 
     runtime = make_runtime(registry, tmp_path, scheduler=slow_kill)
+    kill, kill_handled = runtime.kill, threading.Event()
+
+    def observed_kill(*args, **kwargs):
+        try:
+            return kill(*args, **kwargs)
+        finally:
+            kill_handled.set()
+
+    runtime.kill = observed_kill
     iid = runtime.spawn("echo").instance_id
     runtime.keep_alive(iid, 10)
     assert asked.wait(5)
     # the router used the instance while the node was asking: the late "kill" must not apply
     assert runtime.invoke(iid, Invocation(b"still mine"))[0].output == b"still mine"
     answer.set()
-    time.sleep(0.1)
+    assert kill_handled.wait(5)  # the node has acted on the scheduler's answer
     assert [i["state"] for i in runtime.status()["instances"]] == [IDLE]
     runtime.close()
 
@@ -112,7 +115,7 @@ def test_kill_while_busy_answers_the_request_then_frees(registry, tmp_path) -> N
     result = {}
     worker = threading.Thread(target=lambda: result.update(r=runtime.invoke(iid, Invocation(b""))))
     worker.start()
-    _wait_until(lambda: runtime.status()["instances"][0]["state"] == "BUSY")
+    wait_until(lambda: runtime.status()["instances"][0]["state"] == "BUSY")
     assert runtime.kill(iid) == DEAD
     with pytest.raises(NodeError, match="dead"):
         runtime.invoke(iid, Invocation(b""))
@@ -194,7 +197,7 @@ def test_idle_grace_restarts_with_every_request(registry, tmp_path) -> None:
         time.sleep(0.06)
         assert runtime.invoke(iid, Invocation(b"x"))[0].output == b"x"
     assert [i["state"] for i in runtime.status()["instances"]] == [IDLE]
-    _wait_until(lambda: not runtime.status()["instances"])
+    wait_until(lambda: not runtime.status()["instances"])
     with pytest.raises(NodeError, match="dead"):
         runtime.invoke(iid, Invocation(b""))
     runtime.close()
@@ -211,9 +214,3 @@ def test_quick_spawns_are_the_ones_needing_no_io_and_no_guest_code(registry, tmp
     assert not runtime.spawn_is_quick("counter", "1")  # instantiating a component runs its code
     runtime.close()
 
-
-def _wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)

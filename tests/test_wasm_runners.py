@@ -2,22 +2,16 @@
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
-import wasmtime
+from conftest import wait_until
+from conftest import wat as wasm
 
 from wlruntime.wasm.runners import CompiledFunction, ConfigError, FunctionConfig, Invocation
 from wlruntime.wasm.validate import compile_checked
 
 pytestmark = pytest.mark.unit
-
-WAT = Path(__file__).parent / "fixtures" / "wat"
-
-
-def wasm(name: str) -> bytes:
-    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
 
 
 def instance(name: str, **config):
@@ -53,7 +47,9 @@ def test_infinite_loop_times_out_and_other_work_continues_meanwhile() -> None:
     results = {}
     worker = threading.Thread(target=lambda: results.update(loop=looping.invoke(Invocation(b""))))
     worker.start()
-    time.sleep(0.05)
+    from wlruntime.wasm.engine import wasm_running
+
+    wait_until(lambda: wasm_running.count > 0, timeout=5)  # the loop is running
     # wasm runs with the GIL released: other invocations proceed while the loop spins.
     assert echo.invoke(Invocation(b"still here")).output == b"still here"
     assert worker.is_alive()
@@ -189,10 +185,8 @@ def test_the_epoch_clock_sleeps_while_no_wasm_runs_and_timeouts_still_hold() -> 
     from wlruntime.wasm.engine import wasm_running
 
     def wait_until_parked() -> None:  # after a second without wasm running
-        deadline = time.monotonic() + 10
-        while wasm_running.wake.is_set():
-            assert time.monotonic() < deadline, "the epoch ticker never went to sleep"
-            time.sleep(0.05)
+        wait_until(lambda: not wasm_running.wake.is_set(), interval=0.05,
+                   message="the epoch ticker never went to sleep")
 
     looping = instance("loop", timeout_ms=100)
     counter = instance("counter.component", abi="component", timeout_ms=100)
