@@ -183,7 +183,8 @@ class Platform:
                  log_dir: str | os.PathLike[str] | None = None, echo: Callable[[str, str], None] | None = None,
                  log_level: str = "info", router_loop: str = "uvloop", python: str = sys.executable,
                  registry_dir: str | os.PathLike[str] | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None, supervise: bool = True) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, supervise: bool = True,
+                 router_args: list[str] | None = None) -> None:
         if nodes < 1:
             raise ValueError("a platform needs at least one node")
         self.data_dir = Path(data_dir).expanduser()
@@ -206,6 +207,7 @@ class Platform:
         self.log_level = log_level
         self.router_loop = router_loop
         self.python = python
+        self.router_args = list(router_args or [])  # extra `python -m wlruntime.router` flags
         self.registry: Child | None = None
         self.nodes: list[Child] = []
         self.router: Child | None = None
@@ -266,7 +268,8 @@ class Platform:
             argv = ["-m", "wlruntime.router", "--host", self.host, "--port", str(self.router_port),
                     "--scheduler-port", str(self.scheduler_port), "--registry", self.registry_url,
                     "--policy", self.policy, "--loop", self.router_loop, "--log-level", self.log_level,
-                    "--node", ",".join(self.node_addresses)]
+                    "--node", ",".join(self.node_addresses), "--state-dir", str(self.data_dir / "router"),
+                    *self.router_args]
             if self.trace_out is not None:
                 argv += ["--trace-out", str(self.trace_out)]
             self.router = self._child("router", argv, env)

@@ -147,6 +147,25 @@ class RegistryClient:
             return self._fetch_blob(name_or_sha, cache)
         return self._fetch_version(name_or_sha, version, cache)
 
+    # -- uploaded policies (registry/policies.py) ------------------------------------------
+
+    def upload_policy(self, name: str, data: bytes) -> dict:
+        """Store a new version of routing code ``name`` (a wasm policy module, or a ZIP of a
+        learned artifact folder); returns its metadata (config.kind: wasm or learned)."""
+        files = {"code": ("policy", bytes(data), "application/octet-stream")}
+        return self._request("POST", f"/policies/{_q(name)}", ok=(200, 201), files=files).json()
+
+    def policies(self) -> list[dict]:
+        """Every uploaded policy's latest version."""
+        return self._request("GET", "/policies").json()
+
+    def fetch_policy(self, name: str, version: int | str = "latest") -> FetchedCode:
+        """An uploaded policy's bytes (checked against their sha256), name and version."""
+        response = self._request("GET", f"/policies/{_q(name)}/versions/{_q(str(version))}/code")
+        sha = response.headers.get("etag", "").strip('"')
+        return FetchedCode(_checked(response.content, sha), sha, name,
+                           _int_or_none(response.headers.get("x-wl-version")))
+
     # -- code fetching -------------------------------------------------------------------
 
     def _fetch_blob(self, sha: str, cache: Path | None) -> FetchedCode:

@@ -15,6 +15,7 @@ Endpoints::
     GET    /functions/{name}/versions/{version}        metadata; version is an int or "latest"
     GET    /functions/{name}/versions/{version}/code   wasm bytes, ETag "<sha256>"
     GET    /blobs/{sha256}                             wasm bytes, ETag "<sha256>"
+    POST/GET /policies/...                             uploaded routing code (registry/policies.py)
     GET    /healthz                                    {"status": "ok"}, header X-WL-Registry-Id
 
 Errors are JSON ``{"detail": "<what is wrong>"}``.
@@ -46,6 +47,7 @@ from starlette.requests import ClientDisconnect
 
 from wlruntime.config import Settings
 from wlruntime.registry.models import FunctionConfig, name_problem
+from wlruntime.registry.policies import add_policy_routes
 from wlruntime.registry.store import RegistryStore
 
 TOKEN_FILE = "registry.token"
@@ -408,6 +410,10 @@ def create_app(settings: Settings) -> FastAPI:
         if not SHA256_RE.match(sha256):
             raise HTTPException(400, f"invalid sha256 {sha256[:80]!r}: expected 64 lowercase hex digits")
         return _code_response(request, sha256, immutable=True, extra={})
+
+    # Uploaded routing code (wasm policy modules, learned artifacts): its own store and names.
+    app.state.policy_store = add_policy_routes(app, settings.registry_dir() / "policies", require_read,
+                                               require_write, max_wasm)
 
     @app.api_route("/functions/{rest:path}", methods=["GET"], dependencies=[Depends(require_read)])
     def unmatched(rest: str) -> Response:

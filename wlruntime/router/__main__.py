@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="a handler node's gRPC address; repeat for several (or a comma-separated list)")
     parser.add_argument("--policy", help="policy spec, e.g. default, fixed_ttl:ttl_ms=60000, custom:my.py, learned:DIR")
     parser.add_argument("--trace-out", help="write the recorded traffic here on shutdown (.parquet or .csv)")
+    parser.add_argument("--state-dir", help="where queued Event invocations, Lambda metadata and fetched uploaded "
+                                            "policies survive a restart (default <data dir>/router)")
+    parser.add_argument("--event-retry-delays", default="60,120", metavar="S,S",
+                        help="seconds before the retries of an Event invocation whose function failed (Lambda: 60,120)")
     parser.add_argument("--config", help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, ~/.wl/config.toml)")
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop (default uvloop)")
     parser.add_argument("--log-level", default="info")
@@ -58,8 +62,14 @@ def main(argv: list[str] | None = None) -> None:
                   "POST /admin/nodes", file=sys.stderr)
         router = Router(registry_url=settings.registry.base_url(), registry_token=registry_token, nodes=rs.nodes,
                         policy=rs.policy)
+        try:
+            delays = tuple(float(d) for d in args.event_retry_delays.split(",") if d.strip())
+        except ValueError:
+            raise ConfigError(f"--event-retry-delays {args.event_retry_delays!r}: expected seconds, "
+                              "comma-separated (e.g. 60,120)") from None
+        state_dir = args.state_dir or settings.data_dir / "router"
         app = create_app(router, admin_token=admin_token, scheduler_host=rs.host, scheduler_port=rs.scheduler_port,
-                         trace_out=rs.trace_out)
+                         trace_out=rs.trace_out, state_dir=state_dir, event_retry_delays_s=delays)
     except (ConfigError, PolicySpecError, OSError) as exc:
         print(f"wl router: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,0 +1,247 @@
+"""The Lambda control plane and the Invoke API's Lambda behaviours, end to end with boto3 against
+a real platform (registry, router, wasmtime node as subprocesses): every control-plane
+operation, AWS-shaped errors for unsupported operations, tail logs, JSON-only payloads, and
+Event invocations retried on function errors and kept across a router restart."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from wlruntime.platform import Child, Platform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+BUILD = Path(__file__).resolve().parent.parent / "examples" / "build"
+ECHO = (BUILD / "echo.wasm").read_bytes()
+JSON_TRANSFORM = (BUILD / "json_transform.wasm").read_bytes()
+RETRY_DELAYS = "0.2,4"  # the second retry comes late enough to restart the router before it
+
+
+def zipped(*members: tuple[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def wait_until(condition, timeout: float = 30.0, message: str = "condition not reached in time") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Platform]:
+    cache = request.config.cache.mkdir("wl-node-cache") if request.config.cache is not None else None
+    p = Platform(tmp_path_factory.mktemp("lambda"), nodes=1, cache_dir=cache, supervise=False,
+                 router_args=["--event-retry-delays", RETRY_DELAYS])
+    p.start(timeout_s=120.0)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def lambda_client(platform: Platform, key: str | None = None):
+    return boto3.client("lambda", endpoint_url=platform.router_url, region_name="us-east-1",
+                        aws_access_key_id=key or platform.token, aws_secret_access_key="unused",
+                        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120))
+
+
+@pytest.fixture(scope="module")
+def lam(platform: Platform):
+    return lambda_client(platform)
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def test_every_control_plane_operation_through_boto3(lam) -> None:
+    created = lam.create_function(FunctionName="cp-echo", Role="arn:aws:iam::1:role/r", Runtime="provided.al2023",
+                                  Handler="echo", Code={"ZipFile": zipped(("echo.wasm", ECHO))}, MemorySize=128,
+                                  Timeout=2, Description="an echo", Environment={"Variables": {"MODE": "loud"}})
+    assert created["ResponseMetadata"]["HTTPStatusCode"] == 201
+    assert (created["FunctionName"], created["MemorySize"], created["Timeout"], created["Version"]) == \
+        ("cp-echo", 128, 2, "$LATEST")
+    assert created["FunctionArn"].endswith(":function:cp-echo")
+    assert created["Environment"] == {"Variables": {"MODE": "loud"}}
+    assert (created["Description"], created["Role"], created["Handler"]) == ("an echo", "arn:aws:iam::1:role/r", "echo")
+    assert created["CodeSize"] == len(ECHO) and created["State"] == "Active"
+    import hashlib
+    assert base64.b64decode(created["CodeSha256"]) == hashlib.sha256(ECHO).digest()
+
+    with pytest.raises(ClientError) as conflict:
+        lam.create_function(FunctionName="cp-echo", Role="r", Code={"ZipFile": ECHO})
+    assert error_code(conflict) == "ResourceConflictException"
+
+    assert lam.invoke(FunctionName="cp-echo", Payload=b'{"a": 1}')["Payload"].read() == b'{"a": 1}'
+
+    got = lam.get_function(FunctionName="cp-echo")
+    assert got["Configuration"]["MemorySize"] == 128
+    assert got["Concurrency"]["ReservedConcurrentExecutions"] == 1
+    code = httpx.get(got["Code"]["Location"])
+    assert code.status_code == 200 and code.content == ECHO
+    assert lam.get_function_configuration(FunctionName="cp-echo")["Description"] == "an echo"
+
+    updated = lam.update_function_configuration(FunctionName="cp-echo", MemorySize=256, Timeout=5,
+                                                Environment={"Variables": {"MODE": "quiet"}})
+    assert (updated["MemorySize"], updated["Timeout"], updated["Environment"]["Variables"]) == \
+        (256, 5, {"MODE": "quiet"})
+    assert updated["Description"] == "an echo", "unchanged fields stay"
+
+    new_code = lam.update_function_code(FunctionName="cp-echo", ZipFile=JSON_TRANSFORM, Publish=True)
+    assert new_code["Version"] == "3" and new_code["MemorySize"] == 256
+    out = json.loads(lam.invoke(FunctionName="cp-echo", Payload=b'{"city": "paris"}')["Payload"].read())
+    assert out["city"] == "PARIS"
+    first = lam.get_function_configuration(FunctionName="cp-echo", Qualifier="1")
+    assert (first["Version"], first["MemorySize"]) == ("1", 128)
+    with pytest.raises(ClientError) as missing_version:
+        lam.get_function(FunctionName="cp-echo", Qualifier="9")
+    assert error_code(missing_version) == "ResourceNotFoundException"
+
+    versions = [v["Version"] for v in lam.list_versions_by_function(FunctionName="cp-echo")["Versions"]]
+    assert versions == ["$LATEST", "1", "2", "3"]
+    assert lam.publish_version(FunctionName="cp-echo")["Version"] == "3"
+
+    assert lam.put_function_concurrency(FunctionName="cp-echo",
+                                        ReservedConcurrentExecutions=3)["ReservedConcurrentExecutions"] == 3
+    assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == 3
+    lam.delete_function_concurrency(FunctionName="cp-echo")
+    assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == 1
+
+    for name in ("cp-a", "cp-b"):
+        lam.create_function(FunctionName=name, Role="r", Code={"ZipFile": ECHO})
+    page = lam.list_functions(MaxItems=2)
+    assert len(page["Functions"]) == 2 and "NextMarker" in page
+    names = [f["FunctionName"] for p in lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 2})
+             for f in p["Functions"]]
+    assert {"cp-echo", "cp-a", "cp-b"} <= set(names) and len(names) == len(set(names))
+
+    settings = lam.get_account_settings()
+    assert settings["AccountUsage"]["FunctionCount"] >= 3
+    assert settings["AccountUsage"]["TotalCodeSize"] >= len(ECHO) * 3
+    assert settings["AccountLimit"]["ConcurrentExecutions"] > 0
+
+    lam.delete_function(FunctionName="cp-b")
+    with pytest.raises(ClientError) as deleted:
+        lam.get_function(FunctionName="cp-b")
+    assert error_code(deleted) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as gone:
+        lam.invoke(FunctionName="cp-b", Payload=b"{}")
+    assert error_code(gone) == "ResourceNotFoundException"
+
+
+def test_bad_requests_get_aws_errors_that_say_what_is_wrong(platform: Platform, lam) -> None:
+    with pytest.raises(ClientError) as two:
+        lam.create_function(FunctionName="cp-two", Role="r",
+                            Code={"ZipFile": zipped(("a.wasm", ECHO), ("b.wasm", ECHO))})
+    assert error_code(two) == "InvalidParameterValueException"
+    assert "exactly one .wasm" in str(two.value) and "a.wasm, b.wasm" in str(two.value)
+    with pytest.raises(ClientError) as not_code:
+        lam.create_function(FunctionName="cp-text", Role="r", Code={"ZipFile": b"hello"})
+    assert error_code(not_code) == "InvalidParameterValueException"
+    with pytest.raises(ClientError) as bad_name:
+        lam.create_function(FunctionName="Has_Upper", Role="r", Code={"ZipFile": ECHO})
+    assert error_code(bad_name) == "ValidationException" and "lowercase" in str(bad_name.value)
+    # boto3 checks MemorySize itself; an unmodified raw client reaches wl's own check.
+    huge = httpx.post(f"{platform.router_url}/2015-03-31/functions", headers={"Authorization": f"Bearer {platform.token}"},
+                      json={"FunctionName": "cp-huge", "Role": "r", "Code": {"ZipFile": base64.b64encode(ECHO).decode()},
+                            "MemorySize": 100_000})
+    assert huge.status_code == 400 and huge.headers["x-amzn-errortype"] == "InvalidParameterValueException"
+    assert "memory_mb" in huge.json()["message"]
+
+    with pytest.raises(ClientError) as unsupported:
+        lam.list_aliases(FunctionName="cp-echo")
+    assert error_code(unsupported) == "UnsupportedOperationException"
+    assert "ListAliases" in str(unsupported.value)
+    raw = httpx.post(f"{platform.router_url}/2015-03-31/functions/cp-echo/policy", json={})
+    assert raw.headers["x-amzn-errortype"] == "UnsupportedOperationException"
+    assert "AddPermission" in raw.json()["message"]
+
+    with pytest.raises(ClientError) as stranger:
+        lambda_client(platform, key="not-the-token").list_functions()
+    assert error_code(stranger) == "UnrecognizedClientException"
+
+
+def test_tail_logs_and_json_only_payloads(lam) -> None:
+    lam.create_function(FunctionName="cp-tail", Role="r", Code={"ZipFile": JSON_TRANSFORM}, MemorySize=128)
+    cold = lam.invoke(FunctionName="cp-tail", Payload=b'{"x": 1}', LogType="Tail")
+    log = base64.b64decode(cold["LogResult"]).decode()
+    lines = log.splitlines()
+    assert lines[0].startswith("START RequestId: ") and lines[-2].startswith("END RequestId: ")
+    report = lines[-1]
+    for field in ("Duration:", "Billed Duration:", "Memory Size: 128 MB", "Max Memory Used:", "Init Duration:"):
+        assert field in report, (field, report)
+    warm = base64.b64decode(lam.invoke(FunctionName="cp-tail", Payload=b"{}", LogType="Tail")["LogResult"]).decode()
+    assert "REPORT RequestId" in warm and "Init Duration" not in warm, "Init Duration is for cold starts only"
+
+    failed = lam.invoke(FunctionName="cp-tail", Payload=b"[1]", LogType="Tail")
+    assert failed["FunctionError"] == "Unhandled"
+    assert "json_transform: invalid request" in base64.b64decode(failed["LogResult"]).decode()
+
+    with pytest.raises(ClientError) as not_json:
+        lam.invoke(FunctionName="cp-tail", Payload=b"not json")
+    assert error_code(not_json) == "InvalidRequestContentException"
+    assert not_json.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def admin(platform: Platform, path: str) -> dict:
+    return httpx.get(f"{platform.router_url}{path}", headers={"Authorization": f"Bearer {platform.token}"}).json()
+
+
+def restart_router(platform: Platform) -> None:
+    old = platform.router
+    assert old is not None
+    old.stop(grace_s=15.0)
+    platform.router = Child(old.name, old.argv, old.log_path, old.env, None)
+
+    def started() -> bool:
+        try:
+            health = httpx.get(f"{platform.router_url}/healthz", timeout=1.0).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return bool(health.get("started")) and health.get("nodes_alive") == platform.n_nodes
+
+    wait_until(started, 60.0, "the router did not come back")
+
+
+def test_event_invocations_are_retried_and_survive_a_router_restart(platform: Platform, lam) -> None:
+    lam.create_function(FunctionName="cp-event", Role="r", Code={"ZipFile": JSON_TRANSFORM})
+    ok = lam.invoke(FunctionName="cp-event", InvocationType="Event", Payload=b'{"fine": true}')
+    assert ok["StatusCode"] == 202
+    wait_until(lambda: admin(platform, "/admin/events")["since_start"]["succeeded"] >= 1)
+
+    bad = lam.invoke(FunctionName="cp-event", InvocationType="Event", Payload=b"[1]")  # the function fails
+    assert bad["StatusCode"] == 202
+
+    def errors_logged() -> int:
+        return sum(1 for e in admin(platform, "/admin/logs/cp-event?limit=200") if e["error"] != "none")
+
+    wait_until(lambda: errors_logged() >= 2, message="the first retry did not run")
+    state = admin(platform, "/admin/events")
+    assert state["pending"] == 1 and state["failed"] == 0  # the second retry waits 4 s
+
+    restart_router(platform)  # the queue is in <data dir>/router/events.db
+    wait_until(lambda: admin(platform, "/admin/events")["failed"] == 1, 30.0,
+               "the second retry did not run after the restart")
+    after = admin(platform, "/admin/events")
+    assert after["pending"] == 0
+    failure = after["recent_failures"][0]
+    assert failure["attempts"] == 3 and failure["function"] == "cp-event", failure
+    assert "function_error" in failure["error"]
+    assert errors_logged() == 1, "after the restart only the last attempt ran"
