@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup examples bench bench-rl bench-runtime bench-e2e clean
+.PHONY: demo test lint setup examples bench bench-rl bench-runtime bench-e2e clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: examples
 
 test: examples
 	$(PY) -m pytest -q
+
+# Ruff with the rules in pyproject.toml ([tool.ruff]); generated protobuf code is excluded.
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # Benchmarks print medians and ratios measured in the same run (see bench/README.md).
 bench: setup
