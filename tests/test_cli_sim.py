@@ -56,7 +56,8 @@ def test_replay_writes_requests_summary_and_plots(trace_csv, tmp_path):
     csv = pd.read_csv(out / "summary.csv")
     assert csv["cold_starts"].iloc[0] == requests["cold"].sum() == summary["summary"]["cold_starts"]
     # every cold start cost exactly the configured 300 ms
-    assert requests.loc[requests["cold"], "cold_start_ms"].tolist() == pytest.approx([300.0] * int(requests["cold"].sum()))
+    cold_start_ms = requests.loc[requests["cold"], "cold_start_ms"].tolist()
+    assert cold_start_ms == pytest.approx([300.0] * int(requests["cold"].sum()))
     for png in ("latency_cdf.png", "instances_over_time.png"):
         assert (out / png).stat().st_size > 5_000
 

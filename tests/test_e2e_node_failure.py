@@ -57,7 +57,8 @@ def test_node_killed_mid_load_every_request_answered(tmp_path: Path, request: py
         assert killed_at, "node-1 was never killed"
         kill = killed_at[0]
         statuses = {s for _, _, s, _ in records}
-        print(f"\n{len(records)} requests, {sum(r[2] != 200 for r in records)} errors, {sum(r[0] > kill for r in records)} after the kill")
+        print(f"\n{len(records)} requests, {sum(r[2] != 200 for r in records)} errors, "
+              f"{sum(r[0] > kill for r in records)} after the kill")
         assert statuses <= {200, 502}, f"unexpected answers: {sorted(statuses)}"
         errors = [rec for rec in records if rec[2] != 200]
         # Errors only for requests that were in flight on node-1 when it died (sent before the kill

@@ -78,7 +78,8 @@ def _expect_json(**fields):
 CASES = {
     "echo": (b"hello wl", lambda out: out == b"hello wl" or pytest.fail(out)),
     "json_transform": (b'{"city": "paris", "n": 3}',
-                       lambda out: (json.loads(out)["city"] == "PARIS" and "_wl" in json.loads(out)) or pytest.fail(out)),
+                       lambda out: (json.loads(out)["city"] == "PARIS" and "_wl" in json.loads(out))
+                       or pytest.fail(out)),
     "cpu_work": (b"1000", lambda out: out.startswith(b"n=1000 hash=") or pytest.fail(out)),
     "hello": (b"wl", lambda out: b"wl" in out or pytest.fail(out)),
     "reverse": ("héllo".encode(), lambda out: out == "olléh".encode() or pytest.fail(out)),

@@ -388,7 +388,7 @@ def test_bad_traces_name_the_problem() -> None:
     with pytest.raises(TraceError, match="duration_ms"):
         simulate(pd.DataFrame({"app": ["a"], "function": ["f"], "arrival_ms": [0.0], "memory_mb": [128.0]}),
                  TTL(), CONFIG)
-    with pytest.raises(TraceError, match="row 2.*not sorted"):
+    with pytest.raises(TraceError, match=r"row 2.*not sorted"):
         simulate(trace([("f", 10, 1), ("f", 5, 1)]), TTL(), CONFIG)
     with pytest.raises(TraceError, match="empty"):
         simulate(trace([]), TTL(), CONFIG)

@@ -65,7 +65,7 @@ def test_a_bad_parameter_value_names_the_parameter(spec, field):
 
 
 def test_an_unknown_policy_lists_the_known_ones():
-    with pytest.raises(PolicySpecError, match="unknown policy 'lru'.*fixed_ttl.*hybrid_histogram"):
+    with pytest.raises(PolicySpecError, match=r"unknown policy 'lru'.*fixed_ttl.*hybrid_histogram"):
         load_policy("lru")
 
 
@@ -146,7 +146,7 @@ def test_a_named_class_that_is_missing_or_not_a_policy(tmp_path):
                                      "class Helper:\n    pass\n")
     with pytest.raises(PolicySpecError, match="has no class 'Z'"):
         load_policy(f"custom:{path}:Z")
-    with pytest.raises(PolicySpecError, match="not a subclass of policies.Policy"):
+    with pytest.raises(PolicySpecError, match=r"not a subclass of policies\.Policy"):
         load_policy(f"custom:{path}:Helper")
 
 

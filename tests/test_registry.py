@@ -311,7 +311,8 @@ def test_unknown_names_versions_and_blobs_are_404(client):
 
 def test_delete_removes_versions_and_unshared_blobs_and_numbering_continues(client, registry):
     shared, alone, other = unique("shared"), unique("alone"), unique("other")
-    code, other_code = wasm(WASI_COMMAND_WAT), wasm('(module (memory (export "memory") 1) (func (export "_start") nop nop nop))')
+    code = wasm(WASI_COMMAND_WAT)
+    other_code = wasm('(module (memory (export "memory") 1) (func (export "_start") nop nop nop))')
     sha, other_sha = hashlib.sha256(code).hexdigest(), hashlib.sha256(other_code).hexdigest()
     client.upload(shared, code)
     client.upload(alone, code)

@@ -135,11 +135,11 @@ def test_broken_artifacts_give_clear_errors(maskable_artifact, tmp_path) -> None
         LearnedPolicy.load(tmp_path / "nope")
     missing = _broken(good, tmp_path / "missing")
     (missing / "weights.npz").unlink()
-    with pytest.raises(ArtifactError, match="missing weights.npz"):
+    with pytest.raises(ArtifactError, match=r"missing weights\.npz"):
         LearnedPolicy.load(missing)
     bad_json = _broken(good, tmp_path / "badjson")
     (bad_json / "spec.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="spec.json: not valid JSON"):
+    with pytest.raises(ArtifactError, match=r"spec\.json: not valid JSON"):
         LearnedPolicy.load(bad_json)
     corrupt = _broken(good, tmp_path / "corrupt")
     data = bytearray((corrupt / "weights.npz").read_bytes())

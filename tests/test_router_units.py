@@ -47,7 +47,7 @@ def test_trace_is_the_canonical_table_sorted_by_arrival(tmp_path: Path) -> None:
     assert table.column_names == list(COLUMNS)
     assert table.column("arrival_ms").to_pylist() == [5.0, 10.0, 20.0]
     assert table.column("payload_bytes").to_pylist() == [7, 0, 5]
-    with pytest.raises(ValueError, match="t.json"):
+    with pytest.raises(ValueError, match=r"t\.json"):
         trace.write(tmp_path / "t.json")
     assert not (tmp_path / "t.json").exists()
 

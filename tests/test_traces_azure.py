@@ -171,7 +171,7 @@ def test_bad_azure2019_inv_names_file_row_column(tmp_path, damage, words, column
 def test_bad_azure2019_run_and_missing_files(tmp_path):
     shutil.copy(AZ19 / "10_inv.csv", tmp_path / "b_inv.csv")
     shutil.copy(AZ19 / "10_mem.csv", tmp_path / "b_mem.csv")
-    with pytest.raises(TraceError, match="b_run.csv: no such file"):
+    with pytest.raises(TraceError, match=r"b_run\.csv: no such file"):
         load_azure2019(tmp_path / "b")
     run = pd.read_csv(AZ19 / "10_run.csv")
     run.drop(columns=["percentile_Average_50"]).to_csv(tmp_path / "b_run.csv", index=False)

@@ -5,18 +5,17 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import wasmtime
+from conftest import wat
 
 from wlruntime.wasm.cache import COMPILED, DISK, MEMORY, CompiledCache
 from wlruntime.wasm.runners import CompiledFunction, FunctionConfig, Invocation
 
 pytestmark = pytest.mark.unit
 
-WAT = Path(__file__).parent / "fixtures" / "wat"
 
 
 def test_memory_then_disk_then_recompile(tmp_path: Path) -> None:
-    code = bytes(wasmtime.wat2wasm((WAT / "echo.wat").read_text()))
+    code = wat("echo")
     sha = hashlib.sha256(code).hexdigest()
     loads = []
 
@@ -46,7 +45,7 @@ def test_memory_then_disk_then_recompile(tmp_path: Path) -> None:
 
 
 def test_fuel_engine_has_its_own_entries(tmp_path: Path) -> None:
-    code = bytes(wasmtime.wat2wasm((WAT / "echo.wat").read_text()))
+    code = wat("echo")
     sha = hashlib.sha256(code).hexdigest()
     cache = CompiledCache(tmp_path)
     cache.get(sha, "wasi-command", False, lambda: code)
@@ -57,7 +56,7 @@ def test_fuel_engine_has_its_own_entries(tmp_path: Path) -> None:
 def test_validation_can_leave_the_compiled_artifact_for_nodes(tmp_path: Path) -> None:
     from wlruntime.wasm.validate import InvalidWasm, validate_wasm
 
-    code = bytes(wasmtime.wat2wasm((WAT / "counter.component.wat").read_text()))
+    code = wat("counter.component")
     validate_wasm(code, "component", compiled_cache_dir=tmp_path)
     sha = hashlib.sha256(code).hexdigest()
     hit = CompiledCache(tmp_path).get(sha, "component", False, lambda: b"never loaded")

@@ -5,10 +5,10 @@ cannot reserve the address space gets the on-demand allocator instead of a crash
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import wasmtime
+from conftest import wat
 
 import wlruntime.wasm.engine as engine_module
 from wlruntime.wasm.engine import POOL_SLOTS, get_engine
@@ -17,7 +17,7 @@ from wlruntime.wasm.validate import ABI_WASI_COMMAND, compile_checked
 
 pytestmark = pytest.mark.unit
 
-ECHO = bytes(wasmtime.wat2wasm((Path(__file__).parent / "fixtures" / "wat" / "echo.wat").read_text()))
+ECHO = wat("echo")
 
 
 def test_abi1_functions_run_on_the_pooled_engine_and_components_do_not() -> None:
@@ -29,7 +29,7 @@ def test_abi1_functions_run_on_the_pooled_engine_and_components_do_not() -> None
     for i in range(3 * POOL_SLOTS):  # slots are handed back after every call
         outcome = instance.invoke(Invocation(payload=b"%d" % i, request_id=str(i)))
         assert outcome.output == b"%d" % i, outcome
-    counter = bytes(wasmtime.wat2wasm((Path(__file__).parent / "fixtures" / "wat" / "counter.component.wat").read_text()))
+    counter = wat("counter.component")
     component = CompiledFunction("counter", 1, FunctionConfig.from_dict({"abi": "component"}),
                                  compile_checked(counter, "component"))
     assert component.engine is get_engine(False)

@@ -111,11 +111,11 @@ def test_component_memory_limit() -> None:
 
 
 def test_bad_config_names_the_field() -> None:
-    with pytest.raises(ConfigError, match="config.memory_mb"):
+    with pytest.raises(ConfigError, match=r"config\.memory_mb"):
         FunctionConfig.from_dict({"memory_mb": -1})
-    with pytest.raises(ConfigError, match="config.abi"):
+    with pytest.raises(ConfigError, match=r"config\.abi"):
         FunctionConfig.from_dict({"abi": "docker"})
-    with pytest.raises(ConfigError, match="config.env"):
+    with pytest.raises(ConfigError, match=r"config\.env"):
         FunctionConfig.from_dict({"env": {"A": 1}})
 
 

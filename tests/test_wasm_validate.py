@@ -1,19 +1,12 @@
 """Upload-time validation: every bad input gets an InvalidWasm (a ValueError) saying what is wrong."""
 
-from pathlib import Path
-
 import pytest
-import wasmtime
+from conftest import wat as wasm
+from conftest import wat2wasm
 
 from wlruntime.wasm.validate import InvalidWasm, detect_kind, validate_wasm
 
 pytestmark = pytest.mark.unit
-
-WAT = Path(__file__).parent / "fixtures" / "wat"
-
-
-def wasm(name: str) -> bytes:
-    return bytes(wasmtime.wat2wasm((WAT / f"{name}.wat").read_text()))
 
 
 def test_valid_code_passes() -> None:
@@ -41,21 +34,21 @@ def test_garbage_is_rejected(data: bytes, abi: str, message: str) -> None:
 def test_wrong_abi_and_wrong_shape() -> None:
     with pytest.raises(InvalidWasm, match="no exported `_start`"):
         validate_wasm(wasm("reactor"), "wasi-command")
-    with pytest.raises(InvalidWasm, match="is a WebAssembly component.*abi 'component'"):
+    with pytest.raises(InvalidWasm, match=r"is a WebAssembly component.*abi 'component'"):
         validate_wasm(wasm("counter.component"), "wasi-command")
-    with pytest.raises(InvalidWasm, match="is a core WebAssembly module.*`handle`"):
+    with pytest.raises(InvalidWasm, match=r"is a core WebAssembly module.*`handle`"):
         validate_wasm(wasm("echo"), "component")
     with pytest.raises(InvalidWasm, match=r"has type func\(u32\) -> u32; expected handle: func"):
         validate_wasm(wasm("wrongsig.component"), "component")
     with pytest.raises(InvalidWasm, match="does not export `handle`"):
-        validate_wasm(bytes(wasmtime.wat2wasm("(component)")), "component")
+        validate_wasm(wat2wasm("(component)"), "component")
     with pytest.raises(InvalidWasm, match="unknown abi 'docker'"):
         validate_wasm(wasm("echo"), "docker")
 
 
 def test_imports_the_node_does_not_provide() -> None:
-    data = bytes(wasmtime.wat2wasm('(module (import "env" "secret" (func)) (func (export "_start")))'))
-    with pytest.raises(InvalidWasm, match="env.secret"):
+    data = wat2wasm('(module (import "env" "secret" (func)) (func (export "_start")))')
+    with pytest.raises(InvalidWasm, match=r"env\.secret"):
         validate_wasm(data, "wasi-command")
 
 
