@@ -2,9 +2,28 @@
 
 from policies.features import DurationPredictor, FunctionStats
 from policies.interface import (
-    BUSY, DEAD, IDLE, INVOKE, KILL, REJECT, SPAWN, STARTING, Assign, CostWeights, FunctionView,
-    IdleDecision, InstanceView, Invoke, KeepAlive, Kill, Policy, Reject, RequestView, RouteDecision,
-    Spawn, warm_instance_with_slot,
+    BUSY,
+    DEAD,
+    IDLE,
+    INVOKE,
+    KILL,
+    REJECT,
+    SPAWN,
+    STARTING,
+    Assign,
+    CostWeights,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    Invoke,
+    KeepAlive,
+    Kill,
+    Policy,
+    Reject,
+    RequestView,
+    RouteDecision,
+    Spawn,
+    warm_instance_with_slot,
 )
 from policies.registry import BUILTINS, PolicySpecError, load_custom, load_policy, split_specs
 

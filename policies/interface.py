@@ -231,6 +231,11 @@ class CostWeights:
 
 # ----------------------------------------------------------------------------- policy
 
+class PolicySpecError(ValueError):
+    """A policy spec that names nothing loadable, or parameters a policy refuses; the message
+    says what is wrong. Raised by the registry and by policy constructors."""
+
+
 class Policy:
     """Base class. Subclasses override what they decide differently.
 

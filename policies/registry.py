@@ -18,7 +18,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from policies.interface import Policy
+from policies.interface import Policy, PolicySpecError
 
 # name -> "module:Class"; imported lazily so loading one policy never imports the others.
 BUILTINS: dict[str, str] = {
@@ -29,10 +29,6 @@ BUILTINS: dict[str, str] = {
     "default": "policies.builtin.default:ExpectedWait",
     "oracle": "policies.builtin.oracle:Oracle",
 }
-
-
-class PolicySpecError(ValueError):
-    """A policy spec that names nothing loadable; the message says what is wrong."""
 
 
 def _parse_value(v: str) -> Any:

@@ -118,11 +118,11 @@ from policies.interface import (
     InstanceView,
     KeepAlive,
     Policy,
+    PolicySpecError,
     Reject,
     RequestView,
     RouteDecision,
 )
-from policies.registry import PolicySpecError
 
 HEADER = 14
 RECORD = 8

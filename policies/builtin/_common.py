@@ -7,8 +7,7 @@ from collections import deque
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-from policies.interface import BUSY, IDLE, KILL, STARTING, FunctionView, InstanceView, KeepAlive, Kill
-from policies.registry import PolicySpecError
+from policies.interface import BUSY, IDLE, KILL, STARTING, FunctionView, InstanceView, KeepAlive, Kill, PolicySpecError
 
 # Keep-alive remainders below this many ms count as "ran out": the engine's re-ask at
 # ``idle_since + window`` lands within float rounding of the window, not exactly on it.

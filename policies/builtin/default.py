@@ -17,10 +17,10 @@ from policies.interface import (
     IdleDecision,
     InstanceView,
     Policy,
+    PolicySpecError,
     RequestView,
     RouteDecision,
 )
-from policies.registry import PolicySpecError
 
 
 class ExpectedWaitState:

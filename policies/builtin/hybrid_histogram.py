@@ -18,10 +18,10 @@ from policies.interface import (
     IdleDecision,
     InstanceView,
     Policy,
+    PolicySpecError,
     RequestView,
     RouteDecision,
 )
-from policies.registry import PolicySpecError
 
 HISTOGRAM = "histogram"      # the histogram is representative: pre-warm + keep-alive from it
 UNCERTAIN = "uncertain"      # too few idle times or a flat histogram (low CV): standard keep-alive

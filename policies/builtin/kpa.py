@@ -18,10 +18,10 @@ from policies.interface import (
     InstanceView,
     KeepAlive,
     Policy,
+    PolicySpecError,
     RequestView,
     RouteDecision,
 )
-from policies.registry import PolicySpecError
 
 
 class KPAState:

@@ -22,10 +22,10 @@ from policies.interface import (
     InstanceView,
     KeepAlive,
     Policy,
+    PolicySpecError,
     RequestView,
     RouteDecision,
 )
-from policies.registry import PolicySpecError
 
 # The most busy instances the queue-or-spawn look-ahead replays (the earliest free ones).
 LOOKAHEAD_INSTANCES = 64
