@@ -27,16 +27,27 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from policies.features import FunctionStats
 
 # ----------------------------------------------------------------------------- states
 
-STARTING = "starting"
-BUSY = "busy"
-IDLE = "idle"
-DEAD = "dead"
+class InstanceState(StrEnum):
+    """An instance's state: the one vocabulary of the model, the simulator, the router and the
+    node protocol (mapped to node.proto's enum in wlruntime.proto.kinds). A str: it compares
+    and hashes equal to its value ("idle"), so policies may use either."""
+    STARTING = "starting"   # cold-starting (memory held from the spawn decision)
+    BUSY = "busy"           # at least one execution running
+    IDLE = "idle"           # warm, holding memory, running nothing
+    DEAD = "dead"
+
+
+STARTING = InstanceState.STARTING
+BUSY = InstanceState.BUSY
+IDLE = InstanceState.IDLE
+DEAD = InstanceState.DEAD
 STATES = (STARTING, BUSY, IDLE, DEAD)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CANONICAL_COLUMNS: tuple[str, ...] = ("app", "function", "arrival_ms", "duration_ms", "memory_mb")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("payload_bytes",)
+from wlmodel.schema import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OUTCOME_COLUMNS  # the one trace schema
+
 DEFAULT_MEMORY_MB = 256.0  # memory of an invocation whose source trace has none (Azure 2021, missing apps)
 
 # pandas >= 3 parses floats round-trip exactly by default (and deprecates the option).
@@ -170,7 +170,9 @@ def validate(df: pd.DataFrame, source: str, *, first_line: int | None = None) ->
             continue
         name = str(column)
         raw = df[column]
-        if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
+        if name in OUTCOME_COLUMNS:
+            out[name] = raw.to_numpy()   # a live recording's outcomes: kept, never a feature
+        elif pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
             out[name] = raw.to_numpy()
         else:
             try:
