@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from wl.loop.cli import register as register_loop
 from wlruntime.cli import register as register_runtime
 from wlsim.cli import app as sim_app
 from wlsim.rl.cli import app as rl_app
@@ -18,6 +19,7 @@ app.add_typer(sim_app, name="sim", help="Replay traces through policies in the s
 app.command("train", help="Train a learned routing policy in the simulator (alias of `wl rl train`).")(train_cmd)
 app.add_typer(rl_app, name="rl", help="Train and evaluate learned (RL) policies.")
 register_runtime(app)
+register_loop(app)  # wl load / calibrate / fidelity: the live loop
 
 
 def main() -> None:

@@ -1,0 +1,321 @@
+"""``wl fidelity``: the same trace live and in the calibrated simulator, per policy.
+
+For each policy: a fresh platform (or the one at ``--url``) runs the load plan (``wl load``),
+and the simulator replays it twice with the profile's cold starts:
+
+- ``intended``: the trace as sent (each request at the time the driver actually sent it, so
+  the driver's own lateness is not counted against the model), reshaped by the profile (the
+  HTTP front's FIFO and the per-request overhead): what the simulator predicts from the
+  workload alone, without the platform's recording;
+- ``recorded``: the router's own trace of the run (arrival at the router, time busy), which
+  needs no reshaping: the model alone.
+
+Live numbers use the simulator's definitions (wlsim.metrics): cold starts = served requests
+that waited for an instance spawned for them (X-WL-Cold); router-side added latency = arrival at
+the router to the start of execution (X-WL-Wait-Ms; the simulator's wait_ms + cold_start_ms);
+client-side added latency = client latency - the requested duration; instances = the router's
+instance table sampled every ``sample_ms`` (the simulator's alive instances, from the first
+arrival to the last completion); idle GB-s = idle instances x their memory over the samples.
+Each live/sim pair gets a relative error (sim - live) / live.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wl.loop.load import LoadPlan, LoadResult, run_load
+from wlsim.profile import FunctionInfo, Profile
+
+METRICS = ("cold_starts", "router_added_p50_ms", "router_added_p99_ms", "client_added_p50_ms",
+           "client_added_p99_ms", "mean_instances", "peak_instances", "idle_gb_s")
+KILL_AT_ONCE = "fixed_ttl:ttl_ms=1"   # the warm-up's policy: compile the code, keep no instance
+
+
+@dataclass
+class PolicyFidelity:
+    policy: str
+    live: dict[str, float]
+    intended: dict[str, float]
+    recorded: dict[str, float]
+    cold_match: float                       # per-request cold/warm agreement, intended sim vs live
+    per_function: pd.DataFrame              # function, live, intended, recorded cold starts
+    load: LoadResult
+    sims: dict[str, Any]                    # "intended"/"recorded" -> SimResult
+
+    def errors(self, which: str = "intended") -> dict[str, float]:
+        sim = self.intended if which == "intended" else self.recorded
+        return {m: rel_error(sim[m], self.live[m]) for m in METRICS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "valid": bool(self.load.info.get("valid")),
+                "invalid_because": self.load.info.get("invalid_because", ""),
+                "live": self.live, "intended": self.intended, "recorded": self.recorded,
+                "error_intended": self.errors("intended"), "error_recorded": self.errors("recorded"),
+                "cold_match": self.cold_match, "load": self.load.summary(),
+                "per_function": self.per_function.to_dict("records")}
+
+
+def rel_error(sim: float, live: float) -> float:
+    if not (math.isfinite(sim) and math.isfinite(live)):
+        return float("nan")
+    if live == 0:
+        return 0.0 if sim == 0 else float("inf")
+    return (sim - live) / live
+
+
+# ------------------------------------------------------------------------- live metrics
+
+def live_metrics(load: LoadResult) -> dict[str, float]:
+    r = load.records
+    ok = r[r["status"] == 200]
+    router_added = ok["wait_ms"].to_numpy(float)
+    client_added = (ok["latency_ms"] - ok["duration_ms"]).to_numpy(float)
+    inst = load.instances
+    end = float(np.nanmax(r["sent_ms"] + r["latency_ms"])) if len(r) else 0.0
+    inst = inst[(inst["t_ms"] >= 0) & (inst["t_ms"] <= end)]
+    per_sample = inst.assign(alive=inst["starting"] + inst["busy"] + inst["idle"],
+                             idle_mb=inst["idle"] * inst["memory_mb"]).groupby("t_ms")[["alive", "idle_mb"]].sum()
+    dt = float(load.info.get("sample_ms", 200.0))
+    return {
+        "cold_starts": float(ok["cold"].fillna(False).astype(bool).sum()),
+        "router_added_p50_ms": _pct(router_added, 50), "router_added_p99_ms": _pct(router_added, 99),
+        "client_added_p50_ms": _pct(client_added, 50), "client_added_p99_ms": _pct(client_added, 99),
+        "mean_instances": float(per_sample["alive"].mean()) if len(per_sample) else float("nan"),
+        "peak_instances": float(per_sample["alive"].max()) if len(per_sample) else float("nan"),
+        "idle_gb_s": float(per_sample["idle_mb"].sum()) / 1024.0 * dt / 1000.0,
+        "served": float(len(ok)), "rejected": float((r["status"] == 429).sum()),
+    }
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, q)) if x.size else float("nan")
+
+
+def sim_metrics(result: Any, scheduled_ms: np.ndarray | None, duration_ms: np.ndarray | None,
+                response_ms: float) -> dict[str, float]:
+    from wlsim.metrics import summarize
+
+    s = summarize(result)
+    req = result.requests.sort_values("request_id", kind="stable")
+    served = ~req["rejected"].to_numpy(bool)
+    added = (req["wait_ms"].fillna(0.0) + req["cold_start_ms"].fillna(0.0)).to_numpy(float)[served]
+    out = {"cold_starts": float(s["cold_starts"]),
+           "router_added_p50_ms": _pct(added, 50), "router_added_p99_ms": _pct(added, 99),
+           "mean_instances": float(s["mean_instances"]), "peak_instances": float(s["peak_instances"]),
+           "idle_gb_s": float(s["idle_gb_s"]), "served": float(s["served"]), "rejected": float(s["rejected"])}
+    if scheduled_ms is not None and duration_ms is not None:
+        client = (req["end_ms"].to_numpy(float) - scheduled_ms + response_ms - duration_ms)[served]
+        out["client_added_p50_ms"], out["client_added_p99_ms"] = _pct(client, 50), _pct(client, 99)
+    else:
+        out["client_added_p50_ms"] = out["client_added_p99_ms"] = float("nan")
+    return out
+
+
+# ------------------------------------------------------------------------- the comparison
+
+def function_info(plan: LoadPlan, code_bytes: int) -> dict[str, FunctionInfo]:
+    return {f: FunctionInfo("wasi-command", code_bytes) for f in plan.functions["function"]}
+
+
+def as_sent(load: LoadResult) -> pd.DataFrame:
+    """The plan with each request at its actual send time (a request never sent keeps its
+    scheduled time); rows stay in plan order, so request ids match the load's records."""
+    table = load.plan.canonical()
+    sent = load.records["sent_ms"].to_numpy(float)
+    return table.assign(arrival_ms=np.where(np.isfinite(sent), sent, table["arrival_ms"].to_numpy(float)))
+
+
+def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: int) -> dict[str, Any]:
+    from wlsim.engine import simulate
+
+    config = profile.sim_config(function_info(load.plan, code_bytes))
+    intended = simulate(profile.shape_trace(as_sent(load)), policy, config)
+    out = {"intended": intended}
+    if load.recorded is not None and len(load.recorded):
+        cols = ["app", "function", "arrival_ms", "duration_ms", "memory_mb"]
+        out["recorded"] = simulate(load.recorded[cols].reset_index(drop=True), policy, config)
+    return out
+
+
+def compare_run(load: LoadResult, policy: str, profile: Profile, code_bytes: int) -> PolicyFidelity:
+    sims = simulate_both(load, policy, profile, code_bytes)
+    sent = as_sent(load)
+    intended = sim_metrics(sims["intended"], sent["arrival_ms"].to_numpy(float), sent["duration_ms"].to_numpy(float),
+                           profile.client.response_ms)
+    recorded = sim_metrics(sims["recorded"], None, None, 0.0) if "recorded" in sims else \
+        dict.fromkeys(intended, float("nan"))
+    live = live_metrics(load)
+    r = load.records
+    sim_req = sims["intended"].requests.sort_values("request_id", kind="stable")
+    both = r["status"].eq(200).to_numpy() & ~sim_req["rejected"].to_numpy(bool)
+    live_cold = r["cold"].fillna(False).astype(bool).to_numpy()
+    cold_match = float(np.mean(live_cold[both] == sim_req["cold"].to_numpy(bool)[both])) if both.any() else float("nan")
+    per_fn = pd.DataFrame({"live": r[r["status"] == 200].groupby("function")["cold"].sum().astype(int),
+                           "intended": sim_req[sim_req["cold"]].groupby("function").size()})
+    if "recorded" in sims:
+        rec = sims["recorded"].requests
+        per_fn["recorded"] = rec[rec["cold"]].groupby("function").size()
+    per_fn = per_fn.fillna(0).astype(int).rename_axis("function").reset_index()
+    return PolicyFidelity(policy, live, intended, recorded, cold_match, per_fn, load, sims)
+
+
+def run_policy_live(plan: LoadPlan, policy: str, *, url: str | None = None, token: str | None = None,
+                    nodes: int = 1, workers: int = 200, max_lateness_ms: float = 50.0, mode: str = "sleep",
+                    sample_ms: float = 200.0, data_dir: str | Path | None = None, log: Any = print) -> LoadResult:
+    """Run ``plan`` live under ``policy``: on a fresh platform of its own (compiled code warmed
+    first, so cold starts are the steady-state ones the model knows), or on the one at ``url``."""
+    from wlruntime.router.client import RouterClient
+
+    platform = None
+    if url is None:
+        from wl.testing import start_platform
+
+        folder = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="wl-fidelity-"))
+        platform = start_platform(folder, nodes=nodes, policy=KILL_AT_ONCE, node_memory_mb=10_000_000,
+                                  node_workers=workers)
+        url, token = platform.router_url, platform.token
+    try:
+        with RouterClient(url, token, timeout=60.0) as client:
+            from wl.loop.load import prepare_functions
+
+            prepare_functions(client, plan, deploy_synthetic=True)
+            if platform is not None:
+                warm_up(client, plan)
+            client.set_policy(policy)
+        log(f"  {policy}: sending {len(plan.requests):,} requests over {plan.span_s:.1f} s")
+        return run_load(url, token, plan, mode=mode, max_lateness_ms=max_lateness_ms, sample_ms=sample_ms)
+    finally:
+        if platform is not None:
+            platform.stop()
+
+
+def warm_up(client: Any, plan: LoadPlan, timeout_s: float = 60.0) -> None:
+    """Invoke every function (the node compiles and caches its code) and then as many at once as
+    the plan may run (a fresh node's first spawns into unused wasm memory slots take hundreds of
+    ms on this machine, measured: the model is of the steady state), under the kill-at-once
+    policy; then wait until no instance is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wl.loop.load import _peak_concurrency
+
+    names = list(plan.functions["deployed"])
+    for name in names:
+        client.invoke(name, b"0 0 sleep")
+    count = min(200, max(2 * len(names), 2 * _peak_concurrency(plan.requests)))
+    with ThreadPoolExecutor(32) as pool:
+        for _ in range(2):
+            list(pool.map(lambda i: client.invoke(names[i % len(names)], b"20 0 sleep"), range(count)))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(fn["instances"] for fn in client.state()["functions"].values()):
+            return
+        time.sleep(0.05)
+
+
+def fidelity(plan: LoadPlan, policies: Sequence[str], profile: Profile, *, url: str | None = None,
+             token: str | None = None, nodes: int = 1, workers: int = 200, max_lateness_ms: float = 50.0,
+             mode: str = "sleep", log: Any = print) -> list[PolicyFidelity]:
+    from wl.loop.load import SYNTHETIC_WASM
+
+    code_bytes = SYNTHETIC_WASM.stat().st_size if SYNTHETIC_WASM.is_file() else 0
+    out = []
+    for policy in policies:
+        load = run_policy_live(plan, policy, url=url, token=token, nodes=nodes, workers=workers,
+                               max_lateness_ms=max_lateness_ms, mode=mode, log=log)
+        out.append(compare_run(load, policy, profile, code_bytes))
+    return out
+
+
+# ------------------------------------------------------------------------- output
+
+LABELS = {"cold_starts": "cold starts", "router_added_p50_ms": "router added p50 ms",
+          "router_added_p99_ms": "router added p99 ms", "client_added_p50_ms": "client added p50 ms",
+          "client_added_p99_ms": "client added p99 ms", "mean_instances": "mean instances",
+          "peak_instances": "peak instances", "idle_gb_s": "idle GB-s"}
+
+
+def write_report(results: Sequence[PolicyFidelity], out: Path, meta: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for f in results:
+        for m in METRICS:
+            rows.append({"policy": f.policy, "metric": m, "live": f.live[m], "sim_intended": f.intended[m],
+                         "error_intended": f.errors("intended")[m], "sim_recorded": f.recorded[m],
+                         "error_recorded": f.errors("recorded")[m]})
+        f.load.write(out / f"live-{_safe(f.policy)}")
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "fidelity.csv", index=False)
+    doc = {**meta, "policies": [f.to_dict() for f in results]}
+    (out / "fidelity.json").write_text(json.dumps(_json_safe(doc), indent=2) + "\n")
+    plot(results, out)
+    return out
+
+
+def _safe(spec: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
+
+
+def _json_safe(v: Any) -> Any:
+    from wl.loop.load import _json_safe as safe
+
+    return safe(v)
+
+
+def plot(results: Sequence[PolicyFidelity], out: Path) -> None:
+    """instances over time and router-side added-latency CDFs, sim (intended) against live."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wlsim.metrics import instances_over_time
+
+    n = len(results)
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 7), squeeze=False)
+    for k, f in enumerate(results):
+        ax = axes[0][k]
+        inst = f.load.instances
+        live = inst.assign(alive=inst["starting"] + inst["busy"] + inst["idle"]).groupby("t_ms")["alive"].sum()
+        ax.plot(live.index / 1000.0, live.to_numpy(), label="live", lw=1.2)
+        for which, style in (("intended", "--"), ("recorded", ":")):
+            if which in f.sims:
+                sim = instances_over_time(f.sims[which], 200.0)
+                ax.plot(sim["time_ms"] / 1000.0, sim["instances"], style, label=f"sim ({which})", lw=1.2)
+        ax.set_title(f.policy)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("instances")
+        ax.legend()
+        ax = axes[1][k]
+        ok = f.load.records[f.load.records["status"] == 200]
+        _cdf(ax, ok["wait_ms"].to_numpy(float), "live (router)")
+        _cdf(ax, (ok["latency_ms"] - ok["duration_ms"]).to_numpy(float), "live (client)")
+        req = f.sims["intended"].requests
+        _cdf(ax, (req["wait_ms"].fillna(0) + req["cold_start_ms"].fillna(0)).to_numpy(float)[~req["rejected"].to_numpy(bool)],
+             "sim (intended)")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("added latency (ms)")
+        ax.set_ylabel("fraction of requests")
+        ax.legend()
+    fig.tight_layout()
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"fidelity.{ext}", dpi=120)
+    plt.close(fig)
+
+
+def _cdf(ax: Any, x: np.ndarray, label: str) -> None:
+    x = np.sort(x[np.isfinite(x)])
+    if x.size:
+        ax.plot(x, np.arange(1, x.size + 1) / x.size, label=label, lw=1.2)

@@ -1,0 +1,450 @@
+"""``wl load``: replay a trace against a running platform, open loop, at the trace's own times.
+
+Every trace row becomes one request at ``t0 + arrival_ms / speed`` to a function of the same
+name (``deployed_name``), whose payload asks the bundled synthetic function
+(``examples/c/synthetic.c``) to last the row's ``duration_ms`` (x ``duration_scale``, default
+``1/speed`` so the trace's concurrency is kept) and to write ``min(memory_mb, touch_mb_cap)`` MB.
+Functions the platform lacks are deployed (``--deploy-synthetic``) with the row's memory as
+their configured memory and a concurrency limit of 1000 (the simulator's default: no limit).
+
+Open loop: a request is sent at its time whatever happened to the earlier ones. The driver
+measures itself: every request's lateness (actual send - scheduled send) is recorded, and a run
+whose p99 lateness passes ``max_lateness_ms`` is reported invalid (its cold starts and queueing
+would be the driver's, not the platform's). Per request it records scheduled and send times,
+client latency, status and the router's X-WL-* answer headers (cold, wait, execution, node,
+instance). Instances over time come from polling the router's ``/admin/state``. After the run
+the router's recorded trace is fetched and joined per request (arrival at the router, time the
+instance was busy), which ``wl calibrate`` and ``wl fidelity`` use.
+
+Output folder: ``plan.parquet`` (the trace as scheduled, canonical columns: what the simulator
+replays as "intended"), ``requests.parquet``, ``instances.parquet``, ``recorded.parquet`` (the
+router's trace of the run, canonical columns), ``load.json`` (the summary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+SYNTHETIC_WASM = REPO / "examples" / "build" / "synthetic.wasm"
+MAX_CONCURRENCY = 1000          # the registry's largest per-function concurrency limit
+MIN_MEMORY_MB = 16              # the synthetic module itself needs a few MB
+DAY_MS = 86_400_000.0
+
+
+class LoadError(Exception):
+    """A user-facing problem with a load run (bad input, unreachable platform, missing functions)."""
+
+
+# ----------------------------------------------------------------------------- the plan
+
+def deployed_name(function: str) -> str:
+    """The platform name for a trace function: itself when valid, else lowercased with other
+    characters as '-', cut to 63 characters (Azure's 64-hex-digit hashes are one too long)."""
+    from wlruntime.registry.models import name_problem
+
+    if name_problem(function) is None:
+        return function
+    name = re.sub(r"[^a-z0-9_-]+", "-", function.lower()).strip("-_") or "f"
+    if not name[0].isalnum():
+        name = "f" + name
+    return name[:63]
+
+
+@dataclass
+class LoadPlan:
+    """What will be sent: one row per request, times in ms from the run's start."""
+    requests: pd.DataFrame     # request_id, app, function, deployed, arrival_ms, duration_ms, memory_mb, touch_mb
+    functions: pd.DataFrame    # function, deployed, memory_mb, timeout_ms, requests
+    speed: float = 1.0
+    duration_scale: float = 1.0
+    source: str = ""
+
+    def canonical(self) -> pd.DataFrame:
+        """The plan as a canonical trace (what the simulator replays as the intended schedule)."""
+        r = self.requests
+        return pd.DataFrame({"app": r["app"], "function": r["function"], "arrival_ms": r["arrival_ms"],
+                             "duration_ms": r["duration_ms"], "memory_mb": r["memory_mb"]}).reset_index(drop=True)
+
+    @property
+    def span_s(self) -> float:
+        return float(self.requests["arrival_ms"].max()) / 1000.0 if len(self.requests) else 0.0
+
+
+def plan_load(table: pd.DataFrame, *, speed: float = 1.0, duration_scale: float | None = None,
+              max_duration_ms: float | None = None, functions: int | None = None,
+              touch_mb_cap: float = 4.0, source: str = "") -> LoadPlan:
+    """Turn a canonical trace into a load plan (see the module docstring)."""
+    if not speed > 0 or not math.isfinite(speed):
+        raise LoadError(f"--speed must be a positive number, got {speed}")
+    scale = 1.0 / speed if duration_scale is None else float(duration_scale)
+    if not scale >= 0:
+        raise LoadError(f"--duration-scale must be >= 0, got {duration_scale}")
+    if len(table) == 0:
+        raise LoadError("the trace has no invocations in the chosen window")
+    t = table
+    if functions is not None:
+        if functions < 1:
+            raise LoadError(f"--functions must be >= 1, got {functions}")
+        busiest = t["function"].value_counts().index[:functions]
+        t = t[t["function"].isin(busiest)]
+    t = t.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
+    duration = t["duration_ms"].to_numpy(dtype=float) * scale
+    if max_duration_ms is not None:
+        duration = np.minimum(duration, max_duration_ms)
+    memory = np.ceil(t["memory_mb"].to_numpy(dtype=float))
+    memory = np.where(np.isfinite(memory), np.maximum(memory, MIN_MEMORY_MB), 128.0)
+    fn_memory = pd.Series(memory).groupby(t["function"].to_numpy()).max()
+    names = {f: deployed_name(f) for f in fn_memory.index}
+    clashes = pd.Series(list(names.values())).value_counts()
+    if (clashes > 1).any():
+        raise LoadError(f"trace functions map to the same platform name {clashes.index[0]!r}; rename them")
+    cap = max(0.0, float(touch_mb_cap))
+    requests = pd.DataFrame({
+        "request_id": np.arange(len(t), dtype=np.int64),
+        "app": t["app"].astype(str).to_numpy() if "app" in t else t["function"].astype(str).to_numpy(),
+        "function": t["function"].astype(str).to_numpy(),
+        "deployed": t["function"].map(names).to_numpy(),
+        "arrival_ms": (t["arrival_ms"].to_numpy(dtype=float) - float(t["arrival_ms"].min())) / speed,
+        "duration_ms": duration,
+        # every request of a function holds its configured memory live, so the plan says the same
+        "memory_mb": t["function"].map(fn_memory).to_numpy(dtype=float),
+    })
+    requests["touch_mb"] = np.minimum(requests["memory_mb"] - MIN_MEMORY_MB / 2, cap).clip(lower=0.0)
+    longest = requests.groupby("function")["duration_ms"].max()
+    fns = pd.DataFrame({"function": fn_memory.index, "deployed": [names[f] for f in fn_memory.index],
+                        "memory_mb": fn_memory.to_numpy().astype(int)})
+    fns["timeout_ms"] = [int(min(900_000, max(2_000, 2 * longest[f] + 2_000))) for f in fns["function"]]
+    fns["requests"] = fns["function"].map(requests["function"].value_counts()).astype(int)
+    return LoadPlan(requests, fns, speed=speed, duration_scale=scale, source=source)
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class LoadResult:
+    plan: LoadPlan
+    records: pd.DataFrame                 # one row per request (see run_load)
+    instances: pd.DataFrame               # t_ms, function, starting, busy, idle, memory_mb (samples)
+    recorded: pd.DataFrame | None         # the router's trace of the run (canonical, times from t0)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return load_summary(self)
+
+    def write(self, out: str | Path) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.plan.canonical().to_parquet(out / "plan.parquet", index=False)
+        self.plan.functions.to_parquet(out / "functions.parquet", index=False)
+        self.records.to_parquet(out / "requests.parquet", index=False)
+        self.instances.to_parquet(out / "instances.parquet", index=False)
+        if self.recorded is not None:
+            self.recorded.to_parquet(out / "recorded.parquet", index=False)
+        (out / "load.json").write_text(json.dumps(_json_safe({**self.info, "summary": self.summary()}),
+                                                  indent=2) + "\n")
+        return out
+
+    @classmethod
+    def read(cls, folder: str | Path) -> LoadResult:
+        folder = Path(folder)
+        if not (folder / "load.json").is_file() or not (folder / "requests.parquet").is_file():
+            raise LoadError(f"{folder} is not a wl load output folder (no load.json / requests.parquet)")
+        info = json.loads((folder / "load.json").read_text())
+        records = pd.read_parquet(folder / "requests.parquet")
+        canonical = pd.read_parquet(folder / "plan.parquet")
+        fns = pd.read_parquet(folder / "functions.parquet")
+        reqs = canonical.assign(request_id=np.arange(len(canonical)),
+                                deployed=canonical["function"].map(dict(zip(fns["function"], fns["deployed"]))))
+        plan = LoadPlan(reqs, fns, speed=info.get("speed", 1.0), duration_scale=info.get("duration_scale", 1.0),
+                        source=info.get("trace", ""))
+        recorded = pd.read_parquet(folder / "recorded.parquet") if (folder / "recorded.parquet").is_file() else None
+        info.pop("summary", None)
+        return cls(plan, records, pd.read_parquet(folder / "instances.parquet"), recorded, info)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _percentiles(x: Any, qs: tuple[float, ...] = (50, 99)) -> list[float]:
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return [float(np.percentile(x, q)) if x.size else float("nan") for q in qs]
+
+
+def load_summary(result: LoadResult) -> dict[str, Any]:
+    r = result.records
+    ok = r["status"] == 200
+    late50, late99 = _percentiles(r["lateness_ms"])
+    lat50, lat99 = _percentiles(r.loc[ok, "latency_ms"])
+    wait50, wait99 = _percentiles(r.loc[ok, "wait_ms"])
+    statuses = {str(k): int(v) for k, v in r["status"].value_counts().sort_index().items()}
+    return {
+        "requests": len(r), "ok": int(ok.sum()), "statuses": statuses,
+        "cold_starts": int(r.loc[ok, "cold"].fillna(False).astype(bool).sum()),
+        "lateness_p50_ms": late50, "lateness_p99_ms": late99,
+        "lateness_max_ms": float(r["lateness_ms"].max()) if len(r) else float("nan"),
+        "max_lateness_ms": result.info.get("max_lateness_ms"),
+        "valid": bool(result.info.get("valid", False)), "invalid_because": result.info.get("invalid_because", ""),
+        "client_latency_p50_ms": lat50, "client_latency_p99_ms": lat99,
+        "router_wait_p50_ms": wait50, "router_wait_p99_ms": wait99,
+        "span_s": result.info.get("span_s"), "rate_per_s": result.info.get("rate_per_s"),
+    }
+
+
+def _check_lateness(lateness: np.ndarray, bound_ms: float, errors: int) -> str:
+    """Why the run is invalid ('' when it is valid)."""
+    if lateness.size == 0:
+        return "no request was sent"
+    p99 = float(np.percentile(lateness, 99))
+    if p99 > bound_ms:
+        return (f"the driver was late: p99 lateness {p99:.1f} ms > {bound_ms:g} ms (the machine is too busy "
+                "or --speed too high: the platform saw a different schedule than the trace's)")
+    if errors:
+        return f"{errors} requests never reached the router (connection errors)"
+    return ""
+
+
+def prepare_functions(client: Any, plan: LoadPlan, deploy_synthetic: bool) -> list[str]:
+    """Check that every trace function exists on the platform; deploy the synthetic function for
+    the missing ones when asked. Returns the names deployed."""
+    from wlruntime.router.client import RouterClientError
+
+    try:
+        client.health()
+        existing = {f["name"] for f in client.functions()}
+    except RouterClientError as error:
+        if error.status is None:
+            raise LoadError(f"the platform at {client.base_url} is unreachable (is `wl up` running there?)") from None
+        raise LoadError(f"the router at {client.base_url} refused the function listing: {error.message} "
+                        f"(HTTP {error.status}; pass --token?)") from None
+    missing = plan.functions[~plan.functions["deployed"].isin(existing)]
+    if len(missing) and not deploy_synthetic:
+        shown = ", ".join(missing["deployed"].head(5))
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise LoadError(f"the platform lacks {len(missing)} of the trace's {len(plan.functions)} functions "
+                        f"({shown}{more}); pass --deploy-synthetic to deploy the bundled synthetic function "
+                        "under those names")
+    if len(missing) and not SYNTHETIC_WASM.is_file():
+        raise LoadError(f"{SYNTHETIC_WASM} is missing: build it with `make -C examples build/synthetic.wasm`")
+    code = SYNTHETIC_WASM.read_bytes() if len(missing) else b""
+    for row in missing.itertuples():
+        try:
+            client.deploy(row.deployed, code, memory_mb=int(row.memory_mb), timeout_ms=int(row.timeout_ms),
+                          concurrency=MAX_CONCURRENCY, abi="wasi-command")
+        except RouterClientError as error:
+            raise LoadError(f"deploying the synthetic function as {row.deployed!r} failed: {error}") from None
+    return list(missing["deployed"])
+
+
+def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep", deploy_synthetic: bool = False,
+             max_lateness_ms: float = 50.0, sample_ms: float = 200.0, lead_s: float = 0.5) -> LoadResult:
+    """Deploy what is missing (if asked), send the plan open loop, collect everything."""
+    from wlruntime.router.client import RouterClient
+
+    if mode not in ("sleep", "busy"):
+        raise LoadError(f"--mode must be sleep or busy, got {mode!r}")
+    with RouterClient(url, token, timeout=30.0) as client:
+        deployed = prepare_functions(client, plan, deploy_synthetic)
+        try:
+            import uvloop
+
+            runner = uvloop.run
+        except ImportError:  # pragma: no cover (uvloop is a dependency)
+            runner = asyncio.run
+        records, samples, t0_epoch = runner(_drive(client.base_url, token, plan, mode, sample_ms, lead_s))
+        recorded = _recorded(client, plan, t0_epoch, records)
+    lateness = records["lateness_ms"].to_numpy(dtype=float)
+    errors = int((records["status"] == 0).sum())
+    why = _check_lateness(lateness, max_lateness_ms, errors)
+    info = {"url": url, "trace": plan.source, "speed": plan.speed, "duration_scale": plan.duration_scale,
+            "mode": mode, "max_lateness_ms": max_lateness_ms, "valid": not why, "invalid_because": why,
+            "deployed": deployed, "t0_epoch_s": t0_epoch, "sample_ms": sample_ms, "span_s": plan.span_s,
+            "rate_per_s": len(records) / plan.span_s if plan.span_s > 0 else float("nan"),
+            "functions": len(plan.functions)}
+    if recorded is not None:
+        records = _join_recorded(records, recorded)
+    return LoadResult(plan, records, samples, recorded, info)
+
+
+async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sample_ms: float,
+                 lead_s: float) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    import httpx
+
+    req = plan.requests
+    n = len(req)
+    arrival_s = req["arrival_ms"].to_numpy(dtype=float) / 1000.0
+    deployed = req["deployed"].tolist()
+    payloads = [f"{d:.3f} {m:g} {mode}".encode() for d, m in zip(req["duration_ms"], req["touch_mb"])]
+    sent = np.full(n, np.nan)
+    latency = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int64)
+    headers: list[dict[str, str] | None] = [None] * n
+    errors: list[str] = [""] * n
+    timeout = float(plan.functions["timeout_ms"].max()) / 1000.0 + 30.0
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=1024)
+    clock = time.perf_counter  # uvloop's loop.time() ticks in whole ms: too coarse for lateness
+    samples: list[tuple[float, str, int, int, int]] = []
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
+        await _open_connections(http, _peak_concurrency(req))
+        t0 = clock() + lead_s
+        t0_epoch = time.time() + lead_s
+
+        async def send(i: int) -> None:
+            start = clock()
+            sent[i] = (start - t0) * 1000.0
+            try:
+                response = await http.post(f"/invoke/{deployed[i]}", content=payloads[i])
+            except httpx.HTTPError as error:
+                errors[i] = f"{type(error).__name__}: {error}"
+                latency[i] = (clock() - start) * 1000.0
+                return
+            latency[i] = (clock() - start) * 1000.0
+            status[i] = response.status_code
+            headers[i] = {k: v for k, v in response.headers.items() if k.startswith("x-wl-")}
+            if response.status_code != 200:
+                errors[i] = response.text[:200]
+
+        async def sample(stop: asyncio.Event) -> None:
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            while not stop.is_set():
+                t = (clock() - t0) * 1000.0
+                try:
+                    state = (await http.get("/admin/state", headers=auth, timeout=5.0)).json()
+                except (httpx.HTTPError, ValueError):
+                    state = {}
+                for name, fn in (state.get("functions") or {}).items():
+                    counts = {"starting": 0, "busy": 0, "idle": 0}
+                    for inst in fn.get("instances", []):
+                        counts[inst.get("state", "idle")] = counts.get(inst.get("state", "idle"), 0) + 1
+                    samples.append((t, name, counts["starting"], counts["busy"], counts["idle"]))
+                try:
+                    await asyncio.wait_for(stop.wait(), sample_ms / 1000.0)
+                except asyncio.TimeoutError:
+                    pass
+
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample(stop))
+        tasks = []
+        for i in range(n):
+            target = t0 + arrival_s[i]
+            delay = target - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(i)))
+        await asyncio.gather(*tasks)
+        stop.set()
+        await sampler
+    h = [x or {} for x in headers]
+
+    def header(name: str, conv: Any) -> list[Any]:
+        return [conv(x[name]) if name in x else None for x in h]
+
+    records = pd.DataFrame({
+        "request_id": req["request_id"].to_numpy(), "function": req["function"].to_numpy(),
+        "deployed": req["deployed"].to_numpy(), "scheduled_ms": req["arrival_ms"].to_numpy(dtype=float),
+        "duration_ms": req["duration_ms"].to_numpy(dtype=float), "memory_mb": req["memory_mb"].to_numpy(dtype=float),
+        "sent_ms": sent, "lateness_ms": sent - req["arrival_ms"].to_numpy(dtype=float), "latency_ms": latency,
+        "status": status,
+        "cold": pd.array(header("x-wl-cold", lambda v: v == "1"), dtype="boolean"),
+        "wait_ms": pd.array(header("x-wl-wait-ms", float), dtype="Float64").astype(float),
+        "exec_ms": pd.array(header("x-wl-duration-ms", float), dtype="Float64").astype(float),
+        "node": header("x-wl-node", str), "instance": header("x-wl-instance", str), "error": errors,
+    })
+    memory = plan.functions.set_index("deployed")["memory_mb"]
+    inst = pd.DataFrame(samples, columns=["t_ms", "deployed", "starting", "busy", "idle"])
+    inst = inst[inst["deployed"].isin(memory.index)]
+    inst = inst.assign(memory_mb=inst["deployed"].map(memory).astype(float),
+                       function=inst["deployed"].map(dict(zip(plan.functions["deployed"], plan.functions["function"]))))
+    return records, inst.reset_index(drop=True), t0_epoch
+
+
+def _peak_concurrency(req: pd.DataFrame) -> int:
+    """Requests in flight at once if each took its duration (connections to open up front)."""
+    start = req["arrival_ms"].to_numpy(dtype=float)
+    end = start + req["duration_ms"].to_numpy(dtype=float) + 5.0
+    times = np.concatenate([start, end])
+    delta = np.concatenate([np.ones(start.size), -np.ones(end.size)])
+    order = np.lexsort((delta, times))
+    return int(np.cumsum(delta[order]).max()) if start.size else 0
+
+
+async def _open_connections(http: Any, count: int) -> None:
+    """Open ``count`` keep-alive connections before the run, so the first requests of a burst do
+    not pay a TCP connect the trace never asked for."""
+    count = max(1, min(count + 8, 512))
+    await asyncio.gather(*(http.get("/healthz") for _ in range(count)), return_exceptions=True)
+
+
+def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFrame) -> pd.DataFrame | None:
+    """The router's trace rows of this run, names mapped back, times in ms from the run's t0."""
+    from wlruntime.router.client import RouterClientError
+
+    try:
+        raw = client.trace("csv")
+    except RouterClientError:
+        return None
+    table = pd.read_csv(io.BytesIO(raw))
+    back = dict(zip(plan.functions["deployed"], plan.functions["function"]))
+    table = table[table["function"].isin(back)]
+    if table.empty:
+        return table
+    # The router's clock: ms since 00:00 UTC of the day it started (so it passes DAY_MS after
+    # midnight). Find the day offset that puts its rows nearest this run.
+    t0_day = (t0_epoch % 86400.0) * 1000.0
+    end = float(np.nanmax(records["sent_ms"])) if len(records) else 0.0
+    latest = float(table["arrival_ms"].max())
+    t0_router = t0_day + round((latest - t0_day - end) / DAY_MS) * DAY_MS
+    table = table[(table["arrival_ms"] >= t0_router - 1000.0) & (table["arrival_ms"] <= t0_router + end + 60_000.0)]
+    table = table.assign(function=table["function"].map(back), arrival_ms=table["arrival_ms"] - t0_router)
+    return table.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
+
+
+def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFrame:
+    """Match each request with its row in the router's trace. Candidates: rows of the same
+    function that reached the router after the send (5 ms of clock slack) and before the answer
+    came back, and that were busy at least as long as the node's execution; of those the one
+    whose busy time is nearest the execution time (requests sent together reach the router in
+    any order, their durations tell them apart). Adds ``router_arrival_ms`` and
+    ``router_busy_ms`` (NaN when unmatched)."""
+    arrival = np.full(len(records), np.nan)
+    busy = np.full(len(records), np.nan)
+    by_fn = {f: g for f, g in recorded.groupby("function")}
+    for fn, group in records.groupby("function"):
+        rows = by_fn.get(fn)
+        if rows is None:
+            continue
+        r_arr = rows["arrival_ms"].to_numpy(dtype=float)
+        r_dur = rows["duration_ms"].to_numpy(dtype=float)
+        used = np.zeros(len(r_arr), dtype=bool)
+        ok = group[group["status"] == 200].sort_values("sent_ms")
+        for idx, s, lat, ex in zip(ok.index, ok["sent_ms"].to_numpy(float), ok["latency_ms"].to_numpy(float),
+                                   ok["exec_ms"].to_numpy(float)):
+            lo, hi = np.searchsorted(r_arr, [s - 5.0, s + lat + 5.0])
+            window = np.arange(lo, hi)
+            window = window[~used[window] & (r_dur[window] >= ex - 0.5)]
+            if window.size:
+                j = window[np.argmin(r_dur[window] - ex)]
+                used[j] = True
+                arrival[idx], busy[idx] = r_arr[j], r_dur[j]
+    return records.assign(router_arrival_ms=arrival, router_busy_ms=busy)

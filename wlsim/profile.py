@@ -1,0 +1,202 @@
+"""Platform profiles: what the simulator assumes about the platform it models.
+
+A profile is a small JSON file that turns into the ``SimConfig`` (its ``ColdStartModel``) the
+engine takes, plus how the platform reshapes a trace before the model sees it:
+
+- ``cold_start``: ``base_ms + per_mb_ms * memory_mb`` for a function the profile knows nothing
+  about; ``by_abi`` gives a measured distribution per function ABI (p10/p50/p90, and how it grows
+  with code size), used when the function's ABI and code size are known (``FunctionInfo``);
+  ``per_function_ms`` pins named functions. The engine draws one cold start per function (the
+  median), not one per spawn: the spread is kept in the profile for reports.
+- ``request_overhead_ms``: time an instance is busy per request beyond the function's own
+  duration (the router -> node call, instantiation of an ABI 1 module): added to ``duration_ms``.
+- ``front``: how the HTTP front spreads a burst. A request sent at ``t`` reaches the router's
+  policy at ``max(t + delay_ms, previous + per_request_ms)`` (one FIFO server: the router's
+  event loop takes ``per_request_ms`` per request), so 8 requests sent within 4 ms arrive
+  spread over 8 x per_request_ms.
+- ``client.response_ms``: what a client sees beyond the router's own latency (the HTTP path
+  back), for client-side latency predictions.
+
+Bundled profiles (``wlsim/profiles/*.json``), chosen by name: ``container`` (250 ms + 0.5
+ms/MB, published container-platform cold starts; the simulator's default) and ``wl`` (this
+platform, measured with ``wl calibrate``). Any other name is a path to a profile file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wlsim.config import ColdStartModel, SimConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+DEFAULT_PROFILE = "container"
+
+
+class ProfileError(Exception):
+    """A profile that cannot be found or read: the message names the file and what is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AbiColdStart(_Strict):
+    """Measured cold starts of one function ABI (ms, at the router: arrival to execution start)."""
+    p50_ms: float = Field(ge=0)
+    p10_ms: float | None = Field(default=None, ge=0)
+    p90_ms: float | None = Field(default=None, ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+    per_code_mb_ms: float = Field(default=0.0, ge=0)
+    samples: int = Field(default=0, ge=0)
+
+
+class ColdStartSpec(_Strict):
+    base_ms: float = Field(ge=0)
+    per_mb_ms: float = Field(default=0.0, ge=0)
+    by_abi: dict[str, AbiColdStart] = Field(default_factory=dict)
+    per_function_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class FrontSpec(_Strict):
+    delay_ms: float = Field(default=0.0, ge=0)
+    per_request_ms: float = Field(default=0.0, ge=0)
+
+
+class ClientSpec(_Strict):
+    response_ms: float = Field(default=0.0, ge=0)
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """What the profile may know about a deployed function."""
+    abi: str
+    code_bytes: int
+
+
+class Profile(_Strict):
+    name: str
+    source: str = Field(description="where the numbers come from (a paper, a wl calibrate run)")
+    measured: dict[str, Any] = Field(default_factory=dict, description="how and when it was measured")
+    cold_start: ColdStartSpec
+    request_overhead_ms: float = Field(default=0.0, ge=0)
+    front: FrontSpec = Field(default_factory=FrontSpec)
+    client: ClientSpec = Field(default_factory=ClientSpec)
+
+    # ------------------------------------------------------------------ simulator inputs
+    def function_cold_start_ms(self, function: str, memory_mb: float, info: FunctionInfo | None = None) -> float:
+        cs = self.cold_start
+        if function in cs.per_function_ms:
+            return cs.per_function_ms[function]
+        if info is not None and info.abi in cs.by_abi:
+            abi = cs.by_abi[info.abi]
+            return abi.p50_ms + abi.per_code_mb_ms * info.code_bytes / 1_048_576
+        return cs.base_ms + cs.per_mb_ms * memory_mb
+
+    def cold_start_model(self, functions: Mapping[str, FunctionInfo] | None = None) -> ColdStartModel:
+        """The engine's model: per-function values where the ABI and code size are known."""
+        cs = self.cold_start
+        pinned = dict(cs.per_function_ms)
+        for name, info in (functions or {}).items():
+            if name not in pinned and info.abi in cs.by_abi:
+                pinned[name] = self.function_cold_start_ms(name, 0.0, info)
+        return ColdStartModel(base_ms=cs.base_ms, per_mb_ms=cs.per_mb_ms, per_function_ms=pinned)
+
+    def sim_config(self, functions: Mapping[str, FunctionInfo] | None = None, **kwargs: Any) -> SimConfig:
+        """A SimConfig with this profile's cold starts (``kwargs``: the other SimConfig fields)."""
+        return SimConfig(cold_start=self.cold_start_model(functions), **kwargs)
+
+    @property
+    def shapes_trace(self) -> bool:
+        return bool(self.request_overhead_ms or self.front.delay_ms or self.front.per_request_ms)
+
+    def shape_trace(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The trace as the platform's model sees it: arrivals through the front's FIFO, each
+        duration plus the per-request overhead. Rows keep their order (the FIFO never reorders),
+        so request ids still match the input's rows."""
+        if not self.shapes_trace or len(table) == 0:
+            return table
+        out = table.copy()
+        out["arrival_ms"] = front_arrivals(table["arrival_ms"].to_numpy(dtype=float), self.front.delay_ms,
+                                           self.front.per_request_ms)
+        out["duration_ms"] = table["duration_ms"].to_numpy(dtype=float) + self.request_overhead_ms
+        return out
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+        return path
+
+    def describe(self) -> str:
+        cs = self.cold_start
+        text = f"{self.name}: cold start {cs.base_ms:g} ms + {cs.per_mb_ms:g} ms/MB"
+        for abi, a in cs.by_abi.items():
+            text += f"; {abi} p50 {a.p50_ms:.2f} ms"
+        if self.shapes_trace:
+            text += (f"; +{self.request_overhead_ms:.2f} ms per request; front {self.front.delay_ms:.2f} ms"
+                     f" + {self.front.per_request_ms:.2f} ms/request")
+        return text
+
+
+def front_arrivals(sent_ms: Any, delay_ms: float, per_request_ms: float) -> Any:
+    """Arrival times at the router of requests sent at ``sent_ms`` (ascending): one FIFO server,
+    ``a[i] = max(sent[i] + delay, a[i-1] + per_request)``, solved in closed form
+    ``a[i] = i*s + cummax(sent[j] + delay - j*s)`` so a million rows take milliseconds."""
+    import numpy as np
+
+    sent = np.asarray(sent_ms, dtype=float)
+    if sent.size and np.any(np.diff(sent) < 0):
+        order = np.argsort(sent, kind="stable")
+        out = np.empty_like(sent)
+        out[order] = front_arrivals(sent[order], delay_ms, per_request_ms)
+        return out
+    steps = np.arange(sent.size, dtype=float) * per_request_ms
+    return steps + np.maximum.accumulate(sent + delay_ms - steps) if sent.size else sent
+
+
+def bundled_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+
+
+def load_profile(name_or_path: str | os.PathLike[str] | None = None) -> Profile:
+    """A bundled profile by name (``wl``, ``container``) or a profile file by path."""
+    spec = str(name_or_path) if name_or_path is not None else DEFAULT_PROFILE
+    path = PROFILES_DIR / f"{spec}.json" if spec in bundled_profiles() else Path(spec)
+    if not path.is_file():
+        raise ProfileError(f"profile {spec!r}: no bundled profile of that name ({', '.join(bundled_profiles())}) "
+                           "and no such file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ProfileError(f"profile {path}: cannot read it ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ProfileError(f"profile {path}: not JSON ({error.msg} at line {error.lineno})") from None
+    return parse_profile(data, str(path))
+
+
+def parse_profile(data: Any, where: str = "profile") -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected a JSON object with name, source and cold_start, "
+                           f"got {type(data).__name__}")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '(top)'}: {e['msg']}"
+                             for e in error.errors()[:5])
+        raise ProfileError(f"{where}: not a platform profile: {problems}") from None
+
+
+def finite(x: float) -> float:
+    """``x`` or 0.0 when it is NaN/inf (a fit on too few samples)."""
+    return float(x) if math.isfinite(x) else 0.0
