@@ -53,18 +53,17 @@ def test_fuel_engine_has_its_own_entries(tmp_path: Path) -> None:
     assert cache.disk_path(sha, "wasi-command", True) != cache.disk_path(sha, "wasi-command", False)
 
 
-def test_validation_can_leave_the_compiled_artifact_for_nodes(tmp_path: Path) -> None:
-    from wlruntime.wasm.validate import InvalidWasm, validate_wasm
+def test_the_cache_validates_what_it_compiles_and_keeps_only_valid_code(tmp_path: Path) -> None:
+    """The registry validates uploads through the nodes' compiled cache (--compiled-cache-dir):
+    the compiled artifact is left for nodes, bad code raises the validation error."""
+    from wlruntime.wasm.validate import InvalidWasm
 
     code = wat("counter.component")
-    validate_wasm(code, "component", compiled_cache_dir=tmp_path)
     sha = hashlib.sha256(code).hexdigest()
+    assert CompiledCache(tmp_path, max_in_memory=0).get(sha, "component", False, lambda: code).source == COMPILED
     hit = CompiledCache(tmp_path).get(sha, "component", False, lambda: b"never loaded")
     assert hit.source == DISK
-    try:
-        validate_wasm(b"junk", "component", compiled_cache_dir=tmp_path)
-    except InvalidWasm as error:
-        assert "not a WebAssembly binary" in str(error)
-    else:
-        raise AssertionError("junk validated")
+    junk_sha = hashlib.sha256(b"junk").hexdigest()
+    with pytest.raises(InvalidWasm, match="not a WebAssembly binary"):
+        CompiledCache(tmp_path).get(junk_sha, "component", False, lambda: b"junk")
     assert sorted(p.name.split(".")[0] for p in tmp_path.glob("*.cwasm")) == [sha]

@@ -195,7 +195,12 @@ class _Validator:
 
     def __init__(self, store: RegistryStore, compiled_cache_dir: Path | None, threads: int = 4) -> None:
         self.store = store
-        self.compiled_cache_dir = compiled_cache_dir
+        self.compiled_cache = None
+        if compiled_cache_dir is not None:
+            from wlruntime.wasm.cache import CompiledCache  # imports wasmtime
+
+            # nothing kept in memory: the registry only leaves artifacts on disk for the nodes
+            self.compiled_cache = CompiledCache(compiled_cache_dir, max_in_memory=0, parallel_compilation=False)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="validate")
         self._passed: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._failed: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -224,16 +229,13 @@ class _Validator:
 
     async def _validate(self, key: tuple[str, str], data: bytes, fuel: bool) -> str | None:
         """None when the code is valid, else the error message (both remembered)."""
-        from wlruntime.wasm.validate import validate_wasm
-
         problem = self._failed.get(key)
         if problem is not None:
             return problem
         sha256, abi = key
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(self.pool, self.store.has_code, sha256, abi):
-            validate = functools.partial(validate_wasm, data, abi, compiled_cache_dir=self.compiled_cache_dir,
-                                         fuel=fuel, parallel_compilation=False)
+            validate = functools.partial(self._compile, sha256, abi, data, fuel)
             try:
                 await loop.run_in_executor(self.pool, validate)
             except ValueError as exc:
@@ -242,6 +244,16 @@ class _Validator:
                 return problem
         _remember(self._passed, key, None, self.MAX_REMEMBERED)
         return None
+
+    def _compile(self, sha256: str, abi: str, data: bytes, fuel: bool) -> None:
+        """Validate by compiling; with a compiled cache folder, through the nodes' cache (which
+        validates what it compiles) so the artifact stays there. Raises InvalidWasm."""
+        if self.compiled_cache is None:
+            from wlruntime.wasm.validate import validate_wasm
+
+            validate_wasm(data, abi, fuel=fuel, parallel_compilation=False)
+        else:
+            self.compiled_cache.get(sha256, abi, fuel, lambda: data)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

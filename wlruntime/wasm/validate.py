@@ -14,7 +14,6 @@ ABIs:
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,31 +59,17 @@ def detect_kind(data: bytes) -> str:
     raise InvalidWasm(f"unknown WebAssembly binary layer {layer!r} (neither a core module nor a component)")
 
 
-def validate_wasm(data: bytes, abi: str, *, compiled_cache_dir: str | os.PathLike[str] | None = None,
-                  fuel: bool = False, parallel_compilation: bool = True) -> None:
+def validate_wasm(data: bytes, abi: str, *, fuel: bool = False, parallel_compilation: bool = True) -> None:
     """Raise InvalidWasm (a ValueError) unless ``data`` is runnable under ``abi``.
 
     Compiles the code with the node's engine configuration, so what passes here instantiates
-    on a node. Compiling is slow for big components (a componentize-py handler embeds CPython:
-    ~15 CPU-seconds), so when ``compiled_cache_dir`` is given the compiled artifact is kept
-    there: nodes on the same host using that folder as their compiled cache (the node's
-    ``<cache-dir>/compiled``) then start the new function without compiling it again.
-    ``fuel`` compiles for the fuel-metering engine (functions whose config sets ``fuel``).
-    ``parallel_compilation=False`` compiles on the calling thread only, so concurrent
-    validations do not queue behind each other on wasmtime's shared thread pool.
+    on a node (``compile_checked``, which returns the artifact, is the same check: a
+    ``CompiledCache`` validates what it compiles). ``fuel`` compiles for the fuel-metering
+    engine (functions whose config sets ``fuel``). ``parallel_compilation=False`` compiles on
+    the calling thread only, so concurrent validations do not queue behind each other on
+    wasmtime's shared thread pool.
     """
-    if compiled_cache_dir is None:
-        compile_checked(data, abi, fuel, parallel_compilation)
-        return
-    import hashlib
-
-    from wlruntime.wasm.cache import CompiledCache
-
-    if abi not in ABIS:
-        raise InvalidWasm(f"unknown abi {abi!r}: expected one of {', '.join(ABIS)}")
-    sha256 = hashlib.sha256(data).hexdigest()
-    CompiledCache(compiled_cache_dir, parallel_compilation=parallel_compilation).get(
-        sha256, abi, fuel, lambda: bytes(data))
+    compile_checked(data, abi, fuel, parallel_compilation)
 
 
 def compile_checked(data: bytes, abi: str, fuel: bool = False, parallel_compilation: bool = True):
@@ -171,10 +156,8 @@ def unlinkable_imports(module: wasmtime.Module, engine: wasmtime.Engine) -> list
             problems.append(f"{where} ({_describe_extern(imp.type)}): unknown to the node")
             continue
         have = provided.type(store)
-        if not isinstance(imp.type, wasmtime.FuncType) or not isinstance(have, wasmtime.FuncType):
-            problems.append(f"{where}: the module wants {_describe_extern(imp.type)}, the node provides "
-                            f"{_describe_extern(have)}")
-        elif _signature(imp.type) != _signature(have):
+        if (not isinstance(imp.type, wasmtime.FuncType) or not isinstance(have, wasmtime.FuncType)
+                or _signature(imp.type) != _signature(have)):
             problems.append(f"{where}: the module wants {_describe_extern(imp.type)}, the node provides "
                             f"{_describe_extern(have)}")
     return problems
