@@ -27,6 +27,7 @@ from policies.interface import (
     FunctionView,
     InstanceView,
     KeepAlive,
+    Reject,
     RequestView,
 )
 from policies.registry import PolicySpecError
@@ -338,19 +339,33 @@ def test_faascache_keeps_idle_instances_and_resets_frequency_when_none_live():
     assert fn.policy_state.freq == 1
 
 
-def test_faascache_soft_memory_cap_kills_the_lowest_priority_first():
+def test_faascache_memory_cap_refuses_spawns_and_evicts_the_lowest_priority_first():
     p = FaasCache(memory_cap_mb=1024)
     cheap = make_fn("cheap", memory_mb=512, cold_ms=100)     # priority 100/512 per access
     dear = make_fn("dear", memory_mb=512, cold_ms=1000)      # priority 1000/512 per access
-    s1, s2 = Scene(cheap), Scene(dear)
+    third = make_fn("third", memory_mb=512, cold_ms=1000)
+    s1, s2, s3 = Scene(cheap), Scene(dear), Scene(third)
     c = s1.spawn(0, state=IDLE)
     d = s2.spawn(0, state=IDLE)
     assert run_request(p, s1, c, 1, 10) == KeepAlive(10_000)       # 1024 MB live: at the cap
     assert run_request(p, s2, d, 2, 10) == KeepAlive(10_000)
-    s2.spawn(20, state=BUSY)                                         # 1536 MB: over the cap
-    assert p.on_idle(30, d, dear) == KeepAlive(10_000)               # not the lowest priority
+    # a spawn of a third function would hold 1536 MB: refused (no instance to wait on)
+    decision = p.route(20, s3.request(20), third)
+    assert isinstance(decision, Reject)
+    assert p.on_idle(30, d, dear) == KeepAlive(100)                  # not the lowest priority: soon again
     assert p.on_idle(30, c, cheap) == KILL                           # the lowest goes
     assert p.clock == pytest.approx(100 / 512)
+    s1.kill(c)
+    assert p.on_idle(130, d, dear) == KeepAlive(10_000)              # room made: back to normal
+    assert p.route(140, s3.request(140), third) == SPAWN
+
+
+def test_faascache_memory_cap_queues_on_a_busy_instance_of_the_function():
+    p = FaasCache(memory_cap_mb=512)
+    fn = make_fn("f", memory_mb=512)
+    sc = Scene(fn)
+    a = sc.spawn(0, state=BUSY)
+    assert p.route(10, sc.request(10), fn) == Assign(a)              # a second instance would pass the cap
 
 
 # ----------------------------------------------------------------------------------- KPA
@@ -437,13 +452,10 @@ def test_expected_wait_queues_when_the_busy_instance_frees_before_a_cold_start()
     a, t = warmed_up(p, fn, sc, 300)
     assert p.route(t, sc.request(t), fn) == Assign(a)
     sc.start(a, t)
-    # 250 ms into a 300 ms execution: expected wait 50 ms < 500 ms cold start
+    # 250 ms into an execution whose recent durations are all 300 ms: 50 ms left < 500 ms
     assert p.route(t + 250, sc.request(t + 250), fn) == Assign(a)
     a.queue.append("r")
-    # now 50 + 300 = 350 ms < 500: still worth waiting
-    assert p.route(t + 250, sc.request(t + 250), fn) == Assign(a)
-    a.queue.append("r")
-    # 50 + 600 = 650 ms > 500: a cold start is quicker
+    # a request already waits there: no queueing behind a queue, a cold start instead
     assert p.route(t + 250, sc.request(t + 250), fn) == SPAWN
 
 
@@ -465,49 +477,63 @@ def test_expected_wait_does_not_wait_for_a_request_that_outran_its_prediction():
     a, t = warmed_up(p, fn, sc, 300)
     p.route(t, sc.request(t), fn)
     sc.start(a, t)
-    assert p.route(t + 400, sc.request(t + 400), fn) == SPAWN       # 100 ms past its prediction
+    assert p.route(t + 400, sc.request(t + 400), fn) == SPAWN       # longer than every duration seen
 
 
-def test_expected_wait_accounts_for_prediction_error():
+def test_expected_wait_bounds_the_wait_with_a_high_quantile_of_the_remaining_time():
+    # durations alternate 100 ms and 5 s: the mean (2.55 s) says nothing useful; 50 ms into an
+    # execution, the 95th percentile of what is left is ~5 s > the 500 ms cold start
     p = ExpectedWait()
     fn = make_fn(cold_ms=500, duration_ms=100)
     sc = Scene(fn)
     a = sc.spawn(0, state=IDLE)
-    # before any completion the margin is the predicted duration itself (100 ms)
-    assert p.route(0, sc.request(0), fn) == Assign(a)
-    sc.start(a, 0)
-    assert p.route(1, sc.request(1), fn) == Assign(a)      # wait 99 + margin 100 < 500
-    a.queue.append("r")
-    fn.stats.cold_start_ms = 250
-    assert p.route(1, sc.request(1), fn) == SPAWN           # wait 199 + margin 100 > 250
+    t = 0.0
+    for k in range(20):
+        d = 100.0 if k % 2 else 5_000.0
+        run_request(p, sc, a, t, d)
+        t += d + 1_000
+    p.route(t, sc.request(t), fn)
+    sc.start(a, t)
+    assert p.route(t + 50, sc.request(t + 50), fn) == SPAWN
+    # before min_durations completions it never queues (the remaining time is unknown)
+    fresh, g = ExpectedWait(), make_fn("g", cold_ms=500, duration_ms=10)
+    sg = Scene(g)
+    b = sg.spawn(0, state=IDLE)
+    fresh.route(0, sg.request(0), g)
+    sg.start(b, 0)
+    assert fresh.route(1, sg.request(1), g) == SPAWN
 
 
-def test_expected_wait_percentile_keep_alive_follows_the_gaps():
+def test_expected_wait_percentile_keep_alive_follows_the_idle_periods():
     p = ExpectedWait(keepalive="percentile", min_keepalive_ms=MIN)
-    fn = make_fn()
+    fn = make_fn(memory_mb=256, cold_ms=378)
     sc = Scene(fn)
     a = sc.spawn(0, state=IDLE)
-    assert run_request(p, sc, a, 0, 100) == KeepAlive(10 * MIN)     # no gaps yet: the default
+    # no idle period seen yet: the break-even time (an idle period costing a cold start)
+    w = CostWeights()
+    mem_usd_per_s = 0.25 * w.gb_s_usd
+    break_even = (w.latency_usd_per_s + mem_usd_per_s) * 0.378 / mem_usd_per_s * 1000
+    assert keeps(run_request(p, sc, a, 0, 100), break_even)
     t = 0.0
     for _ in range(10):
         t += 2 * MIN
         answer = run_request(p, sc, a, t, 100)
-    assert answer == KeepAlive(2 * MIN)                             # p95 of ten 2-minute gaps
+    assert answer == KeepAlive(2 * MIN - 100)                       # p95 of ten idle periods
     assert p.on_idle(t + 100 + 2 * MIN, a, fn) == KILL
     fast = make_fn("fast")
     sf = Scene(fast)
     b = sf.spawn(0, state=IDLE)
     for k in range(10):
         answer = run_request(p, sf, b, k * 1_000.0, 10)
-    assert answer == KeepAlive(MIN)                                 # 1 s gaps, clamped to 1 min
+    assert answer == KeepAlive(MIN)                                 # ~1 s idle periods, clamped to 1 min
 
 
 def test_expected_wait_cost_keep_alive_bridges_only_the_gaps_worth_it():
     # 1 GB, 500 ms cold start: one cold start costs (0.001 + 1.66667e-5) x 0.5 = 5.083e-4 USD,
-    # 30.5 s of idle memory. Gaps: ten of 10 s and ten of 20 min. Expected cost per idle
-    # period: T = 0 -> 5.083e-4; T = 10 s -> (1.667e-8 x (10 x 10 s + 10 x 10 s) + 10 x
+    # 30.5 s of idle memory. Idle periods: ten of 10 s and ten of 20 min. Expected cost per
+    # idle period: T = 0 -> 5.083e-4; T = 10 s -> (1.667e-8 x (10 x 10 s + 10 x 10 s) + 10 x
     # 5.083e-4) / 20 = 4.208e-4; T = 20 min -> 1.667e-8 x 10 x (10 s + 20 min) / 20 = 0.0101
-    p = ExpectedWait()
+    p = ExpectedWait(prewarming=False)
     fn = make_fn(memory_mb=1024, cold_ms=500)
     sc = Scene(fn)
     a = sc.spawn(0, state=IDLE)
@@ -516,14 +542,50 @@ def test_expected_wait_cost_keep_alive_bridges_only_the_gaps_worth_it():
     for gap in [10_000.0] * 10 + [20 * MIN] * 10:
         t += gap
         answer = run_request(p, sc, a, t, 100)
-    assert keeps(answer, 10_000 * 1.05)                             # the 10 s gaps, plus 5%
-    # only long gaps: never worth bridging, so the shortest keep-alive (1 s)
+    assert keeps(answer, (10_000 - 100) * 1.05)                     # the 10 s idle periods, plus 5%
+    # only long idle periods: never worth bridging, so the shortest keep-alive (1 s)
     fn2 = make_fn("g", memory_mb=1024, cold_ms=500)
     sg = Scene(fn2)
     b = sg.spawn(0, state=IDLE)
     for k in range(5):
         answer = run_request(p, sg, b, k * 5 * MIN, 100)
     assert answer == KeepAlive(1_000)
+
+
+def test_expected_wait_learns_idle_periods_of_killed_instances_and_prewarms_periodic_functions():
+    # a timer every 5 minutes, a 1 GB function (break-even ~30 s): keeping alive 5 min costs
+    # ~10x a cold start, a pre-warm ready just before the next call costs the start's memory
+    p = ExpectedWait()
+    fn = make_fn(memory_mb=1024, cold_ms=500)
+    sc = Scene(fn)
+    t = 0.0
+    inst = sc.spawn(t, state=IDLE)
+    for k in range(12):
+        if inst is None:                                            # killed: the next call is cold
+            assert p.route(t, sc.request(t), fn) == SPAWN
+            inst = sc.spawn(t, state=IDLE)
+            sc.fn.policy_state.ledger.sync(fn, 500)
+        else:
+            assert p.route(t, sc.request(t), fn) == Assign(inst)
+        sc.start(inst, t)
+        fn.stats.record_completion(t + 100, 100)
+        sc.make_idle(inst, t + 100, finished=True)
+        answer = p.on_idle(t + 100, inst, fn)
+        if answer == KILL:
+            sc.kill(inst)
+            inst = None
+            delay = p.prewarm(t + 100, fn)
+            if delay is not None:
+                break
+        else:
+            assert p.on_idle(t + 100 + answer.ms, inst, fn) == KILL
+            sc.kill(inst)
+            inst = None
+        t += 5 * MIN
+    # the killed instances' idle periods (5 min - 100 ms) were learned; a pre-warm is due so that
+    # an instance is ready 2% before the next call
+    assert delay is not None
+    assert t + 100 + delay + 500 == pytest.approx(t + (5 * MIN - 100) * 0.98 - 500 + 100, abs=1)
 
 
 # -------------------------------------------------------------------------------- oracle

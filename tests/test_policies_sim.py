@@ -124,7 +124,9 @@ def test_expected_wait_queues_only_when_that_beats_a_cold_start():
     waited = r.requests.wait_ms
     assert (waited > 0).sum() > 0                           # it does queue (at new peaks)
     assert waited.max() < 378.0                             # never longer than a cold start
-    assert r.requests.cold.sum() < simulate(trace, "fixed_ttl").requests.cold.sum()
+    short_ttl = simulate(trace, "fixed_ttl:ttl_ms=2000")
+    assert r.requests.cold.sum() < short_ttl.requests.cold.sum()
+    assert summarize(r)["weighted_cost_usd"] < summarize(short_ttl)["weighted_cost_usd"]
 
 
 def test_kpa_scales_up_for_a_burst_and_back_down():
@@ -164,9 +166,21 @@ def test_faascache_evicts_by_priority_under_memory_pressure():
     assert r.requests.cold.sum() <= lru.requests.cold.sum()
 
 
-def test_faascache_soft_cap_bounds_memory():
+def test_faascache_memory_cap_binds():
     trace = TRACES["poisson"]()
-    capped = summarize(simulate(trace, "faascache:memory_cap_mb=1024"))
-    uncapped = summarize(simulate(trace, "faascache"))
-    assert capped["idle_gb_s"] < uncapped["idle_gb_s"]
-    assert capped["cold_starts"] >= uncapped["cold_starts"]
+    cap = 1024.0
+    capped = simulate(trace, f"faascache:memory_cap_mb={cap:g}")
+    uncapped = simulate(trace, "faascache")
+    inst = capped.instances
+    created, died = inst["created_ms"].to_numpy(), inst["died_ms"].to_numpy()
+    # live memory at every spawn (the only moment it grows) never passes the cap
+    for t in created:
+        alive = (created <= t) & (t < died)
+        assert inst["memory_mb"].to_numpy()[alive].sum() <= cap + 1e-6
+    assert summarize(uncapped)["peak_instances"] * trace["memory_mb"].max() > cap   # it would bind
+    assert summarize(capped)["idle_gb_s"] < summarize(uncapped)["idle_gb_s"]
+    # memory was made by killing idle instances; requests waited or were refused meanwhile
+    assert len(inst) > len(uncapped.instances)
+    assert (capped.requests["rejected"].sum() + (capped.requests["wait_ms"] > 0).sum()) > 0
+
+

@@ -1,16 +1,20 @@
-"""wl's default policy: wait for a busy instance when that is expected to be quicker than a
-cold start, and keep idle instances alive for as long as the function's gaps suggest."""
+"""wl's default policy: queue behind a busy instance only when even a pessimistic estimate of
+its remaining execution is shorter than a cold start, and keep idle instances alive for the
+window that minimises the expected cost of the function's idle periods."""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right, insort
 from collections import deque
 from typing import Any
 
 from policies.builtin._common import EPS_MS, WorkLedger, idle_for, keep_until, number, warm_slot
 from policies.interface import (
     INVOKE,
+    KILL,
     SPAWN,
+    STARTING,
     Assign,
     CostWeights,
     FunctionView,
@@ -22,71 +26,107 @@ from policies.interface import (
     RouteDecision,
 )
 
+GHOSTS = 64          # killed instances remembered per function (see ExpectedWait, keep-alive)
+
+
+class SortedWindow:
+    """The last ``maxlen`` values, kept both in arrival order and sorted (O(maxlen) per add,
+    which is a memmove of at most a few hundred bytes)."""
+
+    __slots__ = ("order", "sorted")
+
+    def __init__(self, maxlen: int) -> None:
+        self.order: deque[float] = deque(maxlen=maxlen)
+        self.sorted: list[float] = []
+
+    def add(self, value: float) -> None:
+        order = self.order
+        if len(order) == order.maxlen:
+            old = order[0]
+            s = self.sorted
+            del s[bisect_right(s, old) - 1]
+        order.append(value)
+        insort(self.sorted, value)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def upper_quantile(sorted_values: list[float], lo: int, q: float) -> float:
+    """The nearest-rank ``q`` quantile of ``sorted_values[lo:]`` (non-empty)."""
+    n = len(sorted_values) - lo
+    return sorted_values[lo + min(n - 1, max(0, math.ceil(q * n) - 1))]
+
 
 class ExpectedWaitState:
-    __slots__ = ("ledger", "gaps", "last_arrival_ms", "new_gaps", "keepalive_ms", "keepalive_cold_ms")
+    __slots__ = ("ledger", "durations", "idle_periods", "ghosts", "new_samples", "keepalive_ms",
+                 "keepalive_cold_ms", "prewarm_at_ms", "prewarm_window_ms", "prewarmed_for")
 
     def __init__(self, window: int) -> None:
-        self.ledger = WorkLedger()                  # predicted durations put on each instance
-        self.gaps: deque[float] = deque(maxlen=window)
-        self.last_arrival_ms: float | None = None
-        self.new_gaps = 0                           # gaps added since keepalive_ms was computed
+        self.ledger = WorkLedger()                   # predicted work put on each instance
+        self.durations = SortedWindow(window)        # recent execution times (ms)
+        self.idle_periods = SortedWindow(window)     # recent idle periods, had instances been kept
+        self.ghosts: deque[float] = deque(maxlen=GHOSTS)   # idle_since of recently killed instances
+        self.new_samples = 0                         # idle periods added since keepalive_ms was computed
         self.keepalive_ms: float | None = None
-        self.keepalive_cold_ms = math.nan           # the cold-start estimate keepalive_ms used
+        self.keepalive_cold_ms = math.nan            # the cold-start estimate keepalive_ms used
+        # When pre-warming beats keeping alive: kill after an execution, have an instance
+        # ready prewarm_at_ms after the killed one went idle, keep it prewarm_window_ms.
+        self.prewarm_at_ms: float | None = None
+        self.prewarm_window_ms = 0.0
+        self.prewarmed_for: float | None = None      # the ghost whose pre-warm was scheduled
 
 
 class ExpectedWait(Policy):
     """The project default.
 
-    Route: an idle instance (the warmest) if there is one. Otherwise, for each busy (or
-    starting) instance, the expected wait = predicted duration of its running request -
-    elapsed + the predicted durations of the requests queued on it (a starting one: the
-    rest of its cold start first); take the smallest, and queue there if it is less than
-    the expected cold start (the function's cold-start estimate), else cold start a new
-    instance. Durations are the payload-aware predictions of
-    ``fn.stats.predict_duration(payload_bytes)``, made for each request when it is routed
-    and remembered per instance (a heap of predicted finish times finds the smallest wait
-    in O(log n) amortised).
+    Route: the warmest idle instance if there is one. Otherwise queue behind the busy (or
+    starting) instance expected to be free first (a heap of predicted finish times, from the
+    payload-aware ``fn.stats.predict_duration``), but only when a *pessimistic* estimate of
+    the wait is shorter than the function's cold start:
 
-    Two guards against trusting a duration prediction too far (on the bundled 40-function
-    Azure day the plain rule cost 1.6 million seconds of waiting behind executions that
-    ran minutes longer than predicted):
+    - busy, nothing else queued on it: the ``wait_quantile`` (95th percentile) of the
+      remaining time of an execution that has already run ``elapsed`` ms, from the function's
+      last ``window`` (128) execution times (those longer than ``elapsed``: durations are
+      heavy-tailed, and an execution past its typical length is likely a long one). Fewer
+      than ``min_tail`` (3) such samples: the remaining time is unknown, so no queueing;
+    - starting, with only its own request: the rest of its cold start plus the
+      ``wait_quantile`` of the durations;
+    - anything else (a queue already waiting, fewer than ``min_durations`` (8) completed
+      executions seen): a cold start.
 
-    - the expected wait includes the predictions' typical error, an exponentially weighted
-      mean of |actual - predicted| over the function's completed requests (before the
-      first completion: the predicted duration itself), so functions whose durations vary
-      by more than a cold start never wait, and functions with steady short durations do;
-    - an instance whose running request has already outrun its prediction is not waited
-      for (its remaining time is unknown; max(0, predicted - elapsed) would call it 0).
+    Queueing only while the wait bound is below a cold start bounds how long a request waits
+    behind a long execution (on the bundled Azure 2019 day the mean-based rule made requests
+    wait up to 34 s), and skips a cold start and the idle instance it would leave behind.
 
-    Keep-alive (adaptive): after an execution, keep the instance idle for a window derived
-    from the function's last ``window`` (64) inter-arrival gaps, clamped to
-    [``min_keepalive_ms`` (1 s), ``max_keepalive_ms`` (30 min)], then kill it; with fewer
-    than ``min_gaps`` (3) gaps seen it uses ``default_keepalive_ms`` (10 min). The window:
+    Keep-alive: after an execution keep the instance idle for a window T, then kill it. T
+    minimises the expected cost of an idle period (memory for min(gap, T), plus a cold start
+    when the gap outlasts T, priced with ``CostWeights``; ``gb_s_usd`` and
+    ``latency_usd_per_s`` override them) over the function's last ``window`` idle periods,
+    plus ``keepalive_margin`` (5%); ``keepalive=percentile`` takes their ``percentile`` (95th)
+    instead. An idle period is measured as if instances were never killed: the time until an
+    idle instance is reused, or, for a killed instance, until the next cold start of its
+    function (which that instance would have served: requests go to the warmest instance, so a
+    killed instance is the next one used after the live idle ones). So the samples are not
+    censored by the window chosen. With fewer than ``min_gaps`` (3) idle periods seen, T is
+    the break-even time (the idle time that costs as much as a cold start: keeping alive that
+    long costs at most twice the best choice in hindsight, the ski-rental bound), or
+    ``default_keepalive_ms`` when given. T is clamped to [``min_keepalive_ms`` (1 s),
+    ``max_keepalive_ms`` (30 min)] and refreshed after every ``refresh_every`` (8) new idle
+    periods (at once while the window fills), keeping decisions O(1) amortised.
 
-    - ``keepalive=cost`` (default): the one that minimises the expected cost of an idle
-      period if the next gap is like the recent ones, memory held for min(gap, T) against
-      a cold start when the gap outlasts T, priced with ``CostWeights`` (overridable with
-      ``gb_s_usd`` and ``latency_usd_per_s``), plus ``keepalive_margin`` (5%);
-    - ``keepalive=percentile``: the ``percentile`` (95th) of the gaps.
-
-    The cost rule beats the 95th percentile on the bundled traces (weighted cost, seed 7:
-    Azure 2019 10 functions 8.47 vs 21.69 USD, 40 functions 184.6 vs 220.5, Azure 2021
-    0.178 vs 0.200), because a gap distribution with a long tail makes the percentile
-    keep every instance of a bursty function idle through long lulls. The window is
-    refreshed after every ``refresh_every`` (8) new gaps (at once while the window is
-    filling), which keeps the per-decision cost O(1) amortised.
-
-    Decision cost: O(1), or O(log instances) amortised when no instance is idle.
+    Decision cost: O(1) amortised, O(log instances) when no instance is idle.
     """
 
     name = "default"
 
-    def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 64,
+    def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 128,
                  min_gaps: int = 3, min_keepalive_ms: float = 1_000.0,
-                 max_keepalive_ms: float = 1_800_000.0, default_keepalive_ms: float = 600_000.0,
+                 max_keepalive_ms: float = 1_800_000.0, default_keepalive_ms: float | None = None,
                  refresh_every: int = 8, keepalive_margin: float = 0.05,
-                 gb_s_usd: float | None = None, latency_usd_per_s: float | None = None) -> None:
+                 gb_s_usd: float | None = None, latency_usd_per_s: float | None = None,
+                 wait_quantile: float = 0.95, min_durations: int = 8, min_tail: int = 3,
+                 prewarming: bool = True, prewarm_slack: float = 0.02) -> None:
         n = self.name
         if keepalive not in ("cost", "percentile"):
             raise PolicySpecError(f"{n}: keepalive must be 'cost' or 'percentile', got {keepalive!r}")
@@ -107,8 +147,17 @@ class ExpectedWait(Policy):
         if self.min_keepalive_ms > self.max_keepalive_ms:
             raise PolicySpecError(f"{n}: min_keepalive_ms ({min_keepalive_ms}) exceeds "
                                   f"max_keepalive_ms ({max_keepalive_ms})")
-        self.default_keepalive_ms = number(n, "default_keepalive_ms", default_keepalive_ms)
+        self.default_keepalive_ms = number(n, "default_keepalive_ms", default_keepalive_ms, allow_none=True)
         self.refresh_every = int(number(n, "refresh_every", refresh_every, minimum=1, strict=False))
+        self.wait_quantile = number(n, "wait_quantile", wait_quantile)
+        if self.wait_quantile > 1:
+            raise PolicySpecError(f"{n}: wait_quantile must be <= 1, got {wait_quantile!r}")
+        self.min_durations = int(number(n, "min_durations", min_durations, minimum=1, strict=False))
+        self.min_tail = int(number(n, "min_tail", min_tail, minimum=1, strict=False))
+        self.prewarming = bool(prewarming)
+        self.prewarm_slack = number(n, "prewarm_slack", prewarm_slack, strict=False)
+        # Idle periods of all functions, the prior of a function with too few of its own.
+        self.pooled = SortedWindow(4 * self.window)
 
     def state(self, fn: FunctionView) -> ExpectedWaitState:
         st = fn.policy_state
@@ -121,59 +170,105 @@ class ExpectedWait(Policy):
         st = fn.policy_state
         if type(st) is not ExpectedWaitState:
             st = self.state(fn)
-        last = st.last_arrival_ms
-        if last is not None:
-            gap = now_ms - last
-            st.gaps.append(gap if gap > 0.0 else 0.0)     # max(0.0, gap), without the call
-            st.new_gaps += 1
-        st.last_arrival_ms = now_ms
         stats = fn.stats
         predicted = stats.duration.predict(request.payload_bytes)   # stats.predict_duration
         cold = stats.cold_start_ms
         ledger = st.ledger
         ledger.sync(fn, cold)
         idle = fn.idle
-        inst = idle[-1] if idle else warm_slot(fn)
+        if idle:
+            inst = idle[-1]
+            since = inst.idle_since_ms
+            if inst.invocations == 0 and st.ghosts:   # a pre-warmed instance stands in for a killed one
+                self.sample(st, now_ms - st.ghosts.pop())
+            elif since is not None:
+                self.sample(st, now_ms - since if now_ms > since else 0.0)
+            ledger.assigned(inst, predicted, now_ms)
+            return Assign(inst)
+        inst = warm_slot(fn)                       # a busy instance with a free slot (concurrency > 1)
         if inst is not None:
             ledger.assigned(inst, predicted, now_ms)
             return Assign(inst)
-        best, wait = ledger.soonest_free(now_ms)
-        # the predictions' typical error (their own duration while none has completed yet)
-        margin = ledger.abs_error_ms if ledger.abs_error_ms is not None else predicted
-        if best is not None and wait + margin < cold:
+        best, _ = ledger.soonest_free(now_ms)
+        if best is not None and self.wait_bound(now_ms, best, st, cold) < cold:
             ledger.assigned(best, predicted, now_ms)
             return Assign(best)
+        ghosts = st.ghosts
+        if ghosts:                                 # the killed instance this request would have used
+            self.sample(st, now_ms - ghosts.pop())
         ledger.spawned(now_ms, predicted)
         return SPAWN
 
+    def sample(self, st: ExpectedWaitState, idle_period_ms: float) -> None:
+        st.idle_periods.add(idle_period_ms)
+        st.new_samples += 1
+        self.pooled.add(idle_period_ms)
+
+    def wait_bound(self, now_ms: float, inst: InstanceView, st: ExpectedWaitState, cold_ms: float) -> float:
+        """A pessimistic (``wait_quantile``) wait for ``inst`` to be free; inf when unknown."""
+        durations = st.durations
+        if len(durations) < self.min_durations:
+            return math.inf
+        s = durations.sorted
+        if inst.state == STARTING:
+            if inst.queue_len > 1:
+                return math.inf
+            ready = inst.created_ms + cold_ms
+            return max(0.0, ready - now_ms) + upper_quantile(s, 0, self.wait_quantile)
+        if inst.queue_len > 0 or inst.exec_started_ms is None:
+            return math.inf
+        elapsed = now_ms - inst.exec_started_ms
+        lo = bisect_right(s, elapsed)
+        if len(s) - lo < self.min_tail:
+            return math.inf
+        return upper_quantile(s, lo, self.wait_quantile) - elapsed
+
     # --------------------------------------------------------------- keep-alive
-    def keepalive_ms(self, fn: FunctionView) -> float:
-        """The current adaptive keep-alive window of ``fn``."""
-        st = self.state(fn)
-        if len(st.gaps) < self.min_gaps:
-            return self.default_keepalive_ms
+    def break_even_ms(self, fn: FunctionView) -> float:
+        """Idle ms whose memory costs as much as one cold start of ``fn``."""
+        w = self.weights
+        mem_per_ms = fn.memory_mb / 1024.0 * w.gb_s_usd / 1000.0
         cold = fn.stats.cold_start_ms
-        # While the window fills, refresh at every call whose inputs changed (a new gap, or
-        # a new cold-start estimate for the cost rule): with the same inputs the window
+        if mem_per_ms <= 0:
+            return self.max_keepalive_ms
+        return (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold / mem_per_ms
+
+    def keepalive_ms(self, fn: FunctionView) -> float:
+        """The current keep-alive window of ``fn``."""
+        st = self.state(fn)
+        samples = st.idle_periods
+        cold = fn.stats.cold_start_ms
+        if len(samples) < self.min_gaps:
+            if self.default_keepalive_ms is not None:
+                window = self.default_keepalive_ms
+            elif len(self.pooled) >= self.min_gaps:
+                window = self.cheapest_window(self.pooled.sorted, fn.memory_mb / 1024.0, cold)
+            else:
+                window = self.break_even_ms(fn)
+            return min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
+        # While the window fills, refresh at every call whose inputs changed (a new sample,
+        # or a new cold-start estimate for the cost rule): with the same inputs the window
         # computed last time is the answer.
-        if (st.keepalive_ms is None or st.new_gaps >= self.refresh_every
-                or (len(st.gaps) < self.window and (st.new_gaps or cold != st.keepalive_cold_ms))):
-            gaps = sorted(st.gaps)
+        if (st.keepalive_ms is None or st.new_samples >= self.refresh_every
+                or (len(samples) < self.window and (st.new_samples or cold != st.keepalive_cold_ms))):
+            gaps = samples.sorted
             if self.keepalive == "percentile":
                 k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)   # nearest rank
                 window = gaps[k]
             else:
                 window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, cold)
+                if self.prewarming:
+                    self.plan_prewarm(st, gaps, fn.memory_mb / 1024.0, cold, window)
             st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
             st.keepalive_cold_ms = cold
-            st.new_gaps = 0
+            st.new_samples = 0
         return st.keepalive_ms
 
     def cheapest_window(self, sorted_gaps: list[float], mem_gb: float, cold_ms: float) -> float:
-        """The keep-alive T minimising the expected cost of one idle period if the next gap
-        is drawn from ``sorted_gaps``: memory for min(gap, T) plus, when the gap outlasts T,
-        a cold start (its latency and the memory while it starts). Candidates are 0 and
-        just past each observed gap. O(len(sorted_gaps))."""
+        """The keep-alive T minimising the expected cost of one idle period if it is drawn
+        from ``sorted_gaps``: memory for min(gap, T) plus, when the gap outlasts T, a cold
+        start (its latency and the memory while it starts). Candidates are 0 and just past
+        each observed gap. O(len(sorted_gaps))."""
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
@@ -189,16 +284,74 @@ class ExpectedWait(Policy):
                 best_cost, best_window = cost, gap
         return best_window * (1.0 + self.keepalive_margin) if best_window > 0 else 0.0
 
+    def plan_prewarm(self, st: ExpectedWaitState, sorted_gaps: list[float], mem_gb: float, cold_ms: float,
+                     keep_window_ms: float) -> None:
+        """Set ``st.prewarm_at_ms``/``prewarm_window_ms`` when killing after an execution and
+        pre-warming an instance to be ready at S after the idle period began, kept for W,
+        has a lower expected cost over the idle-period samples than keeping alive
+        ``keep_window_ms``. Per sample gap g: g < S is a cold start; S <= g <= S + W costs
+        the pre-warm's cold-start memory and g - S of idle memory; g > S + W both that
+        (W) and a cold start. S and W come from a grid of the samples' quantiles (periodic
+        functions, e.g. timers, have tight gaps longer than the break-even time)."""
+        import numpy as np  # only here: refreshes are rare
+
+        w = self.weights
+        mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
+        cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
+        g = np.asarray(sorted_gaps)
+        keep = float(np.where(g <= keep_window_ms, mem_per_ms * g,
+                              mem_per_ms * keep_window_ms + cold).sum())
+        grid = np.unique(g[np.linspace(0, len(g) - 1, min(len(g), 16)).astype(int)])
+        starts = grid * (1.0 - self.prewarm_slack) - cold_ms        # ready a little early
+        starts = starts[starts > cold_ms]                           # else a keep-alive does it
+        st.prewarm_at_ms = None
+        if starts.size == 0:
+            return
+        ends = grid * (1.0 + self.prewarm_slack)
+        S = starts[:, None, None]
+        E = np.maximum(ends[None, :, None], S)                      # window end
+        G = g[None, None, :]
+        cost = np.where(G < S, cold, mem_per_ms * cold_ms + mem_per_ms * (np.minimum(G, E) - S)
+                        + np.where(G > E, cold, 0.0)).sum(axis=2)
+        i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        if cost[i, j] < keep:
+            st.prewarm_at_ms = float(starts[i])
+            st.prewarm_window_ms = float(max(ends[j] - starts[i], self.min_keepalive_ms))
+
+    def prewarm(self, now_ms: float, fn: FunctionView) -> float | None:
+        st = fn.policy_state
+        if type(st) is not ExpectedWaitState or st.prewarm_at_ms is None or not st.ghosts:
+            return None
+        origin = st.ghosts[-1]
+        if origin == st.prewarmed_for:
+            return None                   # this idle period had its pre-warm (it went unused)
+        st.prewarmed_for = origin
+        spawn_at = origin + st.prewarm_at_ms - fn.stats.cold_start_ms
+        return max(0.0, spawn_at - now_ms)
+
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         st = fn.policy_state
         if type(st) is not ExpectedWaitState:
             st = self.state(fn)
         idle = idle_for(now_ms, instance)
         if idle <= EPS_MS:
-            st.ledger.finished(instance, now_ms)
+            ledger = st.ledger
+            started = ledger.started.get(instance.id)
+            if started is not None and ledger.work.get(instance.id):
+                st.durations.add(max(0.0, now_ms - started))
+            ledger.finished(instance, now_ms)
         if instance.queue:
             return INVOKE
-        return keep_until(self.keepalive_ms(fn), idle)
+        window = self.keepalive_ms(fn)
+        if instance.invocations == 0 and st.prewarm_at_ms is not None:
+            return keep_until(st.prewarm_window_ms, idle)      # pre-warmed: wait for its request
+        if st.prewarm_at_ms is not None and len(fn.instances) == 1:
+            answer = KILL          # the last instance: pre-warm its successor instead
+        else:
+            answer = keep_until(window, idle)
+        if answer is KILL and instance.idle_since_ms is not None and instance.invocations > 0:
+            st.ghosts.append(instance.idle_since_ms)
+        return answer
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "keepalive": self.keepalive, "percentile": self.percentile,
@@ -206,4 +359,6 @@ class ExpectedWait(Policy):
                 "gb_s_usd": self.weights.gb_s_usd, "latency_usd_per_s": self.weights.latency_usd_per_s,
                 "min_gaps": self.min_gaps, "min_keepalive_ms": self.min_keepalive_ms,
                 "max_keepalive_ms": self.max_keepalive_ms,
-                "default_keepalive_ms": self.default_keepalive_ms, "refresh_every": self.refresh_every}
+                "default_keepalive_ms": self.default_keepalive_ms, "refresh_every": self.refresh_every,
+                "wait_quantile": self.wait_quantile, "min_durations": self.min_durations,
+                "min_tail": self.min_tail, "prewarming": self.prewarming, "prewarm_slack": self.prewarm_slack}

@@ -17,6 +17,7 @@ from policies.interface import (
     InstanceView,
     KeepAlive,
     Policy,
+    Reject,
     RequestView,
     RouteDecision,
 )
@@ -51,13 +52,19 @@ class FaasCache(Policy):
     and the clock advances to the priority of the last one evicted, so functions that have
     not been used since age relative to newly accessed ones.
 
-    ``memory_cap_mb`` (optional) adds a soft cap of the policy's own on top of the
-    cluster's memory: while the live memory of all functions the policy has seen exceeds
-    it, an idle instance that is asked (after an execution or at a re-ask) is killed if its
-    function has the lowest priority among functions with idle instances (the clock
-    advances to it), else re-asked later, so the lowest-priority instances go first within
-    one ``recheck_ms``. This check is O(functions seen) per idle decision; without a cap
-    every decision is O(1) and evict is O(k log k) in the candidates.
+    ``memory_cap_mb`` (optional) is a hard cap of the policy's own on the memory held by the
+    instances of all functions it has seen (on top of the cluster's memory): a spawn that
+    would pass it is never asked for. Instead the request waits on the function's busy (or
+    starting) instance with the shortest queue, or, when the function has none, is rejected
+    (``Reject``, retry after ``retry_after_ms``); and the lowest-priority idle instances are
+    evicted to make room: a policy cannot kill another function's instance from ``route``,
+    so while a spawn is blocked every idle instance, when next asked (within ``recheck_ms``),
+    is re-asked every ``pressure_recheck_ms`` (100 ms) and killed if its function has the lowest priority among functions with idle
+    instances (the clock advances to it), until the blocked memory is freed. Live memory
+    therefore never exceeds the cap (peak <= cap, tested). This check is O(functions seen)
+    per decision; without a cap every decision is O(1) and evict is O(k log k) in the
+    candidates. A simulator or router hook that lets a policy evict synchronously from
+    ``route`` would spare the waits and rejections while idle instances are being killed.
 
     Parameters:
       memory_cap_mb: soft memory cap in MB (default none: only the cluster's memory binds).
@@ -67,8 +74,12 @@ class FaasCache(Policy):
 
     name = "faascache"
 
-    def __init__(self, memory_cap_mb: float | None = None, recheck_ms: float | None = None) -> None:
+    def __init__(self, memory_cap_mb: float | None = None, recheck_ms: float | None = None,
+                 pressure_recheck_ms: float = 100.0, retry_after_ms: float = 1_000.0) -> None:
         self.memory_cap_mb = number(self.name, "memory_cap_mb", memory_cap_mb, allow_none=True)
+        self.pressure_recheck = KeepAlive(number(self.name, "pressure_recheck_ms", pressure_recheck_ms))
+        self.reject = Reject(number(self.name, "retry_after_ms", retry_after_ms))
+        self.blocked_mb = 0.0          # memory of spawns refused under the cap, not yet freed
         default_recheck = 3_600_000.0 if self.memory_cap_mb is None else 10_000.0
         self.recheck_ms = (default_recheck if recheck_ms is None
                            else number(self.name, "recheck_ms", recheck_ms))
@@ -79,6 +90,7 @@ class FaasCache(Policy):
     def prepare(self, trace: Any) -> None:
         self.clock = 0.0
         self._fns = {}
+        self.blocked_mb = 0.0
 
     @staticmethod
     def state(fn: FunctionView) -> GreedyDualState:
@@ -98,27 +110,40 @@ class FaasCache(Policy):
         st.freq += 1
         mem = fn.memory_mb
         st.priority = self.clock + st.freq * fn.stats.cold_start_ms / (1e-9 if 1e-9 > mem else mem)
-        if self.memory_cap_mb is not None:
-            self._fns[fn.name] = fn
         idle = fn.idle
         inst = idle[-1] if idle else warm_slot(fn)
-        return Assign(inst) if inst is not None else SPAWN
+        if inst is not None:
+            return Assign(inst)
+        if self.memory_cap_mb is None:
+            return SPAWN
+        self._fns[fn.name] = fn
+        if self._used_mb() + mem <= self.memory_cap_mb:
+            return SPAWN
+        self.blocked_mb = max(self.blocked_mb, mem)
+        waiting_on = min(fn.instances.values(), key=lambda i: i.queue_len, default=None)
+        return Assign(waiting_on) if waiting_on is not None else self.reject
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
             return INVOKE
-        if self.memory_cap_mb is not None and self._over_cap(fn):
-            mine = self.state(fn).priority
-            lowest = min((self.state(f).priority for f in self._fns.values() if f.idle), default=mine)
-            if mine <= lowest:
-                self.clock = max(self.clock, mine)
-                return KILL
-        return self._recheck
-
-    def _over_cap(self, fn: FunctionView) -> bool:
+        if self.memory_cap_mb is None:
+            return self._recheck
         self._fns[fn.name] = fn
-        used = sum(f.live_count * f.memory_mb for f in self._fns.values())
-        return used > self.memory_cap_mb
+        if self.blocked_mb <= 0.0:
+            return self._recheck
+        if self.memory_cap_mb - self._used_mb() >= self.blocked_mb:
+            self.blocked_mb = 0.0                     # room made: the blocked spawn fits now
+            return self._recheck
+        mine = self.state(fn).priority
+        lowest = min((self.state(f).priority for f in self._fns.values() if f.idle), default=mine)
+        if mine <= lowest:
+            self.clock = max(self.clock, mine)
+            return KILL
+        return self.pressure_recheck
+
+    def _used_mb(self) -> float:
+        """Memory held by the live instances of every function seen."""
+        return sum(len(f.instances) * f.memory_mb for f in self._fns.values())
 
     def evict(self, now_ms: float, need_mb: float,
               candidates: Sequence[InstanceView]) -> list[InstanceView]:
@@ -135,4 +160,5 @@ class FaasCache(Policy):
         return chosen
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "memory_cap_mb": self.memory_cap_mb, "recheck_ms": self.recheck_ms}
+        return {"name": self.name, "memory_cap_mb": self.memory_cap_mb, "recheck_ms": self.recheck_ms,
+                "pressure_recheck_ms": self.pressure_recheck.ms, "retry_after_ms": self.reject.retry_after_ms}
