@@ -103,7 +103,7 @@ def test_features_reach_the_live_policy_are_recorded_and_replay_in_the_simulator
     import importlib.util
 
     from wlsim.engine import simulate
-    from wlsim.traces.table import read_trace
+    from wlsim.traces import read_trace
 
     spec = importlib.util.spec_from_file_location("by_priority_sim", policy_file)
     module = importlib.util.module_from_spec(spec)

@@ -448,7 +448,7 @@ def test_metrics_logs_and_trace(wl: PlatformClient, tmp_path: Path) -> None:
     entries = wl.logs("json_transform")
     assert any(e["error"] == "function_error" and "json_transform" in e["logs"] for e in entries)
 
-    from wlsim.traces.table import read_trace  # the simulator reads what the router recorded
+    from wlsim.traces import read_trace  # the simulator reads what the router recorded
 
     csv_path = tmp_path / "live.csv"
     csv_path.write_bytes(wl.trace("csv"))

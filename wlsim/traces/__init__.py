@@ -16,7 +16,7 @@ _EXPORTS = {
     "TraceError": "wlsim.traces.table",
     "CANONICAL_COLUMNS": "wlsim.traces.table",
     "validate": "wlsim.traces.table",
-    "read_trace": "wlsim.traces.table",
+    "read_trace": "wlsim.traces.formats",
     "write_trace": "wlsim.traces.table",
     "load_azure2019": "wlsim.traces.azure",
     "load_azure2021": "wlsim.traces.azure",
@@ -42,8 +42,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from wlsim.traces.azure import load_azure2019, load_azure2021
+    from wlsim.traces.formats import read_trace
     from wlsim.traces.synthetic import diurnal, mmpp, payload_driven, poisson
-    from wlsim.traces.table import CANONICAL_COLUMNS, TraceError, read_trace, validate, write_trace
+    from wlsim.traces.table import CANONICAL_COLUMNS, TraceError, validate, write_trace
 
 
 def __getattr__(name: str) -> Any:

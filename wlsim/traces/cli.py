@@ -7,7 +7,7 @@ trace modules are imported inside the commands.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -33,7 +33,8 @@ def _fail(message: str) -> NoReturn:
 
 
 def _read(trace: str, seed: int, start_minute: int | None, end_minute: int | None):
-    from wlsim.traces.table import TraceError, read_trace
+    from wlsim.traces.formats import read_trace
+    from wlsim.traces.table import TraceError
 
     try:
         return read_trace(trace, seed=seed, start_minute=start_minute, end_minute=end_minute)
@@ -89,8 +90,8 @@ def info(
     from rich import box
     from rich.table import Table
 
+    from wlsim.traces.formats import trace_kind
     from wlsim.traces.stats import counts_over_time, per_function, rate_bin_ms, sparkline, summarize
-    from wlsim.traces.table import trace_kind
 
     df = _read(trace, seed, start_minute, end_minute)
     kind, _ = trace_kind(trace)
@@ -216,7 +217,8 @@ def convert(
 ) -> None:
     """Turn any supported trace into the canonical table (Parquet or CSV, by extension)."""
     from wlsim.traces import azure
-    from wlsim.traces.table import TraceError, select_minutes, trace_kind
+    from wlsim.traces.formats import trace_kind
+    from wlsim.traces.table import TraceError, select_minutes
 
     if names is None:
         df = _read(input, seed, start_minute, end_minute)
@@ -249,7 +251,7 @@ def convert(
         + (f" and the name mapping to {names}" if names is not None else ""))
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     poisson = "poisson"
     diurnal = "diurnal"
     mmpp = "mmpp"
