@@ -73,11 +73,15 @@ def default_out_dir(trace: str | os.PathLike, root: Path = RESULTS_ROOT) -> Path
 
 
 def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float | None,
-                seed: int, concurrency: int, max_instances: int | None = None) -> SimConfig:
+                seed: int, concurrency: int, max_instances: int | None = None,
+                profile: str | None = None) -> SimConfig:
     from wlsim.config import ColdStartModel, SimConfig
 
     kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency,
                               "max_instances": max_instances}
+    if profile is not None:  # a platform profile's cold starts (wlsim.profile); --cold-start-ms wins
+        from wlsim.profile import load_profile
+        kwargs["cold_start"] = load_profile(profile).cold_start_model()
     if node_memory_mb is not None:
         kwargs["node_memory_mb"] = node_memory_mb
     if cold_start_ms is not None:  # one fixed cold start for every function
@@ -235,9 +239,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from policies.registry import PolicySpecError
     from wlsim.parallel import ExecutorError
     from wlsim.sweep import SweepError
+    from wlsim.profile import ProfileError
     from wlsim.traces import TraceError
 
-    return (CliError, PolicySpecError, TraceError, ArtifactError, ExecutorError, SweepError)
+    return (CliError, PolicySpecError, TraceError, ArtifactError, ExecutorError, SweepError, ProfileError)
 
 
 TraceOpt = typer.Option(DEFAULT_TRACE, "--trace", "-t",
@@ -249,6 +254,9 @@ NodeMemOpt = typer.Option(None, "--node-memory-mb", min=1.0,
                           help="Memory per node in MB (default: large enough never to bind).")
 ColdOpt = typer.Option(None, "--cold-start-ms", min=0.0,
                        help="One fixed cold start for every function (default: 250 ms + 0.5 ms/MB).")
+ProfileOpt = typer.Option(None, "--profile",
+                          help="Platform profile for cold starts: container (the default: 250 ms + 0.5 ms/MB), "
+                               "wl (measured on this platform by wl calibrate, a few ms) or a profile file.")
 SeedOpt = typer.Option(0, "--seed", help="Seed for trace sampling and the simulator.")
 ConcOpt = typer.Option(1, "--concurrency", min=1, help="Per-instance concurrency.")
 MaxInstOpt = typer.Option(None, "--max-instances", min=1,
@@ -279,6 +287,7 @@ def replay(
     policy: str = typer.Option(..., "--policy", "-p", help="Policy spec, e.g. fixed_ttl:ttl_ms=60000."),
     trace: str = TraceOpt, out: Path | None = OutOpt, nodes: int = NodesOpt,
     node_memory_mb: float | None = NodeMemOpt, cold_start_ms: float | None = ColdOpt,
+    profile: str | None = ProfileOpt,
     seed: int = SeedOpt, concurrency: int = ConcOpt, max_instances: int | None = MaxInstOpt,
     start_minute: int | None = StartOpt,
     end_minute: int | None = EndOpt, gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
@@ -288,7 +297,7 @@ def replay(
     try:
         from wlsim.compare import compare
 
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
         summary, results = compare(table, [policy], config, weights, jobs=1, progress=progress,
@@ -329,7 +338,8 @@ def compare_cmd(
     save_requests: bool = typer.Option(False, "--save-requests",
                                        help="Also write each policy's requests as Parquet."),
     nodes: int = NodesOpt, node_memory_mb: float | None = NodeMemOpt,
-    cold_start_ms: float | None = ColdOpt, seed: int = SeedOpt, concurrency: int = ConcOpt,
+    cold_start_ms: float | None = ColdOpt, profile: str | None = ProfileOpt,
+    seed: int = SeedOpt, concurrency: int = ConcOpt,
     max_instances: int | None = MaxInstOpt,
     start_minute: int | None = StartOpt, end_minute: int | None = EndOpt,
     gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
@@ -340,7 +350,7 @@ def compare_cmd(
         from policies.registry import split_specs
 
         specs = split_specs(policies)
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
         executor = None

@@ -415,8 +415,11 @@ def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFram
     end = float(np.nanmax(records["sent_ms"])) if len(records) else 0.0
     latest = float(table["arrival_ms"].max())
     t0_router = t0_day + round((latest - t0_day - end) / DAY_MS) * DAY_MS
-    table = table[(table["arrival_ms"] >= t0_router - 1000.0) & (table["arrival_ms"] <= t0_router + end + 60_000.0)]
-    table = table.assign(function=table["function"].map(back), arrival_ms=table["arrival_ms"] - t0_router)
+    # The run's requests reach the router after t0 (the first is sent at t0 at the earliest);
+    # rows before it are earlier traffic (a warm-up), 5 ms of slack for the two clocks.
+    table = table[(table["arrival_ms"] >= t0_router - 5.0) & (table["arrival_ms"] <= t0_router + end + 60_000.0)]
+    table = table.assign(function=table["function"].map(back),
+                         arrival_ms=(table["arrival_ms"] - t0_router).clip(lower=0.0))
     return table.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
 
 
