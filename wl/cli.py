@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from wl.settings import ENV_VARS
 
 from wl.loop.cli import register as register_loop
 from wlruntime.cli import register as register_runtime
@@ -12,8 +16,29 @@ from wlsim.rl.cli import app as rl_app
 from wlsim.rl.cli import train_cmd
 from wlsim.traces.cli import app as trace_app
 
+# Listed under every `wl --help` (rich markup: one line each).
+ENV_HELP = "Environment variables: " + " · ".join(f"[bold]{name}[/] {text}" for name, text in ENV_VARS.items())
+
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="wl: a WebAssembly function platform and a simulator for its policies.")
+                  help="wl: a WebAssembly function platform and a simulator for its policies.",
+                  epilog=ENV_HELP)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"wl {version('wl')}")
+        except PackageNotFoundError:
+            typer.echo("wl (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                     help="print wl's version and exit")] = False) -> None:
+    """wl: a WebAssembly function platform and a simulator for its policies."""
 app.add_typer(trace_app, name="trace", help="Inspect, convert and synthesise invocation traces.")
 app.add_typer(sim_app, name="sim", help="Replay traces through policies in the simulator.")
 app.command("train", help="Train a learned routing policy in the simulator (alias of `wl rl train`).")(train_cmd)
