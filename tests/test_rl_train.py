@@ -138,3 +138,8 @@ def test_unmasked_algorithms_train_and_export(algo: str, tmp_path: Path) -> None
     policy = LearnedPolicy.load(result.artifact)
     assert policy.describe()["algo"] == algo
     assert len(simulate(trace, policy).requests) == len(trace)
+    # the saved model exports again, its algorithm told from the model itself
+    from wlsim.rl.export import export_checkpoint
+
+    again = LearnedPolicy.load(export_checkpoint(result.model_path, tmp_path / "again"))
+    assert again.describe()["algo"] == algo

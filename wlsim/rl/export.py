@@ -121,8 +121,6 @@ def export_checkpoint(model_path: str | Path, out_dir: str | Path, encoder_spec:
                       training: dict[str, Any] | None = None) -> Path:
     """Export an sb3 model or checkpoint (.zip) saved by ``wl train``; the encoder spec comes
     from ``encoder_spec`` (a JSON file) or the run's encoder.json."""
-    import zipfile
-
     from policies.encoder import EncoderSpec
 
     model_path = Path(model_path)
@@ -135,18 +133,30 @@ def export_checkpoint(model_path: str | Path, out_dir: str | Path, encoder_spec:
         encoder = FeatureEncoder(EncoderSpec.from_dict(json.loads(Path(spec_path).read_text())))
     except (OSError, ValueError, TypeError) as e:
         raise ArtifactError(f"{spec_path}: not a valid encoder spec: {e}") from None
-    try:
-        with zipfile.ZipFile(model_path) as z:
-            data = json.loads(z.read("data"))
-        policy_module = str(data["policy_class"]["__module__"])
-    except (zipfile.BadZipFile, KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{model_path}: not a stable-baselines3 model file: {e}") from None
-    if policy_module.startswith("sb3_contrib.common.maskable"):
-        from sb3_contrib import MaskablePPO as Algo
-    elif policy_module.startswith("stable_baselines3.dqn"):
-        from stable_baselines3 import DQN as Algo
-    else:
-        from stable_baselines3 import PPO as Algo
+    algo, Algo = _algorithm_of(model_path)
     model = Algo.load(model_path, device="cpu")
-    meta = {"exported_from": str(model_path), "algo": Algo.__name__, **(training or {})}
+    meta = {"exported_from": str(model_path), "algo": algo, **(training or {})}
     return export_model(model, encoder, out_dir, training=meta)
+
+
+def _algorithm_of(model_path: Path) -> tuple[str, type]:
+    """The stable-baselines3 algorithm that saved ``model_path`` (its ``wl train --algo`` name and
+    class), told by the policy class the file deserializes to (each algorithm declares the
+    policy classes it trains)."""
+    import zipfile
+
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    try:
+        data, _, _ = load_from_zip_file(model_path, device="cpu")
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{model_path}: not a stable-baselines3 model file: {e}") from None
+    policy = (data or {}).get("policy_class")
+    # most specific first: MaskablePPO's policies are actor-critic policies too
+    for name, algo in (("maskable_ppo", MaskablePPO), ("dqn", DQN), ("ppo", PPO)):
+        if isinstance(policy, type) and any(issubclass(policy, known) for known in algo.policy_aliases.values()):
+            return name, algo
+    raise ArtifactError(f"{model_path}: a model of policy {getattr(policy, '__name__', policy)!r}, "
+                        "not one wl trains (MaskablePPO, PPO or DQN)")
