@@ -133,7 +133,9 @@ def as_sent(load: LoadResult) -> pd.DataFrame:
     scheduled time); rows stay in plan order, so request ids match the load's records."""
     table = load.plan.canonical()
     sent = load.records["sent_ms"].to_numpy(float)
-    return table.assign(arrival_ms=np.where(np.isfinite(sent), sent, table["arrival_ms"].to_numpy(float)))
+    # a timer may fire a fraction of a ms early: the first send can be just before t0
+    sent = np.where(np.isfinite(sent), np.maximum(sent, 0.0), table["arrival_ms"].to_numpy(float))
+    return table.assign(arrival_ms=sent)
 
 
 def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: int) -> dict[str, Any]:
