@@ -362,11 +362,12 @@ def invoke(
             parts.append(f"{h['x-wl-node']}/{h.get('x-wl-instance', '')} v{h.get('x-wl-version', '')}")
         err_console.print(" · ".join(parts), highlight=False)
     if not result.ok:
-        err_console.print(f"[red]{escape(result.error or 'error')}[/] (HTTP {result.status}): "
-                          f"{escape(result.message)}", highlight=False)
-        logs = result.details.get("logs")
-        if logs and logs.strip() not in result.message:
-            err_console.print(escape(logs.rstrip()), highlight=False)
+        logs = (result.details.get("logs") or "").rstrip()
+        message = _without_log(result.message, logs)
+        err_console.print(f"[red]{escape(result.error or 'error')}[/] (HTTP {result.status})"
+                          + (f": {escape(message)}" if message else ""), highlight=False)
+        if logs:
+            err_console.print(escape(logs), highlight=False)
         raise typer.Exit(1)
 
 
@@ -380,14 +381,28 @@ def rm(name: Annotated[str, typer.Argument(help="function name")],
                   highlight=False)
 
 
-def _table(*columns: str) -> Any:
-    """A table whose cells wrap instead of being cut (a number is never shown as '13,1…')."""
+def _print_rows(columns: list[str], rows: list[list[str]], numeric: set[str]) -> None:
+    """A table whose numbers are never cut: number columns keep their width, text columns
+    wrap; when even that does not fit the terminal, one block of ``column: value`` per row."""
+    from rich.measure import Measurement
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=False)
-    return table
+    for i, column in enumerate(columns):
+        if column in numeric:
+            width = max(len(column), *(len(row[i]) for row in rows))
+            table.add_column(column, justify="right", no_wrap=True, min_width=width)
+        else:
+            table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    if Measurement.get(console, console.options, table).minimum <= console.width:
+        console.print(table)
+        return
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            console.print(f"[bold]{column}[/]: {escape(value)}", highlight=False, soft_wrap=True)
+        console.print()
 
 
 def ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
@@ -400,19 +415,20 @@ def ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> 
     if not functions:
         console.print("no functions deployed (wl deploy NAME FILE.wasm)")
         return
-    table = _table("name", "version", "abi", "memory", "timeout", "concurrency", "instances", "invocations",
-                   "cold starts")
+    columns = ["name", "version", "abi", "memory", "timeout", "concurrency", "instances", "invocations",
+               "cold starts"]
+    rows = []
     for f in functions:
         c = f.get("config", {})
         live = f.get("live") or {}
         states: dict[str, int] = {}
         for inst in live.get("instances", []):
             states[inst["state"]] = states.get(inst["state"], 0) + 1
-        table.add_row(f["name"], str(f.get("latest_version")), str(c.get("abi")), f"{c.get('memory_mb')} MB",
-                      f"{c.get('timeout_ms')} ms", str(c.get("max_instances", c.get("concurrency"))),
-                      ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "-",
-                      str(live.get("completions", 0)), str(live.get("cold_starts", 0)))
-    console.print(table)
+        rows.append([f["name"], str(f.get("latest_version")), str(c.get("abi")), f"{c.get('memory_mb')} MB",
+                     f"{c.get('timeout_ms'):,} ms", str(c.get("max_instances", c.get("concurrency"))),
+                     ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "-",
+                     f"{live.get('completions', 0):,}", f"{live.get('cold_starts', 0):,}"])
+    _print_rows(columns, rows, {"version", "memory", "timeout", "concurrency", "invocations", "cold starts"})
 
 
 def _log_lines(entry: dict[str, Any]) -> tuple[str, str]:
@@ -426,11 +442,21 @@ def _log_lines(entry: dict[str, Any]) -> tuple[str, str]:
         head += " [yellow]cold[/]"
     logs = (entry.get("logs") or "").rstrip()
     if entry.get("error", "none") != "none":
-        message = (entry.get("message") or "").strip()
+        message = _without_log(entry.get("message") or "", logs)
         head += f" [red]{escape(entry['error'])}[/]"
-        if message and message not in logs:
+        if message:
             head += f": {escape(message)}"
     return head, logs
+
+
+def _without_log(message: str, logs: str) -> str:
+    """``message`` minus the log lines it repeats (the node appends the last stderr line to an
+    error's message), so an error printed with its log says each thing once."""
+    for line in logs.splitlines():
+        line = line.strip()
+        if line and line in message:
+            message = message.replace(line, "")
+    return message.strip().rstrip(":").strip()
 
 
 def logs(
@@ -633,11 +659,9 @@ def policy_ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = No
     if not policies:
         console.print("no policies uploaded (wl policy upload NAME FILE)")
         return
-    table = _table("name", "version", "kind", "size", "sha256", "uploaded")
-    for p in policies:
-        table.add_row(p["name"], str(p["version"]), str(p.get("config", {}).get("kind")),
-                      f"{p.get('size', 0) / 1024:.1f} KB", p["sha256"][:12], p.get("created_at", ""))
-    console.print(table)
+    rows = [[p["name"], str(p["version"]), str(p.get("config", {}).get("kind")), f"{p.get('size', 0) / 1024:,.1f} KB",
+             p["sha256"][:12], p.get("created_at", "")] for p in policies]
+    _print_rows(["name", "version", "kind", "size", "sha256", "uploaded"], rows, {"version", "size"})
 
 
 # ---------------------------------------------------------------------------- serve wrappers
