@@ -48,3 +48,26 @@ def test_plots_survive_a_policy_with_no_served_requests(tmp_path):
     summary = pd.DataFrame([{"policy": "p", "idle_gb_s": 1.0, "cold_start_rate": np.nan}])
     paths = write_plots({"p": r}, summary, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths.values())
+
+
+def test_plots_are_also_written_as_pdf_with_short_labels(tmp_path):
+    from wlsim.plots import short_label
+
+    r = two_function_result()
+    results = {"fixed_ttl:ttl_ms=60000": r, "learned:examples/learned/azure40": r, "oracle": r}
+    summary = summary_table(results)
+    paths = write_plots(results, summary, tmp_path, clock_offset_ms=12 * 3_600_000)
+    for path in paths.values():
+        assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    assert short_label("fixed_ttl:ttl_ms=60000") == "TTL 1min"
+    assert short_label("fixed_ttl:ttl_ms=20000") == "TTL 20s"
+    assert short_label("learned:examples/learned/azure40") == "learned azure40"
+    assert short_label("custom:examples/policies/keep_warm_5min.py:KeepWarm") == "custom keep_warm_5min"
+    assert short_label("hybrid_histogram") == "hybrid hist."
+
+
+def test_added_latency_is_wait_plus_cold_start():
+    from wlsim.plots import added_latency_ms
+
+    # served: cold 300 -> 300; warm 0; queued 50; cold 500 (the rejected one is left out)
+    assert sorted(added_latency_ms(two_function_result()).tolist()) == [0.0, 50.0, 300.0, 500.0]

@@ -345,7 +345,7 @@ def compare_cmd(
     gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
     latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
 ) -> None:
-    """Replay a trace through several policies: comparison table, summary.csv and three PNG plots."""
+    """Replay a trace through several policies: comparison table, summary.csv and three plots (PNG + PDF)."""
     try:
         from policies.registry import split_specs
 
@@ -353,6 +353,8 @@ def compare_cmd(
         config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile)
         weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
+        if start_minute:   # plots show the trace's own clock, not 0 at the window's start
+            table.attrs["clock_offset_ms"] = (start_minute - 1) * 60_000.0
         executor = None
         if ray_target(ray, ray_address) is not None:
             from wlsim.parallel import make_executor
@@ -392,7 +394,7 @@ def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
         "weights": {k: getattr(weights, k) for k in ("gb_s_usd", "request_usd", "latency_usd_per_s")},
         "elapsed_s": elapsed, "params": {s: r.params for s, r in results.items()},
         "summary": summary.to_dict("records")})
-    plots.write_plots(results, summary, out_dir)
+    plots.write_plots(results, summary, out_dir, clock_offset_ms=float(table.attrs.get("clock_offset_ms", 0.0)))
     if save_requests:
         for i, (spec, r) in enumerate(results.items()):
             safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec)
