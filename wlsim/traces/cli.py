@@ -85,6 +85,7 @@ def info(
     end_minute: EndOpt = None,
     top: Annotated[int, typer.Option(help="how many of the busiest functions to list")] = 10,
     plot: Annotated[Path | None, typer.Option(help="also write a rate-over-time PNG here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the statistics as JSON (no tables)")] = False,
 ) -> None:
     """Functions, invocations, rates over time, inter-arrival and duration statistics."""
     from rich import box
@@ -96,6 +97,9 @@ def info(
     df = _read(trace, seed, start_minute, end_minute)
     kind, _ = trace_kind(trace)
     s = summarize(df)
+    if as_json:
+        _print_info_json(trace, kind, s, per_function(df).head(max(top, 0)))
+        return
     out = Console(highlight=False)
 
     out.print(f"[bold]trace[/bold] {trace} ({kind})")
@@ -131,13 +135,27 @@ def info(
     headers = ["function",
         "invoc.", "share", "/min", "IAT\nmean", "IAT\np50", "IAT\nCV", "dur\np50", "dur\np99", "MB"]
     for col in headers:
-        t.add_column(col, justify="left" if col in ("function", "app") else "right", no_wrap=True)
-    for name, r in shown.iterrows():
-        t.add_row(name, f"{r['invocations']:,}", f"{r['share']:.1%}",
-                  _num(r["rate_per_min"]), _duration(r["iat_mean_ms"]), _duration(r["iat_median_ms"]),
-                  "-" if math.isnan(r["iat_cv"]) else f"{r['iat_cv']:.2f}",
-                  _duration(r["duration_p50_ms"]), _duration(r["duration_p99_ms"]), _num(r["memory_mb"], 4))
-    out.print(t)
+        # Names wrap; numbers keep their width (never cut to "13,1…").
+        if col == "function":
+            t.add_column(col, overflow="fold")
+        else:
+            t.add_column(col, justify="right", no_wrap=True)
+    rows = [[str(name), f"{r['invocations']:,}", f"{r['share']:.1%}",
+             _num(r["rate_per_min"]), _duration(r["iat_mean_ms"]), _duration(r["iat_median_ms"]),
+             "-" if math.isnan(r["iat_cv"]) else f"{r['iat_cv']:.2f}",
+             _duration(r["duration_p50_ms"]), _duration(r["duration_p99_ms"]), _num(r["memory_mb"], 4)]
+            for name, r in shown.iterrows()]
+    for row in rows:
+        t.add_row(*row)
+    widths = [max([len(part) for part in h.split("\n")] + [len(row[i]) for row in rows])
+              for i, h in enumerate(headers)]
+    needed = min(widths[0], 12) + sum(widths[1:]) + len(headers)  # a name may wrap; numbers may not
+    if needed <= out.width:
+        out.print(t)
+    else:  # too narrow for the numbers: one line per function rather than cut cells
+        for row in rows:
+            out.print(f"[bold]{row[0]}[/bold]: " + " · ".join(f"{h.replace(chr(10), ' ')} {v}"
+                                                            for h, v in zip(headers[1:], row[1:], strict=True)))
 
     # Rate over time: the whole trace, then each listed function, each scaled to its own peak.
     bin_ms, unit = rate_bin_ms(s.span_ms)
@@ -168,6 +186,26 @@ def info(
         out.print(f"wrote {plot}")
 
 
+def _print_info_json(trace: str, kind: str, summary, top) -> None:
+    """`wl trace info --json`: the summary and the busiest functions, NaN as null."""
+    import dataclasses
+    import json
+    import sys
+
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value.item() if hasattr(value, "item") else value
+
+    functions = [{"function": str(name), **{k: clean(v) for k, v in row.items()}} for name, row in top.iterrows()]
+    doc = {"trace": trace, "kind": kind, **clean(dataclasses.asdict(summary)), "top_functions": functions}
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
 def _plot_rate(df, top_functions, path: Path, title: str) -> None:
     """Invocations per minute over time: the total, and the busiest functions (log scale)."""
     import matplotlib
@@ -176,8 +214,8 @@ def _plot_rate(df, top_functions, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from wlcommon.files import atomic_output
     from wlsim.traces.stats import counts_over_time
-    from wlsim.traces.table import atomic_output
 
     arrival = df["arrival_ms"].to_numpy()
     end = float(arrival[-1])
@@ -239,7 +277,7 @@ def convert(
             _fail(f"{input}: {e}")
     _write(df, output)
     if names is not None:
-        from wlsim.traces.table import atomic_output
+        from wlcommon.files import atomic_output
 
         try:
             with atomic_output(names) as tmp:
