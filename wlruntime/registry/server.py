@@ -42,6 +42,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
@@ -83,6 +84,21 @@ def read_or_create_token_file(path: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
+
+
+class _AnyPath(Convertor):
+    """Like starlette's ``path`` convertor, newlines included: every name reaches the name check."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", _AnyPath())
 
 
 class _BodyTooLarge(Exception):
@@ -366,9 +382,10 @@ def create_app(settings: Settings) -> FastAPI:
                  "config": m["config"], "created_at": m["created_at"]}
                 for m in map(functools.partial(_shown, request), store.latest_of_each())]
 
-    # {name:path} so that names with '/' (e.g. "../etc", percent-encoded) reach the name
+    # {name:anypath} so that names with '/' (e.g. "../etc", percent-encoded) or control
+    # characters (starlette's :path stops at a newline) reach the name
     # check and get a 400 instead of falling through to a routing 404.
-    @app.post("/functions/{name:path}", status_code=201, dependencies=[Depends(require_write)])
+    @app.post("/functions/{name:anypath}", status_code=201, dependencies=[Depends(require_write)])
     async def upload(name: str, request: Request) -> JSONResponse:
         _check_name(name)
         async with request.form(max_files=1, max_fields=4) as form:
@@ -391,7 +408,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(meta, status_code=201 if created else 200,
                             headers={"Location": f"/functions/{name}/versions/{meta['version']}"})
 
-    @app.delete("/functions/{name:path}", dependencies=[Depends(require_write)])
+    @app.delete("/functions/{name:anypath}", dependencies=[Depends(require_write)])
     def delete_function(name: str) -> dict:
         _check_name(name)
         removed = store.delete(name)
@@ -427,7 +444,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.policy_store = add_policy_routes(app, settings.registry_dir() / "policies", require_read,
                                                require_write, max_wasm)
 
-    @app.api_route("/functions/{rest:path}", methods=["GET"], dependencies=[Depends(require_read)])
+    @app.api_route("/functions/{rest:anypath}", methods=["GET"], dependencies=[Depends(require_read)])
     def unmatched(rest: str) -> Response:
         # Reached for paths the routes above do not match, e.g. a name containing '/'.
         if name_problem(rest.split("/", 1)[0]):

@@ -290,13 +290,15 @@ def features(scope: dict, client_context: bytes | None = None) -> dict[str, floa
     if client_context is not None:
         try:
             context = json.loads(base64.b64decode(client_context, validate=True))
-            custom = context.get("custom") or {}
-            given = custom.get("wl_features") or {}
-            if not isinstance(given, dict):
-                raise TypeError("custom.wl_features must be an object")
-        except (ValueError, TypeError, AttributeError) as error:
-            raise BadRequest(f"X-Amz-Client-Context: not base64 JSON with custom.wl_features "
-                             f"mapping names to numbers ({error})") from None
+        except ValueError:
+            raise BadRequest("X-Amz-Client-Context: not base64-encoded JSON") from None
+        custom = context.get("custom") if isinstance(context, dict) else None
+        given = custom.get("wl_features") if isinstance(custom, dict) else None
+        if not isinstance(context, dict) or not isinstance(custom or {}, dict) or not isinstance(given or {}, dict):
+            # what is wrong, in the caller's terms (no Python type names)
+            raise BadRequest("X-Amz-Client-Context: expected a JSON object whose custom.wl_features is an "
+                             "object mapping feature names to numbers")
+        given = given or {}
         raw.extend(given.items())
     if not raw:
         return None
