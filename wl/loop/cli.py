@@ -101,7 +101,8 @@ def _print_summary(console, s: dict) -> None:
 
     t = Table(show_header=False)
     for key in ("requests", "ok", "statuses", "cold_starts", "lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms",
-                "valid", "client_latency_p50_ms", "client_latency_p99_ms", "router_wait_p50_ms", "router_wait_p99_ms"):
+                "valid", "client_latency_p50_ms", "client_latency_p99_ms", "router_wait_p50_ms", "router_wait_p99_ms",
+                "front_p50_ms", "front_p99_ms"):
         v = s.get(key)
         t.add_row(key.replace("_", " "), f"{v:,.2f}" if isinstance(v, float) else str(v))
     console.print(t)

@@ -199,6 +199,9 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
     lat50, lat99 = _percentiles(r.loc[ok, "latency_ms"])
     wait50, wait99 = _percentiles(r.loc[ok, "wait_ms"])
     statuses = {str(k): int(v) for k, v in r["status"].value_counts().sort_index().items()}
+    # send -> arrival at the router's policy (the HTTP front): grows when the router falls behind
+    front = (r["router_arrival_ms"] - r["sent_ms"]) if "router_arrival_ms" in r else pd.Series(dtype=float)
+    front50, front99 = _percentiles(front)
     return {
         "requests": len(r), "ok": int(ok.sum()), "statuses": statuses,
         "cold_starts": int(r.loc[ok, "cold"].fillna(False).astype(bool).sum()),
@@ -208,6 +211,7 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
         "valid": bool(result.info.get("valid", False)), "invalid_because": result.info.get("invalid_because", ""),
         "client_latency_p50_ms": lat50, "client_latency_p99_ms": lat99,
         "router_wait_p50_ms": wait50, "router_wait_p99_ms": wait99,
+        "front_p50_ms": front50, "front_p99_ms": front99,
         "span_s": result.info.get("span_s"), "rate_per_s": result.info.get("rate_per_s"),
     }
 
