@@ -6,6 +6,9 @@ Each generator makes ``n_functions`` functions (``fn-00``, ``fn-01``, ... in app
 * ``poisson``: homogeneous Poisson arrivals, one rate per function;
 * ``diurnal``: Poisson with a sinusoidal 24-hour rate, drawn by thinning;
 * ``mmpp``: bursty, a 2-state Markov-modulated Poisson process (on/off rates and switching rates);
+* ``azure_like`` / ``azure_like_chunks``: any size (e.g. 10k functions, tens of millions of
+  invocations), shaped like Azure Functions 2019, generated a minute at a time so it can be
+  streamed to Parquet (``wlsim.traces.stream.write_chunks``; ``wl trace synth azure``);
 * ``payload_driven``: Poisson arrivals whose ``payload_bytes`` (lognormal) drive the duration,
   ``duration = base_ms + ms_per_kb * payload_kb + noise``, so a payload-aware duration
   predictor has something to learn.
@@ -209,3 +212,72 @@ def payload_driven(n_functions: int = 10, hours: float = 1.0, *, rate_per_s: Rat
     duration = base_ms + ms_per_kb * payload / 1024.0 + noise_ms * rng.standard_normal(len(func_idx))
     return _table(func_idx, arrival, np.maximum(duration, 0.0), memory_mb, n_functions, source,
                   payload_bytes=payload.astype(np.int64))
+
+
+# ------------------------------------------------------------------ Azure-like, at scale
+AZURE_RATE_SIGMA = 2.5           # lognormal spread of per-function rates (orders of magnitude apart)
+AZURE_MEAN_FUNCTIONS_PER_APP = 2.5
+AZURE_DURATION_MEDIAN_RANGE_MS = (5.0, 10_000.0)
+AZURE_DIURNAL_AMPLITUDE = 0.5
+AZURE_MEMORY_CHOICES_MB = (128.0, 256.0, 512.0, 1024.0, 2048.0)
+AZURE_CHUNK_MS = 600_000.0       # one chunk (a Parquet row group) per 10 simulated minutes
+
+
+def azure_like_chunks(n_functions: int = 10_000, invocations: int = 10_000_000, hours: float = 24.0, *,
+                      seed: int = 0, chunk_ms: float = AZURE_CHUNK_MS):
+    """An Azure-like trace of any size as canonical tables, one per ``chunk_ms`` of time, in
+    arrival order (concatenated they are one valid trace); memory is one chunk at a time.
+
+    Shaped like the Azure Functions 2019 trace (Shahrad et al., ATC'20): functions grouped
+    into applications (geometric sizes, mean 2.5 functions; memory per application), rates
+    lognormal across functions (sigma 2.5: a few functions take most invocations, most are
+    rare), a 24-hour sinusoidal load (amplitude 0.5, peak at 14:00), lognormal durations
+    around a per-function median in [5 ms, 10 s]. The expected total is ``invocations``;
+    per chunk each function's count is Poisson (rate at the chunk's middle), its instants
+    uniform within the chunk.
+    """
+    source = "synthetic:azure_like"
+    _check(n_functions, hours, source)
+    if int(invocations) < 1:
+        raise TraceError(source, f"invocations must be >= 1, got {invocations}")
+    rng = np.random.default_rng(seed)
+    n = int(n_functions)
+    weights = np.exp(AZURE_RATE_SIGMA * rng.standard_normal(n))
+    horizon_ms = hours * MS_PER_HOUR
+    rate_per_ms = weights / weights.sum() * (float(invocations) / horizon_ms)
+    app_sizes = rng.geometric(1.0 / AZURE_MEAN_FUNCTIONS_PER_APP, n)     # at most n apps
+    app_of_fn = np.repeat(np.arange(n), app_sizes)[:n]
+    n_apps = int(app_of_fn[-1]) + 1
+    lo, hi = AZURE_DURATION_MEDIAN_RANGE_MS
+    median_ms = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    memory_mb = rng.choice(np.asarray(AZURE_MEMORY_CHOICES_MB), n_apps)[app_of_fn]
+    apps = pd.Categorical.from_codes(np.arange(n_apps), _names(n_apps, "app")).categories
+    functions = pd.Categorical.from_codes(np.arange(n), _names(n, "fn")).categories
+    start = 0.0
+    while start < horizon_ms:
+        end = min(start + chunk_ms, horizon_ms)
+        mid = (start + end) / 2.0
+        mean = (end - start) * diurnal_rate(mid, rate_per_ms, AZURE_DIURNAL_AMPLITUDE, 14.0)
+        counts = rng.poisson(mean)
+        fn = np.repeat(np.arange(n), counts)
+        arrival = rng.uniform(start, end, len(fn))
+        order = np.argsort(arrival, kind="stable")
+        fn, arrival = fn[order], arrival[order]
+        if len(fn):
+            yield pd.DataFrame({
+                "app": pd.Categorical.from_codes(app_of_fn[fn], categories=apps),
+                "function": pd.Categorical.from_codes(fn, categories=functions),
+                "arrival_ms": arrival,
+                "duration_ms": median_ms[fn] * np.exp(DURATION_SIGMA * rng.standard_normal(len(fn))),
+                "memory_mb": memory_mb[fn],
+            })
+        start = end
+
+
+def azure_like(n_functions: int = 100, invocations: int = 100_000, hours: float = 24.0, *,
+               seed: int = 0) -> pd.DataFrame:
+    """``azure_like_chunks`` in one table (for traces that fit in memory)."""
+    parts = list(azure_like_chunks(n_functions, invocations, hours, seed=seed))
+    if not parts:
+        raise TraceError("synthetic:azure_like", "no invocations generated; raise invocations or hours")
+    return validate(pd.concat(parts, ignore_index=True), "synthetic:azure_like")
