@@ -60,12 +60,9 @@ class PlatformState(BaseModel):
     pid: int
 
     def token(self) -> str | None:
-        if self.token_file is None:
-            return None
-        try:
-            return Path(self.token_file).read_text().strip() or None
-        except OSError:
-            return None
+        from wlcommon.files import read_token_file
+
+        return None if self.token_file is None else read_token_file(self.token_file)
 
 
 def _alive(pid: int) -> bool:

@@ -93,12 +93,7 @@ def _target(url: str | None, token: str | None, config: Path | None = None,
         token = state.token()
     if not token:
         settings = _settings(config)
-        token = settings.router.admin_token or settings.registry.token
-        if not token:
-            try:
-                token = (settings.registry_dir() / "registry.token").read_text().strip() or None
-            except OSError:
-                token = None
+        token = settings.router.admin_token or settings.registry_token()
     return url, token, where
 
 
@@ -125,14 +120,16 @@ def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 # ----------------------------------------------------------------------------------- wl up
 def up(
     nodes: Annotated[int | None, typer.Option("--nodes", "-n", help="handler nodes to start (default 1)")] = None,
-    policy: Annotated[str | None, typer.Option(help="policy spec (default: default), e.g. fixed_ttl:ttl_ms=60000")] = None,
+    policy: Annotated[str | None,
+                      typer.Option(help="policy spec (default: default), e.g. fixed_ttl:ttl_ms=60000")] = None,
     port: Annotated[int | None, typer.Option(help="router HTTP port (default 7701)")] = None,
     registry_port: Annotated[int | None, typer.Option(help="registry port (default 7700)")] = None,
     scheduler_port: Annotated[int | None, typer.Option(help="router's Scheduler gRPC port (default 7702)")] = None,
     node_port: Annotated[int | None, typer.Option(help="first node's gRPC port (default 7710; then +1...)")] = None,
     memory_mb: Annotated[int | None, typer.Option(help="memory each node offers (default 2048)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="platform data (default ~/.wl)")] = None,
-    trace_out: Annotated[Path | None, typer.Option(help="write the recorded traffic here on exit (.parquet/.csv)")] = None,
+    trace_out: Annotated[Path | None,
+                         typer.Option(help="write the recorded traffic here on exit (.parquet/.csv)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not print the components' logs")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -160,7 +157,7 @@ def up(
     registry_dir = s.registry_dir()
     token = s.registry.token or s.router.admin_token or platform_token(registry_dir)
     token_source = ("from your settings" if s.registry.token or s.router.admin_token
-                    else str(registry_dir / "registry.token"))
+                    else str(s.registry_token_file()))
     colors = {"registry": "cyan", "router": "magenta"}
 
     def echo(name: str, line: str) -> None:

@@ -114,6 +114,9 @@ class NodeSettings(_Section):
     """How many nodes ``wl up`` starts."""
 
 
+REGISTRY_TOKEN_FILE = "registry.token"
+
+
 class Settings(_Section):
     data_dir: Path = DEFAULT_DATA_DIR
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
@@ -122,6 +125,17 @@ class Settings(_Section):
 
     def registry_dir(self) -> Path:
         return _expand(self.registry.data_dir or self.data_dir / "registry")
+
+    def registry_token_file(self) -> Path:
+        """Where a registry with no configured token keeps the one it generates."""
+        return self.registry_dir() / REGISTRY_TOKEN_FILE
+
+    def registry_token(self) -> str | None:
+        """The registry's write token: the configured one, else the one the registry generated
+        (when this machine can read it), else None (reads only)."""
+        from wlcommon.files import read_token_file
+
+        return self.registry.token or read_token_file(self.registry_token_file())
 
     def node_cache_dir(self) -> Path:
         return _expand(self.node.cache_dir or self.data_dir / "node-cache")

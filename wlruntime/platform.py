@@ -33,7 +33,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -46,9 +45,10 @@ from typing import Any, Self
 
 import httpx
 
+from wlcommon.files import atomic_write, read_or_create_token_file
+from wlruntime.config import REGISTRY_TOKEN_FILE
 from wlruntime.router.client import RouterClient
 
-TOKEN_FILE = "registry.token"  # the registry's generated-token file name (wlruntime/registry/server.py)
 STATUS_FILE = "status.json"    # in the data dir: each component's health, for `wl ls` and operators
 RESTART_BACKOFF_S = 0.25       # first restart delay; doubles while a child keeps dying young
 MAX_BACKOFF_S = 10.0
@@ -64,19 +64,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def platform_token(registry_dir: Path) -> str:
     """The local platform's token: the registry's token file, created (0600) when missing."""
-    path = registry_dir / TOKEN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if not token:
-            raise RuntimeError(f"token file {path} is empty; delete it to generate a new token") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+    return read_or_create_token_file(registry_dir / REGISTRY_TOKEN_FILE)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -120,7 +108,7 @@ class Child:
         self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed by the reader thread)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=env, text=True, bufsize=1,
-                                     preexec_fn=_die_with_parent)  # noqa: PLW1509 (setsid + prctl only)
+                                     preexec_fn=_die_with_parent)
         self._reader = threading.Thread(target=self._read, name=f"wl-{name}-output", daemon=True)
         self._reader.start()
 
@@ -347,7 +335,8 @@ class Platform:
                     "name": child.name, "pid": child.proc.pid, "alive": alive, "held_down": child.held,
                     "restarts": health.restarts, "exits": health.exits, "last_exit_code": health.last_exit_code,
                     "up_s": round(now - child.started_at, 1) if alive else 0.0,
-                    "restarting_in_s": None if health.restart_at is None else round(max(0.0, health.restart_at - now), 2),
+                    "restarting_in_s": (None if health.restart_at is None
+                                        else round(max(0.0, health.restart_at - now), 2)),
                 })
         return {"time": time.time(), "supervised": self.supervise, "router": self.router_url,
                 "registry": self.registry_url, "components": components}
@@ -359,9 +348,7 @@ class Platform:
     def _write_status(self) -> None:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.status_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.status(), indent=1))
-            tmp.replace(self.status_path)
+            atomic_write(self.status_path, json.dumps(self.status(), indent=1))
         except OSError as error:  # status is informative: never stop the platform for it
             self._say(f"could not write {self.status_path}: {error}")
 

@@ -20,6 +20,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from wlcommon.files import atomic_output
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -121,12 +123,8 @@ def _json_safe(value: Any) -> Any:
 
 def _write_atomic(path: Path, write: Any) -> Path:
     """Write through a temporary file renamed into place, so no file is left half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -238,8 +236,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from policies.learned import ArtifactError  # a bad learned:PATH artifact
     from policies.registry import PolicySpecError
     from wlsim.parallel import ExecutorError
-    from wlsim.sweep import SweepError
     from wlsim.profile import ProfileError
+    from wlsim.sweep import SweepError
     from wlsim.traces import TraceError
 
     return (CliError, PolicySpecError, TraceError, ArtifactError, ExecutorError, SweepError, ProfileError)

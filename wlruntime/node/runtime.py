@@ -23,9 +23,7 @@ import heapq
 import itertools
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from wlcommon.files import atomic_write
+from wlruntime.names import SHA256_RE
 from wlruntime.wasm.cache import MEMORY, CompiledCache
 from wlruntime.wasm.runners import (
     INTERNAL,
@@ -264,7 +264,7 @@ class NodeRuntime:
             t_inst = time.perf_counter()
             try:
                 runner = compiled.new_instance(instance_id)
-            except Exception as error:  # instantiation runs guest code (components)
+            except Exception as error:  # noqa: BLE001 (instantiation runs guest code: any failure is its own)
                 raise NodeError("FAILED_PRECONDITION",
                                 f"{function}@{resolved_version} failed to instantiate: {error}") from None
             instantiate_ms = (time.perf_counter() - t_inst) * 1000.0
@@ -325,7 +325,7 @@ class NodeRuntime:
                 log.info("registry identity unknown (%s): using the last one seen", error)
         if identity is not None and _REGISTRY_ID.match(identity):
             if remembered is not None:
-                _write_atomically(remembered, identity.encode())
+                atomic_write(remembered, identity, mode=0o600)
         elif remembered is not None and remembered.is_file():
             identity = remembered.read_text().strip()
             identity = identity if _REGISTRY_ID.match(identity) else None
@@ -356,7 +356,7 @@ class NodeRuntime:
             log.warning("ignoring unreadable metadata cache entry %s: %s", path, error)
             return None
         valid = (isinstance(meta, dict) and meta.get("name") == function and meta.get("version") == version
-                 and isinstance(meta.get("sha256"), str) and _SHA256.match(meta["sha256"])
+                 and isinstance(meta.get("sha256"), str) and SHA256_RE.match(meta["sha256"])
                  and isinstance(meta.get("config"), dict))
         if not valid:
             log.warning("ignoring malformed metadata cache entry %s", path)
@@ -371,7 +371,7 @@ class NodeRuntime:
         if path is None or meta.get("name") != function:
             return
         try:
-            _write_atomically(path, json.dumps(meta).encode())
+            atomic_write(path, json.dumps(meta), mode=0o600)
         except OSError as error:  # a full or read-only disk costs a request next time, nothing else
             log.warning("cannot write metadata cache entry %s: %s", path, error)
 
@@ -597,7 +597,7 @@ class NodeRuntime:
                                   reason, instance.idle_since_unix_ms, result, request_id)
             try:
                 directive = self.scheduler(event)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (whatever the scheduler call raised, the answer is: kill)
                 log.warning("scheduler OnIdle failed for %s (%s): killing it", instance.instance_id, error)
                 self._kill_quietly(instance.instance_id, f"scheduler unreachable: {error}", epoch)
                 return
@@ -630,7 +630,7 @@ class NodeRuntime:
         """Deliver a result whose instance is gone or taken; the answer no longer applies."""
         try:
             self.scheduler(event)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (a lost report is logged, never fatal)
             log.warning("could not report request %s to the scheduler: %s", event.request_id, error)
 
     def _kill_quietly(self, instance_id: str, reason: str, epoch: int) -> None:
@@ -687,21 +687,9 @@ class NodeRuntime:
         self.wasm_pool.shutdown(wait=False, cancel_futures=True)
 
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REGISTRY_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write a temp file next to ``path`` and rename it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _registry_error(error: Any, what: str) -> NodeError:

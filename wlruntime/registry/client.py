@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -24,11 +23,13 @@ from urllib.parse import quote
 
 import httpx
 
+from wlcommon.files import atomic_write
+from wlruntime.names import NAME_PATTERN, SHA256_RE
+
 if TYPE_CHECKING:
     from wlruntime.config import Settings
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_REF_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}@(latest|[0-9]+)$")
+_REF_RE = re.compile(rf"^{NAME_PATTERN}@(latest|[0-9]+)$")
 
 
 class RegistryError(Exception):
@@ -73,11 +74,7 @@ class RegistryClient:
         """A client for the registry ``settings`` describe, with its token: the configured
         one, else the one the registry generated into its data dir (when this machine can
         read it), else none (reads only)."""
-        token = settings.registry.token
-        token_file = settings.registry_dir() / "registry.token"
-        if token is None and token_file.is_file():
-            token = token_file.read_text().strip() or None
-        return cls(settings.registry.base_url(), token, **kwargs)
+        return cls(settings.registry.base_url(), settings.registry_token(), **kwargs)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -200,7 +197,7 @@ class RegistryClient:
         if cache is not None:
             path = _store_blob(cache, sha, data)
             if ref_file is not None:
-                _atomic_write(ref_file, sha.encode())
+                atomic_write(ref_file, sha, mode=0o600, fsync=True)
         return FetchedCode(data, sha, name, served_version, path=path)
 
 
@@ -241,21 +238,8 @@ def _blob_path(cache: Path, sha: str) -> Path:
 def _store_blob(cache: Path, sha: str, data: bytes) -> Path:
     path = _blob_path(cache, sha)
     if not path.is_file():
-        _atomic_write(path, data)
+        # other threads or node processes sharing the cache never see a partial file
+        atomic_write(path, data, mode=0o600, fsync=True)
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + rename, so readers (other threads or node
-    processes sharing the cache) never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-NAME_RULE = "1-63 characters: lowercase letters, digits, '_' and '-', starting with a letter or digit"
+# the name rules live in wlruntime.names; imported here too for the registry's users
+from wlruntime.names import NAME_RE as NAME_RE
+from wlruntime.names import NAME_RULE as NAME_RULE
+from wlruntime.names import name_problem as name_problem
 
 ABIS = ("wasi-command", "component")
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` is not a valid function name, or None when it is."""
-    if NAME_RE.match(name):
-        return None
-    shown = name if len(name) <= 80 else name[:77] + "..."
-    return f"invalid function name {shown!r}: {NAME_RULE}"
 
 
 class FunctionConfig(BaseModel):

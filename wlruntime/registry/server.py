@@ -28,9 +28,6 @@ import functools
 import hashlib
 import hmac
 import json
-import os
-import re
-import secrets
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -46,15 +43,15 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
+from wlcommon.files import read_or_create_token_file
 from wlruntime.config import Settings
+from wlruntime.names import SHA256_RE
 from wlruntime.registry.models import FunctionConfig, name_problem
 from wlruntime.registry.policies import add_policy_routes
 from wlruntime.registry.store import RegistryStore
 
-TOKEN_FILE = "registry.token"
 REDACTED = "(redacted: send the registry token to read it)"
 REGISTRY_ID_HEADER = "X-WL-Registry-Id"
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Multipart framing and the config field ride on top of the wasm bytes.
 MULTIPART_SLACK_BYTES = 1024 * 1024
 
@@ -67,23 +64,8 @@ def resolve_token(settings: Settings) -> tuple[str, Path | None]:
     """
     if settings.registry.token:
         return settings.registry.token, None
-    path = settings.registry_dir() / TOKEN_FILE
+    path = settings.registry_token_file()
     return read_or_create_token_file(path), path
-
-
-def read_or_create_token_file(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if not token:
-            raise RuntimeError(f"registry token file {path} is empty; delete it to generate a new token")
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
 
 
 class _AnyPath(Convertor):

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             "router": {"host": args.host, "port": args.port, "scheduler_port": args.scheduler_port,
                        "admin_token": args.admin_token, "policy": args.policy, "nodes": nodes,
                        "trace_out": args.trace_out}})
-        registry_token = registry_token_from(settings)
+        registry_token = settings.registry_token()
         admin_token = settings.router.admin_token or registry_token
         if not admin_token:
             raise ConfigError("no admin token: give --admin-token (or router.admin_token / WL_ROUTER_ADMIN_TOKEN), "
@@ -76,16 +76,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wl router: http://{rs.host}:{rs.port} (Scheduler gRPC on {rs.host}:{rs.scheduler_port}), "
           f"policy {rs.policy}, nodes {', '.join(rs.nodes) or 'none'}", flush=True)
     run_router_forever(app, rs.host, rs.port, loop=args.loop, log_level="warning")
-
-
-def registry_token_from(settings) -> str | None:
-    """The registry token: configured, else the one the registry generated into its data dir."""
-    if settings.registry.token:
-        return settings.registry.token
-    path = settings.registry_dir() / "registry.token"
-    if path.is_file():
-        return path.read_text().strip() or None
-    return None
 
 
 if __name__ == "__main__":

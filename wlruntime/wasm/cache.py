@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -28,12 +26,13 @@ from typing import Any
 import wasmtime
 import wasmtime.component
 
+from wlcommon.files import atomic_write
+from wlruntime.names import SHA256_RE
 from wlruntime.wasm.engine import engine_fingerprint, get_engine
 from wlruntime.wasm.validate import ABI_WASI_COMMAND, check_component, check_module, compile_checked
 
 log = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MEMORY = "memory"
 DISK = "disk"
 COMPILED = "compiled"
@@ -65,7 +64,7 @@ class CompiledCache:
 
     def get(self, sha256: str, abi: str, fuel: bool, load_code: Callable[[], bytes]) -> CacheResult:
         """The compiled artifact for ``sha256``; ``load_code`` is called only on a full miss."""
-        if not _SHA256.match(sha256):
+        if not SHA256_RE.match(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         key = (sha256, abi, fuel)
         with self._lock:
@@ -120,10 +119,7 @@ class CompiledCache:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(artifact.serialize())
-            os.replace(tmp, path)  # atomic: other node processes never see half a file
+            # atomic: other node processes never see half a file (and mapped files are never rewritten)
+            atomic_write(path, artifact.serialize(), mode=0o600)
         except OSError as error:  # a full or read-only disk costs speed, not correctness
             log.warning("cannot write compiled cache entry %s: %s", path, error)

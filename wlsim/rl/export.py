@@ -9,7 +9,6 @@ Q-values). Only MLP policies over the flat observation (FlattenExtractor) are ex
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from policies.learned import (
     ArtifactError,
     file_sha256,
 )
+from wlcommon.files import atomic_output, atomic_write
 
 
 def _sequential_layers(modules: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
@@ -83,24 +83,20 @@ def export_model(model: Any, encoder: FeatureEncoder, out_dir: str | Path,
     for i, (w, b, act) in enumerate(layers):
         arrays[f"W{i}"], arrays[f"b{i}"] = w, b
         layer_specs.append({"in": int(w.shape[1]), "out": int(w.shape[0]), "activation": act})
-    with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, **arrays)
-        tmp_weights = Path(tmp.name)
-    tmp_weights.chmod(0o644)  # NamedTemporaryFile creates 0600; an artifact is meant to be shared
-    spec = {
-        "format": ARTIFACT_FORMAT,
-        "format_version": ARTIFACT_VERSION,
-        "encoder": encoder.spec.to_dict(),
-        "actions": encoder.actions.names,
-        "feature_names": encoder.feature_names,
-        "network": {"layers": layer_specs, "output": output},
-        "weights_sha256": file_sha256(tmp_weights),
-        "training": training or {},
-    }
-    tmp_spec = out / (SPEC_FILE + ".tmp")
-    tmp_spec.write_text(json.dumps(spec, indent=2, sort_keys=False) + "\n")
-    tmp_weights.replace(out / WEIGHTS_FILE)
-    tmp_spec.replace(out / SPEC_FILE)
+    with atomic_output(out / WEIGHTS_FILE) as tmp_weights:
+        with open(tmp_weights, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, **arrays)
+        spec = {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_VERSION,
+            "encoder": encoder.spec.to_dict(),
+            "actions": encoder.actions.names,
+            "feature_names": encoder.feature_names,
+            "network": {"layers": layer_specs, "output": output},
+            "weights_sha256": file_sha256(tmp_weights),
+            "training": training or {},
+        }
+    atomic_write(out / SPEC_FILE, json.dumps(spec, indent=2, sort_keys=False) + "\n")
     return out
 
 

@@ -13,14 +13,12 @@ with strings as usual (``df.function == "f1"``) or use ``.cat.codes`` for dense 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from wlcommon.files import atomic_output
 from wlmodel.schema import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OUTCOME_COLUMNS  # the one trace schema
 
 DEFAULT_MEMORY_MB = 256.0  # memory of an invocation whose source trace has none (Azure 2021, missing apps)
@@ -264,22 +262,3 @@ def write_trace(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         else:
             table.to_csv(tmp, index=False, compression="gzip" if suffix == ".csv.gz" else None)
     return path
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; when the block succeeds, move it onto ``path``
-    (atomically, with the permissions a normal new file would get); when it fails, delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
