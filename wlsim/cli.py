@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,6 +190,24 @@ def comparison_table(summary: pd.DataFrame, title: str | None = None) -> Table:
     return t
 
 
+def print_comparison(console: Console, summary: pd.DataFrame, title: str | None = None) -> None:
+    """The compare table, or, when the terminal is too narrow for its numbers, one block per
+    policy: numbers are never cut."""
+    t = comparison_table(summary, title)
+    cells = [[str(c) for c in col.cells] for col in t.columns]
+    widths = [max([len(p) for p in h.split("\n")] + [len(c) for c in col])
+              for h, col in zip(COMPARE_HEADERS, cells, strict=True)]
+    if sum(widths) + len(widths) <= console.width:
+        console.print(t)
+        return
+    if title:
+        console.print(f"[bold]{title}[/]")
+    for row in range(len(summary)):
+        console.print(f"[bold]{cells[0][row]}[/]: " + " · ".join(
+            f"{h.replace('-' + chr(10), '-').replace(chr(10), ' ')} {col[row]}" for h, col in zip(COMPARE_HEADERS[1:], cells[1:], strict=True)),
+            highlight=False)
+
+
 _REPLAY_ROWS = [
     ("invocations", "invocations", ",d"), ("served", "served", ",d"), ("rejected", "rejected", ",d"),
     ("cold starts", "cold_starts", ",d"), ("cold-start rate %", "cold_start_rate", "%"),
@@ -236,8 +255,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from policies.learned import ArtifactError  # a bad learned:PATH artifact
     from policies.registry import PolicySpecError
     from wlsim.parallel import ExecutorError
-    from wlsim.profile import ProfileError
     from wlsim.sweep import SweepError
+    from wlsim.profile import ProfileError
     from wlsim.traces import TraceError
 
     return (CliError, PolicySpecError, TraceError, ArtifactError, ExecutorError, SweepError, ProfileError)
@@ -265,7 +284,9 @@ EndOpt = typer.Option(None, "--end-minute", min=1, help="Keep the trace up to th
 GbsOpt = typer.Option(None, "--gb-s-usd", min=0.0, help="Price of one GB-s of memory held.")
 ReqOpt = typer.Option(None, "--request-usd", min=0.0, help="Price of one served request.")
 LatOpt = typer.Option(None, "--latency-usd-per-s", min=0.0, help="Value of one second of added latency.")
-ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars (on stderr).")
+JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of the table "
+                                             "(the results folder is still written).")
 RayOpt = typer.Option(False, "--ray", help="Run the simulations as Ray tasks on a Ray started here "
                                            "(-j CPUs, default all cores).")
 RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDRESS",
@@ -289,7 +310,7 @@ def replay(
     seed: int = SeedOpt, concurrency: int = ConcOpt, max_instances: int | None = MaxInstOpt,
     start_minute: int | None = StartOpt,
     end_minute: int | None = EndOpt, gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
-    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
+    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Replay a trace through one policy: summary table, requests.parquet, summary.json/.csv, plots."""
     try:
@@ -304,9 +325,12 @@ def replay(
         raise _fail(str(e)) from None
     result = results[policy.strip()]
     row = summary.iloc[0].to_dict()
-    out_console = make_console()
-    out_console.print(f"[bold]{policy}[/] on {trace} ({len(table):,} invocations)")
-    out_console.print(replay_table(row))
+    if as_json:
+        sys.stdout.write(json.dumps(_json_safe({"trace": trace, "policy": policy, "summary": row}), indent=2) + "\n")
+    else:
+        out_console = make_console()
+        out_console.print(f"[bold]{policy}[/] on {trace} ({len(table):,} invocations)")
+        out_console.print(replay_table(row))
 
     import pandas as pd
 
@@ -321,7 +345,7 @@ def replay(
                                           "params": result.params, "config": _config_dict(config)})
     plots.latency_cdf(results, out_dir / plots.PLOT_FILES["latency_cdf"])
     plots.instances_plot(results, out_dir / plots.PLOT_FILES["instances"])
-    make_console().print(f"results in [bold]{out_dir}[/]")
+    make_console(stderr=as_json).print(f"results in [bold]{out_dir}[/]")
 
 
 @app.command("compare")
@@ -341,7 +365,7 @@ def compare_cmd(
     max_instances: int | None = MaxInstOpt,
     start_minute: int | None = StartOpt, end_minute: int | None = EndOpt,
     gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
-    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt,
+    latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Replay a trace through several policies: comparison table, summary.csv and three plots (PNG + PDF)."""
     try:
@@ -360,19 +384,19 @@ def compare_cmd(
         try:
             out_dir = run_comparison(table, specs, config, weights, out=out, trace_name=trace, jobs=jobs,
                                      include_oracle=oracle, progress=progress,
-                                     save_requests=save_requests, executor=executor)
+                                     save_requests=save_requests, executor=executor, as_json=as_json)
         finally:
             if executor is not None:
                 executor.close()
     except _user_errors() as e:
         raise _fail(str(e)) from None
-    make_console().print(f"results in [bold]{out_dir}[/]")
+    make_console(stderr=as_json).print(f"results in [bold]{out_dir}[/]")
 
 
 def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
                    weights: CostWeights, *, out: Path | None, trace_name: str, jobs: int = 0,
                    include_oracle: bool = True, progress: bool = True,
-                   save_requests: bool = False, executor: Any = None) -> Path:
+                   save_requests: bool = False, executor: Any = None, as_json: bool = False) -> Path:
     """compare() + print the table + write summary.csv/json and the plots; returns the folder.
     Shared by ``wl sim compare`` and ``make demo``."""
     from wlsim import plots
@@ -382,8 +406,12 @@ def run_comparison(table: pd.DataFrame, specs: Sequence[str], config: SimConfig,
     summary, results = compare(table, specs, config, weights, jobs=jobs, progress=progress,
                                include_oracle=include_oracle, executor=executor)
     elapsed = time.perf_counter() - started
-    make_console().print(comparison_table(
-        summary, title=f"{trace_name}: {len(table):,} invocations, {table['function'].nunique()} functions"))
+    title = f"{trace_name}: {len(table):,} invocations, {table['function'].nunique()} functions"
+    if as_json:
+        sys.stdout.write(json.dumps(_json_safe({"trace": trace_name, "summary": summary.to_dict("records")}),
+                                    indent=2) + "\n")
+    else:
+        print_comparison(make_console(), summary, title)
     out_dir = Path(out) if out is not None else default_out_dir(trace_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "summary.csv", summary)

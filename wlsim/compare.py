@@ -112,6 +112,7 @@ class _Progress:
         self.enabled = enabled
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -121,7 +122,7 @@ class _Progress:
         )
         self.progress = Progress(
             TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), transient=False)
+            TimeElapsedColumn(), transient=False, console=Console(stderr=True))  # results go to stdout
         self.overall = self.progress.add_task("policies", total=len(specs))
         self.tasks = {s: self.progress.add_task(f"  {s[:26]}", total=total_requests) for s in specs}
         self.done: set[str] = set()

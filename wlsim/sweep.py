@@ -365,10 +365,11 @@ class _bar:
     def __enter__(self):  # noqa: ANN204
         if not self.enabled:
             return lambda: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn())
+                                 TimeElapsedColumn(), console=Console(stderr=True))  # results go to stdout
         task = self.progress.add_task(f"cells ({self.label})", total=self.total)
         self.progress.start()
         return lambda: self.progress.advance(task)
