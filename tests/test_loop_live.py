@@ -74,3 +74,33 @@ def test_invalid_run_refuses_to_calibrate(platform) -> None:
     assert not load.info["valid"] and "late" in load.info["invalid_because"]
     with pytest.raises(LoadError, match="no valid load run"):
         calibrate([load])
+
+
+def test_wl_load_and_calibrate_commands(platform, tmp_path) -> None:
+    """The CLI: a canonical CSV trace, functions deployed on demand, then a profile fitted from
+    the run folder; an unreachable platform is a one-line error, exit 2."""
+    from typer.testing import CliRunner
+
+    from wl.cli import app
+
+    rows = ["app,function,arrival_ms,duration_ms,memory_mb"]
+    for burst in range(4):                     # bursts 1.5 s apart: past the 1 s TTL, all cold
+        for k in range(3):
+            rows += [f"a,cli-{f},{burst * 1500 + k},{20 + 10 * k},{64 * (f + 1)}" for f in range(2)]
+    trace = tmp_path / "t.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    with RouterClient(platform.router_url, platform.token) as client:
+        client.set_policy(POLICY)
+    args = ["load", str(trace), "--url", platform.router_url, "--token", platform.token, "--out", str(tmp_path / "run"),
+            "--max-lateness-ms", "1000"]
+    missing = runner.invoke(app, args)
+    assert missing.exit_code == 2 and "--deploy-synthetic" in missing.output
+    done = runner.invoke(app, [*args, "--deploy-synthetic"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "run" / "requests.parquet").is_file() and "cold starts" in done.output
+    cal = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--out", str(tmp_path / "p.json")])
+    assert cal.exit_code == 0, cal.output
+    assert load_profile(str(tmp_path / "p.json")).cold_start.by_abi["wasi-command"].samples >= 5
+    down = runner.invoke(app, ["load", str(trace), "--url", "http://127.0.0.1:9", "--token", "x"])
+    assert down.exit_code == 2 and "unreachable" in down.output

@@ -85,14 +85,18 @@ def live_metrics(load: LoadResult) -> dict[str, float]:
     inst = inst[(inst["t_ms"] >= 0) & (inst["t_ms"] <= end)]
     per_sample = inst.assign(alive=inst["starting"] + inst["busy"] + inst["idle"],
                              idle_mb=inst["idle"] * inst["memory_mb"]).groupby("t_ms")[["alive", "idle_mb"]].sum()
-    dt = float(load.info.get("sample_ms", 200.0))
+    # Each sample holds until the next one (or the end of the run): time-weighted, because a
+    # busy router answers the state poll late and the samples are then further apart.
+    t = per_sample.index.to_numpy(float)
+    dt = np.diff(t, append=max(end, t[-1])) if t.size else t
+    weight = float(dt.sum())
     return {
         "cold_starts": float(ok["cold"].fillna(False).astype(bool).sum()),
         "router_added_p50_ms": _pct(router_added, 50), "router_added_p99_ms": _pct(router_added, 99),
         "client_added_p50_ms": _pct(client_added, 50), "client_added_p99_ms": _pct(client_added, 99),
-        "mean_instances": float(per_sample["alive"].mean()) if len(per_sample) else float("nan"),
+        "mean_instances": float((per_sample["alive"].to_numpy() * dt).sum() / weight) if weight > 0 else float("nan"),
         "peak_instances": float(per_sample["alive"].max()) if len(per_sample) else float("nan"),
-        "idle_gb_s": float(per_sample["idle_mb"].sum()) / 1024.0 * dt / 1000.0,
+        "idle_gb_s": float((per_sample["idle_mb"].to_numpy() * dt).sum()) / 1024.0 / 1000.0,
         "served": float(len(ok)), "rejected": float((r["status"] == 429).sum()),
     }
 
