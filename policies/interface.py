@@ -43,6 +43,9 @@ class InstanceState(StrEnum):
     IDLE = "idle"           # warm, holding memory, running nothing
     DEAD = "dead"
 
+    def __repr__(self) -> str:
+        return repr(self.value)   # reads like the plain string it replaces (logs, user policies)
+
 
 STARTING = InstanceState.STARTING
 BUSY = InstanceState.BUSY

@@ -123,5 +123,9 @@ def test_memory_pressure_evicts_idle_instances_then_throttles(tmp_path: Path, re
         platform.stop()
     # The router wrote what it ran on shutdown (--trace-out): 2 x a, 1 x b; the throttled call is not there.
     lines = traffic.read_text().splitlines()
-    assert lines[0] == "app,function,arrival_ms,duration_ms,memory_mb,payload_bytes"
-    assert sorted(line.split(",")[1] for line in lines[1:]) == ["a", "a", "b"]
+    assert lines[0] == ("app,function,arrival_ms,duration_ms,memory_mb,payload_bytes,"
+                        "cold,wait_ms,cold_start_ms,exec_ms,start_ms,end_ms,node,status")
+    rows = [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
+    assert sorted(row["function"] for row in rows) == ["a", "a", "b"]
+    assert all(row["status"] == "ok" and row["node"] for row in rows)
+    assert sum(row["cold"] == "1" for row in rows) == 3   # each ran on an instance spawned for it

@@ -1,8 +1,9 @@
 """The router's records: functions, instances and pending requests as the policies see them.
 
-``Function`` and ``Instance`` subclass the policy views (``policies.interface``), so a policy
-reads the live records directly, exactly as it reads the simulator's (wlsim.engine builds the
-same views). Engine-only fields are added in ``__slots__``.
+``Function`` and ``Instance`` are the platform model's records (``wlmodel.records``, which
+subclass the policy views) plus what the router needs to talk to nodes, so a policy reads
+the live records exactly as it reads the simulator's. ``Pending`` is a request the router
+owes an answer (the model's request handle live); ``Result`` what it ended with.
 """
 
 from __future__ import annotations
@@ -12,91 +13,98 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.features import FunctionStats
-from policies.interface import FunctionView, InstanceView, RequestView
+from policies.interface import RequestView
+from wlmodel.kinds import FUNCTION_ERROR_KINDS, ErrorKind
+from wlmodel.records import Function as ModelFunction
+from wlmodel.records import Instance as ModelInstance
+from wlmodel.records import Node
 
-# Error kinds of an invocation result: the node's (node.proto ErrorKind, lower case) plus the
-# router's own. "none" is success.
-OK = "none"
-FUNCTION_ERROR = "function_error"
-TIMEOUT = "timeout"
-NODE_ERROR = "node_error"        # the node failed or vanished mid-request (not the function's fault)
-FUNCTION_ERROR_KINDS = ("function_error", "trap", "out_of_memory", "out_of_fuel", "response_too_large")
+# Error kinds of an invocation result (wlmodel.kinds.ErrorKind; str values, "none" is success).
+OK = ErrorKind.NONE
+FUNCTION_ERROR = ErrorKind.FUNCTION_ERROR
+TIMEOUT = ErrorKind.TIMEOUT
+NODE_ERROR = ErrorKind.NODE_ERROR   # the node failed or vanished mid-request (not the function's fault)
+__all__ = ["FUNCTION_ERROR_KINDS", "NODE_ERROR", "OK", "TIMEOUT", "Function", "Instance", "Pending", "Result"]
+
+DEFAULT_MEMORY_MB = 128
+DEFAULT_TIMEOUT_MS = 3000
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
-class Function(FunctionView):
-    """A deployed function: the FunctionView policies see plus its registry config."""
+def max_instances_of(config: dict[str, Any]) -> int:
+    """The registry config's cap on live instances: ``max_instances``, or its old name
+    ``concurrency`` (accepted as an alias; it never meant executions per instance)."""
+    value = config.get("max_instances", config.get("concurrency", 1))
+    return int(value)
 
-    __slots__ = (
-        "abi",
-        "config",
-        "deleted",
-        "logs",
-        "max_payload_bytes",
-        "metric_children",
-        "prewarm_handle",
-        "timeout_ms",
-        "version",
-    )
+
+class Function(ModelFunction):
+    """A deployed function: the model's record plus its registry config. ``concurrency`` (the
+    view's field) is executions per instance (1 live: a node runs one request per instance at
+    a time); ``max_instances`` the registry config's cap on live instances."""
+
+    __slots__ = ("abi", "config", "logs", "max_payload_bytes", "metric_children", "timeout_ms", "version")
 
     def __init__(self, name: str, version: int, config: dict[str, Any]) -> None:
-        super().__init__(name, name, memory_mb=float(config.get("memory_mb", 128)), concurrency=1,
-                         max_instances=int(config.get("concurrency", 1)), stats=FunctionStats())
+        super().__init__(name, name, memory_mb=float(config.get("memory_mb", DEFAULT_MEMORY_MB)), concurrency=1,
+                         max_instances=max_instances_of(config))
         self.version = version
         self.config = config
-        self.timeout_ms = int(config.get("timeout_ms", 3000))
-        self.max_payload_bytes = int(config.get("max_payload_bytes", 6 * 1024 * 1024))
+        self.timeout_ms = int(config.get("timeout_ms", DEFAULT_TIMEOUT_MS))
+        self.max_payload_bytes = int(config.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES))
         self.abi = str(config.get("abi", ""))
-        self.prewarm_handle: asyncio.TimerHandle | None = None
         # Recent invocation logs (stderr) and errors, newest last, for `wl logs`.
         self.logs: deque[dict[str, Any]] = deque(maxlen=200)
         self.metric_children: dict[str, Any] = {}
-        self.deleted = False
 
     def update(self, version: int, config: dict[str, Any]) -> None:
         """A new version was deployed: new instances get its config."""
         self.version = version
         self.config = config
-        self.memory_mb = float(config.get("memory_mb", 128))
-        self.max_instances = int(config.get("concurrency", 1))
-        self.timeout_ms = int(config.get("timeout_ms", 3000))
-        self.max_payload_bytes = int(config.get("max_payload_bytes", 6 * 1024 * 1024))
+        self.memory_mb = float(config.get("memory_mb", DEFAULT_MEMORY_MB))
+        self.max_instances = max_instances_of(config)
+        self.timeout_ms = int(config.get("timeout_ms", DEFAULT_TIMEOUT_MS))
+        self.max_payload_bytes = int(config.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES))
         self.abi = str(config.get("abi", ""))
         self.deleted = False
 
 
-class Instance(InstanceView):
+class Instance(ModelInstance):
     """One instance on a node. ``node`` (the view's field) is the node's name; ``node_ref``
     the router's record of it; ``instance_id`` the id the node knows it by."""
 
-    __slots__ = ("cold_start_ms", "instance_id", "node_ref", "ready_ms", "spawn_reply", "version")
+    __slots__ = ("cold_start_ms", "instance_id", "spawn_reply", "version")
 
-    def __init__(self, id: int, fn: Function, node_ref: Any, instance_id: str, created_ms: float) -> None:
-        super().__init__(id, fn, node_ref.name, fn.memory_mb, 1, created_ms, queue=deque())
-        self.node_ref = node_ref
+    def __init__(self, id: int, fn: Function, node_ref: Node, instance_id: str, created_ms: float,
+                 prewarmed: bool = False) -> None:
+        super().__init__(id, fn, node_ref, created_ms, prewarmed)
         self.instance_id = instance_id
         self.version = fn.version
-        self.ready_ms: float | None = None
         self.cold_start_ms: float | None = None
         self.spawn_reply: Any = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Pending:
-    """A request the router accepted and owes an answer."""
+    """A request the router accepted and owes an answer (the model's request handle)."""
 
     view: RequestView
     payload: bytes
     metadata: dict[str, str]
     future: asyncio.Future | None = None   # set when the request waits (queued or cold)
-    cold: bool = False                      # it waited for a cold start
+    cold: bool = False                      # an instance was spawned for it (wlmodel's definition)
     attempts: int = 0                       # placements so far (re-routes after failures)
-    started_ms: float | None = None         # execution start on the router's clock
+    routed_ms: float = 0.0                  # when it was last routed (arrival or re-route)
+    started_ms: float | None = None         # execution start on the policy clock
+    cold_start_ms: float = 0.0              # part of its wait spent on its instance's cold start
     done: bool = False                      # answered (or its caller gave up)
-    owner: Any = None                       # the instance it is queued on, if any
+    owner: Any = None                       # the instance it is queued on or runs on, if any
     # Sent to the node inside the Spawn of the instance it is queued on (first in its queue,
     # so policies see it there as the simulator shows it); that spawn's outcome decides its fate.
     riding: bool = False
+    ran_in_spawn: Any = None                # the InvokeResult of a request that ran inside its Spawn
+    rejection: Any = None                   # the RouterError the model's reject effect chose
+    run_now: bool = False                   # started at once by its own route: the caller runs it
 
 
 @dataclass(slots=True)

@@ -1,15 +1,22 @@
-"""The router's traffic in the canonical trace table (DESIGN.md, Traces), so live traffic can be
-replayed in the simulator: ``app, function, arrival_ms, duration_ms, memory_mb, payload_bytes``.
+"""The router's traffic in the canonical trace table (``wlmodel.schema``, DESIGN.md Traces),
+with what happened to each request, so live traffic replays in the simulator and a live
+recording is summarised like a simulated run.
 
 One row per executed invocation (requests refused before running have no duration and are
-not recorded). ``arrival_ms`` is on the router's policy clock: ms since 00:00 UTC of the day
+not recorded). Canonical columns: ``app, function, arrival_ms, duration_ms, memory_mb,
+payload_bytes``. ``arrival_ms`` is on the router's policy clock: ms since 00:00 UTC of the day
 the router started, like the Azure traces' day-relative times. ``duration_ms`` is the time
 the instance was busy with the request as the router saw it (the node's execution time plus
 the call's overhead), which is what the simulator's instance should take to reproduce what
-happened live. Requests that carried features (``X-WL-Feature-<name>`` headers) add one column
-per feature name, empty (null) in rows without it, as the simulator reads them back: extra
-numeric trace columns are the RequestView.features of the replayed requests. Rows are kept in
-memory (the oldest are dropped past ``max_rows``) and written sorted by arrival.
+happened live. Outcome columns (``wlmodel.schema.OUTCOME_COLUMNS``, the simulator's
+per-request names): ``cold`` (an instance was spawned for it), ``wait_ms`` (queued before its
+start, cold start excluded), ``cold_start_ms``, ``exec_ms`` (the node's execution time),
+``start_ms``, ``end_ms`` (policy clock), ``node``, ``status`` ("ok" or the error kind); the
+simulator ignores them when it replays a recording. Requests that carried features
+(``X-WL-Feature-<name>`` headers) add one column per feature name, empty (null) in rows
+without it: extra numeric trace columns are the RequestView.features of the replayed
+requests. Rows are kept in memory (the oldest are dropped past ``max_rows``) and written
+sorted by arrival.
 """
 
 from __future__ import annotations
@@ -20,13 +27,31 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
+
+from wlmodel.schema import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, OUTCOME_COLUMNS
 
 log = logging.getLogger("wlruntime.router")
 
-COLUMNS = ("app", "function", "arrival_ms", "duration_ms", "memory_mb", "payload_bytes")
+INPUT_COLUMNS = (*CANONICAL_COLUMNS, *OPTIONAL_COLUMNS)
+COLUMNS = (*INPUT_COLUMNS, *OUTCOME_COLUMNS)
 MAX_FEATURE_COLUMNS = 256  # distinct feature names recorded; later names are left out of the trace
 
-Row = tuple[str, str, float, float, float, int, Mapping[str, float] | None]
+
+class Outcome(NamedTuple):
+    """What happened to one executed request (the outcome columns, in order)."""
+    cold: bool | None = None
+    wait_ms: float | None = None
+    cold_start_ms: float | None = None
+    exec_ms: float | None = None
+    start_ms: float | None = None
+    end_ms: float | None = None
+    node: str | None = None
+    status: str | None = None
+
+
+NO_OUTCOME = Outcome()
+Row = tuple[str, str, float, float, float, int, Mapping[str, float] | None, Outcome]
 
 
 class TraceRecorder:
@@ -37,12 +62,18 @@ class TraceRecorder:
         self.unrecorded_features = 0  # feature values left out past MAX_FEATURE_COLUMNS names
 
     def record(self, app: str, function: str, arrival_ms: float, duration_ms: float, memory_mb: float,
-               payload_bytes: int, features: Mapping[str, float] | None = None) -> None:
+               payload_bytes: int, features: Mapping[str, float] | None = None, *, cold: bool | None = None,
+               wait_ms: float | None = None, cold_start_ms: float | None = None, exec_ms: float | None = None,
+               start_ms: float | None = None, end_ms: float | None = None, node: str | None = None,
+               status: str | None = None) -> None:
         if len(self.rows) == self.rows.maxlen:
             self.dropped += 1
         if features:
             features = self._admit(features)
-        self.rows.append((app, function, arrival_ms, duration_ms, memory_mb, payload_bytes, features or None))
+        outcome = (NO_OUTCOME if cold is None else
+                   Outcome(cold, wait_ms, cold_start_ms, exec_ms, start_ms, end_ms, node, status))
+        self.rows.append((app, function, arrival_ms, duration_ms, memory_mb, payload_bytes, features or None,
+                          outcome))
 
     def _admit(self, features: Mapping[str, float]) -> Mapping[str, float]:
         names = self.feature_names
@@ -90,15 +121,25 @@ def _feature_columns(rows: list[Row]) -> list[str]:
     return sorted({name for row in rows if row[6] for name in row[6]})
 
 
+def _outcome_cells(outcome: Outcome) -> list[str]:
+    if outcome.cold is None:
+        return [""] * len(OUTCOME_COLUMNS)
+    return ["1" if outcome.cold else "0",
+            *(f"{v:.3f}" for v in (outcome.wait_ms, outcome.cold_start_ms, outcome.exec_ms, outcome.start_ms,
+                                   outcome.end_ms)),
+            outcome.node or "", outcome.status or ""]
+
+
 def encode_csv(rows: list[Row]) -> bytes:
     """Rows sorted by arrival, as canonical-trace CSV (plus a column per feature name)."""
     features = _feature_columns(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow((*COLUMNS, *features))
-    for app, fn, arrival, duration, memory, payload, feats in sorted(rows, key=lambda r: r[2]):
+    for app, fn, arrival, duration, memory, payload, feats, outcome in sorted(rows, key=lambda r: r[2]):
         extra = [repr(float(feats[f])) if feats and f in feats else "" for f in features]
-        writer.writerow((app, fn, f"{arrival:.3f}", f"{duration:.3f}", f"{memory:g}", payload, *extra))
+        writer.writerow((app, fn, f"{arrival:.3f}", f"{duration:.3f}", f"{memory:g}", payload,
+                         *_outcome_cells(outcome), *extra))
     return buf.getvalue().encode()
 
 
@@ -109,12 +150,16 @@ def encode_parquet(rows: list[Row]) -> bytes:
 
     rows = sorted(rows, key=lambda r: r[2])
     features = _feature_columns(rows)
-    columns = {name: [r[i] for r in rows] for i, name in enumerate(COLUMNS)}
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(INPUT_COLUMNS)}
+    for k, name in enumerate(OUTCOME_COLUMNS):
+        columns[name] = [r[7][k] for r in rows]
     for f in features:
         columns[f] = [float(r[6][f]) if r[6] and f in r[6] else None for r in rows]
+    arrow = {"bool": pa.bool_(), "float64": pa.float64(), "string": pa.string()}
     table = pa.table(columns, schema=pa.schema([("app", pa.string()), ("function", pa.string()),
                                                 ("arrival_ms", pa.float64()), ("duration_ms", pa.float64()),
                                                 ("memory_mb", pa.float64()), ("payload_bytes", pa.int64()),
+                                                *((name, arrow[t]) for name, t in OUTCOME_COLUMNS.items()),
                                                 *((f, pa.float64()) for f in features)]))
     sink = io.BytesIO()
     pq.write_table(table, sink)
