@@ -43,7 +43,6 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="WL_ROUTER_ADMIN
                                                show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML/YAML settings file")]
-PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -662,28 +661,19 @@ def policy_ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = No
 
 
 # ---------------------------------------------------------------------------- serve wrappers
-@registry_app.command("serve", context_settings=PASSTHROUGH)
-def registry_serve(ctx: typer.Context) -> None:
-    """Run the code registry (all options of `python -m wlruntime.registry`; --help lists them)."""
-    from wlruntime.registry.__main__ import main
+def _serve_commands() -> None:
+    """`wl registry|node|router serve`: the components' own typer commands (their modules import
+    only typer at the top, so this costs `wl` nothing)."""
+    from wlruntime.node.__main__ import serve as node_serve
+    from wlruntime.registry.__main__ import serve as registry_serve
+    from wlruntime.router.__main__ import serve as router_serve
 
-    main(ctx.args)
-
-
-@node_app.command("serve", context_settings=PASSTHROUGH)
-def node_serve(ctx: typer.Context) -> None:
-    """Run a handler node (all options of `python -m wlruntime.node`; --help lists them)."""
-    from wlruntime.node.__main__ import main
-
-    main(ctx.args)
+    registry_app.command("serve")(registry_serve)
+    node_app.command("serve")(node_serve)
+    router_app.command("serve")(router_serve)
 
 
-@router_app.command("serve", context_settings=PASSTHROUGH)
-def router_serve(ctx: typer.Context) -> None:
-    """Run the router (all options of `python -m wlruntime.router`; --help lists them)."""
-    from wlruntime.router.__main__ import main
-
-    main(ctx.args)
+_serve_commands()
 
 
 @router_app.command("trace")

@@ -8,41 +8,57 @@ config file, ``WL_*`` env vars), flags override them. Prints
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from types import SimpleNamespace
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+
+def serve(
+    registry: Annotated[str | None, Opt(help="code registry base URL (default: the registry settings, "
+                                             "http://127.0.0.1:7700)")] = None,
+    registry_token: Annotated[str | None, Opt(help="token for registries that require one for reads")] = None,
+    host: Annotated[str | None, Opt(help="listen address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, Opt(help="gRPC port (default 7710; 0 = any free port)")] = None,
+    memory_mb: Annotated[int, Opt(min=1, help="memory offered to instances")] = 2048,
+    node_id: Annotated[str, Opt(help="name of this node (default <hostname>-<port>)")] = "",
+    scheduler: Annotated[str | None, Opt(help="Scheduler gRPC address asked when keep-alives expire "
+                                              "(default: none, expired instances are killed)")] = None,
+    cache_dir: Annotated[str | None, Opt(help="fetched code and compiled artifacts (default <data_dir>/node-cache, "
+                                              "i.e. ~/.wl/node-cache; nodes on one host may share it)")] = None,
+    workers: Annotated[int, Opt(min=1, help="threads running wasm = max concurrent invocations")]
+    = max(4, 2 * (os.cpu_count() or 1)),
+    idle_grace_ms: Annotated[int, Opt(min=1, help="an instance left idle without instructions this long counts "
+                                                  "as expired")] = 30_000,
+    metrics_port: Annotated[int | None, Opt(help="serve Prometheus /metrics on this port (0 = any)")] = None,
+    config: Annotated[str | None, Opt(help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, "
+                                           "~/.wl/config.toml)")] = None,
+    log_level: Annotated[str, Opt(help="debug, info, warning or error")] = "info",
+) -> None:
+    """wl handler node (gRPC). Flags override the config file and WL_* variables."""
+    from wlruntime.wasm.engine import POOL_SLOTS
+
+    if workers >= POOL_SLOTS:  # each running ABI 1 call holds a slot; one more runs inline
+        typer.echo(f"wl node: --workers must be below {POOL_SLOTS} (the wasm instance pool's size)", err=True)
+        raise typer.Exit(2)
+    _run(SimpleNamespace(registry=registry, registry_token=registry_token, host=host, port=port,
+                         memory_mb=memory_mb, node_id=node_id, scheduler=scheduler, cache_dir=cache_dir,
+                         workers=workers, idle_grace_ms=idle_grace_ms, metrics_port=metrics_port, config=config,
+                         log_level=log_level))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wlruntime.node", description="wl handler node (gRPC)")
-    parser.add_argument("--registry", help="code registry base URL (default: the registry settings, "
-                        "http://127.0.0.1:7700)")
-    parser.add_argument("--registry-token", help="token for registries that require one for reads")
-    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="gRPC port (default 7710; 0 = any free port)")
-    parser.add_argument("--memory-mb", type=int, default=2048, help="memory offered to instances (default 2048)")
-    parser.add_argument("--node-id", default="", help="name of this node (default <hostname>-<port>)")
-    parser.add_argument("--scheduler", help="Scheduler gRPC address asked when keep-alives expire "
-                        "(default: none, expired instances are killed)")
-    parser.add_argument("--cache-dir", help="fetched code and compiled artifacts (default <data_dir>/node-cache, "
-                        "i.e. ~/.wl/node-cache; nodes on one host may share it)")
-    parser.add_argument("--workers", type=int, default=max(4, 2 * (os.cpu_count() or 1)),
-                        help="threads running wasm = max concurrent invocations (default max(4, 2 x cores))")
-    parser.add_argument("--idle-grace-ms", type=int, default=30_000,
-                        help="an instance left idle without instructions this long counts as expired")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0 = any)")
-    parser.add_argument("--config", help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, ~/.wl/config.toml)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    for name in ("memory_mb", "workers", "idle_grace_ms"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    from wlruntime.wasm.engine import POOL_SLOTS
+    app = typer.Typer(add_completion=False)
+    app.command()(serve)
+    typer.main.get_command(app)(args=argv, prog_name="python -m wlruntime.node")
 
-    if args.workers >= POOL_SLOTS:  # each running ABI 1 call holds a slot; one more runs inline
-        parser.error(f"--workers must be below {POOL_SLOTS} (the wasm instance pool's size)")
 
+def _run(args: SimpleNamespace) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

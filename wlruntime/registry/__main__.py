@@ -4,25 +4,46 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+
+def serve(
+    host: Annotated[str | None, Opt(help="listen address (default 127.0.0.1: reads are open, keep it local)")] = None,
+    port: Annotated[int | None, Opt(help="listen port (default 7700)")] = None,
+    data_dir: Annotated[Path | None, Opt(help="registry directory: blobs, SQLite, token (default ~/.wl/registry)")]
+    = None,
+    token: Annotated[str | None, Opt(help="write token (default: WL_REGISTRY_TOKEN, else generated into the "
+                                          "data dir)")] = None,
+    max_wasm_bytes: Annotated[int | None, Opt(help="largest accepted .wasm (default 64 MiB)")] = None,
+    read_token_required: Annotated[bool | None, Opt("--read-token-required", help="require the token for reads "
+                                                                                   "too")] = None,
+    compiled_cache_dir: Annotated[Path | None, Opt(help="keep artifacts compiled at upload here: the nodes' "
+                                                        "compiled cache on this host (<node cache dir>/compiled), "
+                                                        "so new code compiles once")] = None,
+    config: Annotated[str | None, Opt(help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, "
+                                           "~/.wl/config.toml)")] = None,
+    log_level: Annotated[str, Opt(help="debug, info, warning or error")] = "info",
+) -> None:
+    """wl code registry (HTTP). Flags override the config file and WL_* variables."""
+    _run(SimpleNamespace(host=host, port=port, data_dir=data_dir, token=token, max_wasm_bytes=max_wasm_bytes,
+                         read_token_required=read_token_required, compiled_cache_dir=compiled_cache_dir,
+                         config=config, log_level=log_level))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wlruntime.registry", description="wl code registry")
-    parser.add_argument("--host", help="listen address (default 127.0.0.1: reads are open, keep it local)")
-    parser.add_argument("--port", type=int, help="listen port (default 7700)")
-    parser.add_argument("--data-dir", help="registry directory: blobs, SQLite, token (default ~/.wl/registry)")
-    parser.add_argument("--token", help="write token (default: WL_REGISTRY_TOKEN, else generated into the data dir)")
-    parser.add_argument("--max-wasm-bytes", type=int, help="largest accepted .wasm (default 64 MiB)")
-    parser.add_argument("--read-token-required", action="store_true", default=None,
-                        help="require the token for reads too")
-    parser.add_argument("--compiled-cache-dir", help="keep artifacts compiled at upload here: the nodes' compiled "
-                        "cache on this host (<node cache dir>/compiled), so new code compiles once")
-    parser.add_argument("--config", help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, ~/.wl/config.toml)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    app = typer.Typer(add_completion=False)
+    app.command()(serve)
+    typer.main.get_command(app)(args=argv, prog_name="python -m wlruntime.registry")
 
+
+def _run(args: SimpleNamespace) -> None:
     import uvicorn
 
     from wlruntime.config import ConfigError, load_settings

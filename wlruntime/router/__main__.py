@@ -10,32 +10,56 @@ one token runs a local platform. The registry token is what the router forwards 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated
+
+import typer
+
+Opt = typer.Option
+
+
+def serve(
+    host: Annotated[str | None, Opt(help="listen address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, Opt(help="HTTP port (default 7701)")] = None,
+    scheduler_port: Annotated[int | None, Opt(help="Scheduler gRPC port the nodes call (default 7702; 0 = any)")] = None,
+    registry: Annotated[str | None, Opt(help="code registry base URL (default from settings: "
+                                             "http://127.0.0.1:7700)")] = None,
+    registry_token: Annotated[str | None, Opt(help="registry write token (deploys are forwarded with it)")] = None,
+    admin_token: Annotated[str | None, Opt(help="token for /admin (default: the registry token)")] = None,
+    node: Annotated[list[str] | None, Opt(metavar="HOST:PORT", help="a handler node's gRPC address; repeat for "
+                                                                    "several (or a comma-separated list)")] = None,
+    policy: Annotated[str | None, Opt(help="policy spec, e.g. default, fixed_ttl:ttl_ms=60000, uploaded:NAME, "
+                                           "learned:DIR, wasm:FILE.wasm, custom:my.py")] = None,
+    trace_out: Annotated[str | None, Opt(help="write the recorded traffic here on shutdown (.parquet or .csv)")] = None,
+    state_dir: Annotated[Path | None, Opt(help="where queued Event invocations, Lambda metadata and fetched "
+                                               "uploaded policies survive a restart (default <data dir>/router)")] = None,
+    event_retry_delays: Annotated[str, Opt(metavar="S,S", help="seconds before the retries of an Event "
+                                                                "invocation whose function failed (Lambda: 60,120)")]
+    = "60,120",
+    config: Annotated[str | None, Opt(help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, "
+                                           "~/.wl/config.toml)")] = None,
+    loop: Annotated[str, Opt(help="event loop: uvloop or asyncio")] = "uvloop",
+    log_level: Annotated[str, Opt(help="debug, info, warning or error")] = "info",
+) -> None:
+    """wl router (HTTP + Scheduler gRPC). Flags override the config file and WL_* variables."""
+    if loop not in ("uvloop", "asyncio"):
+        raise typer.BadParameter(f"{loop!r}: use uvloop or asyncio", param_hint="--loop")
+    _run(SimpleNamespace(host=host, port=port, scheduler_port=scheduler_port, registry=registry,
+                         registry_token=registry_token, admin_token=admin_token, node=node or [], policy=policy,
+                         trace_out=trace_out, state_dir=state_dir, event_retry_delays=event_retry_delays,
+                         config=config, loop=loop, log_level=log_level))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wlruntime.router", description="wl router (HTTP + Scheduler gRPC)")
-    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="HTTP port (default 7701)")
-    parser.add_argument("--scheduler-port", type=int, help="Scheduler gRPC port the nodes call (default 7702; 0 = any)")
-    parser.add_argument("--registry", help="code registry base URL (default from settings: http://127.0.0.1:7700)")
-    parser.add_argument("--registry-token", help="registry write token (deploys are forwarded with it)")
-    parser.add_argument("--admin-token", help="token for /admin (default: the registry token)")
-    parser.add_argument("--node", action="append", default=[], metavar="HOST:PORT",
-                        help="a handler node's gRPC address; repeat for several (or a comma-separated list)")
-    parser.add_argument("--policy", help="policy spec, e.g. default, fixed_ttl:ttl_ms=60000, custom:my.py, learned:DIR")
-    parser.add_argument("--trace-out", help="write the recorded traffic here on shutdown (.parquet or .csv)")
-    parser.add_argument("--state-dir", help="where queued Event invocations, Lambda metadata and fetched uploaded "
-                                            "policies survive a restart (default <data dir>/router)")
-    parser.add_argument("--event-retry-delays", default="60,120", metavar="S,S",
-                        help="seconds before the retries of an Event invocation whose function failed (Lambda: 60,120)")
-    parser.add_argument("--config", help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, ~/.wl/config.toml)")
-    parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"], help="event loop (default uvloop)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    app = typer.Typer(add_completion=False)
+    app.command()(serve)
+    typer.main.get_command(app)(args=argv, prog_name="python -m wlruntime.router")
 
+
+def _run(args: SimpleNamespace) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
