@@ -483,7 +483,8 @@ def logs(
                 console.print(escape(body), highlight=False, soft_wrap=True)
         if not follow:
             if not entries:
-                console.print(f"no invocations of {escape(name)} recorded yet")
+                console.print(f"nothing recorded for {escape(name)} yet (the router keeps invocations that wrote "
+                              "to stderr or failed)")
             return
         time.sleep(1.0)
 
