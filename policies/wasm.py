@@ -272,7 +272,8 @@ class WasmPolicy(Policy):
     def _instantiate(self, at_load: bool = False) -> None:
         """A fresh Store and Instance (at load, and after a trap)."""
         import wasmtime
-        from wasmtime import _bindings as bindings  # the C API, for _call
+
+        from wlcommon.wasmtime_capi import bindings, func_handle, memory_handle, store_context
 
         _bind_c_api(bindings)
         store = wasmtime.Store(self._engine)
@@ -292,11 +293,12 @@ class WasmPolicy(Policy):
             raise WasmPolicyError(f"wasm policy {self.path}: re-instantiation failed: {e}") from None
         exports = instance.exports(store)
         self._store = store
-        self._context = store._context()
+        self._context = store_context(store)
         self._memory = exports["memory"]
-        self._memory_ref = ctypes.byref(self._memory._memory)
+        self._memory_ref = ctypes.byref(memory_handle(self._memory))
         names = {e.name for e in self._module.exports}
-        self._funcs = {n: ctypes.byref(exports[n]._func) for n in (*REQUIRED_FUNCS, PREWARM_EXPORT) if n in names}
+        self._funcs = {n: ctypes.byref(func_handle(exports[n])) for n in (*REQUIRED_FUNCS, PREWARM_EXPORT)
+                       if n in names}
         self._args = (bindings.wasmtime_val_raw_t * 1)()
         self._trap = ctypes.POINTER(bindings.wasm_trap_t)()
         self._trap_ref = ctypes.byref(self._trap)
@@ -319,10 +321,12 @@ class WasmPolicy(Policy):
     def _trap_happened(self, export: str, error: Any) -> None:
         import wasmtime
 
+        from wlcommon.wasmtime_capi import error_from_ptr, trap_from_ptr
+
         if error:
-            what = f"failed: {_cause(str(wasmtime.WasmtimeError._from_ptr(error)))}"
+            what = f"failed: {_cause(str(error_from_ptr(error)))}"
         else:
-            t = wasmtime.Trap._from_ptr(self._trap)   # takes ownership of the trap
+            t = trap_from_ptr(self._trap)   # takes ownership of the trap
             if t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
                 what = f"ran out of fuel (more than fuel={self.fuel} instructions in one decision)"
             else:

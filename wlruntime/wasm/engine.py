@@ -86,7 +86,7 @@ def _config(fuel: bool, parallel_compilation: bool) -> wasmtime.Config:
 def _new_engine(fuel: bool, parallel_compilation: bool, pooled: bool) -> wasmtime.Engine:
     if not pooled:
         return wasmtime.Engine(_config(fuel, parallel_compilation))
-    from wasmtime import _ffi as ffi  # the pooling allocator has no wrapper in wasmtime-py yet
+    from wlcommon.wasmtime_capi import enable_pooling_allocator  # no wrapper in wasmtime-py yet
 
     # wasmtime aborts the process (a Rust panic in the C API) when the pool's address space
     # cannot be reserved, so try the reservation here first.
@@ -96,16 +96,8 @@ def _new_engine(fuel: bool, parallel_compilation: bool, pooled: bool) -> wasmtim
                     "allocating instances on demand", reserve >> 30)
         return wasmtime.Engine(_config(fuel, parallel_compilation))
     config = _config(fuel, parallel_compilation)
-    pool = ffi.wasmtime_pooling_allocation_config_new()
-    try:
-        ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, POOL_SLOTS)
-        ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, POOL_SLOTS)
-        ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, POOL_SLOTS)
-        ffi.wasmtime_pooling_allocation_config_max_memory_size_set(pool, WASM32_MAX_MEMORY)
-        ffi.wasmtime_pooling_allocation_config_table_elements_set(pool, POOL_TABLE_ELEMENTS)
-        ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
-    finally:
-        ffi.wasmtime_pooling_allocation_config_delete(pool)
+    enable_pooling_allocator(config, slots=POOL_SLOTS, max_memory_size=WASM32_MAX_MEMORY,
+                             table_elements=POOL_TABLE_ELEMENTS)
     return wasmtime.Engine(config)
 
 

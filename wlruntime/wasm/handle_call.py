@@ -18,7 +18,8 @@ from ctypes import byref
 from typing import Any
 
 import wasmtime
-from wasmtime import _ffi as ffi
+
+from wlcommon.wasmtime_capi import error_from_ptr, ffi, func_handle, gil_kept, store_context
 
 _VAL = ffi.wasmtime_component_val_t
 _VAL_SIZE = ctypes.sizeof(_VAL)
@@ -31,9 +32,7 @@ _STRING = ffi.WASMTIME_COMPONENT_STRING.value
 _TUPLE = ffi.WASMTIME_COMPONENT_TUPLE.value
 
 # wasm_byte_vec_new taking the bytes object itself, without releasing the GIL (a memcpy).
-_byte_vec_new = ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle).wasm_byte_vec_new
-_byte_vec_new.argtypes = [ctypes.POINTER(ffi.wasm_byte_vec_t), ctypes.c_size_t, ctypes.c_char_p]
-_byte_vec_new.restype = None
+_byte_vec_new = gil_kept("wasm_byte_vec_new", [ctypes.POINTER(ffi.wasm_byte_vec_t), ctypes.c_size_t, ctypes.c_char_p])
 
 
 class HandleCaller:
@@ -52,10 +51,10 @@ class HandleCaller:
             _lower_metadata(metadata, params[1])
             lowered = 2
             result = _VAL()
-            error = ffi.wasmtime_component_func_call(byref(self.func._func), store._context(), params, 2,
+            error = ffi.wasmtime_component_func_call(byref(func_handle(self.func)), store_context(store), params, 2,
                                                      byref(result), 1)
             if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
+                raise error_from_ptr(error)
             try:
                 return _lift_result(result)
             finally:

@@ -32,8 +32,8 @@ from typing import Any
 
 import wasmtime
 import wasmtime.component
-from wasmtime import _ffi as ffi
 
+from wlcommon.wasmtime_capi import ffi
 from wlruntime.wasm.engine import get_engine, ticks_for, wasm_running
 from wlruntime.wasm.handle_call import HandleCaller
 from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
@@ -273,7 +273,8 @@ class WasiCommandInstance(_InstanceBase):
             outcome.error, outcome.error_message = _classify_trap(run.trap.trap_code, str(run.trap.message), timeout)
             if outcome.error == TRAP and run.memory_near_limit:
                 outcome.error = OUT_OF_MEMORY
-                outcome.error_message = f"ran out of memory (limit {self.config.memory_mb} MB): " + outcome.error_message
+                outcome.error_message = (f"ran out of memory (limit {self.config.memory_mb} MB): "
+                                         + outcome.error_message)
         elif run.error is not None:
             outcome.error, outcome.error_message = _classify_error(str(run.error), timeout, self.config.memory_mb)
         if run.stdout.overflowed and outcome.ok:

@@ -7,7 +7,7 @@ every export; a FuncType per call) and its stdout/stderr callbacks are most of i
 WASI output stream in wasmtime's C API runs on a tokio worker thread and calls Python from
 there, two thread hand-offs per write plus one per stream at teardown. So here:
 
-- the Store, WASI context and call go through the C API directly (``wasmtime._ffi``), with
+- the Store, WASI context and call go through the C API directly (``wlcommon.wasmtime_capi``), with
   the argv array and the fixed environment encoded once per function;
 - stdout and stderr are captured by our own ``wasi_snapshot_preview1.fd_write``, defined in the
   function's linker over WASI's: it runs on the calling thread, copies the guest's iovecs out
@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import wasmtime
-from wasmtime import _bindings
-from wasmtime import _ffi as ffi
 
+from wlcommon.wasmtime_capi import error_from_ptr, ffi, gil_kept, trap_from_ptr
 from wlruntime.wasm.engine import wasm_running
 
 WASI_MODULE = b"wasi_snapshot_preview1"
@@ -48,34 +47,23 @@ ERRNO_INVAL = 28
 ERRNO_IO = 29
 IOV_MAX = 1024  # as in wasi-libc
 
-# The same C functions, called without releasing the GIL (see the module docstring).
-_PYDLL = ctypes.PyDLL(ffi.dll._name, handle=ffi.dll._handle)
-
-
-def _gil_kept(name: str, restype: Any = None) -> Any:
-    template = getattr(_bindings, f"_{name}")
-    function = getattr(_PYDLL, name)
-    function.argtypes = template.argtypes
-    function.restype = restype if restype is not None else template.restype
-    return function
-
-
-_store_new = _gil_kept("wasmtime_store_new")
-_store_context = _gil_kept("wasmtime_store_context")
-_store_limiter = _gil_kept("wasmtime_store_limiter")
-_set_epoch_deadline = _gil_kept("wasmtime_context_set_epoch_deadline")
-_set_fuel = _gil_kept("wasmtime_context_set_fuel")
-_config_new = _gil_kept("wasi_config_new")
-_config_set_argv = _gil_kept("wasi_config_set_argv")
-_config_set_env = _gil_kept("wasi_config_set_env")
-_config_set_stdin_bytes = _gil_kept("wasi_config_set_stdin_bytes")
-_byte_vec_new = _gil_kept("wasm_byte_vec_new")
-_context_set_wasi = _gil_kept("wasmtime_context_set_wasi")
-_instance_export_get = _gil_kept("wasmtime_instance_export_get")
-_memory_data = _gil_kept("wasmtime_memory_data", restype=c_void_p)
-_memory_data_size = _gil_kept("wasmtime_memory_data_size")
-_caller_context = _gil_kept("wasmtime_caller_context")
-_caller_export_get = _gil_kept("wasmtime_caller_export_get")
+# The trivial C functions, called without releasing the GIL (see the module docstring).
+_store_new = gil_kept("wasmtime_store_new")
+_store_context = gil_kept("wasmtime_store_context")
+_store_limiter = gil_kept("wasmtime_store_limiter")
+_set_epoch_deadline = gil_kept("wasmtime_context_set_epoch_deadline")
+_set_fuel = gil_kept("wasmtime_context_set_fuel")
+_config_new = gil_kept("wasi_config_new")
+_config_set_argv = gil_kept("wasi_config_set_argv")
+_config_set_env = gil_kept("wasi_config_set_env")
+_config_set_stdin_bytes = gil_kept("wasi_config_set_stdin_bytes")
+_byte_vec_new = gil_kept("wasm_byte_vec_new")
+_context_set_wasi = gil_kept("wasmtime_context_set_wasi")
+_instance_export_get = gil_kept("wasmtime_instance_export_get")
+_memory_data = gil_kept("wasmtime_memory_data", restype=c_void_p)
+_memory_data_size = gil_kept("wasmtime_memory_data_size")
+_caller_context = gil_kept("wasmtime_caller_context")
+_caller_export_get = gil_kept("wasmtime_caller_export_get")
 _NO_FINALIZER = cast(0, ctypes.CFUNCTYPE(None, c_void_p))
 _CHAR_PP = POINTER(POINTER(c_char))
 _EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
@@ -162,7 +150,7 @@ def define_captured_stdio(linker: wasmtime.Linker) -> None:
     error = ffi.wasmtime_linker_define_func_unchecked(linker.ptr(), WASI_MODULE, len(WASI_MODULE), name, len(name),
                                                       functype.ptr(), _fd_write, None, _NO_FINALIZER)
     if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
+        raise error_from_ptr(error)
 
 
 def _char_array(items: list[bytes]) -> Any:
@@ -222,7 +210,7 @@ class CommandRunner:
             if self.fuel is not None:
                 error = _set_fuel(context, self.fuel)
                 if error:
-                    raise wasmtime.WasmtimeError._from_ptr(error)
+                    raise error_from_ptr(error)
             if self.capture_stdio:
                 _current.sinks = (None, result.stdout, result.stderr)
             try:
@@ -263,7 +251,7 @@ class CommandRunner:
             _config_set_stdin_bytes(pointer, byref(vector))
         error = _context_set_wasi(context, pointer)
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+            raise error_from_ptr(error)
 
     def _instantiate_and_start(self, context: Any, result: RunResult) -> None:
         instance = ffi.wasmtime_instance_t()
@@ -275,13 +263,13 @@ class CommandRunner:
                 raise wasmtime.WasmtimeError("the module has no `_start` export")  # validated before: a node bug
             error = ffi.wasmtime_func_call(context, byref(start.of.func), None, 0, None, 0, byref(trap))
         if error:
-            failure = wasmtime.WasmtimeError._from_ptr(error)
+            failure = error_from_ptr(error)
             if isinstance(failure, wasmtime.ExitTrap):
                 result.exit_code = failure.code
             else:
                 result.error = failure
         elif trap:
-            result.trap = wasmtime.Trap._from_ptr(trap)
+            result.trap = trap_from_ptr(trap)
             result.memory_near_limit = self._memory_near_limit(context, instance)
 
     def _memory_near_limit(self, context: Any, instance: Any) -> bool:
