@@ -257,8 +257,12 @@ class ExpectedWait(Policy):
                 window = gaps[k]
             else:
                 window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, cold)
-                if self.prewarming:
+                # Pre-warming pays only when typical idle periods are many cold starts long
+                # (a busy function's are not: skip the O(grid x samples) search for it).
+                if self.prewarming and gaps[len(gaps) // 2] > 10.0 * cold:
                     self.plan_prewarm(st, gaps, fn.memory_mb / 1024.0, cold, window)
+                else:
+                    st.prewarm_at_ms = None
             st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
             st.keepalive_cold_ms = cold
             st.new_samples = 0
