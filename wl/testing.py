@@ -16,7 +16,8 @@ and use the ``wl_platform`` fixture (one platform per test session)::
         assert not wl_platform.invoke("echo", b"again").cold
 
 ``wl_platform`` is a :class:`wlruntime.router.client.RouterClient` (deploy, invoke, delete,
-logs, set_policy, metrics, state, trace, lambda_client for boto3) with ``.platform`` (the
+logs, set_policy, metrics, state, trace, lambda_client: boto3 with the admin token, so the
+Lambda control plane works too) with ``.platform`` (the
 :class:`wlruntime.platform.Platform`: URLs, ``kill_node``, logs in ``platform.log_dir``).
 
 Options: ``--wl-nodes N`` (default 1), ``--wl-policy SPEC`` (default ``default``),
@@ -43,6 +44,17 @@ class PlatformClient(RouterClient):
     def __init__(self, platform: Platform, timeout: float = 120.0) -> None:
         super().__init__(platform.router_url, platform.token, timeout=timeout)
         self.platform = platform
+
+    def lambda_client(self, region: str = "us-east-1") -> Any:
+        """A boto3 ``lambda`` client for the Invoke API and the control plane (CreateFunction,
+        UpdateFunctionCode, ...): the admin token is its access key id."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("lambda", endpoint_url=self.base_url, region_name=region,
+                            aws_access_key_id=self.token, aws_secret_access_key="wl",
+                            config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                                          read_timeout=120, connect_timeout=5))
 
 
 def start_platform(data_dir: Any, *, nodes: int = 1, policy: str = "default", node_memory_mb: int = 2048,
