@@ -23,22 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.interface import RequestView  # noqa: E402
-from policies.registry import load_policy  # noqa: E402
-from wlruntime.router.deadline import DeadlinePolicy  # noqa: E402
+from policies.interface import RequestView
+from policies.registry import load_policy
+from wlruntime.router.deadline import DeadlinePolicy
 
 logging.getLogger("wlruntime.router.deadline").setLevel(logging.CRITICAL)  # counted in the table instead
 
 
 class _Instance:
-    queue: list = []
-    idle_since_ms = 0.0
-    memory_mb = 16.0
+    def __init__(self) -> None:
+        self.queue: list = []
+        self.idle_since_ms = 0.0
+        self.memory_mb = 16.0
 
 
 class _Function:
-    name = "f"
-    idle = [_Instance()]
+    def __init__(self) -> None:
+        self.name = "f"
+        self.idle = [_Instance()]
 
 
 def per_call_us(policy, calls: int) -> float:

@@ -33,7 +33,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,8 +41,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wlruntime.platform import Platform  # noqa: E402
-from wlruntime.router.client import RouterClient  # noqa: E402
+from wlruntime.platform import Platform
+from wlruntime.router.client import RouterClient
 
 BUILD = ROOT / "examples" / "build"
 FUNCTIONS = {  # name -> (wasm, payload): quick functions of several kinds
@@ -201,7 +200,7 @@ def _fault(platform: Platform, client: RouterClient, what: str) -> str:
     if what == "swap policy":
         return client.set_policy("fixed_ttl:ttl_ms=60000")["spec"]
     if what == "redeploy":
-        for attempt in range(20):  # the registry may still be coming back
+        for _ in range(20):  # the registry may still be coming back
             try:
                 # A changed config makes a new version (the same bytes and config would not).
                 meta = client.deploy("echo", BUILD / "echo.wasm", {"memory_mb": 16, "concurrency": 64,

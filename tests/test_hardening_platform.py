@@ -19,7 +19,7 @@ import pytest
 import wasmtime
 
 from wl.testing import PlatformClient, RouterClientError, metric_value, start_platform
-from wlruntime.platform import Platform
+from wlruntime.platform import Platform, read_status
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
 
@@ -125,7 +125,8 @@ def test_the_registry_shows_secrets_only_to_token_holders(platform: Platform, wl
 # ---- 5: imports the node does not provide ------------------------------------------------------------
 @pytest.mark.parametrize(("wat", "problem"), [
     ('(module (import "wasi_snapshot_preview1" "fd_frobnicate" (func (param i32) (result i32))) '
-     '(memory (export "memory") 1) (func (export "_start")))', "fd_frobnicate (func (i32) -> (i32)): unknown to the node"),
+     '(memory (export "memory") 1) (func (export "_start")))',
+     "fd_frobnicate (func (i32) -> (i32)): unknown to the node"),
     ('(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32))) '
      '(memory (export "memory") 1) (func (export "_start")))',
      "fd_write: the module wants func (i32) -> (), the node provides func (i32, i32, i32, i32) -> (i32)"),
@@ -197,6 +198,31 @@ def test_a_cold_start_on_a_node_that_just_died_is_placed_on_the_other_node(platf
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "node-1 re-admitted")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "router gap (wlruntime/router/dispatch.py Dispatcher._execute_failed): a Do on a warm instance of a "
+    "node that died with nothing in flight fails with UNAVAILABLE 'failed to connect' -- the request never "
+    "reached the node -- yet is answered 502 instead of being placed again (the spawn path already uses "
+    "_never_ran). Remove this mark when _execute_failed re-places requests for which _never_ran(error)."))
+def test_a_warm_request_to_a_node_that_just_died_is_placed_on_the_other_node(platform: Platform,
+                                                                             wl: PlatformClient) -> None:
+    wl.deploy("warmth", BUILD / "echo.wasm", {"memory_mb": 16})
+    sent = metric_value(wl.metrics(), "wl_router_node_rpcs_total", op="keep_alive")
+    first = wl.invoke("warmth", b"a")
+    assert first.status == 200
+    # The router has told the node to keep the instance (a deferred KeepAlive): from now on it
+    # calls that node only for the next request.
+    wait_for(lambda: metric_value(wl.metrics(), "wl_router_node_rpcs_total", op="keep_alive") > sent,
+             "the deferred keep-alive")
+    index = int(first.headers["x-wl-node"].rsplit("-", 1)[1]) - 1
+    platform.kill_node(index)  # nothing in flight on it: the router learns from the next call
+    try:
+        r = wl.invoke("warmth", b"b")
+        assert r.status == 200 and r.headers["x-wl-node"] != first.headers["x-wl-node"], (r.status, r.text)
+    finally:
+        platform.restart_node(index)
+        wait_for(lambda: wl.health()["nodes_alive"] == 2, "node re-admitted")
+
+
 # ---- 1: supervision -------------------------------------------------------------------------------------
 def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platform, wl: PlatformClient) -> None:
     assert wl.invoke("echo", b"x").status == 200
@@ -224,6 +250,8 @@ def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platfo
     status = platform.status()
     assert all(c["alive"] for c in status["components"])
     assert component(status, "router")["restarts"] >= 1 and component(status, "router")["last_exit_code"] == -9
-    written = platform.status_path.read_text()
-    assert '"router"' in written and '"restarts"' in written
+    written = read_status(platform.data_dir)  # what `wl ls` can show of a running `wl up`
+    assert written is not None and written["running"]
+    assert {c["name"]: c["restarts"] >= 1 for c in written["components"]} == {
+        "registry": True, "node-1": True, "node-2": True, "router": True}
     assert platform.dead_children() == []

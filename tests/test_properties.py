@@ -6,6 +6,7 @@ exception, never Python internals in the message."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import re
@@ -191,4 +192,4 @@ def test_a_csv_trace_loads_into_the_canonical_table_or_names_the_problem(rows, d
         values = df[column].to_numpy(dtype=float)
         assert all(math.isfinite(v) and v >= 0 for v in values), (column, values)
     arrivals = df["arrival_ms"].to_numpy(dtype=float)
-    assert all(a <= b for a, b in zip(arrivals, arrivals[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(arrivals))

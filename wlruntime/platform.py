@@ -54,6 +54,7 @@ RESTART_BACKOFF_S = 0.25       # first restart delay; doubles while a child keep
 MAX_BACKOFF_S = 10.0
 STABLE_AFTER_S = 30.0          # a child that ran this long before exiting starts again at once
 SUPERVISE_INTERVAL_S = 0.1
+STATUS_REFRESH_S = 5.0         # status.json is rewritten at least this often (uptimes), and at every change
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,6 +66,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 def platform_token(registry_dir: Path) -> str:
     """The local platform's token: the registry's token file, created (0600) when missing."""
     return read_or_create_token_file(registry_dir / REGISTRY_TOKEN_FILE)
+
+
+def read_status(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The status a running ``wl up`` keeps in ``<data_dir>/status.json`` (see ``Platform.status``),
+    or None when there is none (no platform ran there, or it is unreadable)."""
+    try:
+        return json.loads((Path(data_dir).expanduser() / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -274,14 +284,16 @@ class Platform:
     # ---- supervision ---------------------------------------------------------------------------
     def _supervise(self) -> None:
         """Restart children that exited, with backoff, until ``stop``."""
+        written = time.monotonic()
         while not self._stopping.wait(SUPERVISE_INTERVAL_S):
             with self._lock:
                 changed = False
                 for child in self.children():
                     if not child.alive and not child.held and not self._stopping.is_set():
                         changed |= self._revive(child)
-                if changed:
+                if changed or time.monotonic() - written >= STATUS_REFRESH_S:
                     self._write_status()
+                    written = time.monotonic()
 
     def _revive(self, child: Child) -> bool:
         health = self._health.setdefault(child.name, _ChildHealth())
@@ -338,7 +350,8 @@ class Platform:
                     "restarting_in_s": (None if health.restart_at is None
                                         else round(max(0.0, health.restart_at - now), 2)),
                 })
-        return {"time": time.time(), "supervised": self.supervise, "router": self.router_url,
+        return {"time": time.time(), "running": not self._stopping.is_set(), "supervised": self.supervise,
+                "router": self.router_url,
                 "registry": self.registry_url, "components": components}
 
     @property
@@ -402,6 +415,8 @@ class Platform:
             node.stop(grace_s=10.0)
         if self.registry is not None:
             self.registry.stop(grace_s=10.0)
+        if self.children() and self.status_path.exists():
+            self._write_status()  # all down now: a `wl ls` afterwards says so
 
     def children(self) -> list[Child]:
         return [c for c in (self.registry, *self.nodes, self.router) if c is not None]
