@@ -58,7 +58,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def wl(platform: dict, *args: str, code: int = 0, columns: int = 200) -> tuple[str, str]:
-    env = {k: v for k, v in platform["env"].items()} | {"COLUMNS": str(columns)}
+    env = dict(platform["env"]) | {"COLUMNS": str(columns)}
     result = CliRunner().invoke(app, list(args), env=env | {k: "" for k in os.environ if k.startswith("WL_")
                                                             and k not in env})
     assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)

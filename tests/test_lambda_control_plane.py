@@ -159,9 +159,10 @@ def test_bad_requests_get_aws_errors_that_say_what_is_wrong(platform: Platform, 
         lam.create_function(FunctionName="Has_Upper", Role="r", Code={"ZipFile": ECHO})
     assert error_code(bad_name) == "ValidationException" and "lowercase" in str(bad_name.value)
     # boto3 checks MemorySize itself; an unmodified raw client reaches wl's own check.
-    huge = httpx.post(f"{platform.router_url}/2015-03-31/functions", headers={"Authorization": f"Bearer {platform.token}"},
-                      json={"FunctionName": "cp-huge", "Role": "r", "Code": {"ZipFile": base64.b64encode(ECHO).decode()},
-                            "MemorySize": 100_000})
+    huge = httpx.post(f"{platform.router_url}/2015-03-31/functions",
+                      headers={"Authorization": f"Bearer {platform.token}"},
+                      json={"FunctionName": "cp-huge", "Role": "r", "MemorySize": 100_000,
+                            "Code": {"ZipFile": base64.b64encode(ECHO).decode()}})
     assert huge.status_code == 400 and huge.headers["x-amzn-errortype"] == "InvalidParameterValueException"
     assert "memory_mb" in huge.json()["message"]
 

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from wl.settings import ENV_VARS
-
 from wl.loop.cli import register as register_loop
+from wl.settings import ENV_VARS
 from wlruntime.cli import register as register_runtime
 from wlsim.cli import app as sim_app
 from wlsim.rl.cli import app as rl_app

@@ -73,9 +73,10 @@ def create(name: str, lang: str, folder: Path) -> Path:
     project = {"name": name, "lang": lang, "output": f"build/{name}.wasm", "config": config, **recipe(name, lang)}
     (folder / PROJECT_FILE).write_text(json.dumps(project, indent=2) + "\n")
     (folder / "README.md").write_text(
-        f"# {name}\n\nA wl function ({lang}).\n\n```sh\nwl build                                  # -> build/{name}.wasm\n"
-        f"wl run build/{name}.wasm --data hi          # once, locally, no platform\n"
-        f"wl deploy {name} build/{name}.wasm --config wl-config.json  # or with --memory/--timeout\n"
+        f"# {name}\n\nA wl function ({lang}).\n\n```sh\n"
+        f"wl build                              # -> build/{name}.wasm\n"
+        f"wl run build/{name}.wasm --data hi    # once, locally, no platform\n"
+        f"wl deploy {name} build/{name}.wasm --config wl-config.json\n"
         f"wl invoke {name} --data hi\n```\n\nThe build recipe is in `wl.json`.\n")
     (folder / "wl-config.json").write_text(json.dumps(config, indent=2) + "\n")
     return folder

@@ -24,7 +24,8 @@ Opt = typer.Option
 def serve(
     host: Annotated[str | None, Opt(help="listen address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, Opt(help="HTTP port (default 7701)")] = None,
-    scheduler_port: Annotated[int | None, Opt(help="Scheduler gRPC port the nodes call (default 7702; 0 = any)")] = None,
+    scheduler_port: Annotated[int | None, Opt(help="Scheduler gRPC port the nodes call (default 7702; "
+                                                   "0 = any)")] = None,
     registry: Annotated[str | None, Opt(help="code registry base URL (default from settings: "
                                              "http://127.0.0.1:7700)")] = None,
     registry_token: Annotated[str | None, Opt(help="registry write token (deploys are forwarded with it)")] = None,
@@ -35,7 +36,8 @@ def serve(
                                            "learned:DIR, wasm:FILE.wasm, custom:my.py")] = None,
     trace_out: Annotated[str | None, Opt(help="write the recorded traffic here on shutdown (.parquet or .csv)")] = None,
     state_dir: Annotated[Path | None, Opt(help="where queued Event invocations, Lambda metadata and fetched "
-                                               "uploaded policies survive a restart (default <data dir>/router)")] = None,
+                                               "uploaded policies survive a restart (default <data dir>/router)")]
+    = None,
     event_retry_delays: Annotated[str, Opt(metavar="S,S", help="seconds before the retries of an Event "
                                                                 "invocation whose function failed (Lambda: 60,120)")]
     = "60,120",

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from wlruntime.registry.client import RegistryClient, RegistryError
-from wlruntime.registry.models import NAME_RULE, name_problem
+from wlruntime.registry.models import name_problem
 from wlruntime.router.core import Router
 from wlruntime.router.http.invoke import split_function_name
 from wlruntime.router.http.lambda_operations import operation_name
@@ -540,7 +540,8 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
     async def unsupported(request: Request) -> JSONResponse:
         name = operation_name(request.method, request.url.path)
         what = f"the Lambda operation {name}" if name else "this Lambda operation"
-        raise LambdaError(501 if name else 400, "UnsupportedOperationException" if name else "UnknownOperationException",
+        error_type = "UnsupportedOperationException" if name else "UnknownOperationException"
+        raise LambdaError(501 if name else 400, error_type,
                           f"wl does not implement {what} ({request.method} {request.url.path})")
 
     return plane
