@@ -48,6 +48,8 @@ class NodeInfo(BaseModel):
 
 
 class LogEntry(BaseModel):
+    """One entry of a function's recent log (the router keeps stderr output and errors)."""
+
     time: float
     request_id: str
     instance: str
@@ -139,12 +141,12 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
         return JSONResponse(body, status_code=status)
 
     @api.get("/logs/{name:path}")
-    async def logs(name: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def logs(name: str, limit: int = 50) -> list[LogEntry]:
         _checked(name)
         fn = router.functions.get(name)
         if fn is None:
             raise HTTPException(404, f"no invocations of {name!r} recorded by this router")
-        return list(fn.logs)[-max(1, limit):]
+        return [LogEntry.model_validate(entry) for entry in list(fn.logs)[-max(1, limit):]]
 
     @api.get("/trace")
     async def trace(format: str = "csv") -> Response:
