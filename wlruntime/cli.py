@@ -192,7 +192,8 @@ def up(
             f"  token: {token_source}\n"
             f"  recorded in {state_file}: `wl` commands in any shell use this platform\n"
             f"  try:   wl deploy echo examples/build/echo.wasm && wl invoke echo --data hi -v\n"
-            f"  Lambda API: {platform.router_url}/2015-03-31/functions/<name>/invocations\n"
+            f"  Lambda API: boto3 endpoint_url={platform.router_url} (Invoke is open; managing functions "
+            f"takes the token as aws_access_key_id)\n"
             f"  metrics: {platform.router_url}/metrics (router) · {' · '.join(platform.node_metrics_urls)}\n"
             f"  Ctrl-C stops everything.\n")
         while True:
@@ -512,8 +513,8 @@ def run(
     t0 = time.perf_counter()
     try:
         abi = "component" if detect_kind(code) == "component" else "wasi-command"
-        config = FunctionConfig.from_dict({"abi": abi, "memory_mb": memory, "timeout_ms": timeout,
-                                           "env": _pairs(env, "--env", "KEY=VALUE")})
+        config = FunctionConfig.from_stored({"abi": abi, "memory_mb": memory, "timeout_ms": timeout,
+                                             "env": _pairs(env, "--env", "KEY=VALUE")})
         artifact = compile_checked(code, abi)
     except (ValueError, ConfigError) as error:
         _fail(f"{wasm}: {error}", 2)
