@@ -497,7 +497,8 @@ def sweep_table(front: pd.DataFrame, title: str | None = None) -> Table:
     """The sweep's specs, each averaged over its cells; Pareto-efficient ones marked."""
     t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     for col in ("policy", "cells", "cold-\nstart %", "idle\nGB-s", "p99\nms", "cost ÷\noracle", "Pareto"):
-        t.add_column(col, justify="left" if col == "policy" else "right", no_wrap=True)
+        # Long policy specs wrap; numbers are never cut.
+        t.add_column(col, overflow="fold") if col == "policy" else t.add_column(col, justify="right", no_wrap=True)
     for row in front.to_dict("records"):
         t.add_row(str(row["policy"]), str(row["cells"]), _num(100 * row["cold_start_rate"], ".2f"),
                   _num(row["idle_gb_s"], ",.0f"), _ms(row["latency_p99_ms"]),
