@@ -498,7 +498,10 @@ def sweep_table(front: pd.DataFrame, title: str | None = None) -> Table:
     t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     for col in ("policy", "cells", "cold-\nstart %", "idle\nGB-s", "p99\nms", "cost ÷\noracle", "Pareto"):
         # Long policy specs wrap; numbers are never cut.
-        t.add_column(col, overflow="fold") if col == "policy" else t.add_column(col, justify="right", no_wrap=True)
+        if col == "policy":
+            t.add_column(col, overflow="fold")
+        else:
+            t.add_column(col, justify="right", no_wrap=True)
     for row in front.to_dict("records"):
         t.add_row(str(row["policy"]), str(row["cells"]), _num(100 * row["cold_start_rate"], ".2f"),
                   _num(row["idle_gb_s"], ",.0f"), _ms(row["latency_p99_ms"]),
