@@ -202,10 +202,10 @@ def print_comparison(console: Console, summary: pd.DataFrame, title: str | None 
         return
     if title:
         console.print(f"[bold]{title}[/]")
+    labels = [h.replace("-\n", "-").replace("\n", " ") for h in COMPARE_HEADERS[1:]]
     for row in range(len(summary)):
-        console.print(f"[bold]{cells[0][row]}[/]: " + " · ".join(
-            f"{h.replace('-' + chr(10), '-').replace(chr(10), ' ')} {col[row]}" for h, col in zip(COMPARE_HEADERS[1:], cells[1:], strict=True)),
-            highlight=False)
+        values = " · ".join(f"{label} {col[row]}" for label, col in zip(labels, cells[1:], strict=True))
+        console.print(f"[bold]{cells[0][row]}[/]: {values}", highlight=False)
 
 
 _REPLAY_ROWS = [
