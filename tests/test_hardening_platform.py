@@ -243,10 +243,15 @@ def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platfo
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "node-2 re-admitted")
     assert metric_value(wl.metrics(), "wl_router_node_up", node="node-2") == 1
 
-    # The router dies: it comes back on its port and serves the deployed functions.
+    # The router dies: it comes back on its port, with the policy it had last, and serves the
+    # deployed functions.
+    wl.set_policy("fixed_ttl:ttl_ms=60000")
+    wait_for(lambda: platform.policy == "fixed_ttl:ttl_ms=60000", "the supervisor to learn the policy")
     os.kill(platform.router.proc.pid, signal.SIGKILL)
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "router back with both nodes", timeout_s=60)
     assert wl.invoke("echo", b"back").status == 200
+    assert wl.policy()["spec"] == "fixed_ttl:ttl_ms=60000"
+    wl.set_policy("default")
     status = platform.status()
     assert all(c["alive"] for c in status["components"])
     assert component(status, "router")["restarts"] >= 1 and component(status, "router")["last_exit_code"] == -9

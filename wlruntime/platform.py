@@ -291,9 +291,12 @@ class Platform:
                 for child in self.children():
                     if not child.alive and not child.held and not self._stopping.is_set():
                         changed |= self._revive(child)
-                if changed or time.monotonic() - written >= STATUS_REFRESH_S:
+                refresh = time.monotonic() - written >= STATUS_REFRESH_S
+                if changed or refresh:
                     self._write_status()
                     written = time.monotonic()
+            if refresh:
+                self._learn_policy()  # outside the lock: an HTTP call
 
     def _revive(self, child: Child) -> bool:
         health = self._health.setdefault(child.name, _ChildHealth())
@@ -312,6 +315,8 @@ class Platform:
             return False
         health.restart_at = None
         health.restarts += 1
+        if child is self.router:
+            self._keep_policy(child)
         try:
             fresh = child.again()
         except OSError as error:
@@ -320,6 +325,25 @@ class Platform:
         self._replace_child(child, fresh)
         self._say(f"{child.name} restarted (pid {fresh.proc.pid}, restart {health.restarts})")
         return True
+
+    def _learn_policy(self) -> None:
+        """Remember the router's current policy spec (it may have been swapped at run time), so a
+        restarted router comes back with it rather than the one it was started with."""
+        router = self.router
+        if router is None or not router.alive:
+            return
+        try:
+            spec = httpx.get(f"{self.router_url}/admin/policy", timeout=1.0,
+                             headers={"Authorization": f"Bearer {self.token}"}).json().get("spec")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        if isinstance(spec, str) and spec:
+            self.policy = spec
+
+    def _keep_policy(self, router: Child) -> None:
+        argv = router.argv
+        if "--policy" in argv:
+            argv[argv.index("--policy") + 1] = self.policy
 
     def _replace_child(self, old: Child, new: Child) -> None:
         if old is self.registry:
