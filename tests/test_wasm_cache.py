@@ -33,7 +33,7 @@ def test_memory_then_disk_then_recompile(tmp_path: Path) -> None:
     fresh = CompiledCache(tmp_path)  # what a restarted node sees
     from_disk = fresh.get(sha, "wasi-command", False, load)
     assert from_disk.source == DISK and len(loads) == 1
-    run = CompiledFunction("echo", 1, FunctionConfig(), from_disk.artifact).new_instance("i")
+    run = CompiledFunction("echo", 1, FunctionConfig(abi="wasi-command"), from_disk.artifact).new_instance("i")
     assert run.invoke(Invocation(b"from disk")).output == b"from disk"
 
     # Replace, never rewrite in place: the live artifact above maps the old file.

@@ -22,7 +22,7 @@ ECHO = wat("echo")
 
 def test_abi1_functions_run_on_the_pooled_engine_and_components_do_not() -> None:
     module = compile_checked(ECHO, ABI_WASI_COMMAND)
-    function = CompiledFunction("echo", 1, FunctionConfig.from_dict({"memory_mb": 16}), module)
+    function = CompiledFunction("echo", 1, FunctionConfig.from_stored({"memory_mb": 16}), module)
     assert function.engine is get_engine(False, pooled=True)
     assert get_engine(False, pooled=True) is not get_engine(False)
     instance = function.new_instance("i-1")
@@ -30,7 +30,7 @@ def test_abi1_functions_run_on_the_pooled_engine_and_components_do_not() -> None
         outcome = instance.invoke(Invocation(payload=b"%d" % i, request_id=str(i)))
         assert outcome.output == b"%d" % i, outcome
     counter = wat("counter.component")
-    component = CompiledFunction("counter", 1, FunctionConfig.from_dict({"abi": "component"}),
+    component = CompiledFunction("counter", 1, FunctionConfig.from_stored({"abi": "component"}),
                                  compile_checked(counter, "component"))
     assert component.engine is get_engine(False)
 
@@ -58,7 +58,7 @@ def test_the_pool_bounds_live_instances_with_a_clear_error() -> None:
 def test_artifacts_from_an_on_demand_engine_load_into_the_pooled_one() -> None:
     blob = wasmtime.Module(get_engine(False), ECHO).serialize()
     module = wasmtime.Module.deserialize(get_engine(False, pooled=True), blob)
-    function = CompiledFunction("echo", 1, FunctionConfig.from_dict({}), module)
+    function = CompiledFunction("echo", 1, FunctionConfig.from_stored({}), module)
     assert function.new_instance("i").invoke(Invocation(payload=b"cached")).output == b"cached"
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 
 def instance(name: str, **config):
-    cfg = FunctionConfig.from_dict(config)
+    cfg = FunctionConfig.from_stored(config)
     artifact = compile_checked(wasm(name), cfg.abi, cfg.fuel is not None)
     return CompiledFunction(name, 1, cfg, artifact).new_instance(f"i-{name}")
 
@@ -112,11 +112,11 @@ def test_component_memory_limit() -> None:
 
 def test_bad_config_names_the_field() -> None:
     with pytest.raises(ConfigError, match=r"config\.memory_mb"):
-        FunctionConfig.from_dict({"memory_mb": -1})
+        FunctionConfig.from_stored({"memory_mb": -1})
     with pytest.raises(ConfigError, match=r"config\.abi"):
-        FunctionConfig.from_dict({"abi": "docker"})
+        FunctionConfig.from_stored({"abi": "docker"})
     with pytest.raises(ConfigError, match=r"config\.env"):
-        FunctionConfig.from_dict({"env": {"A": 1}})
+        FunctionConfig.from_stored({"env": {"A": 1}})
 
 
 def test_component_moves_megabytes_in_and_out() -> None:

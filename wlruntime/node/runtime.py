@@ -251,7 +251,7 @@ class NodeRuntime:
         meta = self._function_metadata(function, version or "latest")
         resolved_version = int(meta["version"])
         try:
-            config = FunctionConfig.from_dict({k: v for k, v in (meta.get("config") or {}).items() if v is not None})
+            config = FunctionConfig.from_stored(meta.get("config") or {})
         except ConfigError as error:
             raise NodeError("FAILED_PRECONDITION", f"{function}@{resolved_version}: {error}") from None
         instance_id = instance_id or f"{function}-{uuid.uuid4().hex[:12]}"

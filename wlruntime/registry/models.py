@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 # the name rules live in wlruntime.names; imported here too for the registry's users
 from wlruntime.names import NAME_RE as NAME_RE
@@ -12,13 +13,20 @@ from wlruntime.names import NAME_RULE as NAME_RULE
 from wlruntime.names import name_problem as name_problem
 
 ABIS = ("wasi-command", "component")
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A function config field has a bad value; the message names the field."""
 
 
 class FunctionConfig(BaseModel):
-    """What a function runs with. Validated strictly: ``"128"`` is not a number, and unknown
-    fields are errors (a misspelt ``memroy_mb`` must not silently fall back to the default)."""
+    """What a function runs with: the one function config, validated by the registry at upload
+    and built by nodes from what the registry stores (``from_stored``). Validated strictly:
+    ``"128"`` is not a number, and unknown fields are errors at upload (a misspelt ``memroy_mb``
+    must not silently fall back to the default). Immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     memory_mb: StrictInt = Field(128, ge=1, le=16384)
     timeout_ms: StrictInt = Field(3000, ge=1, le=900_000)
@@ -27,6 +35,21 @@ class FunctionConfig(BaseModel):
     """None at upload means: detect from the binary header (core module vs component)."""
     env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     fuel: StrictInt | None = Field(None, ge=1)
-    max_payload_bytes: StrictInt = Field(6 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    max_payload_bytes: StrictInt = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=1024 * 1024 * 1024)
     allow_fs: StrictBool = False
     allow_net: StrictBool = False
+
+    @classmethod
+    def from_stored(cls, config: Mapping[str, Any]) -> FunctionConfig:
+        """The config a node runs from a stored config (the registry's JSON): null values and
+        keys this version does not know are ignored (a newer registry may add some), a
+        missing ABI is ``wasi-command``; a bad value raises ConfigError naming the key."""
+        names = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        known = {key: value for key, value in config.items() if key in names and value is not None}
+        known.setdefault("abi", "wasi-command")
+        try:
+            return cls.model_validate(known)
+        except ValidationError as exc:
+            problems = [f"config.{'.'.join(str(part) for part in e['loc'])}: {e['msg']}, got {e['input']!r}"
+                        for e in exc.errors()]
+            raise ConfigError("; ".join(problems)) from None

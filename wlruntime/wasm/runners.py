@@ -34,6 +34,10 @@ import wasmtime
 import wasmtime.component
 
 from wlcommon.wasmtime_capi import ffi
+
+# the registry's config is the one function config (ConfigError: a bad value, naming the key)
+from wlruntime.registry.models import ConfigError as ConfigError
+from wlruntime.registry.models import FunctionConfig as FunctionConfig
 from wlruntime.wasm.engine import get_engine, ticks_for, wasm_running
 from wlruntime.wasm.handle_call import HandleCaller
 from wlruntime.wasm.validate import ABI_COMPONENT, ABI_WASI_COMMAND, ABIS, HANDLE_EXPORT
@@ -41,7 +45,6 @@ from wlruntime.wasm.wasi_command import CommandRunner
 
 MIB = 1024 * 1024
 LOG_LIMIT_BYTES = 64 * 1024
-DEFAULT_MAX_PAYLOAD_BYTES = 6 * MIB
 
 # Error kinds: the lower-case names of node.proto's ErrorKind.
 NONE = "none"
@@ -52,52 +55,6 @@ TRAP = "trap"
 OUT_OF_FUEL = "out_of_fuel"
 RESPONSE_TOO_LARGE = "response_too_large"
 INTERNAL = "internal"
-
-
-class ConfigError(ValueError):
-    """A function config field has a bad value; the message names the field."""
-
-
-@dataclass(frozen=True)
-class FunctionConfig:
-    """What the runtime needs from a registry function config."""
-
-    abi: str = ABI_WASI_COMMAND
-    memory_mb: int = 128
-    timeout_ms: int = 3000
-    concurrency: int = 1
-    fuel: int | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    allow_fs: bool = False
-    allow_net: bool = False
-
-    @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> FunctionConfig:
-        """Build from the registry's config JSON; unknown keys are ignored, bad values raise."""
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for name in ("memory_mb", "timeout_ms", "concurrency", "max_payload_bytes"):
-            value = config.get(name, getattr(defaults, name))
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
-            values[name] = value
-        abi = config.get("abi", defaults.abi)
-        if abi not in ABIS:
-            raise ConfigError(f"config.abi must be one of {', '.join(ABIS)}, got {abi!r}")
-        fuel = config.get("fuel")
-        if fuel is not None and (not isinstance(fuel, int) or isinstance(fuel, bool) or fuel <= 0):
-            raise ConfigError(f"config.fuel must be a positive integer or null, got {fuel!r}")
-        env = config.get("env") or {}
-        if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise ConfigError("config.env must map strings to strings")
-        flags = {}
-        for name in ("allow_fs", "allow_net"):
-            value = config.get(name, False)
-            if not isinstance(value, bool):
-                raise ConfigError(f"config.{name} must be true or false, got {value!r}")
-            flags[name] = value
-        return cls(abi=abi, fuel=fuel, env=dict(env), **values, **flags)
 
 
 @dataclass(frozen=True)
@@ -128,6 +85,8 @@ class CompiledFunction:
     """One function version compiled for this process, ready to make instances."""
 
     def __init__(self, name: str, version: int, config: FunctionConfig, artifact: Any) -> None:
+        if config.abi not in ABIS:  # None in an upload means "detect"; a node runs a stored config
+            raise ConfigError(f"config.abi must be one of {', '.join(ABIS)}, got {config.abi!r}")
         self.name = name
         self.version = version
         self.config = config
