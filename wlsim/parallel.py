@@ -121,7 +121,7 @@ class RayExecutor(Executor):
                              logging_level="ERROR")
                 else:
                     ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-            except (ConnectionError, RuntimeError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 (ray raises plain Exception on a start-up timeout)
                 raise ExecutorError(f"could not {'start' if local else 'join'} Ray"
                                     f"{'' if local else f' at {address}'}: {e}") from None
         self.workers = int(ray.cluster_resources().get("CPU", 1))
