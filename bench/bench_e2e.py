@@ -126,10 +126,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, script: Path, connections: int, duration: float, pids: dict[str, int] | None = None) -> dict[str, float]:
+def wrk(url: str, script: Path, connections: int, duration: float,
+        pids: dict[str, int] | None = None) -> dict[str, float]:
     """Run wrk; with ``pids`` also the CPU µs each process used per request."""
     before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
-    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url],
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+    result = subprocess.run(command,
                             capture_output=True, text=True, timeout=duration + 60, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout} {result.stderr}")
@@ -230,7 +232,8 @@ def main() -> None:
         wrk(bare_url, script, args.connections, 1.0)
         for rep in range(args.repeats):
             print(f"repeat {rep + 1}/{args.repeats}...", file=sys.stderr, flush=True)
-            for label, url, pids in (("router", router_url, platform_pids), ("bare", bare_url, {"bare": bare.proc.pid})):
+            targets = (("router", router_url, platform_pids), ("bare", bare_url, {"bare": bare.proc.pid}))
+            for label, url, pids in targets:
                 one = wrk(url, script, 1, args.duration)
                 add(f"{label} p50 ms", one["p50_ms"])
                 add(f"{label} p99 ms", one["p99_ms"])

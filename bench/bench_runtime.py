@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 100; --quick 3)")
     parser.add_argument("--warm", type=int, help="warm invocations per function and baseline samples "
                         "(default 300; --quick 20)")
-    parser.add_argument("--payload-bytes", type=int, default=1024, help=f"request size (1..{MAX_PAYLOAD}, default 1024)")
+    parser.add_argument("--payload-bytes", type=int, default=1024,
+                        help=f"request size (1..{MAX_PAYLOAD}, default 1024)")
     parser.add_argument("--quick", action="store_true", help="a smoke run with few repetitions")
     parser.add_argument("--no-python", dest="python", action="store_false",
                         help="leave out the componentize-py component (saves two ~16 CPU-s compiles)")

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wlsim.parallel import LocalExecutor, RayExecutor  # noqa: E402
-from wlsim.sweep import Grid, parse_int_list, run_sweep  # noqa: E402
+from wlsim.parallel import LocalExecutor, RayExecutor
+from wlsim.sweep import Grid, parse_int_list, run_sweep
 
 SPECS = ["fixed_ttl:ttl_ms=30000|60000|120000|300000|600000|1200000", "kpa", "hybrid_histogram",
          "default"]

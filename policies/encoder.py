@@ -17,7 +17,8 @@ Action space (one for both decision kinds, so one network serves both):
 Route points mask out the idle actions and vice versa; candidates that do not exist are
 masked, and so are busy candidates whose expected wait exceeds ``max_wait_cold_starts``
 expected cold starts. When a keep-alive runs out the instance is killed without asking
-the network unless ``reconsider_on_expiry`` (see EncoderSpec). All ms values enter the observation as ``log1p(ms) / ms_log_scale`` and counts as
+the network unless ``reconsider_on_expiry`` (see EncoderSpec). All ms values enter the
+observation as ``log1p(ms) / ms_log_scale`` and counts as
 ``log1p(n) / count_log_scale``, so typical values lie in [0, ~1.5]; the vector is then
 clipped to [-obs_clip, obs_clip].
 """
@@ -138,7 +139,7 @@ class EncoderSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderSpec:
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"encoder spec: unknown field(s) {sorted(unknown)}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -76,7 +76,7 @@ class InstanceView:
         "__weakref__",
     )
 
-    def __init__(self, id: int, fn: "FunctionView", node: str, memory_mb: float,
+    def __init__(self, id: int, fn: FunctionView, node: str, memory_mb: float,
                  concurrency: int, created_ms: float, queue: Any = None) -> None:
         self.id = id
         self.fn = fn

@@ -146,7 +146,7 @@ def load_policy(spec: str) -> Policy:
     if head == "learned":
         if not rest:
             raise PolicySpecError("learned policy spec needs a path: learned:PATH")
-        from policies.learned import ArtifactError, LearnedPolicy  # noqa: PLC0415 (lazy: numpy-only loader)
+        from policies.learned import ArtifactError, LearnedPolicy
         try:
             return LearnedPolicy.load(rest[0], **_split_params(rest[1:], spec))
         except (ArtifactError, OSError) as e:  # a spec error like any other (the router answers 400)

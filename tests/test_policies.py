@@ -560,7 +560,7 @@ def test_expected_wait_learns_idle_periods_of_killed_instances_and_prewarms_peri
     sc = Scene(fn)
     t = 0.0
     inst = sc.spawn(t, state=IDLE)
-    for k in range(12):
+    for _ in range(12):
         if inst is None:                                            # killed: the next call is cold
             assert p.route(t, sc.request(t), fn) == SPAWN
             inst = sc.spawn(t, state=IDLE)

@@ -109,7 +109,8 @@ def _demo(console: Console, platform: Any, configs: dict[str, dict[str, Any]], i
                       f"{cold.elapsed_ms / warm_ms:.0f}×", output)
     console.print(table)
     console.print("The first call of each function waited for a cold start (X-WL-Cold: 1: the node fetched "
-                  "the code from the registry, loaded the artifact compiled at deploy and instantiated it); the next ones reused the warm instance. "
+                  "the code from the registry, loaded the artifact compiled at deploy and instantiated it); "
+                  "the next ones reused the warm instance. "
                   "Lambda's cold starts are 100 ms and up.")
     if not include_components:
         console.print("[dim]Python components (counter, wordcount; 18 MB each) are skipped here: "

@@ -255,8 +255,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from policies.learned import ArtifactError  # a bad learned:PATH artifact
     from policies.registry import PolicySpecError
     from wlsim.parallel import ExecutorError
-    from wlsim.sweep import SweepError
     from wlsim.profile import ProfileError
+    from wlsim.sweep import SweepError
     from wlsim.traces import TraceError
 
     return (CliError, PolicySpecError, TraceError, ArtifactError, ExecutorError, SweepError, ProfileError)

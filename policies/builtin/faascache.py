@@ -59,8 +59,9 @@ class FaasCache(Policy):
     (``Reject``, retry after ``retry_after_ms``); and the lowest-priority idle instances are
     evicted to make room: a policy cannot kill another function's instance from ``route``,
     so while a spawn is blocked every idle instance, when next asked (within ``recheck_ms``),
-    is re-asked every ``pressure_recheck_ms`` (100 ms) and killed if its function has the lowest priority among functions with idle
-    instances (the clock advances to it), until the blocked memory is freed. Live memory
+    is re-asked every ``pressure_recheck_ms`` (100 ms) and killed if its function has the lowest
+    priority among functions with idle instances (the clock advances to it), until the blocked
+    memory is freed. Live memory
     therefore never exceeds the cap (peak <= cap, tested). This check is O(functions seen)
     per decision; without a cap every decision is O(1) and evict is O(k log k) in the
     candidates. A simulator or router hook that lets a policy evict synchronously from
@@ -109,7 +110,7 @@ class FaasCache(Policy):
             st.freq = 0
         st.freq += 1
         mem = fn.memory_mb
-        st.priority = self.clock + st.freq * fn.stats.cold_start_ms / (1e-9 if 1e-9 > mem else mem)
+        st.priority = self.clock + st.freq * fn.stats.cold_start_ms / (1e-9 if mem < 1e-9 else mem)
         idle = fn.idle
         inst = idle[-1] if idle else warm_slot(fn)
         if inst is not None:

@@ -174,7 +174,7 @@ class HybridHistogram(Policy):
         self.range_ms = number(n, "range_ms", range_ms)
         if self.range_ms < self.bin_ms:
             raise PolicySpecError(f"{n}: range_ms ({range_ms}) must be at least bin_ms ({bin_ms})")
-        self.n_bins = max(2, int(round(self.range_ms / self.bin_ms)))
+        self.n_bins = max(2, round(self.range_ms / self.bin_ms))
         self.head_percentile = number(n, "head_percentile", head_percentile)
         self.tail_percentile = number(n, "tail_percentile", tail_percentile)
         if not self.head_percentile <= self.tail_percentile <= 100:

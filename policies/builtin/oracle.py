@@ -43,7 +43,7 @@ class FunctionFuture:
     __slots__ = ("arrivals", "durations", "ends", "demand", "size", "tree", "next_idx")
 
     def __init__(self, arrivals: Any, durations: Any) -> None:
-        import numpy as np  # noqa: PLC0415 (only the oracle needs numpy, and only here)
+        import numpy as np
 
         arrivals = np.asarray(arrivals, dtype=float)
         durations = np.asarray(durations, dtype=float)
@@ -220,7 +220,7 @@ class Oracle(Policy):
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, trace: Any) -> None:
-        import numpy as np  # noqa: PLC0415
+        import numpy as np
 
         missing = [c for c in ("function", "arrival_ms", "duration_ms") if c not in trace.columns]
         if missing:

@@ -15,7 +15,8 @@ with ``wlruntime.node.server.start_node(...)``; talk to it with ``wlruntime.node
 Concurrency: the gRPC server runs on one asyncio event loop; KeepAlive, Kill, Status and Health
 are answered there. ``DoStream`` carries many Do operations on one stream, in batches both ways
 (a gRPC message costs a Python server about as much as a trivial function's whole run, and a
-unary call more than twice that); replies go out as operations finish. Wasm runs on a pool of ``--workers`` threads (default max(4, 2 x cores)),
+unary call more than twice that); replies go out as operations finish. Wasm runs on a pool of
+``--workers`` threads (default max(4, 2 x cores)),
 at most ``workers`` invocations at once (each on its own instance); wasmtime releases the GIL
 while wasm executes, so long or CPU-bound invocations overlap (tests/test_node_runtime.py
 checks that four run side by side). A thread hand-off there and back costs more than a trivial

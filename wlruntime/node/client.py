@@ -159,7 +159,8 @@ class _Stream:
                 # One turn of the event loop first: requests arriving in the same turn join
                 # this batch (about 2x fewer, bigger writes under load; no timed wait).
                 await asyncio.sleep(0)
-                await self.call.write(node_pb2.DoBatch(requests=take_batch(outbox)))  # gRPC allows one outstanding write per call
+                # gRPC allows one outstanding write per call
+                await self.call.write(node_pb2.DoBatch(requests=take_batch(outbox)))
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - the stream broke: end it, so every caller hears now

@@ -113,6 +113,11 @@ def _summary(values: list[float]) -> str:
     return text + f"   (n={len(values)})"
 
 
+def _median_ratio(this: list[tuple[float, float]], base: list[tuple[float, float]]) -> float:
+    """Median rate of ``this`` over median rate of ``base`` ((rate, cpu) samples)."""
+    return statistics.median(r for r, _ in this) / statistics.median(r for r, _ in base)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m wlruntime.node.quickbench")
     parser.add_argument("--samples", type=int, default=30, help="cold starts per kind (default 30)")
@@ -190,7 +195,7 @@ def main() -> None:
 
         for i in range(args.samples):
             spawn("uncached", f"echo-{i}")
-        for i in range(args.samples):
+        for _ in range(args.samples):
             spawn("memory", "echo-0")
         _stop(proc)
         channel.close()
@@ -216,7 +221,8 @@ def main() -> None:
         print(f"  ratio uncached/disk {uncached / statistics.median(rows['disk']):.1f}x, "
               f"uncached/memory {uncached / statistics.median(rows['memory']):.1f}x")
         if baseline_stub is not None:
-            print(f"  disk: baseline / this tree {statistics.median(rows['disk, baseline']) / statistics.median(rows['disk']):.2f}x")
+            ratio = statistics.median(rows['disk, baseline']) / statistics.median(rows['disk'])
+            print(f"  disk: baseline / this tree {ratio:.2f}x")
         channel.close()
 
         # Warm and concurrency cases: this tree's node(s), and the baseline's when asked.
@@ -278,7 +284,8 @@ async def _warm_and_concurrency(args: argparse.Namespace, addresses: dict[str, l
         if len(names) > 1:
             this, base = (statistics.median(samples[n]["rtt"]) for n in names)
             cpu_this, cpu_base = (statistics.median(samples[n]["cpu"]) for n in names)
-            print(f"  {function:8s} {abi}  baseline / this tree: rtt {base / this:.2f}x, node cpu {cpu_base / cpu_this:.2f}x")
+            print(f"  {function:8s} {abi}  baseline / this tree: rtt {base / this:.2f}x, "
+                  f"node cpu {cpu_base / cpu_this:.2f}x")
         for name in names:
             await stubs[name][0].Do(pb.DoRequest(instance_id=ids[name], kill=pb.Kill()))
 
@@ -325,7 +332,7 @@ async def _warm_and_concurrency(args: argparse.Namespace, addresses: dict[str, l
                 print(f"  {label}, {nodes} node{'s' if nodes > 1 else ' '}  {name:9s} {cells}")
             if len(names) > 1:
                 this, base = names
-                ratios = "  ".join(f"K={k}: {statistics.median(r for r, _ in results[this][k]) / statistics.median(r for r, _ in results[base][k]):.2f}x"
+                ratios = "  ".join(f"K={k}: {_median_ratio(results[this][k], results[base][k]):.2f}x"
                                    for k in levels)
                 print(f"  {label}, {nodes} node{'s' if nodes > 1 else ' '}  this tree / baseline inv/s: {ratios}")
     for chans in channels.values():

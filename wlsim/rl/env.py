@@ -27,7 +27,8 @@ trace, restricted to ``functions_per_episode`` seeded random functions (None = a
 Functions do not interact unless memory is scarce, so one function per episode gives the
 agent its own decisions' consequences within a few steps instead of interleaved with
 39 other functions'. The ``warmup_minutes`` before the window are simulated under
-``warmup_policy`` (a policy spec; default a 10-minute keep-alive; not steps) so the online statistics the features read are warm.
+``warmup_policy`` (a policy spec; default a 10-minute keep-alive; not steps) so the online
+statistics the features read are warm.
 An episode ends when the window's trace is exhausted (terminated) or after
 ``max_episode_steps`` steps (truncated).
 
