@@ -10,6 +10,10 @@ An artifact is a folder with two files, written by ``wlsim.rl.export``:
                 "weights_sha256": <sha256 of weights.npz>, "training": {...metadata}}
   weights.npz  W0, b0, W1, b1, ... (layer i maps x -> act(x @ W_i.T + b_i), torch's layout)
 
+Format 2 with ``"kind": "keepalive-imitation"`` is the imitation-learned keep-alive policy
+(``policies.imitation``: its features and bin edges instead of the encoder and actions);
+``LearnedPolicy.load`` returns that policy for such an artifact.
+
 At a decision point the policy encodes the view with ``policies.encoder.FeatureEncoder``,
 runs the MLP and takes the masked argmax. Idle points with a single valid action (invoke
 when requests are queued on the instance; kill when its keep-alive ran out, see
@@ -93,7 +97,7 @@ class LearnedPolicy(Policy):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def load(cls, path: str | Path, **params: Any) -> LearnedPolicy:
+    def load(cls, path: str | Path, **params: Any) -> Policy:
         """Load an artifact folder (or its spec.json). Raises ArtifactError naming the
         file and what is wrong."""
         if params:
@@ -117,6 +121,8 @@ class LearnedPolicy(Policy):
         if not isinstance(spec, dict) or spec.get("format") != ARTIFACT_FORMAT:
             raise ArtifactError(f"{spec_path}: not a wl learned-policy spec (field 'format' must be "
                                 f"{ARTIFACT_FORMAT!r})")
+        if spec.get("kind") == "keepalive-imitation" and spec.get("format_version") == 2:
+            return cls._load_imitation(spec, spec_path, weights_path, folder)  # type: ignore[return-value]
         if spec.get("format_version") != ARTIFACT_VERSION:
             raise ArtifactError(f"{spec_path}: format_version {spec.get('format_version')!r} "
                                 f"not supported (expected {ARTIFACT_VERSION})")
@@ -165,6 +171,25 @@ class LearnedPolicy(Policy):
         if acts[-1] != "linear":
             raise ArtifactError(f"{spec_path}: the last layer must be linear (logits), got {acts[-1]!r}")
         return cls(encoder, weights, acts, meta=spec.get("training", {}), path=str(folder))
+
+    @staticmethod
+    def _load_imitation(spec: dict[str, Any], spec_path: Path, weights_path: Path, folder: Path) -> Policy:
+        """A format 2 artifact of kind keepalive-imitation (policies.imitation)."""
+        from policies.imitation import ImitationPolicy
+
+        want_sha = spec.get("weights_sha256")
+        if want_sha is not None and file_sha256(weights_path) != want_sha:
+            raise ArtifactError(f"{weights_path}: sha256 does not match spec.json's weights_sha256 "
+                                f"(file corrupt or from another export)")
+        try:
+            with np.load(weights_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ArtifactError(f"{weights_path}: not a readable .npz file: {type(e).__name__}: {e}") from None
+        try:
+            return ImitationPolicy.from_spec(spec, arrays, str(folder))
+        except (KeyError, TypeError) as e:
+            raise ArtifactError(f"{spec_path}: malformed network spec: {e}") from None
 
     # ----------------------------------------------------------------- network
     def logits(self, obs: np.ndarray) -> np.ndarray:

@@ -145,7 +145,38 @@ def export_cmd(
     console.print(f"artifact: [bold]{path}[/] (use learned:{path})")
 
 
+def imitate_cmd(
+    trace: str = typer.Option(DEFAULT_TRACE, "--trace", "-t", help="Training trace."),
+    train_minutes: str = typer.Option("1,600", "--train-minutes", help="First,last minute rolled out for labels."),
+    validation_minutes: str = typer.Option("601,720", "--validation-minutes",
+                                           help="First,last minute of the validation slice (checkpoint selection)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the network init and minibatches."),
+    iterations: int = typer.Option(3, "--iterations", min=1, help="DAgger rounds (the first under default's decisions)."),
+    epochs: int = typer.Option(40, "--epochs", min=1, help="Epochs per round."),
+    eval_every: int = typer.Option(20, "--eval-every", min=1, help="Epochs between validation simulations."),
+    hidden: int = typer.Option(32, "--hidden", min=1, help="Hidden units."),
+    out: Path = typer.Option(Path("runs/imitation"), "--out", "-o", help="Output folder."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs."),
+) -> None:
+    """Train the imitation-learned keep-alive policy (labels: the oracle's hindsight idle periods;
+    DAgger; checkpoint chosen on the validation slice). Minutes on a CPU."""
+    try:
+        from wlsim.rl.imitate import ImitationConfig, train
+
+        tm, vm = _ints(train_minutes, "--train-minutes"), _ints(validation_minutes, "--validation-minutes")
+        if len(tm) != 2 or len(vm) != 2:
+            raise typer.BadParameter("--train-minutes and --validation-minutes take FIRST,LAST")
+        cfg = ImitationConfig(trace=trace, train_minutes=(tm[0], tm[1]), validation_minutes=(vm[0], vm[1]),
+                              seed=seed, iterations=iterations, epochs=epochs, eval_every=eval_every,
+                              hidden=hidden, out=str(out), tensorboard=tensorboard)
+        artifact = train(cfg, log=lambda m: err_console.print(m, markup=False, highlight=False))
+    except _user_errors() as e:
+        raise _fail(str(e)) from None
+    console.print(f"artifact: [bold]{artifact}[/] (use learned:{artifact})")
+
+
 app.command("train")(train_cmd)
+app.command("imitate")(imitate_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("export")(export_cmd)
 

@@ -1,0 +1,371 @@
+"""The imitation-learned keep-alive policy: a small network, trained to predict the idle
+period the offline oracle acts on, picks per function and per idle period how long to keep an
+instance alive, or to kill it and pre-warm a successor. numpy only (the live router runs it).
+
+Why this shape. The oracle's choice after an execution depends on one number it knows and an
+online policy does not: how long the instance would stay idle (the gap until the request it
+would serve next). Keep alive exactly that long when it costs less than a cold start, else
+kill and pre-warm a successor just in time. The network predicts that gap as a distribution
+over ``N_BINS`` log-spaced bins from per-function features (recent idle periods and their
+quantiles, arrivals in the last minute / 10 minutes / hour, the learned traffic at this time
+of day, predicted duration from the payload, memory, cold start, how many instances are
+idle), and the policy takes the action with the lowest expected cost under that distribution
+(keep for the upper edge of a bin; or kill, then have an instance ready at the lower edge of
+a bin and keep it until the upper edge of the same or a later bin). Trained by
+``wlsim.rl.imitate`` with cross-entropy on the hindsight gaps (the oracle's labels), from
+rollouts of the default policy and then of the learned policy itself (DAgger).
+
+Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmest idle
+instance, else queue only when a high quantile of the remaining execution beats a cold start.
+
+Decision cost: the features are read from running per-function statistics (no scan of the
+history), written into one preallocated vector, and one fused pass (two small matrix
+products, a softmax-free argmin: the expected cost is linear in the probabilities, and
+``exp(logits)`` preserves their order only after normalisation, so the normalisation is kept)
+picks the action; the cost matrix of a function is built once and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_left
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from policies.builtin._common import EPS_MS, idle_for, keep_until
+from policies.builtin.default import ExpectedWait, ExpectedWaitState
+from policies.interface import INVOKE, KILL, FunctionView, IdleDecision, InstanceView, RequestView, RouteDecision
+
+KIND = "keepalive-imitation"
+# Bin edges of the idle-period distribution (ms): 0, then log-spaced 500 ms .. 2 h, then inf.
+EDGES_MS = np.concatenate([[0.0], np.geomspace(500.0, 7_200_000.0, 20), [np.inf]])
+N_BINS = len(EDGES_MS) - 1
+# A representative gap per bin (geometric middle; the last: twice its lower edge).
+REPRESENTATIVE_MS = np.array([250.0] + [math.sqrt(EDGES_MS[i] * EDGES_MS[i + 1]) for i in range(1, N_BINS - 1)]
+                             + [2 * EDGES_MS[-2]])
+PREWARM_SPAN = 3           # a pre-warmed instance is kept through at most this many bins
+MS_SCALE = 15.0            # log1p(ms) / 15 ~ [0, 1.1]
+COUNT_SCALE = 8.0
+
+FEATURES = (
+    "last_idle", "prev_idle", "idle_p10", "idle_p50", "idle_p90", "idle_samples", "share_below_break_even",
+    "arrivals_60s", "arrivals_600s", "arrivals_3600s", "rate_time_of_day", "idle_instances", "live_instances",
+    "predicted_duration", "memory_mb", "cold_start", "break_even", "prewarmed_share",
+)
+N_FEATURES = len(FEATURES)
+
+
+def actions() -> list[tuple[str, int, int]]:
+    """The action list: ("keep", i, i) keeps alive until the upper edge of bin i (i = 0: kill
+    now... bin 0's upper edge is 500 ms), then ("prewarm", i, j): kill, have an instance ready
+    at the lower edge of bin i and keep it until the upper edge of bin j (i <= j < i + span)."""
+    out = [("keep", i, i) for i in range(N_BINS - 1)]
+    out.append(("kill", 0, 0))
+    for i in range(1, N_BINS - 1):
+        for j in range(i, min(N_BINS - 1, i + PREWARM_SPAN)):
+            out.append(("prewarm", i, j))
+    return out
+
+
+ACTIONS = actions()
+N_KEEP = N_BINS        # keep actions and kill come first: the only ones when other instances live
+
+
+def cost_matrix(mem_gb: float, cold_ms: float, gb_s_usd: float, latency_usd_per_s: float) -> np.ndarray:
+    """Cost (USD) of each action (rows) if the idle period falls in each bin (columns)."""
+    mem = mem_gb * gb_s_usd / 1000.0                         # USD per ms of memory held
+    cold = (latency_usd_per_s / 1000.0 + mem) * cold_ms     # one cold start
+    g = REPRESENTATIVE_MS
+    rows = []
+    for kind, i, j in ACTIONS:
+        if kind == "kill":
+            rows.append(np.full(N_BINS, cold))
+        elif kind == "keep":
+            t = EDGES_MS[i + 1]
+            rows.append(np.where(g <= t, mem * g, mem * t + cold))
+        else:
+            s, e = EDGES_MS[i], EDGES_MS[j + 1]
+            if s <= cold_ms:                                  # cannot be ready in time: useless
+                rows.append(np.full(N_BINS, np.inf))
+                continue
+            rows.append(np.where(g < s, cold, mem * cold_ms + mem * (np.minimum(g, e) - s)
+                                 + np.where(g > e, cold, 0.0)))
+    return np.ascontiguousarray(np.array(rows).T)           # (bins, actions): probs @ C
+
+
+class ImitationState(ExpectedWaitState):
+    __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used")
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.keep_ms: dict[int, float] = {}          # instance id -> chosen keep-alive
+        self.costs: np.ndarray | None = None
+        self.costs_key = (math.nan, math.nan)
+        self.prewarm_plan: tuple[float, float] | None = None   # (ready after ms, keep ms)
+        self.prewarms = 0
+        self.prewarm_used = 0
+
+
+class ImitationPolicy(ExpectedWait):
+    """See the module docstring. ``layers``: [(W (out, in), b)], tanh between, logits last.
+    Without layers it decides like ``default`` and only records (see ``recorder``)."""
+
+    name: ClassVar[str] = "learned"
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                 meta: dict[str, Any] | None = None, path: str | None = None, **default_params: Any) -> None:
+        super().__init__(**default_params)
+        self.meta = meta or {}
+        self.path = path
+        self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
+        self.b = [np.asarray(b, dtype=np.float64) for _, b in (layers or [])]
+        self._x = np.zeros(N_FEATURES)
+        self._h = [np.zeros(w.shape[1]) for w in self.w]
+        self._probs = np.zeros(N_BINS)
+        self._expected = np.zeros(len(ACTIONS))
+        # Training: (features, pending label) rows, filled by ``record``.
+        self.recording: list[np.ndarray] | None = None
+        self.labels: list[float] = []
+        self._pending: dict[int, int] = {}
+        self._ghost_rows: dict[float, int] = {}
+        self._sample_key: tuple[str, Any] | None = None
+
+    # ------------------------------------------------------------------ state
+    def state(self, fn: FunctionView) -> ImitationState:
+        st = fn.policy_state
+        if type(st) is not ImitationState:
+            st = fn.policy_state = ImitationState(self.window)
+        return st
+
+    def record(self) -> None:
+        """Start recording (features, hindsight idle period) pairs: ``dataset()``."""
+        self.recording, self.labels = [], []
+        self._pending, self._ghost_rows = {}, {}
+
+    def dataset(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features and idle-period labels (ms) of every decision whose idle period ended."""
+        if not self.recording:
+            return np.zeros((0, N_FEATURES)), np.zeros(0)
+        y = np.asarray(self.labels)
+        keep = ~np.isnan(y)
+        return np.asarray(self.recording)[keep], y[keep]
+
+    def sample(self, st: ExpectedWaitState, idle_period_ms: float) -> None:
+        """An idle period ended (ExpectedWait.route calls this): also the label of the
+        decision that started it, when recording."""
+        super().sample(st, idle_period_ms)
+        key = self._sample_key
+        if key is not None and self.recording is not None:
+            row = self._pending.pop(key[1], None) if key[0] == "inst" else self._ghost_rows.pop(key[1], None)
+            if row is not None:
+                self.labels[row] = idle_period_ms
+
+    # ------------------------------------------------------------------ route
+    def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
+        st = fn.policy_state
+        if type(st) is not ImitationState:
+            st = self.state(fn)
+        idle = fn.idle
+        key = None
+        if idle:
+            inst = idle[-1]
+            if inst.invocations == 0 and st.ghosts:              # a pre-warmed successor is used
+                st.prewarm_used += 1
+                key = ("ghost", st.ghosts[-1])
+            else:
+                key = ("inst", inst.id)
+        elif st.ghosts:
+            key = ("ghost", st.ghosts[-1])
+        self._sample_key = key
+        try:
+            return super().route(now_ms, request, fn)
+        finally:
+            self._sample_key = None
+
+    # --------------------------------------------------------------- features
+    def features(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> np.ndarray:
+        """Fill and return the preallocated feature vector."""
+        x = self._x
+        samples = st.idle_periods
+        s = samples.sorted
+        n = len(s)
+        order = samples.order
+        stats = fn.stats
+        cold = stats.cold_start_ms
+        be = self.break_even_ms(fn)
+        log1p = math.log1p
+        x[0] = log1p(order[-1]) / MS_SCALE if n else 0.0
+        x[1] = log1p(order[-2]) / MS_SCALE if n > 1 else x[0]
+        if n:
+            x[2] = log1p(s[n // 10]) / MS_SCALE
+            x[3] = log1p(s[n // 2]) / MS_SCALE
+            x[4] = log1p(s[(9 * n) // 10]) / MS_SCALE
+            x[6] = bisect_left(s, be) / n
+        else:
+            x[2] = x[3] = x[4] = log1p(be) / MS_SCALE
+            x[6] = 0.5
+        x[5] = log1p(n) / COUNT_SCALE
+        x[7] = log1p(stats.arrivals_in_last(now_ms, 60_000.0)) / COUNT_SCALE
+        x[8] = log1p(stats.arrivals_in_last(now_ms, 600_000.0)) / COUNT_SCALE
+        x[9] = log1p(stats.arrivals_in_last(now_ms, 3_600_000.0)) / COUNT_SCALE
+        x[10] = log1p(60.0 * stats.rate_for_time_of_day(now_ms)) / COUNT_SCALE
+        x[11] = log1p(len(fn.idle)) / COUNT_SCALE
+        x[12] = log1p(len(fn.instances)) / COUNT_SCALE
+        x[13] = log1p(stats.duration.predict(0.0)) / MS_SCALE
+        x[14] = log1p(fn.memory_mb) / MS_SCALE
+        x[15] = log1p(cold) / MS_SCALE
+        x[16] = log1p(be) / MS_SCALE
+        x[17] = st.prewarm_used / st.prewarms if st.prewarms else 0.0
+        return x
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """The predicted idle-period distribution over the bins (one fused forward pass into
+        preallocated buffers)."""
+        h = x
+        last = len(self.w) - 1
+        for k, (w, b) in enumerate(zip(self.w, self.b)):
+            out = self._h[k]
+            np.dot(h, w, out=out)
+            out += b
+            if k < last:
+                np.tanh(out, out=out)
+            h = out
+        p = self._probs
+        np.subtract(h, h.max(), out=p)
+        np.exp(p, out=p)
+        p /= p.sum()
+        return p
+
+    def costs(self, fn: FunctionView, st: ImitationState) -> np.ndarray:
+        key = (fn.memory_mb, fn.stats.cold_start_ms)
+        if st.costs is None or key != st.costs_key:
+            w = self.weights
+            st.costs = cost_matrix(fn.memory_mb / 1024.0, key[1], w.gb_s_usd, w.latency_usd_per_s)
+            st.costs_key = key
+        return st.costs
+
+    def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
+        """The index (into ACTIONS) with the lowest expected cost."""
+        x = self.features(now_ms, inst, fn, st)
+        if self.recording is not None:
+            self.recording.append(x.copy())
+            self.labels.append(math.nan)
+            self._pending[inst.id] = len(self.labels) - 1
+        if not self.w:
+            return -1
+        expected = self._expected
+        np.dot(self.probabilities(x), self.costs(fn, st), out=expected)
+        if len(fn.instances) > 1:     # a pre-warm only replaces the last instance
+            return int(expected[:N_KEEP].argmin())
+        return int(expected.argmin())
+
+    # ------------------------------------------------------------ keep-alive
+    def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
+        st = fn.policy_state
+        if type(st) is not ImitationState:
+            st = self.state(fn)
+        idle = idle_for(now_ms, instance)
+        if idle <= EPS_MS:
+            ledger = st.ledger
+            started = ledger.started.get(instance.id)
+            if started is not None and ledger.work.get(instance.id):
+                st.durations.add(max(0.0, now_ms - started))
+            ledger.finished(instance, now_ms)
+        if instance.queue:
+            return INVOKE
+        if instance.invocations == 0 and st.prewarm_plan is not None and instance.id not in st.keep_ms:
+            return keep_until(st.prewarm_plan[1], idle)          # pre-warmed: wait for its request
+        if idle <= EPS_MS:                                       # after an execution: decide
+            a = self.choose(now_ms, instance, fn, st)
+            if a < 0:                                            # no network: the default's rule
+                window = self.keepalive_ms(fn)
+                if st.prewarm_at_ms is not None and len(fn.instances) == 1:
+                    st.prewarm_plan = (st.prewarm_at_ms, st.prewarm_window_ms)
+                    st.keep_ms[instance.id] = 0.0
+                else:
+                    st.prewarm_plan = None
+                    st.keep_ms[instance.id] = window
+            else:
+                kind, i, j = ACTIONS[a]
+                if kind == "prewarm":
+                    st.prewarm_plan = (float(EDGES_MS[i]), float(EDGES_MS[j + 1] - EDGES_MS[i]))
+                    st.keep_ms[instance.id] = 0.0
+                else:
+                    st.prewarm_plan = None
+                    st.keep_ms[instance.id] = 0.0 if kind == "kill" else float(EDGES_MS[i + 1])
+        answer = keep_until(st.keep_ms.get(instance.id, 0.0), idle)
+        if answer is KILL:
+            st.keep_ms.pop(instance.id, None)
+            if instance.idle_since_ms is not None and instance.invocations > 0:
+                st.ghosts.append(instance.idle_since_ms)
+                if self.recording is not None:
+                    row = self._pending.pop(instance.id, None)
+                    if row is not None:
+                        self._ghost_rows[instance.idle_since_ms] = row
+        return answer
+
+    def prewarm(self, now_ms: float, fn: FunctionView) -> float | None:
+        st = fn.policy_state
+        if type(st) is not ImitationState or st.prewarm_plan is None or not st.ghosts:
+            return None
+        origin = st.ghosts[-1]
+        if origin == st.prewarmed_for:
+            return None
+        st.prewarmed_for = origin
+        st.prewarms += 1
+        return max(0.0, origin + st.prewarm_plan[0] - fn.stats.cold_start_ms - now_ms)
+
+    def describe(self) -> dict[str, Any]:
+        d = {"name": self.name, "kind": KIND, "path": self.path,
+             "layers": [int(w.shape[1]) for w in self.w]}
+        for key in ("seed", "trace", "iterations", "validation_cost_usd"):
+            if key in self.meta:
+                d[key] = self.meta[key]
+        return d
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write the artifact (spec.json + weights.npz; see policies.learned)."""
+        from policies.learned import ARTIFACT_FORMAT, SPEC_FILE, WEIGHTS_FILE, file_sha256
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        layers = []
+        for k, (w, b) in enumerate(zip(self.w, self.b)):
+            arrays[f"W{k}"], arrays[f"b{k}"] = w.T, b
+            layers.append({"in": int(w.shape[0]), "out": int(w.shape[1]),
+                           "activation": "tanh" if k < len(self.w) - 1 else "linear"})
+        np.savez(folder / WEIGHTS_FILE, **arrays)
+        spec = {"format": ARTIFACT_FORMAT, "format_version": 2, "kind": KIND,
+                "features": list(FEATURES), "bin_edges_ms": [float(e) for e in EDGES_MS[:-1]],
+                "network": {"layers": layers, "output": "logits"},
+                "weights_sha256": file_sha256(folder / WEIGHTS_FILE), "training": meta or self.meta}
+        (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray], path: str) -> ImitationPolicy:
+        from policies.learned import ArtifactError
+
+        if list(spec.get("features", [])) != list(FEATURES):
+            raise ArtifactError(f"{path}: features {spec.get('features')} differ from this version's {list(FEATURES)}")
+        if [float(e) for e in EDGES_MS[:-1]] != spec.get("bin_edges_ms"):
+            raise ArtifactError(f"{path}: bin_edges_ms differ from this version's")
+        layers = spec["network"].get("layers", []) if isinstance(spec.get("network"), dict) else []
+        weights = []
+        expect = N_FEATURES
+        for k, layer in enumerate(layers):
+            w, b = arrays.get(f"W{k}"), arrays.get(f"b{k}")
+            if w is None or b is None or w.shape != (layer["out"], expect) or b.shape != (layer["out"],):
+                raise ArtifactError(f"{path}: layer {k} does not match the spec ({expect} inputs)")
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise ArtifactError(f"{path}: layer {k} has non-finite weights")
+            weights.append((w, b))
+            expect = layer["out"]
+        if not weights or expect != N_BINS:
+            raise ArtifactError(f"{path}: the network must end with {N_BINS} outputs (one per bin)")
+        return cls(weights, meta=spec.get("training", {}), path=path)

@@ -1,0 +1,185 @@
+"""Train the imitation-learned keep-alive policy (``policies.imitation``) in minutes on a CPU.
+
+Labels are the oracle's: for every keep-alive decision (an instance just finished and has
+nothing queued), the idle period that followed in hindsight (until the instance, or the
+killed instance's successor, served its next request). The network learns to predict it as a
+distribution over bins (cross-entropy); the policy acts on the expected cost.
+
+DAgger: iteration 0 rolls the training slice out under the default policy's decisions and
+records (features, label); each next iteration rolls it out under the best network so far,
+adds what it saw to the data set and retrains, so the network learns on the states its own
+decisions lead to. After every ``eval_every`` epochs the network is simulated on the
+validation slice (a later part of the training window); the checkpoint with the lowest
+weighted cost there is kept. Cold starts, idle GB-s, weighted and avoidable cost, p99.9
+wait and the losses go to TensorBoard (``out/tensorboard``), every checkpoint to
+``out/train.json``, and the selected network to ``out/artifact`` (numpy only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.imitation import EDGES_MS, N_BINS, N_FEATURES, ImitationPolicy
+
+
+@dataclass
+class ImitationConfig:
+    trace: str = "traces/azure2019/40"
+    train_minutes: tuple[int, int] = (1, 600)
+    validation_minutes: tuple[int, int] = (601, 720)
+    seed: int = 0
+    hidden: int = 32
+    iterations: int = 3               # DAgger rounds (the first one under the default's decisions)
+    epochs: int = 60                  # per round
+    eval_every: int = 20
+    batch_size: int = 2048
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    out: str = "runs/imitation"
+    trace_seed: int = 0
+    tensorboard: bool = True
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MLP:
+    """x -> tanh(x W0 + b0) -> logits; Adam on softmax cross-entropy (numpy)."""
+
+    def __init__(self, n_in: int, hidden: int, n_out: int, rng: np.random.Generator) -> None:
+        self.params = [rng.normal(0, 1 / np.sqrt(n_in), (n_in, hidden)), np.zeros(hidden),
+                       rng.normal(0, 1 / np.sqrt(hidden), (hidden, n_out)), np.zeros(n_out)]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w0, b0, w1, b1 = self.params
+        h = np.tanh(x @ w0 + b0)
+        return h, h @ w1 + b1
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        _, z = self.logits(x)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float, wd: float) -> None:
+        w0, b0, w1, b1 = self.params
+        h, z = self.logits(x)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1.0
+        g = p / len(y)
+        gw1 = h.T @ g + wd * w1
+        gb1 = g.sum(axis=0)
+        gh = (g @ w1.T) * (1 - h * h)
+        gw0 = x.T @ gh + wd * w0
+        gb0 = gh.sum(axis=0)
+        self.t += 1
+        for i, grad in enumerate((gw0, gb0, gw1, gb1)):
+            self.m[i] = 0.9 * self.m[i] + 0.1 * grad
+            self.v[i] = 0.999 * self.v[i] + 0.001 * grad * grad
+            mhat = self.m[i] / (1 - 0.9 ** self.t)
+            vhat = self.v[i] / (1 - 0.999 ** self.t)
+            self.params[i] -= lr * mhat / (np.sqrt(vhat) + 1e-8)
+
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(W (out, in), b)] as policies.imitation expects."""
+        w0, b0, w1, b1 = self.params
+        return [(w0.T.copy(), b0.copy()), (w1.T.copy(), b1.copy())]
+
+
+def bin_of(gaps_ms: np.ndarray) -> np.ndarray:
+    return np.clip(np.searchsorted(EDGES_MS, gaps_ms, side="right") - 1, 0, N_BINS - 1)
+
+
+def rollout(trace: Any, policy: ImitationPolicy) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Simulate ``trace`` under ``policy`` recording (features, hindsight idle period)."""
+    from wlsim.engine import simulate
+
+    policy.record()
+    result = simulate(trace, policy)
+    x, y = policy.dataset()
+    policy.recording = None
+    return x, y, result
+
+
+def evaluate(trace: Any, layers: list[tuple[np.ndarray, np.ndarray]] | None) -> dict[str, float]:
+    from wlsim.engine import simulate
+    from wlsim.metrics import summarize
+
+    s = summarize(simulate(trace, ImitationPolicy(layers)))
+    return {k: float(s[k]) for k in ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd",
+                                     "wait_p999_ms")}
+
+
+def train(cfg: ImitationConfig, log: Any = print) -> Path:
+    """Train, select on the validation slice, write ``cfg.out``; returns the artifact folder."""
+    from wlsim.traces import read_trace
+
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_trace = read_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.train_minutes[0],
+                             end_minute=cfg.train_minutes[1])
+    val_trace = read_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.validation_minutes[0],
+                           end_minute=cfg.validation_minutes[1])
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter  # only for the logs
+        writer = SummaryWriter(str(out / "tensorboard"))
+    rng = np.random.default_rng(cfg.seed)
+    net = MLP(N_FEATURES, cfg.hidden, N_BINS, rng)
+    baseline = evaluate(val_trace, None)                        # the default's decisions
+    log(f"validation, default's decisions: {baseline}")
+    best = {"weighted_cost_usd": baseline["weighted_cost_usd"], "layers": None, "where": "default"}
+    xs, ys = [], []
+    step = 0
+    for it in range(cfg.iterations):
+        x, y, _ = rollout(train_trace, ImitationPolicy(best["layers"]))
+        xs.append(x)
+        ys.append(bin_of(y))
+        data_x, data_y = np.concatenate(xs), np.concatenate(ys)
+        log(f"iteration {it}: {len(x):,} new labelled decisions, {len(data_x):,} in all")
+        for epoch in range(1, cfg.epochs + 1):
+            order = rng.permutation(len(data_x))
+            for k in range(0, len(order), cfg.batch_size):
+                idx = order[k:k + cfg.batch_size]
+                net.step(data_x[idx], data_y[idx], cfg.learning_rate, cfg.weight_decay)
+            step += 1
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                loss = net.loss(data_x, data_y)
+                metrics = evaluate(val_trace, net.layers())
+                row = {"iteration": it, "epoch": epoch, "step": step, "train_loss": loss, **metrics}
+                cfg.history.append(row)
+                log(f"  epoch {epoch}: loss {loss:.4f}, validation {metrics}")
+                if writer is not None:
+                    writer.add_scalar("train/cross_entropy", loss, step)
+                    for key, value in metrics.items():
+                        writer.add_scalar(f"validation/{key}", value, step)
+                if metrics["weighted_cost_usd"] < best["weighted_cost_usd"]:
+                    best = {"weighted_cost_usd": metrics["weighted_cost_usd"], "layers": net.layers(),
+                            "where": f"iteration {it} epoch {epoch}"}
+    if writer is not None:
+        writer.close()
+    if best["layers"] is None:
+        best["layers"] = net.layers()         # nothing beat the default: ship the last one, say so
+        best["where"] = "last (no checkpoint beat the default's decisions on validation)"
+    wall = time.perf_counter() - started
+    meta = {"kind": "keepalive-imitation", "seed": cfg.seed, "trace": cfg.trace,
+            "train_minutes": list(cfg.train_minutes), "validation_minutes": list(cfg.validation_minutes),
+            "iterations": cfg.iterations, "epochs": cfg.epochs, "hidden": cfg.hidden,
+            "selected": best["where"], "validation_cost_usd": best["weighted_cost_usd"],
+            "validation_default_cost_usd": baseline["weighted_cost_usd"], "wall_s": round(wall, 1)}
+    artifact = ImitationPolicy(best["layers"]).save(out / "artifact", meta)
+    (out / "train.json").write_text(json.dumps({"config": asdict(cfg) | {"history": None}, "meta": meta,
+                                                "history": cfg.history}, indent=2, default=str) + "\n")
+    log(f"selected {best['where']} (validation cost {best['weighted_cost_usd']:.4f} USD; "
+        f"default's decisions {baseline['weighted_cost_usd']:.4f}); {wall:.0f} s")
+    return artifact
