@@ -25,7 +25,7 @@ TTL) touches nothing; a stale entry is dropped or moved to the later time when i
 Expiries are still answered at exactly their time and in global time order, so results
 equal an eager timer-per-keep-alive model (``eager_expiry=True`` runs that reference model;
 tests compare the two) and the step-wise API never goes back in time.
-At one instant the order is: keep-alive expiries, then events in scheduling order
+At one instant the order is: keep-alive expiries (in instance order), then events in scheduling order
 (completions free their slot before arrivals at the same instant), then arrivals in trace
 order; decisions raised at an instant are all answered before time moves on.
 
@@ -240,7 +240,7 @@ class Simulation(Platform):
         self._events: list[tuple[float, int, int, Callable[[Any, Any], None], Any, Any]] = []
         self._seq = count()
         self._now = 0.0
-        self._kheap: list[tuple[float, int, SimInstance]] = []
+        self._kheap: list[tuple[float, int, int, SimInstance]] = []   # (at, instance id, seq, instance)
         self._kcount = 0
         self.instances: list[SimInstance] = []   # every instance ever spawned, by id
         self._next_row = 0
@@ -502,9 +502,9 @@ class Simulation(Platform):
         finally:
             self._next_row = row
 
-    def _expire(self, entry: tuple[float, int, SimInstance]) -> None:
+    def _expire(self, entry: tuple[float, int, int, SimInstance]) -> None:
         """A keep-alive heap entry surfaced: ask on_idle if it is live and due."""
-        t_k, seq, inst = entry
+        t_k, _, seq, inst = entry
         if inst.kseq != seq:
             return                          # superseded by a shorter keep-alive
         inst.kseq = None
@@ -521,7 +521,7 @@ class Simulation(Platform):
         self._kcount += 1
         inst.kseq = self._kcount
         inst.kat = at
-        heappush(self._kheap, (at, self._kcount, inst))
+        heappush(self._kheap, (at, inst.id, self._kcount, inst))
 
     # ------------------------------------------------------------------ decision points
     def request_view(self, row: int, f: Function) -> RequestView:
@@ -583,8 +583,9 @@ class Simulation(Platform):
     def emit_keep_alive(self, inst: SimInstance, until: float) -> None:
         if self._eager_expiry:
             # Reference model: one event per keep-alive. URGENT so that, as with the lazy
-            # heap, expiries come before other events of the same instant.
-            self._at(until, self._on_eager_expiry, inst, until, URGENT)
+            # heap, expiries come before other events of the same instant, in instance order.
+            heappush(self._events, (until, URGENT, (inst.id << 40) + next(self._seq), self._on_eager_expiry,
+                                    inst, until))
         elif inst.kseq is None or inst.kat > until:
             self._push_expiry(inst, until)
 
@@ -599,11 +600,13 @@ class Simulation(Platform):
         self._settled_at += now    # it waited until then if a re-route rejected it
 
     def emit_prewarm_timer(self, f: Function, at: float) -> None:
-        f.prewarm_handle = self._at(at, self._on_prewarm_cb, f)
+        seq = next(self._seq)
+        heappush(self._events, (at, NORMAL, seq, self._on_prewarm_cb, f, seq))
+        f.prewarm_handle = seq
 
-    def _on_prewarm(self, f: Function, _: Any) -> None:
-        if f.prewarm_handle is None:
-            return                            # cancelled by an arrival
+    def _on_prewarm(self, f: Function, seq: int) -> None:
+        if f.prewarm_handle != seq:
+            return                            # cancelled by an arrival, or replaced by a later one
         f.prewarm_handle = None
         self.prewarm_due(f, self._now)
 

@@ -14,6 +14,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 
+URGENT, NORMAL = 0, 1   # timer priorities at one instant
+LATER = (NORMAL,)       # the order key of an ordinary timer
+
+
 class Timer(Protocol):
     def cancel(self) -> None: ...
 
@@ -21,8 +25,11 @@ class Timer(Protocol):
 class Clock(Protocol):
     def now_ms(self) -> float: ...
 
-    def call_at(self, at_ms: float, callback: Callable[[], Any]) -> Timer:
-        """Run ``callback()`` on the event loop at policy time ``at_ms`` (at once if past)."""
+    def call_at(self, at_ms: float, callback: Callable[[], Any], order: tuple = LATER) -> Timer:
+        """Run ``callback()`` on the event loop at policy time ``at_ms`` (at once if past).
+        ``order``: at one instant, timers with a smaller key come first; keep-alive expiries
+        are ``(URGENT, instance id)``, the model's order (wlsim.engine). A virtual clock
+        keeps it; on real time exact ties do not happen."""
         ...
 
 
@@ -36,5 +43,5 @@ class RealClock:
     def now_ms(self) -> float:
         return (time.monotonic() - self._mono0) * 1000.0 + self._day_ms0
 
-    def call_at(self, at_ms: float, callback: Callable[[], Any]) -> Timer:
+    def call_at(self, at_ms: float, callback: Callable[[], Any], order: tuple = (1,)) -> Timer:
         return asyncio.get_running_loop().call_later(max(0.0, at_ms - self.now_ms()) / 1000.0, callback)

@@ -233,8 +233,8 @@ class Router:
             raise PayloadTooLarge(f"Request must be smaller than {fn.max_payload_bytes} bytes for function "
                                   f"{fn.name} (got {len(payload)} bytes)", fn.max_payload_bytes)
         now = self.now_ms()
-        self._seq += 1
         req = Pending(RequestView(self._seq, fn.name, now, len(payload), features), payload, metadata or {})
+        self._seq += 1
         inst = self.dispatch.admit(fn, req, now)
         if inst is not None:
             result = await self.dispatch.execute(inst, req)

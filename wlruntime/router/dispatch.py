@@ -170,8 +170,8 @@ class Dispatch(Platform):
 
     # ------------------------------------------------------------------ effects
     def new_instance(self, f: Any, node: Node, now: float, prewarmed: bool) -> Instance:
+        k = self._next_instance_id      # 0, 1, ... in spawn order, as in the simulator
         self._next_instance_id += 1
-        k = self._next_instance_id
         inst = Instance(k, f, node, f"{f.name}-{self.boot}-{k}", now, prewarmed)
         self.by_iid[inst.instance_id] = inst
         return inst
@@ -400,7 +400,7 @@ class Dispatch(Platform):
                                               metadata=first.metadata))
             timeout += fn.timeout_ms / 1000.0 + RPC_MARGIN_S
             self.metrics.rpc_invoke.inc()
-        t = time.perf_counter()
+        t = self.clock.now_ms()
         self.metrics.rpc_spawn.inc()
         try:
             reply = await node.stub.Spawn(message, timeout=timeout)
@@ -432,7 +432,7 @@ class Dispatch(Platform):
                 elif not first.done:
                     self.replace(fn, first, now, "its new instance is gone")
             return
-        cold_ms = max((time.perf_counter() - t) * 1000.0 - exec_ms, 0.0)  # the spawn part of the call
+        cold_ms = max(now - t - exec_ms, 0.0)  # the spawn part of the call
         inst.cold_start_ms = cold_ms
         inst.spawn_reply = reply
         children = fn.metric_children or self.metrics.children(fn)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from policies.interface import IDLE
-from wlruntime.router.clock import Clock, Timer
+from wlruntime.router.clock import URGENT, Clock, Timer
 
 LEASE_DEFER_MS = 20.0      # an instance idle this long gets its lease sent to its node
 LEASE_MARGIN_MS = 1000.0   # the node holds an instance this much longer than the router's keep-alive
@@ -40,7 +40,7 @@ class KeepAliveTimers:
         (False when the node is told another way, e.g. in a directive)."""
         self.cancel(inst)
         now = self._clock.now_ms()
-        expiry = self._clock.call_at(until, lambda: self._fire(inst, until))
+        expiry = self._clock.call_at(until, lambda: self._fire(inst, until), (URGENT, inst.id))
         lease_timer = None
         if lease and until - now > LEASE_DEFER_MS:
             lease_timer = self._clock.call_at(now + LEASE_DEFER_MS, lambda: self._lease(inst, until))

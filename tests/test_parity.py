@@ -1,0 +1,312 @@
+"""One platform model, two drivers: the same arrivals and the same (seeded) policy through the
+simulator (wlsim.engine) and through the real router code (wlruntime.router: Router, Dispatch,
+NodePool, KeepAliveTimers) give the same decisions, cold flags and instances.
+
+The router runs on a virtual clock with an in-process node transport (the one stand-in: it
+replaces the node's gRPC service and answers each call after the trace's duration on the
+virtual clock; a spawn takes the simulator's cold-start time, and the request riding in it
+then its duration). Times are whole milliseconds or exact binary fractions of them, so both
+drivers compute the same floats.
+
+One difference is inherent to the live design and kept out of the comparison: the router
+learns that a cold start ended only when the Spawn call (which carries the first request)
+returns, so between the end of the cold start and the end of that first request the
+instance is STARTING live and BUSY in the simulator. A policy that routes on that
+distinction (or on the cold-start estimate updated at that moment) may decide differently
+in that window (the log below leaves instance states out for that reason). Likewise, when
+that first request ends at exactly the instant another execution ends, the simulator (which
+schedules the end when the cold start ends) and the router (which sees it as the Spawn call's
+reply) may take the two in a different order; real time has no such ties, and the trace's
+durations make them rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from heapq import heappop, heappush
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from policies.features import FunctionStats
+from policies.interface import Assign, Invoke, KeepAlive, Kill, Policy, Reject, Spawn
+from policies.registry import BUILTINS, load_policy
+from wlruntime.proto import node_pb2 as pb
+from wlruntime.router.core import Router
+from wlruntime.router.nodes import NodeRef
+from wlruntime.router.state import Function, RouterError
+from wlsim.config import ColdStartModel, SimConfig
+from wlsim.engine import Simulation
+
+pytestmark = pytest.mark.unit
+
+NODES = 2
+NODE_MB = 6144.0
+COLD = ColdStartModel(base_ms=200.0, per_mb_ms=0.25)       # whole ms for the memory sizes used
+CONFIG = SimConfig(nodes=NODES, node_memory_mb=NODE_MB, cold_start=COLD, max_instances=10**6)
+
+
+def whole_ms_trace(seed: int, n: int = 300, functions: int = 5) -> pd.DataFrame:
+    """Bursty arrivals in whole ms (the equivalence test's generator, floored); durations in
+    1/1024 ms, exact in binary, so that two executions rarely end at the same instant."""
+    rng = np.random.default_rng(seed)
+    fn = rng.integers(0, functions, size=n)
+    gaps = rng.exponential(200.0, size=n) * rng.choice([0.05, 1.0, 30.0], size=n, p=[0.5, 0.4, 0.1])
+    arrival = np.floor(np.cumsum(gaps))
+    duration = np.floor(rng.lognormal(np.log(150.0), 1.0, size=n)) + rng.integers(1, 1024, size=n) / 1024
+    memory = np.array([128.0, 256.0, 512.0, 1024.0, 2048.0])[fn % 5]
+    names = np.array([f"fn{i}" for i in range(functions)])[fn]
+    return pd.DataFrame({"app": names, "function": names, "arrival_ms": arrival,
+                         "duration_ms": duration, "memory_mb": memory})
+
+
+class Chaotic(Policy):
+    """Seeded random answers at every decision point (the equivalence test's policy)."""
+    name = "chaotic"
+
+    def __init__(self, seed: int) -> None:
+        import random
+        self.rng = random.Random(seed)
+
+    def route(self, now_ms, request, fn):
+        u = self.rng.random()
+        if u < 0.02:
+            return Reject()
+        if fn.idle and u < 0.7:
+            return Assign(fn.idle[self.rng.randrange(len(fn.idle))])
+        live = list(fn.instances.values())
+        if live and u < 0.85:
+            return Assign(live[self.rng.randrange(len(live))])
+        return Spawn(node=self.rng.choice([None, None, "node0", "node1"]))
+
+    def on_idle(self, now_ms, instance, fn):
+        u = self.rng.random()
+        if instance.queue and u < 0.8:
+            return Invoke()
+        if u < 0.9:
+            return KeepAlive(float(self.rng.choice([1, 50, 700, 3000, 20000])))
+        return Kill()
+
+    def prewarm(self, now_ms, fn):
+        u = self.rng.random()
+        return None if u < 0.5 else float(math.floor(5000.0 * u))
+
+    def evict(self, now_ms, need_mb, candidates):
+        chosen = super().evict(now_ms, need_mb, candidates)
+        return chosen if self.rng.random() < 0.9 else []
+
+
+class Logged(Policy):
+    """Records every decision (its inputs' identities and the answer) of the policy it wraps."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.log: list[tuple] = []
+
+    def prepare(self, trace: Any) -> None:
+        self.inner.prepare(trace)
+
+    def describe(self) -> dict:
+        return self.inner.describe()
+
+    def route(self, now_ms, request, fn):
+        answer = self.inner.route(now_ms, request, fn)
+        self.log.append(("route", now_ms, request.id, _answer(answer)))
+        return answer
+
+    def on_idle(self, now_ms, instance, fn):
+        answer = self.inner.on_idle(now_ms, instance, fn)
+        self.log.append(("on_idle", now_ms, instance.id, len(instance.queue), _answer(answer)))
+        return answer
+
+    def prewarm(self, now_ms, fn):
+        delay = self.inner.prewarm(now_ms, fn)
+        self.log.append(("prewarm", now_ms, fn.name, delay))
+        return delay
+
+    def evict(self, now_ms, need_mb, candidates):
+        chosen = self.inner.evict(now_ms, need_mb, candidates)
+        self.log.append(("evict", now_ms, need_mb, [c.id for c in candidates], [c.id for c in chosen]))
+        return chosen
+
+
+def _answer(answer: Any) -> tuple:
+    if isinstance(answer, Assign):
+        return ("assign", answer.instance.id)
+    if isinstance(answer, Spawn):
+        return ("spawn", answer.node)
+    if isinstance(answer, KeepAlive):
+        return ("keep_alive", answer.ms)
+    return (type(answer).__name__.lower(),)
+
+
+# ------------------------------------------------------------------ the router on a virtual clock
+
+class _Timer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualClock:
+    """The router's Clock on virtual time: timers fire only when the test says so, in
+    (time, priority, scheduling) order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, tuple, int, _Timer]] = []
+        self._seq = 0
+
+    def now_ms(self) -> float:
+        return self.now
+
+    def call_at(self, at_ms: float, callback: Any, order: tuple = (1,)) -> _Timer:
+        timer = _Timer(callback)
+        self._seq += 1
+        heappush(self._heap, (max(at_ms, self.now), order, self._seq, timer))
+        return timer
+
+    def sleep_until(self, at_ms: float) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.call_at(at_ms, lambda: future.done() or future.set_result(None))
+        return future
+
+    def next_time(self) -> float:
+        while self._heap and self._heap[0][3].cancelled:
+            heappop(self._heap)
+        return self._heap[0][0] if self._heap else math.inf
+
+    def fire_next(self) -> None:
+        at, _, _, timer = heappop(self._heap)
+        self.now = at
+        timer.callback()
+
+
+class FakeNodeTransport:
+    """A node's gRPC service in-process on the virtual clock (Spawn, Do, Health, Status). A
+    request's duration comes from the trace row named in its metadata."""
+
+    def __init__(self, name: str, clock: VirtualClock, durations: np.ndarray, cold_ms: dict[str, float]) -> None:
+        self.name = name
+        self.clock = clock
+        self.durations = durations
+        self.cold_ms = cold_ms
+        self.stub = self
+        self.calls = self
+
+    async def Health(self, request: Any, timeout: float | None = None) -> pb.HealthReply:
+        return pb.HealthReply(ok=True, node_id=self.name)
+
+    async def Status(self, request: Any, timeout: float | None = None) -> pb.StatusReply:
+        return pb.StatusReply(node_id=self.name, memory_capacity_mb=int(NODE_MB))
+
+    async def Spawn(self, request: pb.SpawnRequest, timeout: float | None = None) -> pb.SpawnReply:
+        ready = self.clock.now + self.cold_ms[request.function]
+        reply = pb.SpawnReply(instance_id=request.instance_id, function=request.function)
+        if request.HasField("invoke"):
+            d = float(self.durations[int(request.invoke.metadata["row"])])
+            await self.clock.sleep_until(ready + d)
+            reply.invoke.CopyFrom(pb.InvokeResult(request_id=request.invoke.request_id, exec_ms=d))
+        else:
+            await self.clock.sleep_until(ready)
+        return reply
+
+    async def do(self, request: pb.DoRequest, timeout: float | None = None, size: int = 0) -> pb.DoReply:
+        if request.HasField("invoke"):
+            d = float(self.durations[int(request.invoke.metadata["row"])])
+            await self.clock.sleep_until(self.clock.now + d)
+            return pb.DoReply(instance_id=request.instance_id,
+                              invoke=pb.InvokeResult(request_id=request.invoke.request_id, exec_ms=d))
+        return pb.DoReply(instance_id=request.instance_id)
+
+    async def close(self, grace: float | None = None) -> None:
+        return None
+
+
+async def _settle(rounds: int = 40) -> None:
+    """Let every runnable task run until all wait on the virtual clock."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def run_router(trace: pd.DataFrame, policy: Policy) -> tuple[dict[int, Any], Router]:
+    """Drive the router with the trace's arrivals; returns {row: Result or RouterError}."""
+    clock = VirtualClock()
+    durations = trace["duration_ms"].to_numpy()
+    names = list(dict.fromkeys(trace["function"]))
+    memory = trace.groupby("function", sort=False)["memory_mb"].max().to_dict()
+    cold_ms = {name: COLD.cold_start_ms(name, memory[name]) for name in names}
+
+    async def main() -> tuple[dict[int, Any], Router]:
+        router = Router(registry_url="http://registry.invalid", nodes=[f"node{k}" for k in range(NODES)],
+                        policy=policy, clock=clock,
+                        node_factory=lambda a: NodeRef(a, FakeNodeTransport(a, clock, durations, cold_ms)))
+        await router.start(background=False)
+        for name in names:   # deployed functions, as the registry would describe them
+            fn = router.functions[name] = Function(name, 1, {"memory_mb": int(memory[name]), "max_instances": 10**6})
+            fn.stats = FunctionStats(cold_start_prior_ms=cold_ms[name])   # the simulator's prior
+        outcomes: dict[int, Any] = {}
+
+        async def one(row: int, name: str) -> None:
+            try:
+                outcomes[row] = await router.invoke(name, b"", {"row": str(row)})
+            except RouterError as error:
+                outcomes[row] = error
+
+        tasks = []
+        rows = list(zip(trace["arrival_ms"], trace["function"], strict=True))
+        k = 0
+        while True:
+            await _settle()
+            if k >= len(rows) and all(t.done() for t in tasks):
+                break
+            t_arrival = rows[k][0] if k < len(rows) else math.inf
+            if clock.next_time() <= t_arrival:
+                clock.fire_next()
+            else:
+                clock.now = float(t_arrival)
+                tasks.append(asyncio.get_running_loop().create_task(one(k, rows[k][1])))
+                k += 1
+        await asyncio.gather(*tasks)
+        return outcomes, router
+
+    return asyncio.run(main())
+
+
+def compare(trace: pd.DataFrame, make_policy: Any) -> None:
+    sim_policy, live_policy = Logged(make_policy()), Logged(make_policy())
+    sim = Simulation(trace, CONFIG, sim_policy)
+    result = sim.run()
+    outcomes, router = run_router(trace, live_policy)
+
+    assert live_policy.log == sim_policy.log
+    requests = result.requests
+    live_cold = [not isinstance(outcomes[r], RouterError) and outcomes[r].cold for r in range(len(trace))]
+    sim_cold = [bool(c) and not rej for c, rej in zip(requests.cold, requests.rejected, strict=True)]
+    assert live_cold == sim_cold
+    live_rejected = [isinstance(outcomes[r], RouterError) for r in range(len(trace))]
+    assert live_rejected == requests.rejected.tolist()
+    live_instance = [-1 if isinstance(o, RouterError) else int(o.instance.rsplit("-", 1)[1])
+                     for o in (outcomes[r] for r in range(len(trace)))]
+    assert live_instance == requests.instance_id.tolist()
+    assert router.dispatch._next_instance_id == len(result.instances)
+    assert sum(live_cold) > 0 and live_policy.log
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_seeded_random_policy_decides_the_same_in_the_simulator_and_the_router(seed: int) -> None:
+    compare(whole_ms_trace(seed), lambda: Chaotic(seed))
+
+
+@pytest.mark.parametrize("name", [b for b in BUILTINS if b != "oracle"])
+def test_each_builtin_decides_the_same_in_the_simulator_and_the_router(name: str) -> None:
+    compare(whole_ms_trace(7, n=250), lambda: load_policy(name))
