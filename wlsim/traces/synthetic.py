@@ -253,11 +253,11 @@ def azure_like_chunks(n_functions: int = 10_000, invocations: int = 10_000_000, 
     memory_mb = rng.choice(np.asarray(AZURE_MEMORY_CHOICES_MB), n_apps)[app_of_fn]
     apps = pd.Categorical.from_codes(np.arange(n_apps), _names(n_apps, "app")).categories
     functions = pd.Categorical.from_codes(np.arange(n), _names(n, "fn")).categories
-    start = 0.0
-    while start < horizon_ms:
-        end = min(start + chunk_ms, horizon_ms)
-        mid = (start + end) / 2.0
-        mean = (end - start) * diurnal_rate(mid, rate_per_ms, AZURE_DIURNAL_AMPLITUDE, 14.0)
+    edges = np.append(np.arange(0.0, horizon_ms, chunk_ms), horizon_ms)
+    load = np.diff(edges) * diurnal_rate((edges[:-1] + edges[1:]) / 2.0, 1.0, AZURE_DIURNAL_AMPLITUDE, 14.0)
+    load *= horizon_ms / load.sum()          # the time of day shapes the load, not its total
+    for start, end, scale in zip(edges[:-1], edges[1:], load, strict=True):
+        mean = rate_per_ms * scale
         counts = rng.poisson(mean)
         fn = np.repeat(np.arange(n), counts)
         arrival = rng.uniform(start, end, len(fn))
@@ -271,7 +271,6 @@ def azure_like_chunks(n_functions: int = 10_000, invocations: int = 10_000_000, 
                 "duration_ms": median_ms[fn] * np.exp(DURATION_SIGMA * rng.standard_normal(len(fn))),
                 "memory_mb": memory_mb[fn],
             })
-        start = end
 
 
 def azure_like(n_functions: int = 100, invocations: int = 100_000, hours: float = 24.0, *,
