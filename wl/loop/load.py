@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wl.loop.http import HttpError, RawHttpClient
+
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC_WASM = REPO / "examples" / "build" / "synthetic.wasm"
 MAX_CONCURRENCY = 1000          # the registry's largest per-function concurrency limit
@@ -306,28 +308,30 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
     headers: list[dict[str, str] | None] = [None] * n
     errors: list[str] = [""] * n
     timeout = float(plan.functions["timeout_ms"].max()) / 1000.0 + 30.0
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=1024)
     clock = time.perf_counter  # uvloop's loop.time() ticks in whole ms: too coarse for lateness
     samples: list[tuple[float, str, int, int, int]] = []
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
-        await _open_connections(http, _peak_concurrency(req))
+    raw = RawHttpClient(base_url)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:  # the state polls only
+        await raw.open(max(1, min(_peak_concurrency(req) + 8, 512)))
         t0 = clock() + lead_s
         t0_epoch = time.time() + lead_s
 
         async def send(i: int) -> None:
             start = clock()
-            sent[i] = (start - t0) * 1000.0
             try:
-                response = await http.post(f"/invoke/{deployed[i]}", content=payloads[i])
-            except httpx.HTTPError as error:
+                at, code, answer_headers, body = await asyncio.wait_for(
+                    raw.post(f"/invoke/{deployed[i]}", payloads[i]), timeout)
+            except (OSError, HttpError, asyncio.TimeoutError) as error:
+                sent[i] = (start - t0) * 1000.0
                 errors[i] = f"{type(error).__name__}: {error}"
                 latency[i] = (clock() - start) * 1000.0
                 return
-            latency[i] = (clock() - start) * 1000.0
-            status[i] = response.status_code
-            headers[i] = {k: v for k, v in response.headers.items() if k.startswith("x-wl-")}
-            if response.status_code != 200:
-                errors[i] = response.text[:200]
+            sent[i] = (at - t0) * 1000.0
+            latency[i] = (clock() - at) * 1000.0
+            status[i] = code
+            headers[i] = {k: v for k, v in answer_headers.items() if k.startswith("x-wl-")}
+            if code != 200:
+                errors[i] = body[:200].decode("utf-8", "replace")
 
         async def sample(stop: asyncio.Event) -> None:
             auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -359,6 +363,7 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
         await asyncio.gather(*tasks)
         stop.set()
         await sampler
+    raw.close()
     h = [x or {} for x in headers]
 
     def header(name: str, conv: Any) -> list[Any]:
@@ -391,13 +396,6 @@ def _peak_concurrency(req: pd.DataFrame) -> int:
     delta = np.concatenate([np.ones(start.size), -np.ones(end.size)])
     order = np.lexsort((delta, times))
     return int(np.cumsum(delta[order]).max()) if start.size else 0
-
-
-async def _open_connections(http: Any, count: int) -> None:
-    """Open ``count`` keep-alive connections before the run, so the first requests of a burst do
-    not pay a TCP connect the trace never asked for."""
-    count = max(1, min(count + 8, 512))
-    await asyncio.gather(*(http.get("/healthz") for _ in range(count)), return_exceptions=True)
 
 
 def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFrame) -> pd.DataFrame | None:
