@@ -38,7 +38,8 @@ def wl(*args: str, columns: int = 200) -> tuple[str, str]:
 
 
 def test_compare_json_is_alone_on_stdout_with_progress_on_stderr(trace: str, tmp_path: Path) -> None:
-    out, err = wl("sim", "compare", "--trace", trace, "--policies", "fixed_ttl,default", "-j", "1", "--no-oracle", "--progress", "--json",
+    out, err = wl("sim", "compare", "--trace", trace, "--policies", "fixed_ttl,default", "-j", "1", "--no-oracle",
+                  "--progress", "--json",
                   "-o", str(tmp_path))
     doc = json.loads(out)
     assert [r["policy"] for r in doc["summary"]] == ["fixed_ttl", "default"]
@@ -54,7 +55,8 @@ def test_replay_json(trace: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("columns", [80, 50])
 def test_tables_never_cut_numbers(trace: str, tmp_path: Path, columns: int) -> None:
-    out, _ = wl("sim", "compare", "--trace", trace, "--policies", "fixed_ttl", "-j", "1", "--no-oracle", "--no-progress",
+    out, _ = wl("sim", "compare", "--trace", trace, "--policies", "fixed_ttl", "-j", "1", "--no-oracle",
+                "--no-progress",
                 "-o", str(tmp_path),
                 columns=columns)
     assert "…" not in out
