@@ -39,6 +39,14 @@ def serve(
     config: Annotated[str | None, Opt(help="TOML/YAML config file (default: $WL_CONFIG, ./wl.toml, "
                                            "~/.wl/config.toml)")] = None,
     log_level: Annotated[str, Opt(help="debug, info, warning or error")] = "info",
+    register: Annotated[str | None, Opt(help="router URL to register this node with (POST /admin/nodes), "
+                                             "again every --register-every seconds")] = None,
+    advertise: Annotated[str | None, Opt(help="HOST[:PORT] the router dials for this node (default "
+                                              "<host>:<port>; on Kubernetes the pod IP)")] = None,
+    admin_token: Annotated[str | None, Opt(envvar="WL_ROUTER_ADMIN_TOKEN",
+                                           help="the router's admin token for --register (default: the "
+                                                "router settings' admin_token, else the registry token)")] = None,
+    register_every: Annotated[float, Opt(min=1.0, help="seconds between registrations")] = 30.0,
 ) -> None:
     """wl handler node (gRPC). Flags override the config file and WL_* variables."""
     from wlruntime.wasm.engine import POOL_SLOTS
@@ -49,7 +57,8 @@ def serve(
     _run(SimpleNamespace(registry=registry, registry_token=registry_token, host=host, port=port,
                          memory_mb=memory_mb, node_id=node_id, scheduler=scheduler, cache_dir=cache_dir,
                          workers=workers, idle_grace_ms=idle_grace_ms, metrics_port=metrics_port, config=config,
-                         log_level=log_level))
+                         log_level=log_level, register=register, advertise=advertise, admin_token=admin_token,
+                         register_every=register_every))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,6 +88,8 @@ def _run(args: SimpleNamespace) -> None:
     def ready(node) -> None:
         metrics = f", metrics on http://{settings.node.host}:{node.metrics_port}/metrics" if node.metrics_port else ""
         print(f"wl node {node.runtime.node_id} listening on {settings.node.host}:{node.port}{metrics}", flush=True)
+        if args.register:
+            _start_registration(args, settings, node.port)
 
     try:
         serve(
@@ -90,6 +101,19 @@ def _run(args: SimpleNamespace) -> None:
     except (OSError, RuntimeError, ValueError) as error:  # ValueError: inconsistent TLS settings (auth.py)
         print(f"wl node: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _start_registration(args: SimpleNamespace, settings, port: int) -> None:
+    """Register with the router now and periodically (wlruntime.node.register)."""
+    from wlruntime.node.register import Registrar
+
+    address = args.advertise or f"{settings.node.host}:{port}"
+    if ":" not in address.rsplit("]", 1)[-1]:
+        address = f"{address}:{port}"
+    token = args.admin_token or settings.router.admin_token or settings.registry_token()
+    registrar = Registrar(args.register, address, token, args.register_every)
+    registrar.start()
+    print(f"wl node registering {address} with {args.register}", flush=True)
 
 
 if __name__ == "__main__":
