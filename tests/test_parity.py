@@ -2,10 +2,10 @@
 simulator (wlsim.engine) and through the real router code (wlruntime.router: Router, Dispatch,
 NodePool, KeepAliveTimers) give the same decisions, cold flags and instances.
 
-The router runs on a virtual clock with an in-process node transport (the one stand-in: it
-replaces the node's gRPC service and answers each call after the trace's duration on the
-virtual clock; a spawn takes the simulator's cold-start time, and the request riding in it
-then its duration). Times are whole milliseconds or exact binary fractions of them, so both
+The router runs on a virtual clock with an in-process node transport (wlruntime.router.virtual;
+the one stand-in: it replaces the node's gRPC service and answers each call after the trace's
+duration on the virtual clock; a spawn takes the simulator's cold-start time, and the request
+riding in it then its duration). Times are whole milliseconds or exact binary fractions of them, so both
 drivers compute the same floats.
 
 One difference is inherent to the live design and kept out of the comparison: the router
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -34,10 +33,9 @@ import pytest
 from policies.features import FunctionStats
 from policies.interface import Assign, Invoke, KeepAlive, Kill, Policy, Reject, Spawn
 from policies.registry import BUILTINS, load_policy
-from wlruntime.proto import node_pb2 as pb
 from wlruntime.router.core import Router
-from wlruntime.router.nodes import NodeRef
-from wlruntime.router.state import Function, RouterError
+from wlruntime.router.state import RouterError
+from wlruntime.router.virtual import VirtualPlatform
 from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import Simulation
 
@@ -146,138 +144,24 @@ def _answer(answer: Any) -> tuple:
 
 # ------------------------------------------------------------------ the router on a virtual clock
 
-class _Timer:
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Any) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class VirtualClock:
-    """The router's Clock on virtual time: timers fire only when the test says so, in
-    (time, priority, scheduling) order."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._heap: list[tuple[float, tuple, int, _Timer]] = []
-        self._seq = 0
-
-    def now_ms(self) -> float:
-        return self.now
-
-    def call_at(self, at_ms: float, callback: Any, order: tuple = (1,)) -> _Timer:
-        timer = _Timer(callback)
-        self._seq += 1
-        heappush(self._heap, (max(at_ms, self.now), order, self._seq, timer))
-        return timer
-
-    def sleep_until(self, at_ms: float) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.call_at(at_ms, lambda: future.done() or future.set_result(None))
-        return future
-
-    def next_time(self) -> float:
-        while self._heap and self._heap[0][3].cancelled:
-            heappop(self._heap)
-        return self._heap[0][0] if self._heap else math.inf
-
-    def fire_next(self) -> None:
-        at, _, _, timer = heappop(self._heap)
-        self.now = at
-        timer.callback()
-
-
-class FakeNodeTransport:
-    """A node's gRPC service in-process on the virtual clock (Spawn, Do, Health, Status). A
-    request's duration comes from the trace row named in its metadata."""
-
-    def __init__(self, name: str, clock: VirtualClock, durations: np.ndarray, cold_ms: dict[str, float]) -> None:
-        self.name = name
-        self.clock = clock
-        self.durations = durations
-        self.cold_ms = cold_ms
-        self.stub = self
-        self.calls = self
-
-    async def Health(self, request: Any, timeout: float | None = None) -> pb.HealthReply:
-        return pb.HealthReply(ok=True, node_id=self.name)
-
-    async def Status(self, request: Any, timeout: float | None = None) -> pb.StatusReply:
-        return pb.StatusReply(node_id=self.name, memory_capacity_mb=int(NODE_MB))
-
-    async def Spawn(self, request: pb.SpawnRequest, timeout: float | None = None) -> pb.SpawnReply:
-        ready = self.clock.now + self.cold_ms[request.function]
-        reply = pb.SpawnReply(instance_id=request.instance_id, function=request.function)
-        if request.HasField("invoke"):
-            d = float(self.durations[int(request.invoke.metadata["row"])])
-            await self.clock.sleep_until(ready + d)
-            reply.invoke.CopyFrom(pb.InvokeResult(request_id=request.invoke.request_id, exec_ms=d))
-        else:
-            await self.clock.sleep_until(ready)
-        return reply
-
-    async def do(self, request: pb.DoRequest, timeout: float | None = None, size: int = 0) -> pb.DoReply:
-        if request.HasField("invoke"):
-            d = float(self.durations[int(request.invoke.metadata["row"])])
-            await self.clock.sleep_until(self.clock.now + d)
-            return pb.DoReply(instance_id=request.instance_id,
-                              invoke=pb.InvokeResult(request_id=request.invoke.request_id, exec_ms=d))
-        return pb.DoReply(instance_id=request.instance_id)
-
-    async def close(self, grace: float | None = None) -> None:
-        return None
-
-
-async def _settle(rounds: int = 40) -> None:
-    """Let every runnable task run until all wait on the virtual clock."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
-
-
 def run_router(trace: pd.DataFrame, policy: Policy) -> tuple[dict[int, Any], Router]:
-    """Drive the router with the trace's arrivals; returns {row: Result or RouterError}."""
-    clock = VirtualClock()
+    """Drive the router with the trace's arrivals; returns ({row: Result or RouterError}, router)."""
     durations = trace["duration_ms"].to_numpy()
     names = list(dict.fromkeys(trace["function"]))
     memory = trace.groupby("function", sort=False)["memory_mb"].max().to_dict()
     cold_ms = {name: COLD.cold_start_ms(name, memory[name]) for name in names}
 
     async def main() -> tuple[dict[int, Any], Router]:
-        router = Router(registry_url="http://registry.invalid", nodes=[f"node{k}" for k in range(NODES)],
-                        policy=policy, clock=clock,
-                        node_factory=lambda a: NodeRef(a, FakeNodeTransport(a, clock, durations, cold_ms)))
-        await router.start(background=False)
+        platform = await VirtualPlatform.create(
+            policy, [f"node{k}" for k in range(NODES)], NODE_MB,
+            duration_ms=lambda invoke: float(durations[int(invoke.metadata["row"])]),
+            cold_start_ms=cold_ms.__getitem__)
         for name in names:   # deployed functions, as the registry would describe them
-            fn = router.functions[name] = Function(name, 1, {"memory_mb": int(memory[name]), "max_instances": 10**6})
+            fn = platform.deploy(name, {"memory_mb": int(memory[name]), "max_instances": 10**6})
             fn.stats = FunctionStats(cold_start_prior_ms=cold_ms[name])   # the simulator's prior
-        outcomes: dict[int, Any] = {}
-
-        async def one(row: int, name: str) -> None:
-            try:
-                outcomes[row] = await router.invoke(name, b"", {"row": str(row)})
-            except RouterError as error:
-                outcomes[row] = error
-
-        tasks = []
-        rows = list(zip(trace["arrival_ms"], trace["function"], strict=True))
-        k = 0
-        while True:
-            await _settle()
-            if k >= len(rows) and all(t.done() for t in tasks):
-                break
-            t_arrival = rows[k][0] if k < len(rows) else math.inf
-            if clock.next_time() <= t_arrival:
-                clock.fire_next()
-            else:
-                clock.now = float(t_arrival)
-                tasks.append(asyncio.get_running_loop().create_task(one(k, rows[k][1])))
-                k += 1
-        await asyncio.gather(*tasks)
-        return outcomes, router
+        await platform.run((t, row, name, b"", {"row": str(row)}) for row, (t, name)
+                           in enumerate(zip(trace["arrival_ms"], trace["function"], strict=True)))
+        return platform.outcomes, platform.router
 
     return asyncio.run(main())
 
