@@ -100,6 +100,17 @@ def test_ls_json_and_a_narrow_table_keeps_numbers_whole(platform: dict) -> None:
         assert "123,456 ms" in table, (columns, table)
 
 
+def test_logs_show_every_invocation_with_its_duration(platform: dict) -> None:
+    wl(platform, "deploy", "logged", str(BUILD / "echo.wasm"), "--memory", "16")
+    for i in range(3):
+        wl(platform, "invoke", "logged", "--data", str(i))
+    entries = json.loads(wl(platform, "logs", "logged", "--json")[0])
+    assert len(entries) == 3 and all(e["error"] == "none" and e["duration_ms"] > 0 for e in entries)
+    assert [e["cold"] for e in entries] == [True, False, False]
+    out, _ = wl(platform, "logs", "logged")
+    assert out.count(" ms") == 3 and "cold" in out
+
+
 def test_logs_show_each_error_once(platform: dict) -> None:
     wl(platform, "deploy", "jt", str(BUILD / "json_transform.wasm"), "--memory", "16")
     _, err = wl(platform, "invoke", "jt", "--data", "[1]", code=1)

@@ -56,6 +56,7 @@ from wlruntime.router.core import CHANNEL_OPTIONS, Router
 from wlruntime.router.http import lambda_api
 from wlruntime.router.http.admin import admin_api
 from wlruntime.router.http.events import LAMBDA_RETRY_DELAYS_S, EventQueue
+from wlruntime.router.http.invocations import InvocationLog
 from wlruntime.router.http.invoke import InvokeHandler
 from wlruntime.router.http.invoke import features as _features  # noqa: F401 (re-exported for tests)
 from wlruntime.router.http.invoke import metadata as _metadata  # noqa: F401
@@ -90,8 +91,9 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
     Lambda descriptive fields (lambda.db) and fetched uploaded policies (policies/). Without it
     they live in memory."""
     state = Path(state_dir).expanduser() if state_dir is not None else None
+    invocations = InvocationLog()
     events = EventQueue(router, state / "events.db" if state is not None else None,
-                        retry_delays_s=event_retry_delays_s)
+                        retry_delays_s=event_retry_delays_s, invocations=invocations)
     uploaded = UploadedPolicies(router, state / "policies" if state is not None else None)
 
     @asynccontextmanager
@@ -144,9 +146,9 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
     async def metrics() -> Response:
         return Response(generate_latest(router.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    api.include_router(admin_api(router, admin_token, events, uploaded))
-    plane = lambda_api.install(api, router, admin_token, state)
-    return InvokeHandler(router, api, events)
+    api.include_router(admin_api(router, admin_token, events, uploaded, invocations))
+    plane = lambda_api.install(api, router, admin_token, state, invocations)
+    return InvokeHandler(router, api, events, invocations)
 
 
 def run_router_forever(app: InvokeHandler, host: str, port: int, loop: str = "uvloop",

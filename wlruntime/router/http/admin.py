@@ -27,6 +27,7 @@ from wlruntime.router.trace import encode_csv, encode_parquet
 
 if TYPE_CHECKING:
     from wlruntime.router.http.events import EventQueue
+    from wlruntime.router.http.invocations import InvocationLog
     from wlruntime.router.http.uploaded import UploadedPolicies
 
 HARD_BODY_LIMIT = 64 * 1024 * 1024
@@ -48,7 +49,7 @@ class NodeInfo(BaseModel):
 
 
 class LogEntry(BaseModel):
-    """One entry of a function's recent log (the router keeps stderr output and errors)."""
+    """One recent invocation of a function (http/invocations.py)."""
 
     time: float
     request_id: str
@@ -56,7 +57,10 @@ class LogEntry(BaseModel):
     error: str
     message: str
     logs: str
+    node: str | None = None
+    version: int | None = None
     duration_ms: float | None = None
+    wait_ms: float | None = None
     cold: bool | None = None
 
 
@@ -78,7 +82,7 @@ def _checked(name: str) -> str:
 
 
 def admin_api(router: Router, admin_token: str, events: EventQueue | None = None,
-              uploaded: UploadedPolicies | None = None) -> APIRouter:
+              uploaded: UploadedPolicies | None = None, invocations: InvocationLog | None = None) -> APIRouter:
     """The /admin endpoints. Handlers are async: they run on the event loop, the only place the
     router's tables change, so they never see them half-updated."""
     api = APIRouter(prefix="/admin", dependencies=[Depends(admin_check(admin_token))])
@@ -138,15 +142,20 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
             status, body = await router.delete(name)
         except RouterError as error:
             raise HTTPException(error.status, error.message) from None
+        if status == 200 and invocations is not None:
+            invocations.forget(name)
         return JSONResponse(body, status_code=status)
 
     @api.get("/logs/{name:path}")
     async def logs(name: str, limit: int = 50) -> list[LogEntry]:
         _checked(name)
-        fn = router.functions.get(name)
-        if fn is None:
-            raise HTTPException(404, f"no invocations of {name!r} recorded by this router")
-        return [LogEntry.model_validate(entry) for entry in list(fn.logs)[-max(1, limit):]]
+        entries = invocations.recent(name, limit) if invocations is not None else None
+        if entries is None:
+            fn = router.functions.get(name)
+            if fn is None:
+                raise HTTPException(404, f"no invocations of {name!r} recorded by this router")
+            entries = list(fn.logs)[-max(1, limit):]
+        return [LogEntry.model_validate(entry) for entry in entries]
 
     @api.get("/trace")
     async def trace(format: str = "csv") -> Response:

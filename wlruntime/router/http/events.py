@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from wlruntime.router.core import Router
+from wlruntime.router.http.invocations import InvocationLog
 from wlruntime.router.state import NODE_ERROR, OK, RouterError, Throttled
 
 log = logging.getLogger("wlruntime.router.events")
@@ -51,8 +52,9 @@ SYSTEM_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 class EventQueue:
     def __init__(self, router: Router, path: Path | None, *,
                  retry_delays_s: Sequence[float] = LAMBDA_RETRY_DELAYS_S, max_age_s: float = LAMBDA_MAX_AGE_S,
-                 max_in_flight: int = 32) -> None:
+                 max_in_flight: int = 32, invocations: InvocationLog | None = None) -> None:
         self.router = router
+        self.invocations = invocations
         self.path = path
         self.retry_delays_s = tuple(retry_delays_s)
         self.max_age_s = max_age_s
@@ -157,6 +159,8 @@ class EventQueue:
                     delay = error.retry_after_ms / 1000.0 if isinstance(error, Throttled) else None
                     self._system_retry(row, error.message, delay)
                 return
+            if self.invocations is not None:
+                self.invocations.record(row["function"], row["request_id"], result)
             if result.error == OK:
                 self._finish(event_id, "succeeded", "")
             elif result.error == NODE_ERROR:

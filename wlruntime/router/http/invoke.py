@@ -10,6 +10,7 @@ router's work on these paths, so they are plain ASGI (see server.py for the wire
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from wlruntime.router.trace import COLUMNS as TRACE_COLUMNS
 
 if TYPE_CHECKING:
     from wlruntime.router.http.events import EventQueue
+    from wlruntime.router.http.invocations import InvocationLog
 
 log = logging.getLogger("wlruntime.router")
 
@@ -64,10 +66,13 @@ FEATURE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 class InvokeHandler:
     """ASGI entry point: the invoke fast paths, then ``fallback`` (the FastAPI app) for the rest."""
 
-    def __init__(self, router: Router, fallback: Any, events: EventQueue | None = None) -> None:
+    def __init__(self, router: Router, fallback: Any, events: EventQueue | None = None,
+                 invocations: InvocationLog | None = None) -> None:
         self.router = router
         self.api = fallback
         self.events = events
+        self.invocations = invocations
+        self._ids = itertools.count(1)  # request ids of /invoke calls, for `wl logs`
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -86,6 +91,8 @@ class InvokeHandler:
     # ---- POST /invoke/{function} ------------------------------------------------------------
     async def _invoke(self, name: str, scope: dict, receive: Any, send: Any) -> None:
         router = self.router
+        fn = None
+        request_id = f"i{next(self._ids)}"
         try:
             fn = router.functions.get(name) or await router.function(unquote(name))
             payload = await self._body(fn, scope, receive)
@@ -93,8 +100,12 @@ class InvokeHandler:
         except RouterError as error:
             if error.status == 404:
                 router.metrics.outcome(UNKNOWN_FUNCTION, error.kind)  # one label for all unknown names
+            elif fn is not None and self.invocations is not None:
+                self.invocations.refused(fn.name, request_id, error)
             await self._invoke_error(send, error)
             return
+        if self.invocations is not None:
+            self.invocations.record(fn.name, request_id, result)
         headers = [OCTET,
                    (b"x-wl-cold", b"1" if result.cold else b"0"),
                    (b"x-wl-duration-ms", b"%.3f" % result.exec_ms),
@@ -170,6 +181,8 @@ class InvokeHandler:
                                          "Event or DryRun")
                 return
             result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features)
+            if self.invocations is not None:
+                self.invocations.record(fn.name, request_id, result)
         except _LambdaNotFound as missing:
             await self._lambda_error(send, request_id, 404, "ResourceNotFoundException",
                                      f"Function not found: {arn(missing.name, missing.qualifier)}")

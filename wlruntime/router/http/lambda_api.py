@@ -56,6 +56,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from wlruntime.registry.client import RegistryClient, RegistryError
 from wlruntime.registry.models import name_problem
 from wlruntime.router.core import Router
+from wlruntime.router.http.invocations import InvocationLog
 from wlruntime.router.http.invoke import split_function_name
 from wlruntime.router.http.lambda_operations import operation_name
 from wlruntime.router.http.wire import ACCOUNT_ID, LambdaError, arn
@@ -364,7 +365,8 @@ def _caller_check(admin_token: str) -> Callable[[Request], None]:
     return require_caller
 
 
-def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | None) -> ControlPlane:
+def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | None,
+            invocations: InvocationLog | None = None) -> ControlPlane:
     """Add the Lambda control plane (and the catch-all for unsupported operations) to ``api``."""
     plane = ControlPlane(router, LambdaStore(state_dir / "lambda.db" if state_dir is not None else None))
     lam = APIRouter(dependencies=[Depends(_caller_check(admin_token))])
@@ -466,6 +468,8 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
         if status != 200:
             raise LambdaError(500, "ServiceException", f"the code registry answered {status}: {body}")
         plane.store.delete(function)
+        if invocations is not None:
+            invocations.forget(function)
         return Response(status_code=204)
 
     @lam.get("/2015-03-31/functions/{name}/versions")
