@@ -139,7 +139,9 @@ def as_sent(load: LoadResult) -> pd.DataFrame:
     sent = load.records["sent_ms"].to_numpy(float)
     # a timer may fire a fraction of a ms early: the first send can be just before t0
     sent = np.where(np.isfinite(sent), np.maximum(sent, 0.0), table["arrival_ms"].to_numpy(float))
-    return table.assign(arrival_ms=sent)
+    # a send that had to open a connection is written ms after later ones; the simulator needs sorted
+    # arrivals and the rows must keep their ids, so such a send counts at its predecessor's time
+    return table.assign(arrival_ms=np.maximum.accumulate(sent))
 
 
 def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: int) -> dict[str, Any]:

@@ -312,7 +312,7 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
     samples: list[tuple[float, str, int, int, int]] = []
     raw = RawHttpClient(base_url)
     async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:  # the state polls only
-        await raw.open(max(1, min(_peak_concurrency(req) + 8, 512)))
+        await raw.open(max(1, min(2 * _peak_concurrency(req) + 16, 512)))  # live runs longer than planned
         t0 = clock() + lead_s
         t0_epoch = time.time() + lead_s
 
