@@ -205,11 +205,14 @@ def admin(platform: Platform, path: str) -> dict:
     return httpx.get(f"{platform.router_url}{path}", headers={"Authorization": f"Bearer {platform.token}"}).json()
 
 
-def restart_router(platform: Platform) -> None:
+def restart_router(platform: Platform, policy: str | None = None) -> None:
     old = platform.router
     assert old is not None
     old.stop(grace_s=15.0)
-    platform.router = Child(old.name, old.argv, old.log_path, old.env, None)
+    argv = list(old.argv)
+    if policy is not None:
+        argv[argv.index("--policy") + 1] = policy
+    platform.router = Child(old.name, argv, old.log_path, old.env, None)
 
     def started() -> bool:
         try:
@@ -246,3 +249,14 @@ def test_event_invocations_are_retried_and_survive_a_router_restart(platform: Pl
     assert failure["attempts"] == 3 and failure["function"] == "cp-event", failure
     assert "function_error" in failure["error"]
     assert errors_logged() == 1, "after the restart only the last attempt ran"
+
+
+def test_a_router_starts_with_uploaded_routing_code(platform: Platform) -> None:
+    headers = {"Authorization": f"Bearer {platform.token}"}
+    code = (BUILD / "policies" / "keep_warm.wasm").read_bytes()
+    uploaded = httpx.post(f"{platform.router_url}/admin/policies/kw", headers=headers,
+                          files={"code": ("keep_warm.wasm", code)})
+    assert uploaded.status_code == 201, uploaded.text
+    restart_router(platform, policy="uploaded:kw@1")
+    assert admin(platform, "/admin/policy")["spec"] == "uploaded:kw@1"
+    assert httpx.post(f"{platform.router_url}/invoke/cp-echo", content=b'{"still": "served"}').status_code == 200

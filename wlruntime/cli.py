@@ -150,7 +150,8 @@ def up(
         s.data_dir = data_dir.expanduser()
     spec = policy or s.router.policy
     try:
-        load_live_policy(spec)  # fail here, with the reason, rather than in the router's log
+        if not spec.startswith("uploaded:"):  # uploaded code is fetched by the router once it is up
+            load_live_policy(spec)  # fail here, with the reason, rather than in the router's log
     except PolicySpecError as error:
         _fail(str(error), 2)
     registry_dir = s.registry_dir()

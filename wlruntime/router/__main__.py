@@ -86,8 +86,10 @@ def _run(args: SimpleNamespace) -> None:
         if not rs.nodes:
             print("wl router: warning: no handler nodes configured (--node HOST:PORT); add some with "
                   "POST /admin/nodes", file=sys.stderr)
+        # Uploaded routing code is fetched from the registry once the router runs (server.py).
+        uploaded = rs.policy if rs.policy.startswith("uploaded:") else None
         router = Router(registry_url=settings.registry.base_url(), registry_token=registry_token, nodes=rs.nodes,
-                        policy=rs.policy)
+                        policy="default" if uploaded else rs.policy)
         try:
             delays = tuple(float(d) for d in args.event_retry_delays.split(",") if d.strip())
         except ValueError:
@@ -95,7 +97,8 @@ def _run(args: SimpleNamespace) -> None:
                               "comma-separated (e.g. 60,120)") from None
         state_dir = args.state_dir or settings.data_dir / "router"
         app = create_app(router, admin_token=admin_token, scheduler_host=rs.host, scheduler_port=rs.scheduler_port,
-                         trace_out=rs.trace_out, state_dir=state_dir, event_retry_delays_s=delays)
+                         trace_out=rs.trace_out, state_dir=state_dir, event_retry_delays_s=delays,
+                         uploaded_policy=uploaded)
     except (ConfigError, PolicySpecError, OSError) as exc:
         print(f"wl router: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -82,14 +82,16 @@ class SchedulerService(node_pb2_grpc.SchedulerServicer):
 def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0.0.1",
                scheduler_port: int | None = None, trace_out: str | Path | None = None,
                state_dir: str | Path | None = None,
-               event_retry_delays_s: tuple[float, ...] = LAMBDA_RETRY_DELAYS_S) -> InvokeHandler:
+               event_retry_delays_s: tuple[float, ...] = LAMBDA_RETRY_DELAYS_S,
+               uploaded_policy: str | None = None) -> InvokeHandler:
     """The router's ASGI app. Its lifespan starts the router (node health checks, registry
     listing), the Event queue and, when ``scheduler_port`` is given, the Scheduler gRPC server
     (0 = any free port; the bound port is in ``app.api.state.scheduler_port``).
 
     ``state_dir`` keeps what must survive a restart: queued Event invocations (events.db), the
     Lambda descriptive fields (lambda.db) and fetched uploaded policies (policies/). Without it
-    they live in memory."""
+    they live in memory. ``uploaded_policy`` (``uploaded:NAME[@version]``) is fetched from the
+    registry and made the policy at start; the router does not start without it."""
     state = Path(state_dir).expanduser() if state_dir is not None else None
     invocations = InvocationLog()
     events = EventQueue(router, state / "events.db" if state is not None else None,
@@ -109,6 +111,8 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
             api.state.scheduler_port = bound
             await server.start()
         await router.start()
+        if uploaded_policy is not None:
+            await uploaded.activate(uploaded_policy)  # PolicySpecError (with the reason) stops the start
         await events.start()
         try:
             yield
