@@ -114,8 +114,11 @@ def _with_sentinel(part: pd.DataFrame, at_ms: float) -> pd.DataFrame:
     if "payload_bytes" in part.columns:
         row["payload_bytes"] = [0]
     extra = pd.DataFrame(row)[list(part.columns)]
-    for c in ("app", "function"):
-        part = part.assign(**{c: part[c].astype(object)})
+    for c in ("app", "function"):   # one more category, not a copy of every name as an object
+        if isinstance(part[c].dtype, pd.CategoricalDtype):
+            if SENTINEL not in part[c].cat.categories:
+                part[c] = part[c].cat.add_categories([SENTINEL])
+            extra[c] = pd.Categorical(extra[c], categories=part[c].cat.categories)
     return pd.concat([part, extra], ignore_index=True)
 
 
@@ -125,12 +128,12 @@ def _sentinel_config(config: SimConfig) -> SimConfig:
     return dataclasses.replace(config, cold_start=dataclasses.replace(cold, per_function_ms=per_fn))
 
 
-def run_shard(trace: pd.DataFrame, task: tuple[np.ndarray, str, SimConfig, float]) -> SimResult:
-    """One shard in a worker: its rows plus the sentinel at ``until_ms``."""
+def run_shard(trace: pd.DataFrame, task: tuple[np.ndarray | None, str, SimConfig, float]) -> SimResult:
+    """One shard in a worker: its rows (None: the whole table) plus the sentinel at ``until_ms``."""
     from wlsim.engine import simulate
 
     rows, spec, config, until_ms = task
-    part = _with_sentinel(trace.iloc[rows].reset_index(drop=True), until_ms)
+    part = _with_sentinel(trace if rows is None else trace.iloc[rows].reset_index(drop=True), until_ms)
     return simulate(part, spec, _sentinel_config(config))
 
 

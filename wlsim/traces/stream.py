@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -143,6 +144,8 @@ def read_apps(path: str | Path, apps: Iterable[str], *,
     for c in ("app", "function"):   # names of other shards are not this shard's functions
         if isinstance(table[c].dtype, pd.CategoricalDtype):
             table[c] = table[c].cat.remove_unused_categories()
+        else:                       # batches with different dictionaries concatenate as objects
+            table[c] = table[c].astype("category")
     return table, np.concatenate(rows)
 
 
@@ -205,7 +208,7 @@ def stream_replay(path: str | Path, spec: str, out_dir: str | Path, config: SimC
 
     def run(k: int, until_ms: float) -> tuple[float, float, dict[str, float]]:
         table, rows = read_apps(path, shards[k], batch_rows=batch_rows)
-        result = run_shard(table, (np.arange(len(table)), spec, config, until_ms))
+        result = run_shard(table, (None, spec, config, until_ms))
         del table
         req = result.requests.loc[(result.requests["function"] != SENTINEL).to_numpy()]
         inst = result.instances.loc[(result.instances["function"] != SENTINEL).to_numpy()]
@@ -219,7 +222,10 @@ def stream_replay(path: str | Path, spec: str, out_dir: str | Path, config: SimC
         real_end = float(np.nanmax(np.where(np.isnan(ends), req["arrival_ms"].to_numpy(np.float64), ends)))
         stats = {"cold": float(req["cold"].sum()), "rejected": float(req["rejected"].sum()),
                  "idle_gb_s": float((inst["memory_mb"] * inst["idle_ms"]).sum()) / 1024.0 / 1000.0}
-        return result.horizon_ms, real_end, stats
+        horizon_ms = result.horizon_ms
+        del result, req, inst
+        gc.collect()      # free this shard's tables before the next one is read
+        return horizon_ms, real_end, stats
 
     first = [run(k, info.max_end_ms) for k in range(len(shards))]
     horizon = max(real for _, real, _ in first)
