@@ -103,3 +103,14 @@ def test_cli_bad_spec_is_one_line_error():
     result = CliRunner().invoke(wl_app, ["sim", "sweep", "-p", "nope:x=1|2", "--no-progress", "-j", "1"])
     assert result.exit_code == 2
     assert "nope" in result.output and "Traceback" not in result.output
+
+
+def test_compare_through_an_executor_equals_the_usual_path():
+    from wlsim.compare import compare
+
+    trace = read_trace(TRACE, seed=0, start_minute=1, end_minute=20)
+    usual, _ = compare(trace, ["fixed_ttl", "kpa"], jobs=1, progress=False)
+    via, results = compare(trace, ["fixed_ttl", "kpa"], progress=False, executor=LocalExecutor(2))
+    cols = ["policy", "cold_starts", "idle_gb_s", "latency_p99_ms", "cost_vs_oracle"]
+    pd.testing.assert_frame_equal(usual[cols], via[cols])
+    assert list(results) == ["fixed_ttl", "kpa", "oracle"]
