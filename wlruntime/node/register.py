@@ -6,8 +6,9 @@
 ``add`` is idempotent, so a repeat costs one health probe, and a router that restarted (and
 forgot its nodes) or was not up yet learns of the node within one interval. A node that
 goes away is noticed by the router's health checks (wlruntime.router.nodes: marked dead,
-its queued requests placed again); removing it from the pool for good is the router's
-``DELETE /admin/nodes`` (see the router README).
+its queued requests placed again); forgetting it for good is the router's
+``Router.remove_node`` (no HTTP endpoint for it yet, so a node does not deregister itself
+on shutdown).
 """
 
 from __future__ import annotations
