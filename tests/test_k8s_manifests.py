@@ -75,7 +75,8 @@ def test_every_container_has_requests_probes_and_the_token_secret():
         for c in pod["spec"]["containers"]:
             assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"], name
             assert "readinessProbe" in c and "livenessProbe" in c, name
-            refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+            refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", [])
+                    if "secretKeyRef" in e.get("valueFrom", {})]
             assert refs and all(r["name"] == secret and r["key"] == "token" for r in refs), name
             named = {p["name"] for p in c["ports"]}
             for probe in (c["readinessProbe"], c["livenessProbe"]):

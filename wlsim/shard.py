@@ -226,8 +226,8 @@ def merge(parts: list[SimResult], plan: list[np.ndarray], horizon_ms: float) -> 
     req = req.sort_values("request_id").drop(columns="_shard").reset_index(drop=True)
     inst["instance_id"] = np.arange(len(inst), dtype=np.int64)
     inst = inst.drop(columns=["_row", "_shard"])
-    req = req.astype({c: t for c, t in parts[0].requests.dtypes.items()})
-    inst = inst.astype({c: t for c, t in parts[0].instances.dtypes.items()})
+    req = req.astype(dict(parts[0].requests.dtypes.items()))
+    inst = inst.astype(dict(parts[0].instances.dtypes.items()))
     params = dict(parts[0].params)
     if isinstance(params.get("config"), dict):   # the config the caller gave, not the shard's
         cold = dict(params["config"].get("cold_start") or {})
