@@ -46,7 +46,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML/YAML sett
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line to grep
     raise typer.Exit(code)
 
 
