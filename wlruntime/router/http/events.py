@@ -159,6 +159,10 @@ class EventQueue:
                     delay = error.retry_after_ms / 1000.0 if isinstance(error, Throttled) else None
                     self._system_retry(row, error.message, delay)
                 return
+            except Exception as error:  # noqa: BLE001 (a router bug must not spin the queue)
+                log.exception("Event invocation %s of %s failed in the router", row["request_id"], row["function"])
+                self._system_retry(row, f"router error: {error}", None)
+                return
             if self.invocations is not None:
                 self.invocations.record(row["function"], row["request_id"], result)
             if result.error == OK:
