@@ -159,7 +159,7 @@ class EventQueue:
                     delay = error.retry_after_ms / 1000.0 if isinstance(error, Throttled) else None
                     self._system_retry(row, error.message, delay)
                 return
-            except Exception as error:
+            except Exception as error:  # a router bug: retried with backoff, never in a tight loop
                 log.exception("Event invocation %s of %s failed in the router", row["request_id"], row["function"])
                 self._system_retry(row, f"router error: {error}", None)
                 return
