@@ -94,7 +94,8 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
         delay = float(np.median([f[0] for f in fronts]))
         per_request = float(np.median([f[1] for f in fronts]))
         front_err = float(np.median([f[2] for f in fronts]))
-        router_part = (matched["router_arrival_ms"] - matched["sent_ms"]) + matched["wait_ms"] + matched["router_busy_ms"]
+        router_part = ((matched["router_arrival_ms"] - matched["sent_ms"]) + matched["wait_ms"]
+                       + matched["router_busy_ms"])
         response = float(np.median(matched["latency_ms"] - router_part))
     else:  # the router's trace was not available: overheads from the headers alone
         overhead = float(np.median(records["exec_ms"] - records["duration_ms"]))
@@ -103,8 +104,8 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
     lateness = np.concatenate([r.records["lateness_ms"].to_numpy(float) for r in valid])
     measured = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": _platform.node(),
-        "cpus": _cpu_count(), "runs": len(valid), "requests": int(len(records)), "cold_starts": int(len(cold)),
-        "matched_with_router_trace": int(len(matched)), "driver_lateness_p99_ms": float(np.percentile(lateness, 99)),
+        "cpus": _cpu_count(), "runs": len(valid), "requests": len(records), "cold_starts": len(cold),
+        "matched_with_router_trace": len(matched), "driver_lateness_p99_ms": float(np.percentile(lateness, 99)),
         "front_fit_mean_abs_error_ms": front_err,
         "code": "examples/build/synthetic.wasm (one code size: per_code_mb_ms not fitted)",
         "traces": sorted({str(r.info.get("trace", "")) for r in valid}), "note": note,

@@ -11,8 +11,8 @@ import typer
 
 from wlsim.cli import make_console
 
-TraceArg = Annotated[str, typer.Argument(help="Trace: canonical .parquet/.csv, Azure 2019 prefix (traces/azure2019/40), "
-                                              "Azure 2021 CSV, or a recorded live trace.")]
+TraceArg = Annotated[str, typer.Argument(help="Trace: canonical .parquet/.csv, Azure 2019 prefix "
+                                              "(traces/azure2019/40), Azure 2021 CSV, or a recorded live trace.")]
 UrlOpt = Annotated[str | None, typer.Option("--url", help="router URL (default from settings: http://127.0.0.1:7701)")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="admin token (default: settings, then the token "
                                                               "file `wl up` created)", show_default=False)]
@@ -20,8 +20,10 @@ SpeedOpt = Annotated[float, typer.Option("--speed", min=0.001, help="Replay this
 DurScaleOpt = Annotated[float | None, typer.Option("--duration-scale", min=0.0,
                                                    help="Scale each duration by this (default 1/speed: the trace's "
                                                         "concurrency is kept).")]
-MaxDurOpt = Annotated[float | None, typer.Option("--max-duration-ms", min=0.0, help="Cap every duration (after scaling).")]
-StartOpt = Annotated[int | None, typer.Option("--start-minute", min=1, help="Keep the trace from this minute (1-based).")]
+MaxDurOpt = Annotated[float | None, typer.Option("--max-duration-ms", min=0.0,
+                                                 help="Cap every duration (after scaling).")]
+StartOpt = Annotated[int | None, typer.Option("--start-minute", min=1,
+                                              help="Keep the trace from this minute (1-based).")]
 EndOpt = Annotated[int | None, typer.Option("--end-minute", min=1, help="...up to this minute (inclusive).")]
 FunctionsOpt = Annotated[int | None, typer.Option("--functions", min=1, help="Keep only the N busiest functions.")]
 LateOpt = Annotated[float, typer.Option("--max-lateness-ms", min=0.0,
@@ -73,7 +75,8 @@ def load_cmd(
                                                    help="Deploy the bundled synthetic function for every trace "
                                                         "function the platform lacks.")] = False,
     mode: ModeOpt = "sleep", touch_mb_cap: TouchOpt = 4.0, max_lateness_ms: LateOpt = 50.0, seed: SeedOpt = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default results/load-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Output folder (default results/load-<time>).")] = None,
 ) -> None:
     """Replay a trace against a running platform, open loop, at the trace's times (scaled by --speed)."""
     console = make_console()
@@ -149,7 +152,8 @@ def fidelity_cmd(
     speed: SpeedOpt = 1.0, duration_scale: DurScaleOpt = None, max_duration_ms: MaxDurOpt = None,
     start_minute: StartOpt = None, end_minute: EndOpt = None, functions: FunctionsOpt = None,
     mode: ModeOpt = "sleep", touch_mb_cap: TouchOpt = 4.0, max_lateness_ms: LateOpt = 50.0, seed: SeedOpt = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default results/fidelity-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+                                             help="Output folder (default results/fidelity-<time>).")] = None,
 ) -> None:
     """Run a trace live and in the calibrated simulator, per policy, and report the differences."""
     console = make_console()
@@ -201,4 +205,5 @@ def fidelity_table(results):
 def register(app: typer.Typer) -> None:
     app.command("load", help="Replay a trace against a running platform (open loop, --speed).")(load_cmd)
     app.command("calibrate", help="Fit a simulator platform profile from live load runs.")(calibrate_cmd)
-    app.command("fidelity", help="Run a trace live and in the calibrated simulator; report the differences.")(fidelity_cmd)
+    app.command("fidelity",
+                help="Run a trace live and in the calibrated simulator; report the differences.")(fidelity_cmd)

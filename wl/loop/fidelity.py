@@ -311,8 +311,8 @@ def plot(results: Sequence[PolicyFidelity], out: Path) -> None:
         _cdf(ax, ok["wait_ms"].to_numpy(float), "live (router)")
         _cdf(ax, (ok["latency_ms"] - ok["duration_ms"]).to_numpy(float), "live (client)")
         req = f.sims["intended"].requests
-        _cdf(ax, (req["wait_ms"].fillna(0) + req["cold_start_ms"].fillna(0)).to_numpy(float)[~req["rejected"].to_numpy(bool)],
-             "sim (intended)")
+        added = (req["wait_ms"].fillna(0) + req["cold_start_ms"].fillna(0)).to_numpy(float)
+        _cdf(ax, added[~req["rejected"].to_numpy(bool)], "sim (as sent)")
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("added latency (ms)")
         ax.set_ylabel("fraction of requests")

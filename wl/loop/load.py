@@ -321,7 +321,7 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
             try:
                 at, code, answer_headers, body = await asyncio.wait_for(
                     raw.post(f"/invoke/{deployed[i]}", payloads[i]), timeout)
-            except (OSError, HttpError, asyncio.TimeoutError) as error:
+            except (TimeoutError, OSError, HttpError) as error:
                 sent[i] = (start - t0) * 1000.0
                 errors[i] = f"{type(error).__name__}: {error}"
                 latency[i] = (clock() - start) * 1000.0
@@ -348,7 +348,7 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
                     samples.append((t, name, counts["starting"], counts["busy"], counts["idle"]))
                 try:
                     await asyncio.wait_for(stop.wait(), sample_ms / 1000.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         stop = asyncio.Event()
@@ -434,7 +434,7 @@ def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
     ``router_busy_ms`` (NaN when unmatched)."""
     arrival = np.full(len(records), np.nan)
     busy = np.full(len(records), np.nan)
-    by_fn = {f: g for f, g in recorded.groupby("function")}
+    by_fn = dict(recorded.groupby("function"))
     for fn, group in records.groupby("function"):
         rows = by_fn.get(fn)
         if rows is None:
