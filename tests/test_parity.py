@@ -23,6 +23,7 @@ durations make them rare.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from typing import Any
 
@@ -144,7 +145,7 @@ def _answer(answer: Any) -> tuple:
 
 # ------------------------------------------------------------------ the router on a virtual clock
 
-def run_router(trace: pd.DataFrame, policy: Policy) -> tuple[dict[int, Any], Router]:
+def run_router(trace: pd.DataFrame, policy: Policy, concurrency: int = 1) -> tuple[dict[int, Any], Router]:
     """Drive the router with the trace's arrivals; returns ({row: Result or RouterError}, router)."""
     durations = trace["duration_ms"].to_numpy()
     names = list(dict.fromkeys(trace["function"]))
@@ -159,6 +160,7 @@ def run_router(trace: pd.DataFrame, policy: Policy) -> tuple[dict[int, Any], Rou
         for name in names:   # deployed functions, as the registry would describe them
             fn = platform.deploy(name, {"memory_mb": int(memory[name]), "max_instances": 10**6})
             fn.stats = FunctionStats(cold_start_prior_ms=cold_ms[name])   # the simulator's prior
+            fn.concurrency = concurrency
         await platform.run((t, row, name, b"", {"row": str(row)}) for row, (t, name)
                            in enumerate(zip(trace["arrival_ms"], trace["function"], strict=True)))
         return platform.outcomes, platform.router
@@ -166,11 +168,11 @@ def run_router(trace: pd.DataFrame, policy: Policy) -> tuple[dict[int, Any], Rou
     return asyncio.run(main())
 
 
-def compare(trace: pd.DataFrame, make_policy: Any) -> None:
+def compare(trace: pd.DataFrame, make_policy: Any, concurrency: int = 1) -> None:
     sim_policy, live_policy = Logged(make_policy()), Logged(make_policy())
-    sim = Simulation(trace, CONFIG, sim_policy)
+    sim = Simulation(trace, dataclasses.replace(CONFIG, concurrency=concurrency), sim_policy)
     result = sim.run()
-    outcomes, router = run_router(trace, live_policy)
+    outcomes, router = run_router(trace, live_policy, concurrency)
 
     assert live_policy.log == sim_policy.log
     requests = result.requests
@@ -189,6 +191,10 @@ def compare(trace: pd.DataFrame, make_policy: Any) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_seeded_random_policy_decides_the_same_in_the_simulator_and_the_router(seed: int) -> None:
     compare(whole_ms_trace(seed), lambda: Chaotic(seed))
+
+
+def test_executions_per_instance_above_one_run_the_same_in_both() -> None:
+    compare(whole_ms_trace(4), lambda: Chaotic(4), concurrency=3)
 
 
 @pytest.mark.parametrize("name", [b for b in BUILTINS if b != "oracle"])

@@ -384,14 +384,18 @@ class Dispatch(Platform):
     # ------------------------------------------------------------------ spawning
     async def _spawn(self, inst: Instance) -> None:
         """Start ``inst`` on its node. The request it was spawned for rides along in the Spawn
-        call (SpawnRequest.invoke): a cold start costs one round trip to the node, not two."""
+        call (SpawnRequest.invoke): a cold start costs one round trip to the node, not two
+        (for instances with concurrency 1; see below)."""
         fn: Function = inst.fn
         node = inst.node_ref
         if node.pending_kills:
             # Evicted instances' memory must be free on the node first.
             await asyncio.gather(*list(node.pending_kills), return_exceptions=True)
         queue = inst.queue
-        first = queue[0] if queue and inst.state is not DEAD else None
+        # An instance that runs one request at a time takes its first inside the Spawn call.
+        # One that runs several must start them all when the cold start ends, so it is told
+        # only to start: the reply then comes at that moment.
+        first = queue[0] if queue and inst.state is not DEAD and inst.concurrency == 1 else None
         message = pb.SpawnRequest(function=fn.name, version=str(inst.version), instance_id=inst.instance_id)
         timeout = SPAWN_TIMEOUT_S
         if first is not None:
