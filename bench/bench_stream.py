@@ -62,8 +62,8 @@ def main() -> None:
               f"{r['invocations'] / r['cpu_s']:,.0f} inv/CPU-s, cold starts {r['cold_starts']:,}", flush=True)
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
-        print(f"largest / smallest: inv per CPU-s x{(b['invocations'] / b['cpu_s']) / (a['invocations'] / a['cpu_s']):.2f}"
-              f", peak RSS x{b['max_rss_mb'] / a['max_rss_mb']:.2f}")
+        speed = (b["invocations"] / b["cpu_s"]) / (a["invocations"] / a["cpu_s"])
+        print(f"largest / smallest: inv per CPU-s x{speed:.2f}, peak RSS x{b['max_rss_mb'] / a['max_rss_mb']:.2f}")
 
 
 if __name__ == "__main__":
