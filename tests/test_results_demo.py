@@ -8,7 +8,7 @@ import pytest
 from wl import demo
 from wlsim.compare import spec_name
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # runs the whole demo pipeline
 
 
 def test_demo_writes_the_comparison_and_plots(tmp_path, capsys):

@@ -17,7 +17,7 @@ from wlsim.rl.env import RoutingEnv
 from wlsim.rl.export import export_model
 from wlsim.traces import poisson
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # trains a model (SB3) to export
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +165,13 @@ def test_broken_artifacts_give_clear_errors(maskable_artifact, tmp_path) -> None
 
 
 def test_bundled_example_artifact_loads_and_runs() -> None:
-    """examples/learned/azure40 (committed) still matches the encoder and runs in the simulator."""
+    """examples/learned/azure40-ppo (committed) still matches the encoder and runs in the simulator."""
     from wlsim.engine import simulate
     from wlsim.metrics import summarize
     from wlsim.traces import read_trace
 
     root = Path(__file__).resolve().parent.parent
-    policy = load_policy(f"learned:{root / 'examples/learned/azure40'}")
+    policy = load_policy(f"learned:{root / 'examples/learned/azure40-ppo'}")
     assert policy.describe()["algo"] == "maskable_ppo"
     trace = read_trace(root / "traces/azure2021/Azure2021_200.csv")
     m = summarize(simulate(trace, policy))
