@@ -10,7 +10,7 @@ import signal
 
 import grpc
 import pytest
-from conftest import NodeProcess, RegistryProcess, StandInScheduler
+from conftest import NodeProcess, RegistryProcess, StandInScheduler, wait_until
 from conftest import wat as wasm
 
 from wlruntime.node.client import BATCH_BYTES, CHANNEL_OPTIONS, DoStreamClient, take_batch
@@ -44,6 +44,11 @@ def node(registry, tmp_path_factory):
 
 def spawn(node: NodeProcess, function: str) -> str:
     return node.stub.Spawn(pb.SpawnRequest(function=function), timeout=30).instance_id
+
+
+def busy(node: NodeProcess, instance_id: str) -> bool:
+    return any(i.instance_id == instance_id and i.state == pb.BUSY
+               for i in node.stub.Status(pb.StatusRequest(), timeout=5).instances)
 
 
 def invoke(instance_id: str, payload: bytes, call_id: int) -> pb.DoRequest:
@@ -107,7 +112,8 @@ def test_the_client_multiplexes_concurrent_calls_and_maps_errors(node) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await client.do(pb.DoRequest(instance_id=spin, invoke=pb.Invoke()), 0.1)
             assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-            await asyncio.sleep(0.5)  # the node finishes the spin (its own 400 ms timeout)
+            # the node finishes the spin (its own 400 ms timeout)
+            await asyncio.to_thread(wait_until, lambda: not busy(node, spin), 5)
             reply = await client.do(pb.DoRequest(instance_id=instances[0], invoke=pb.Invoke(payload=b"still")), 10)
             assert reply.invoke.output == b"still"
             assert client._stream is stream, "errors of single calls leave the stream open"
@@ -133,7 +139,7 @@ def test_calls_in_flight_fail_promptly_when_the_node_dies(registry, tmp_path) ->
             client = DoStreamClient(node_pb2_grpc.NodeStub(channel))
             assert (await client.do(pb.DoRequest(instance_id=echo, invoke=pb.Invoke(payload=b"up")), 10)).invoke.output
             running = asyncio.ensure_future(client.do(pb.DoRequest(instance_id=spin, invoke=pb.Invoke()), 30))
-            await asyncio.sleep(0.1)
+            await asyncio.to_thread(wait_until, lambda: busy(doomed, spin), 5)  # the call is in flight
             doomed.proc.send_signal(signal.SIGKILL)
             loop = asyncio.get_running_loop()
             started = loop.time()
