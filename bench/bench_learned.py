@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from policies.imitation import ImitationPolicy  # noqa: E402
-from policies.registry import load_policy  # noqa: E402
-from wlsim.engine import simulate  # noqa: E402
-from wlsim.traces import read_trace  # noqa: E402
+from policies.imitation import ImitationPolicy
+from policies.registry import load_policy
+from wlsim.engine import simulate
+from wlsim.traces import read_trace
 
 
 class TimedImitation(ImitationPolicy):

@@ -69,7 +69,7 @@ class MLP:
         return float(-logp[np.arange(len(y)), y].mean())
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float, wd: float) -> None:
-        w0, b0, w1, b1 = self.params
+        w0, _b0, w1, _b1 = self.params
         h, z = self.logits(x)
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
