@@ -14,7 +14,8 @@ fixed fractions of the run, it
   60%  swaps the policy (fixed_ttl:ttl_ms=60000)
   75%  redeploys one function (a new version)
 
-and at the end checks that every function is still deployed and answers. It prints requests
+(each fault once the platform recovered from the previous one: registry up, every node
+re-admitted) and at the end checks that every function is still deployed and answers. It prints requests
 sent, answered by HTTP status, connections refused, never answered (no answer within
 ``--answer-timeout``), and the errors split into those expected (answered with the killed
 node's name, for requests sent before the kill and answered after it: they were running on
@@ -53,6 +54,7 @@ FUNCTIONS = {  # name -> (wasm, payload): quick functions of several kinds
     "work": ("cpu_work.wasm", b"2000"),
     "stats": ("stats.wasm", b"1 2 3 4 5"),
 }
+TAIL_S = 3.0  # the load goes on at least this long after the last fault
 FAULTS = ((0.15, "kill node-1"), (0.30, "restart registry"), (0.45, "restart node-2"),
           (0.60, "swap policy"), (0.75, "redeploy"))
 
@@ -85,6 +87,7 @@ class Report:
     functions_missing: list[str] = field(default_factory=list)
     functions_failing: list[str] = field(default_factory=list)
     achieved_rate: float = 0.0
+    load_s: float = 0.0  # how long the load ran (at least duration_s; longer if the faults took longer)
     p50_ms: float = 0.0
     p99_ms: float = 0.0
 
@@ -162,7 +165,9 @@ async def _send(http: _Http, sample: Sample, payload: bytes, answer_timeout: flo
 
 
 async def _load(base_url: str, names: list[str], rate: float, duration_s: float, answer_timeout: float,
-                samples: list[Sample]) -> None:
+                samples: list[Sample], faults_done: asyncio.Event) -> None:
+    """Requests at ``rate`` for ``duration_s``, and on until ``TAIL_S`` after the faults are over
+    (each waits for the platform to recover from the last, so they may take longer than planned)."""
     url = httpx.URL(base_url)
     http = _Http(url.host, url.port)
     tasks: set[asyncio.Task] = set()
@@ -170,7 +175,7 @@ async def _load(base_url: str, names: list[str], rate: float, duration_s: float,
     n = 0
     while True:
         due = start + n / rate
-        if due - start >= duration_s:
+        if due - start >= duration_s and faults_done.is_set() and due >= faults_done.at + TAIL_S:
             break
         delay = due - time.monotonic()
         await asyncio.sleep(max(0.0, delay))  # always yield: answers are read meanwhile
@@ -213,10 +218,34 @@ def _fault(platform: Platform, client: RouterClient, what: str) -> str:
     raise ValueError(what)
 
 
+def _recovered(platform: Platform, client: RouterClient, timeout_s: float = 60.0) -> None:
+    """Wait until the registry answers and the router sees every node alive again: one fault at
+    a time (a node killed while the other is still restarting would leave no node at all)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (httpx.get(f"{platform.registry_url}/healthz", timeout=1).status_code == 200
+                    and client.health().get("nodes_alive") == platform.n_nodes):
+                return
+        except Exception:  # noqa: BLE001 - still coming back
+            pass
+        time.sleep(0.05)
+
+
 async def _faults(platform: Platform, client: RouterClient, duration_s: float, start: float,
-                  done: list[tuple[float, str, str]]) -> None:
+                  done: list[tuple[float, str, str]], faults_done: asyncio.Event) -> None:
+    try:
+        await _each_fault(platform, client, duration_s, start, done)
+    finally:
+        faults_done.at = time.monotonic()  # type: ignore[attr-defined]
+        faults_done.set()
+
+
+async def _each_fault(platform: Platform, client: RouterClient, duration_s: float, start: float,
+                      done: list[tuple[float, str, str]]) -> None:
     for fraction, what in FAULTS:
         await asyncio.sleep(max(0.0, start + fraction * duration_s - time.monotonic()))
+        await asyncio.to_thread(_recovered, platform, client)
         at = time.monotonic() - start
         result = await asyncio.to_thread(_fault, platform, client, what)
         done.append((round(at, 2), what, result))
@@ -257,11 +286,16 @@ def _classify(report: Report, samples: list[Sample], start: float) -> None:
 
 
 def run_soak(duration_s: float, rate: float, n_functions: int, nodes: int, data_dir: Path,
-             answer_timeout: float = 30.0, echo: bool = False) -> Report:
+             answer_timeout: float = 30.0, echo: bool = False, cache_dir: Path | None = None) -> Report:
     names = list(FUNCTIONS)[:n_functions]
-    platform = Platform(data_dir, nodes=nodes, policy="default", log_level="warning",
+    t0 = time.monotonic()
+
+    def phase(what: str) -> None:
+        print(f"soak: {time.monotonic() - t0:6.1f} s {what}", file=sys.stderr, flush=True)
+    platform = Platform(data_dir, nodes=nodes, policy="default", log_level="warning", cache_dir=cache_dir,
                         echo=(lambda name, line: print(f"{name:>9} | {line}", file=sys.stderr)) if echo else None)
     platform.start(timeout_s=120)
+    phase("platform up")
     report = Report(duration_s, rate, len(names))
     try:
         client = RouterClient(platform.router_url, platform.token, timeout=60)
@@ -269,17 +303,22 @@ def run_soak(duration_s: float, rate: float, n_functions: int, nodes: int, data_
             wasm, payload = FUNCTIONS[name]
             client.deploy(name, BUILD / wasm, {"memory_mb": 16, "concurrency": 64, "timeout_ms": 5000})
             client.invoke(name, payload)  # compiled and warm before the clock starts
+        phase("functions deployed and warm")
         samples: list[Sample] = []
 
         async def main() -> float:
             start = time.monotonic()
-            await asyncio.gather(_load(platform.router_url, names, rate, duration_s, answer_timeout, samples),
-                                 _faults(platform, client, duration_s, start, report.faults))
+            faults_done = asyncio.Event()
+            await asyncio.gather(
+                _load(platform.router_url, names, rate, duration_s, answer_timeout, samples, faults_done),
+                _faults(platform, client, duration_s, start, report.faults, faults_done))
             return start
 
         start = asyncio.run(main())
+        phase("load done")
         elapsed = max(s.sent for s in samples) - start if samples else duration_s
         report.achieved_rate = round(len(samples) / max(elapsed, 1e-9), 1)
+        report.load_s = round(elapsed, 1)
         _classify(report, samples, start)
         # Everything still there and answering once the faults are over.
         deadline = time.monotonic() + 60
@@ -289,14 +328,16 @@ def run_soak(duration_s: float, rate: float, n_functions: int, nodes: int, data_
         report.functions_missing = [n for n in names if n not in listed]
         report.functions_failing = [n for n in names if n in listed and client.invoke(n, FUNCTIONS[n][1]).status != 200]
         client.close()
+        phase("functions checked")
     finally:
         platform.stop()
+        phase("platform stopped")
     return report
 
 
 def print_report(report: Report) -> None:
-    print(f"soak: {report.duration_s:g} s at {report.rate:g} req/s (achieved {report.achieved_rate:g}), "
-          f"{report.functions} functions")
+    print(f"soak: {report.load_s:g} s (asked {report.duration_s:g} s) at {report.rate:g} req/s "
+          f"(achieved {report.achieved_rate:g}), {report.functions} functions")
     for at, what, result in report.faults:
         print(f"  fault at {at:7.2f} s: {what} ({result})")
     print(f"  sent                 {report.sent}")
@@ -323,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-timeout", type=float, default=30.0, help="seconds before a request counts "
                         "as never answered (default 30)")
     parser.add_argument("--data-dir", type=Path, help="platform data (default: a temporary folder)")
+    parser.add_argument("--cache-dir", type=Path, help="the nodes' code and compile cache (default: in the data "
+                        "dir; a kept one skips compiling the functions again)")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     parser.add_argument("--echo", action="store_true", help="print the components' logs")
     args = parser.parse_args(argv)
@@ -335,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration and --rate must be positive")
     with tempfile.TemporaryDirectory(prefix="wl-soak-") as tmp:
         report = run_soak(args.duration, args.rate, args.functions, args.nodes, args.data_dir or Path(tmp) / "wl",
-                          args.answer_timeout, args.echo)
+                          args.answer_timeout, args.echo, args.cache_dir)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(asdict(report) | {"target_met": report.target_met}, indent=1))
