@@ -243,7 +243,9 @@ class Platform:
         env["WL_REGISTRY_TOKEN"] = self.token  # tokens by env, not argv (visible in ps)
         env["WL_ROUTER_ADMIN_TOKEN"] = self.token
         env["WL_INTERNAL_TOKEN"] = self.token  # node and Scheduler gRPC calls carry it (wlruntime/auth.py)
-        for name in ("WL_TLS_CERT", "WL_TLS_KEY", "WL_TLS_CA"):  # optional TLS for internal gRPC
+        # Optional TLS for internal gRPC, and the policy decision budget (router/deadline.py).
+        for name in ("WL_TLS_CERT", "WL_TLS_KEY", "WL_TLS_CA", "WL_ROUTER_DECISION_BUDGET_MS",
+                     "WL_ROUTER_POLICY_DISABLE_AFTER"):
             if os.environ.get(name):
                 env[name] = os.environ[name]
         env["PYTHONUNBUFFERED"] = "1"
