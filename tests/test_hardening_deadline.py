@@ -5,10 +5,12 @@ built-in policies run unwrapped (issue 12, failure 2)."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
 from policies.interface import KILL, SPAWN, Assign, KeepAlive, Policy, RequestView
+from policies.registry import PolicySpecError
 from wlruntime.router import deadline
 from wlruntime.router.core import load_live_policy
 from wlruntime.router.deadline import STATS, DeadlineCollector, DeadlinePolicy, settings_from_env
@@ -52,6 +54,7 @@ class Blocking(Policy):
         return KeepAlive(1234)
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policies" / "keep_warm_5min.py"
 IDLE_INSTANCE = type("Idle", (), {"queue": []})()  # what the base on_idle reads
 
 
@@ -140,7 +143,11 @@ def test_builtins_run_unwrapped_and_user_policies_get_a_deadline(tmp_path, monke
     ({deadline.BUDGET_ENV: "0"}, "must be > 0 ms"),
     ({deadline.DISABLE_ENV: "-1"}, "whole number of overruns"),
 ])
-def test_bad_deadline_settings_are_clear_errors(env: dict[str, str], message: str) -> None:
+def test_bad_deadline_settings_are_clear_errors(env: dict[str, str], message: str, monkeypatch) -> None:
     with pytest.raises(ValueError, match=message):
         settings_from_env(env)
     assert settings_from_env({}) == (deadline.DEFAULT_BUDGET_MS, 0)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(PolicySpecError, match=message):  # the router answers it as a bad spec (400)
+        load_live_policy(f"custom:{EXAMPLE}")

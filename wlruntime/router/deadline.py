@@ -40,6 +40,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from policies.interface import FunctionView, InstanceView, Policy, RequestView
+from policies.registry import PolicySpecError
 
 log = logging.getLogger("wlruntime.router.deadline")
 
@@ -93,7 +94,10 @@ def with_deadline(policy: Policy, spec: str) -> Policy:
     """``policy`` wrapped in a DeadlinePolicy (settings from the environment) unless built-in."""
     if not needs_deadline(spec):
         return policy
-    budget_ms, disable_after = settings_from_env()
+    try:
+        budget_ms, disable_after = settings_from_env()
+    except ValueError as error:  # a clear answer (400 on a policy swap), not a crash
+        raise PolicySpecError(f"cannot run policy {spec!r}: {error}") from None
     return DeadlinePolicy(policy, budget_ms=budget_ms, disable_after=disable_after, spec=spec)
 
 
