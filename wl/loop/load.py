@@ -434,7 +434,7 @@ def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
     ``router_busy_ms`` (NaN when unmatched)."""
     arrival = np.full(len(records), np.nan)
     busy = np.full(len(records), np.nan)
-    by_fn = dict(recorded.groupby("function"))
+    by_fn = {f: g for f, g in recorded.groupby("function")}  # noqa: C416 (dict() would call GroupBy.keys)
     for fn, group in records.groupby("function"):
         rows = by_fn.get(fn)
         if rows is None:
