@@ -142,14 +142,13 @@ def wrk(url: str, script: Path, connections: int, duration: float,
     return parsed
 
 
-async def node_do_latency(address: str, instance_function: str, n: int) -> float:
+async def node_do_latency(address: str, instance_function: str, n: int, token: str) -> float:
     """p50 of Do(Invoke) on one instance, sequential, from a Python gRPC client (ms)."""
-    import grpc
-
+    from wlruntime.auth import InternalAuth
     from wlruntime.proto import node_pb2 as pb
     from wlruntime.proto import node_pb2_grpc
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with InternalAuth(token=token).aio_channel(address) as channel:  # the platform's nodes need it
         stub = node_pb2_grpc.NodeStub(channel)
         spawned = await stub.Spawn(pb.SpawnRequest(function=instance_function))
         request = pb.DoRequest(instance_id=spawned.instance_id, invoke=pb.Invoke(payload=BODY))
@@ -242,7 +241,8 @@ def main() -> None:
                 add(f"{label} loaded p50 ms", many["p50_ms"])
                 for name in pids:
                     add(f"{name} cpu us", many[f"{name} cpu us"])
-            add("node Do p50 ms", asyncio.run(node_do_latency(platform.node_addresses[0], "echo", 1000)))
+            add("node Do p50 ms", asyncio.run(
+                node_do_latency(platform.node_addresses[0], "echo", 1000, platform.token)))
             # Cold vs warm at the same pace (a request every PACE_MS), and the bare app at that pace.
             add("paced warm p50 ms", paced(router_url, paced_script, args.paced_duration)["p50_ms"])
             add("paced bare p50 ms", paced(bare_url, paced_script, args.paced_duration)["p50_ms"])
