@@ -56,7 +56,6 @@ from policies.interface import (
     DEAD,
     IDLE,
     Assign,
-    KeepAlive,
     Policy,
     RequestView,
 )

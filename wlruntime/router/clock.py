@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-
 URGENT, NORMAL = 0, 1   # timer priorities at one instant
 LATER = (NORMAL,)       # the order key of an ordinary timer
 
