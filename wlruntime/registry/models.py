@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 # the name rules live in wlruntime.names; imported here too for the registry's users
 from wlruntime.names import NAME_RE as NAME_RE
@@ -31,6 +31,9 @@ class FunctionConfig(BaseModel):
     memory_mb: StrictInt = Field(128, ge=1, le=16384)
     timeout_ms: StrictInt = Field(3000, ge=1, le=900_000)
     concurrency: StrictInt = Field(1, ge=1, le=1000)
+    """Live instances of the function at most (a spawn beyond it is a 429), not executions per
+    instance. ``max_instances`` is its unambiguous name and accepted as input; stored under
+    ``concurrency`` for the readers of stored configs."""
     abi: Literal["wasi-command", "component"] | None = None
     """None at upload means: detect from the binary header (core module vs component)."""
     env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
@@ -38,6 +41,18 @@ class FunctionConfig(BaseModel):
     max_payload_bytes: StrictInt = Field(DEFAULT_MAX_PAYLOAD_BYTES, ge=1, le=1024 * 1024 * 1024)
     allow_fs: StrictBool = False
     allow_net: StrictBool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_instances_is_concurrency(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "max_instances" in data:
+            data = dict(data)
+            value = data.pop("max_instances")
+            if data.get("concurrency", value) != value:
+                raise ValueError("max_instances and concurrency are the same limit (live instances at most): "
+                                 "give one of them")
+            data["concurrency"] = value
+        return data
 
     @classmethod
     def from_stored(cls, config: Mapping[str, Any]) -> FunctionConfig:
