@@ -115,6 +115,9 @@ class InstanceView:
 class FunctionView:
     """What a policy sees of one function: its config, live instances and online statistics.
 
+    ``concurrency``: executions one instance runs at once; ``max_instances``: live instances
+    at most (None: no cap; the registry config's ``max_instances``, alias ``concurrency``).
+
     ``instances`` maps instance id -> InstanceView for every live (non-dead) instance, in
     creation order. ``idle`` lists the IDLE ones, the most recently freed last (so
     ``idle[-1]`` is the warmest). The engine keeps both up to date.

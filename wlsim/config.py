@@ -35,10 +35,12 @@ class SimConfig:
     """
     nodes: int = 1
     node_memory_mb: float = math.inf
-    concurrency: int = 1                 # per-instance concurrency unless the trace says otherwise
-    # Live instances per function at most, like a deployed function's ``concurrency`` config in
-    # the live router (FunctionView.max_instances): a Spawn at the limit rejects the request
-    # (429 live) and a pre-warm at the limit does nothing. None: no limit.
+    # Executions per instance at once (FunctionView.concurrency) unless the trace's
+    # ``concurrency`` column says otherwise; not the cap on instances (max_instances below).
+    concurrency: int = 1
+    # Live instances per function at most, like a deployed function's ``max_instances`` (alias
+    # ``concurrency``) config in the live router (FunctionView.max_instances): a Spawn at the
+    # limit rejects the request (429 live) and a pre-warm at the limit does nothing. None: no limit.
     max_instances: int | None = None
     cold_start: ColdStartModel = field(default_factory=ColdStartModel)
     default_memory_mb: float = 256.0     # when a trace row has no memory
