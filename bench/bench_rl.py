@@ -7,7 +7,7 @@
 3. the same network's forward pass in torch (built from the artifact's weights, no_grad,
    one observation, as a router would call it), median microseconds, and the ratio.
 
-    .venv/bin/python bench/bench_rl.py [--artifact examples/learned/azure40] [--steps 5000]
+    .venv/bin/python bench/bench_rl.py [--artifact examples/learned/azure40-ppo] [--steps 5000]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def torch_mlp(policy: LearnedPolicy):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--artifact", default=str(ROOT / "examples/learned/azure40"))
+    ap.add_argument("--artifact", default=str(ROOT / "examples/learned/azure40-ppo"))
     ap.add_argument("--trace", default=str(ROOT / "traces/azure2019/40"))
     ap.add_argument("--steps", type=int, default=5000, help="env steps per run")
     ap.add_argument("--repeats", type=int, default=5)
