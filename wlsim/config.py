@@ -11,7 +11,7 @@ class ColdStartModel:
     """Cold-start latency of a function: ``base_ms + per_mb_ms * memory_mb``, unless
     ``per_function_ms`` names the function. Defaults follow published container-platform
     measurements (a few hundred ms, growing with memory: the bundled ``container`` profile);
-    a wasm cold start on wl is ~3.4 ms (the bundled ``wl`` profile, measured by ``wl calibrate``).
+    a wasm cold start on wl is ~3.7 ms (the bundled ``wl`` profile, measured by ``wl calibrate``).
     ``wlsim.profile.load_profile(name_or_path).cold_start_model()`` builds one from a profile;
     ``wl sim replay/compare --profile wl`` uses it. The default stays ``container`` so results
     produced before profiles existed (README, examples/learned) keep their meaning.
