@@ -15,7 +15,7 @@ from policies.interface import CostWeights
 from wlsim.cli import app, default_out_dir, trace_stem
 from wlsim.metrics import summarize
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # the wl sim commands end to end
 
 runner = CliRunner()
 ENV = {"COLUMNS": "200"}  # wide enough that rich never truncates a column

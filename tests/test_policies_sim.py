@@ -17,7 +17,7 @@ from wlsim.engine import simulate
 from wlsim.metrics import summarize
 from wlsim.traces import diurnal, load_azure2021, mmpp, payload_driven, poisson
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # every policy through whole simulations
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "policies" / "keep_warm_5min.py"

@@ -10,7 +10,7 @@ from conftest import two_function_result
 from wlsim.compare import summary_table
 from wlsim.plots import PLOT_FILES, pareto_front, write_plots
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # renders every plot (matplotlib)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

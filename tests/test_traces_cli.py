@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from wl.cli import app
 from wlsim.traces import read_trace
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # the wl trace commands end to end
 
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 runner = CliRunner()

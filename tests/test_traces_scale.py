@@ -9,7 +9,7 @@ from wlsim.traces import TraceError, validate
 from wlsim.traces.stream import iter_trace, pack_apps, read_apps, scan, stream_replay, write_chunks
 from wlsim.traces.synthetic import azure_like, azure_like_chunks
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration  # million-row traces
 
 
 def test_generator_chunks_form_one_sorted_valid_trace_of_the_asked_size():
