@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wlsim.engine import simulate  # noqa: E402
-from wlsim.parallel import LocalExecutor  # noqa: E402
-from wlsim.shard import sharded_simulate  # noqa: E402
-from wlsim.traces import read_trace  # noqa: E402
+from wlsim.engine import simulate
+from wlsim.parallel import LocalExecutor
+from wlsim.shard import sharded_simulate
+from wlsim.traces import read_trace
 
 
 def main() -> None:
