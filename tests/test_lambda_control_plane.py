@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from conftest import wait_until
 
 from wlruntime.platform import Child, Platform
 
@@ -35,13 +35,6 @@ def zipped(*members: tuple[str, bytes]) -> bytes:
         for name, data in members:
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-def wait_until(condition, timeout: float = 30.0, message: str = "condition not reached in time") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -221,14 +214,14 @@ def restart_router(platform: Platform, policy: str | None = None) -> None:
             return False
         return bool(health.get("started")) and health.get("nodes_alive") == platform.n_nodes
 
-    wait_until(started, 60.0, "the router did not come back")
+    wait_until(started, 60.0, message="the router did not come back")
 
 
 def test_event_invocations_are_retried_and_survive_a_router_restart(platform: Platform, lam) -> None:
     lam.create_function(FunctionName="cp-event", Role="r", Code={"ZipFile": JSON_TRANSFORM})
     ok = lam.invoke(FunctionName="cp-event", InvocationType="Event", Payload=b'{"fine": true}')
     assert ok["StatusCode"] == 202
-    wait_until(lambda: admin(platform, "/admin/events")["since_start"]["succeeded"] >= 1)
+    wait_until(lambda: admin(platform, "/admin/events")["since_start"]["succeeded"] >= 1, 30.0)
 
     bad = lam.invoke(FunctionName="cp-event", InvocationType="Event", Payload=b"[1]")  # the function fails
     assert bad["StatusCode"] == 202
@@ -236,13 +229,13 @@ def test_event_invocations_are_retried_and_survive_a_router_restart(platform: Pl
     def errors_logged() -> int:
         return sum(1 for e in admin(platform, "/admin/logs/cp-event?limit=200") if e["error"] != "none")
 
-    wait_until(lambda: errors_logged() >= 2, message="the first retry did not run")
+    wait_until(lambda: errors_logged() >= 2, 30.0, message="the first retry did not run")
     state = admin(platform, "/admin/events")
     assert state["pending"] == 1 and state["failed"] == 0  # the second retry waits 4 s
 
     restart_router(platform)  # the queue is in <data dir>/router/events.db
     wait_until(lambda: admin(platform, "/admin/events")["failed"] == 1, 30.0,
-               "the second retry did not run after the restart")
+               message="the second retry did not run after the restart")
     after = admin(platform, "/admin/events")
     assert after["pending"] == 0
     failure = after["recent_failures"][0]
