@@ -102,5 +102,9 @@ def test_wl_load_and_calibrate_commands(platform, tmp_path) -> None:
     cal = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--out", str(tmp_path / "p.json")])
     assert cal.exit_code == 0, cal.output
     assert load_profile(str(tmp_path / "p.json")).cold_start.by_abi["wasi-command"].samples >= 5
+    fid = runner.invoke(app, ["fidelity", str(trace), "--policy", POLICY, "--live", str(tmp_path / "run"),
+                              "--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "fid")])
+    assert fid.exit_code == 0, fid.output
+    assert (tmp_path / "fid" / "fidelity.json").is_file() and (tmp_path / "fid" / "fidelity.png").is_file()
     down = runner.invoke(app, ["load", str(trace), "--url", "http://127.0.0.1:9", "--token", "x"])
     assert down.exit_code == 2 and "unreachable" in down.output

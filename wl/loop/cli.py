@@ -154,6 +154,9 @@ def fidelity_cmd(
     mode: ModeOpt = "sleep", touch_mb_cap: TouchOpt = 4.0, max_lateness_ms: LateOpt = 50.0, seed: SeedOpt = 0,
     out: Annotated[Path | None, typer.Option("--out", "-o",
                                              help="Output folder (default results/fidelity-<time>).")] = None,
+    live: Annotated[list[Path] | None, typer.Option("--live", help="Compare these earlier live runs (wl load or "
+                                                    "wl fidelity live-* folders, one per --policy, same order) "
+                                                    "instead of running the trace live again.")] = None,
 ) -> None:
     """Run a trace live and in the calibrated simulator, per policy, and report the differences."""
     console = make_console()
@@ -166,11 +169,14 @@ def fidelity_cmd(
         specs = split_specs(policy)
         plan = _plan(trace, seed, start_minute, end_minute, speed, duration_scale, max_duration_ms, functions,
                      touch_mb_cap)
-        base_url, found = _where(url, token) if url else (None, None)
-        console.print(f"{trace}: {len(plan.requests):,} requests, {len(plan.functions)} functions, "
-                      f"{plan.span_s:.1f} s live per policy; profile {prof.describe()}")
-        results = fidelity(plan, specs, prof, url=base_url, token=found, nodes=nodes, workers=workers,
-                           max_lateness_ms=max_lateness_ms, mode=mode, log=console.print)
+        if live:
+            results = _from_live(live, specs, prof)
+        else:
+            base_url, found = _where(url, token) if url else (None, None)
+            console.print(f"{trace}: {len(plan.requests):,} requests, {len(plan.functions)} functions, "
+                          f"{plan.span_s:.1f} s live per policy; profile {prof.describe()}")
+            results = fidelity(plan, specs, prof, url=base_url, token=found, nodes=nodes, workers=workers,
+                               max_lateness_ms=max_lateness_ms, mode=mode, log=console.print)
     except _errors() as e:
         raise _fail(str(e)) from None
     folder = write_report(results, out or Path("results") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -182,6 +188,18 @@ def fidelity_cmd(
     if invalid:
         raise _fail(f"live runs not valid (driver too late; their numbers are not the platform's): "
                     f"{', '.join(invalid)}")
+
+
+def _from_live(folders: list[Path], specs: list[str], profile):
+    """Re-simulate earlier live runs (e.g. with another profile) without running them again."""
+    from wl.loop.fidelity import compare_run
+    from wl.loop.load import SYNTHETIC_WASM, LoadError, LoadResult
+
+    if len(folders) != len(specs):
+        raise LoadError(f"--live gives {len(folders)} runs but --policy {len(specs)} policies: one policy per run, "
+                        "in the same order")
+    code_bytes = SYNTHETIC_WASM.stat().st_size if SYNTHETIC_WASM.is_file() else 0
+    return [compare_run(LoadResult.read(folder), spec, profile, code_bytes) for folder, spec in zip(folders, specs)]
 
 
 def fidelity_table(results):
