@@ -59,6 +59,9 @@ class AbiColdStart(_Strict):
     p99_ms: float | None = Field(default=None, ge=0)
     per_code_mb_ms: float = Field(default=0.0, ge=0)
     samples: int = Field(default=0, ge=0)
+    # The measured distribution at 0, 5, ..., 100 %: what a per-spawn draw needs (the engine
+    # takes one value per function today, the median; see bench/README.md "fidelity.py").
+    quantiles_ms: list[float] = Field(default_factory=list)
 
 
 class ColdStartSpec(_Strict):

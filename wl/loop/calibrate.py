@@ -117,7 +117,9 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
         measured=measured,
         cold_start=ColdStartSpec(base_ms=round(base, 3), per_mb_ms=round(per_mb, 6), by_abi={
             SYNTHETIC_ABI: AbiColdStart(p50_ms=round(p50, 3), p10_ms=round(p10, 3), p90_ms=round(p90, 3),
-                                        p99_ms=round(p99, 3), samples=len(cold))}),
+                                        p99_ms=round(p99, 3), samples=len(cold),
+                                        quantiles_ms=[round(float(q), 3)
+                                                      for q in np.percentile(x, range(0, 101, 5))])}),
         request_overhead_ms=round(max(0.0, overhead), 3),
         front=FrontSpec(delay_ms=round(delay, 3), per_request_ms=round(per_request, 3)),
         client=ClientSpec(response_ms=round(max(0.0, response), 3)),
