@@ -54,19 +54,21 @@ class Function(FunctionView):
 
     ``concurrency`` (the view's field) is executions per instance; ``max_instances`` live
     instances at most (the registry's ``max_instances`` config). ``cold_start_ms``: the
-    simulator's cold-start time for it (unused live). ``prewarm_handle``: the driver's handle
+    simulator's cold-start time for it, also the prior of its statistics (None live: the
+    statistics' default prior until a cold start is measured). ``prewarm_handle``: the driver's handle
     of a pending pre-warm (None: none pending). ``deleted``: no longer deployed (live).
     """
 
     __slots__ = ("cold_start_ms", "deleted", "prewarm_handle")
 
     def __init__(self, name: str, app: str = "", memory_mb: float = 128.0, concurrency: int = 1,
-                 max_instances: int | None = None, cold_start_ms: float = 0.0,
+                 max_instances: int | None = None, cold_start_ms: float | None = None,
                  stats: FunctionStats | None = None) -> None:
+        if stats is None:   # the cold-start time, when known, is the statistics' prior
+            stats = FunctionStats() if cold_start_ms is None else FunctionStats(cold_start_prior_ms=cold_start_ms)
         super().__init__(name, app=app, memory_mb=memory_mb, concurrency=concurrency,
-                         max_instances=max_instances,
-                         stats=stats if stats is not None else FunctionStats(cold_start_prior_ms=cold_start_ms))
-        self.cold_start_ms = cold_start_ms
+                         max_instances=max_instances, stats=stats)
+        self.cold_start_ms = 0.0 if cold_start_ms is None else cold_start_ms
         self.prewarm_handle: Any = None
         self.deleted = False
 
