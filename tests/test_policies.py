@@ -360,12 +360,12 @@ def test_faascache_memory_cap_refuses_spawns_and_evicts_the_lowest_priority_firs
     assert p.route(140, s3.request(140), third) == SPAWN
 
 
-def test_faascache_memory_cap_queues_on_a_busy_instance_of_the_function():
-    p = FaasCache(memory_cap_mb=512)
+def test_faascache_memory_cap_rejects_rather_than_queueing_behind_a_busy_instance():
+    p = FaasCache(memory_cap_mb=512, retry_after_ms=2_000)
     fn = make_fn("f", memory_mb=512)
     sc = Scene(fn)
-    a = sc.spawn(0, state=BUSY)
-    assert p.route(10, sc.request(10), fn) == Assign(a)              # a second instance would pass the cap
+    sc.spawn(0, state=BUSY)
+    assert p.route(10, sc.request(10), fn) == Reject(2_000)          # a second instance would pass the cap
 
 
 # ----------------------------------------------------------------------------------- KPA

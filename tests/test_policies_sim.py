@@ -179,8 +179,8 @@ def test_faascache_memory_cap_binds():
         assert inst["memory_mb"].to_numpy()[alive].sum() <= cap + 1e-6
     assert summarize(uncapped)["peak_instances"] * trace["memory_mb"].max() > cap   # it would bind
     assert summarize(capped)["idle_gb_s"] < summarize(uncapped)["idle_gb_s"]
-    # memory was made by killing idle instances; requests waited or were refused meanwhile
+    # memory was made by killing idle instances; requests were refused meanwhile
     assert len(inst) > len(uncapped.instances)
-    assert (capped.requests["rejected"].sum() + (capped.requests["wait_ms"] > 0).sum()) > 0
+    assert capped.requests["rejected"].sum() > 0
 
 

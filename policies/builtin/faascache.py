@@ -54,9 +54,10 @@ class FaasCache(Policy):
 
     ``memory_cap_mb`` (optional) is a hard cap of the policy's own on the memory held by the
     instances of all functions it has seen (on top of the cluster's memory): a spawn that
-    would pass it is never asked for. Instead the request waits on the function's busy (or
-    starting) instance with the shortest queue, or, when the function has none, is rejected
-    (``Reject``, retry after ``retry_after_ms``); and the lowest-priority idle instances are
+    would pass it is never asked for. Instead the request is rejected (``Reject``, retry after
+    ``retry_after_ms``; queueing it on a busy instance instead made requests wait behind
+    executions of minutes on the Azure day, up to ~2 hours in all under a 150 GB cap), and
+    the lowest-priority idle instances are
     evicted to make room: a policy cannot kill another function's instance from ``route``,
     so while a spawn is blocked every idle instance, when next asked (within ``recheck_ms``),
     is re-asked every ``pressure_recheck_ms`` (100 ms) and killed if its function has the lowest
@@ -121,8 +122,7 @@ class FaasCache(Policy):
         if self._used_mb() + mem <= self.memory_cap_mb:
             return SPAWN
         self.blocked_mb = max(self.blocked_mb, mem)
-        waiting_on = min(fn.instances.values(), key=lambda i: i.queue_len, default=None)
-        return Assign(waiting_on) if waiting_on is not None else self.reject
+        return self.reject
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
