@@ -96,7 +96,8 @@ def test_features_reach_the_live_policy_are_recorded_and_replay_in_the_simulator
 
     # The trace: one row per executed request, a column per feature name, empty where absent.
     lines = trace_csv.read_text().splitlines()
-    assert lines[0] == "app,function,arrival_ms,duration_ms,memory_mb,payload_bytes,batch_size,priority"
+    assert lines[0] == ("app,function,arrival_ms,duration_ms,memory_mb,payload_bytes,"
+                        "cold,wait_ms,cold_start_ms,exec_ms,start_ms,end_ms,node,status,batch_size,priority")
     assert [line.split(",")[-2:] for line in lines[1:]] == [["", ""], ["12.5", "2.0"], ["", "3.0"]]
 
     # Replayed in the simulator, the same policy class sees the same features per request.
