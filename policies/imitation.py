@@ -19,10 +19,10 @@ Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmes
 instance, else queue only when a high quantile of the remaining execution beats a cold start.
 
 Decision cost: the features are read from running per-function statistics (no scan of the
-history), written into one preallocated vector, and one fused pass (two small matrix
-products, a softmax-free argmin: the expected cost is linear in the probabilities, and
-``exp(logits)`` preserves their order only after normalisation, so the normalisation is kept)
-picks the action; the cost matrix of a function is built once and cached.
+history) into one preallocated vector; the forward pass is two np.dot calls into preallocated
+buffers (biases folded into the matrices), a tanh and an exp in place; the expected cost is
+one more np.dot with the function's cached cost matrix, and its argmin needs no softmax
+normalisation (a positive factor does not move the argmin).
 """
 
 from __future__ import annotations
@@ -122,10 +122,20 @@ class ImitationPolicy(ExpectedWait):
         self.path = path
         self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
         self.b = [np.asarray(b, dtype=np.float64) for _, b in (layers or [])]
-        self._x = np.zeros(N_FEATURES)
-        self._h = [np.zeros(w.shape[1]) for w in self.w]
+        # Fused forward pass: each layer's bias folded into its matrix as a last input row, fed
+        # by a constant 1 at the end of the input buffer, so a layer is one np.dot into a
+        # preallocated buffer (plus tanh in place for hidden layers).
+        self._wb = [np.ascontiguousarray(np.vstack([w, b[None, :]])) for w, b in zip(self.w, self.b)]
+        self._x1 = np.ones(N_FEATURES + 1)
+        self._x = self._x1[:N_FEATURES]                    # the features view the encoder fills
+        self._h1 = [np.ones(w.shape[1] + 1) for w in self.w[:-1]]
+        self._logits = np.zeros(N_BINS)
         self._probs = np.zeros(N_BINS)
         self._expected = np.zeros(len(ACTIONS))
+        # exp(logits) cannot overflow when |logit| is bounded this way (tanh outputs are in [-1, 1]):
+        # then the softmax's max-subtraction can be skipped.
+        last_w = self._wb[-1] if self._wb else None
+        self._safe_exp = last_w is not None and len(self.w) > 1 and float(np.abs(last_w).sum(axis=0).max()) < 600.0
         # Training: (features, pending label) rows, filled by ``record``.
         self.recording: list[np.ndarray] | None = None
         self.labels: list[float] = []
@@ -222,21 +232,32 @@ class ImitationPolicy(ExpectedWait):
         return x
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """The predicted idle-period distribution over the bins (one fused forward pass into
-        preallocated buffers)."""
-        h = x
-        last = len(self.w) - 1
-        for k, (w, b) in enumerate(zip(self.w, self.b)):
-            out = self._h[k]
-            np.dot(h, w, out=out)
-            out += b
-            if k < last:
-                np.tanh(out, out=out)
+        """The predicted idle-period distribution over the bins."""
+        e = self.unnormalised(x)
+        return e / e.sum()
+
+    def unnormalised(self, x: np.ndarray) -> np.ndarray:
+        """exp(logits) up to a positive factor, into a preallocated buffer: the argmin of the
+        expected cost does not depend on the softmax's normalisation. ``x`` must be the
+        policy's feature buffer (``features`` fills it)."""
+        h = self._x1
+        if x is not self._x:
+            h = np.append(x, 1.0)
+        hidden = self._h1
+        for k, wb in enumerate(self._wb[:-1]):
+            out = hidden[k]
+            z = out[:-1]
+            np.dot(h, wb, out=z)
+            np.tanh(z, out=z)
             h = out
+        z = self._logits
+        np.dot(h, self._wb[-1], out=z)
         p = self._probs
-        np.subtract(h, h.max(), out=p)
-        np.exp(p, out=p)
-        p /= p.sum()
+        if self._safe_exp:
+            np.exp(z, out=p)
+        else:
+            np.subtract(z, z.max(), out=p)
+            np.exp(p, out=p)
         return p
 
     def costs(self, fn: FunctionView, st: ImitationState) -> np.ndarray:
@@ -257,7 +278,7 @@ class ImitationPolicy(ExpectedWait):
         if not self.w:
             return -1
         expected = self._expected
-        np.dot(self.probabilities(x), self.costs(fn, st), out=expected)
+        np.dot(self.unnormalised(x), self.costs(fn, st), out=expected)
         if len(fn.instances) > 1:     # a pre-warm only replaces the last instance
             return int(expected[:N_KEEP].argmin())
         return int(expected.argmin())
