@@ -86,12 +86,17 @@ def test_ls_json_and_a_narrow_table_keeps_numbers_whole(platform: dict) -> None:
     wl(platform, "deploy", "wide-function-name-for-tables", str(BUILD / "echo.wasm"), "--memory", "16",
        "--timeout", "123456")
     listing = json.loads(wl(platform, "ls", "--json")[0])
-    names = {f["name"] for f in listing}
+    names = {f["name"] for f in listing["functions"]}
     assert "wide-function-name-for-tables" in names
+    # each component's health, from the status file of the platform `wl up` started
+    components = {c["name"]: c for c in listing["components"]}
+    assert {"registry", "router"} <= components.keys() and any(n.startswith("node") for n in components)
+    assert all(c["alive"] and c["restarts"] == 0 and c["last_exit_code"] is None for c in components.values())
     for columns in (200, 80, 40):  # a table, a squeezed table, then one block per function
         table, _ = wl(platform, "ls", columns=columns)
         assert "…" not in table
         assert "123,456 ms" in table, (columns, table)
+        assert "registry" in table and "restarts" in table, table
 
 
 def test_logs_show_every_invocation_with_its_duration(platform: dict) -> None:

@@ -6,6 +6,7 @@ router, (3) nodes and the Scheduler obey anyone, (4) secrets readable without th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,7 +18,9 @@ import grpc
 import httpx
 import pytest
 import wasmtime
+from typer.testing import CliRunner
 
+from wl.cli import app as cli_app
 from wl.testing import PlatformClient, RouterClientError, metric_value, start_platform
 from wlruntime.platform import Platform, read_status
 from wlruntime.proto import node_pb2 as pb
@@ -242,6 +245,7 @@ def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platfo
     wait_for(lambda: component(platform.status(), "node-2")["restarts"] >= 1, "node-2 restarted")
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "node-2 re-admitted")
     assert metric_value(wl.metrics(), "wl_router_node_up", node="node-2") == 1
+    assert metric_value(wl.metrics(), "wl_router_node_health_misses", node="node-2") == 0  # answering again
 
     # The router dies: it comes back on its port, with the policy it had last, and serves the
     # deployed functions.
@@ -260,3 +264,13 @@ def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platfo
     restarted = {c["name"] for c in written["components"] if c["restarts"] >= 1}
     assert {"registry", "node-2", "router"} <= restarted and len(written["components"]) == 4
     assert platform.dead_children() == []
+    # `wl ls` shows the same health: with WL_DATA_DIR here (wl up's state file finds it otherwise)
+    env = {"WL_DATA_DIR": str(platform.data_dir), "WL_ROUTER_URL": platform.router_url,
+           "WL_ROUTER_ADMIN_TOKEN": platform.token, "WL_STATE_FILE": str(platform.data_dir / "no-state.json"),
+           "COLUMNS": "120"}
+    listed = CliRunner().invoke(cli_app, ["ls", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    shown = {c["name"]: c for c in json.loads(listed.stdout)["components"]}
+    assert shown["router"]["restarts"] >= 1 and shown["router"]["last_exit_code"] == -9 and shown["router"]["alive"]
+    table = CliRunner().invoke(cli_app, ["ls"], env=env).stdout
+    assert "node-2" in table and "last exit" in table and "-9" in table, table

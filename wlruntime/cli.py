@@ -403,13 +403,39 @@ def _print_rows(columns: list[str], rows: list[list[str]], numeric: set[str]) ->
         console.print()
 
 
+def _platform_components() -> list[dict[str, Any]] | None:
+    """Each component's health as the running ``wl up`` records it (``<data dir>/status.json``),
+    or None when no platform's data dir is known (not started by ``wl up`` and no WL_DATA_DIR)."""
+    from wl.settings import CliSettings, read_state
+    from wlruntime.platform import read_status
+
+    cli = CliSettings()
+    state = read_state(cli.state_path())
+    data_dir = state.data_dir if state is not None else cli.data_dir
+    status = None if data_dir is None else read_status(data_dir)
+    return None if status is None else status.get("components")
+
+
+def _print_components(components: list[dict[str, Any]]) -> None:
+    rows = [[c["name"], "up" if c.get("alive") else ("held down" if c.get("held_down") else "down"),
+             f"{c.get('restarts', 0):,}", "-" if c.get("last_exit_code") is None else str(c["last_exit_code"]),
+             f"{c.get('up_s', 0.0):,.1f} s"] for c in components]
+    columns = ["component", "state", "restarts", "last exit", "up"]
+    _print_rows(columns, rows, set(columns))  # short values: whole, or one block per component
+
+
 def ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
-    """List deployed functions with their live instances."""
+    """List deployed functions with their live instances, and the health of each component of
+    the platform `wl up` started (router, registry, nodes: alive, restarts, last exit code)."""
     client = _client(url, token)
     functions = _admin_call(client.functions)
+    components = _platform_components()
     if as_json:
-        _print_json(functions)
+        _print_json({"functions": functions, "components": components})
         return
+    if components:
+        _print_components(components)
+        console.print()
     if not functions:
         console.print("no functions deployed (wl deploy NAME FILE.wasm)")
         return

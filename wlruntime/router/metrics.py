@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wlruntime.router.deadline import DeadlineCollector
 
@@ -60,6 +60,13 @@ class RouterMetrics:
         self.route_seconds = self.decision.labels("route")
         self.on_idle_seconds = self.decision.labels("on_idle")
         r.register(_StateCollector(instances, nodes))
+        self._watching_nodes = False
+
+    def watch_nodes(self, nodes: Callable[[], Iterable[Any]]) -> None:
+        """Export each node's health (``NodeHealthCollector``) from the pool's node records; once."""
+        if not self._watching_nodes:
+            self.registry.register(NodeHealthCollector(nodes))
+            self._watching_nodes = True
 
     def children(self, fn: Any) -> dict[str, Any]:
         """Label children for one function, cached on the Function record."""
@@ -81,6 +88,32 @@ class RouterMetrics:
             child.inc()
         else:
             self.invocations.labels(fn_name, outcome).inc()
+
+
+class NodeHealthCollector:
+    """Each node's health as the router's node pool sees it, computed when scraped:
+    ``wl_router_node_health_misses`` (consecutive failed health checks; 0 on a healthy node) and,
+    when the node records carry a ``failures`` count, ``wl_router_node_failures`` (times the
+    router marked the node dead). Up/down is ``wl_router_node_up`` (``_StateCollector``)."""
+
+    def __init__(self, nodes: Callable[[], Iterable[Any]]) -> None:
+        self._nodes = nodes
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        misses = GaugeMetricFamily("wl_router_node_health_misses", "Consecutive failed health checks of the "
+                                   "node (0 when it answers)", labels=["node"])
+        failures = CounterMetricFamily("wl_router_node_failures", "Times the router marked the node dead "
+                                       "(health check failed, call failed, or removed)", labels=["node"])
+        counted = False
+        for node in self._nodes():
+            misses.add_metric([node.name], float(getattr(node, "misses", 0)))
+            count = getattr(node, "failures", None)
+            if count is not None:
+                failures.add_metric([node.name], float(count))
+                counted = True
+        yield misses
+        if counted:
+            yield failures
 
 
 class _StateCollector:

@@ -86,6 +86,8 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
     """The /admin endpoints. Handlers are async: they run on the event loop, the only place the
     router's tables change, so they never see them half-updated."""
     api = APIRouter(prefix="/admin", dependencies=[Depends(admin_check(admin_token))])
+    # /metrics (server.py) also shows each node's health, read from the pool's records at scrape time.
+    router.metrics.watch_nodes(lambda: router.nodes)
 
     @api.get("/policy")
     async def get_policy() -> dict[str, Any]:
