@@ -15,14 +15,15 @@ pytestmark = pytest.mark.unit
 
 
 def scrape(nodes: list[SimpleNamespace]) -> str:
-    metrics = RouterMetrics(lambda: [], lambda: [(n.name, n.alive, 1024.0, 512.0) for n in nodes])
+    metrics = RouterMetrics(list, lambda: [(n.name, n.alive, 1024.0, 512.0) for n in nodes])
     metrics.watch_nodes(lambda: nodes)
     metrics.watch_nodes(lambda: nodes)  # a second app on the same router registers nothing twice
     return generate_latest(metrics.registry).decode()
 
 
 def test_each_nodes_health_is_scraped_from_its_record() -> None:
-    nodes = [SimpleNamespace(name="node-1", alive=True, misses=0), SimpleNamespace(name="node-2", alive=False, misses=3)]
+    nodes = [SimpleNamespace(name="node-1", alive=True, misses=0),
+             SimpleNamespace(name="node-2", alive=False, misses=3)]
     text = scrape(nodes)
     assert metric_value(text, "wl_router_node_up", node="node-1") == 1
     assert metric_value(text, "wl_router_node_up", node="node-2") == 0
