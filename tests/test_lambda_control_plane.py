@@ -6,6 +6,7 @@ Event invocations retried on function errors and kept across a router restart.""
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import json
 import zipfile
@@ -20,6 +21,7 @@ from botocore.exceptions import ClientError
 from conftest import wait_until
 
 from wlruntime.platform import Child, Platform
+from wlruntime.router.core import Router
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -253,3 +255,48 @@ def test_a_router_starts_with_uploaded_routing_code(platform: Platform) -> None:
     restart_router(platform, policy="uploaded:kw@1")
     assert admin(platform, "/admin/policy")["spec"] == "uploaded:kw@1"
     assert httpx.post(f"{platform.router_url}/invoke/cp-echo", content=b'{"still": "served"}').status_code == 200
+
+
+ROUTER_RUNS_VERSIONS = "version" in inspect.signature(Router.invoke).parameters
+
+
+@pytest.fixture(scope="module")
+def two_versions(lam) -> str:
+    """cp-ver: version 1 echoes, version 2 (the latest) upper-cases JSON values."""
+    lam.create_function(FunctionName="cp-ver", Role="r", Code={"ZipFile": ECHO}, MemorySize=128)
+    assert lam.update_function_code(FunctionName="cp-ver", ZipFile=JSON_TRANSFORM, Publish=True)["Version"] == "2"
+    return "cp-ver"
+
+
+def test_invoke_qualifiers_that_name_the_latest_version_and_unknown_ones(lam, two_versions: str) -> None:
+    arn = lam.get_function_configuration(FunctionName=two_versions)["FunctionArn"]
+    for target, qualifier in ((two_versions, "$LATEST"), (two_versions, "2"), (f"{arn}:2", None)):
+        extra = {"Qualifier": qualifier} if qualifier else {}
+        answer = lam.invoke(FunctionName=target, Payload=b'{"city": "paris"}', **extra)
+        assert json.loads(answer["Payload"].read())["city"] == "PARIS", (target, qualifier)
+        assert answer["ExecutedVersion"] == "2"
+    for target, qualifier in ((two_versions, "9"), (two_versions, "prod"), (f"{arn}:9", None)):
+        extra = {"Qualifier": qualifier} if qualifier else {}
+        with pytest.raises(ClientError) as missing:
+            lam.invoke(FunctionName=target, Payload=b"{}", **extra)
+        assert error_code(missing) == "ResourceNotFoundException" and "cp-ver:" in str(missing.value)
+
+
+@pytest.mark.xfail(not ROUTER_RUNS_VERSIONS, strict=True,
+                   reason="needs Router.invoke(..., version=N) in wlruntime/router/core.py (H9's file)")
+def test_invoke_with_an_older_qualifier_runs_that_version(lam, two_versions: str) -> None:
+    arn = lam.get_function_configuration(FunctionName=two_versions)["FunctionArn"]
+    for extra in ({"FunctionName": two_versions, "Qualifier": "1"}, {"FunctionName": f"{arn}:1"}):
+        answer = lam.invoke(Payload=b'{"city": "paris"}', **extra)
+        assert json.loads(answer["Payload"].read()) == {"city": "paris"}, "version 1 echoes"
+        assert answer["ExecutedVersion"] == "1"
+    latest = lam.invoke(FunctionName=two_versions, Payload=b'{"city": "paris"}')
+    assert json.loads(latest["Payload"].read())["city"] == "PARIS", "$LATEST still runs version 2"
+
+
+@pytest.mark.skipif(ROUTER_RUNS_VERSIONS, reason="the router runs published versions")
+def test_an_older_qualifier_is_a_clear_400_while_the_router_runs_only_the_latest(lam, two_versions: str) -> None:
+    with pytest.raises(ClientError) as older:
+        lam.invoke(FunctionName=two_versions, Qualifier="1", Payload=b"{}")
+    assert error_code(older) == "InvalidParameterValueException"
+    assert "runs only the latest version" in str(older.value) and "$LATEST or 2" in str(older.value)

@@ -10,6 +10,7 @@ router's work on these paths, so they are plain ASGI (see server.py for the wire
 from __future__ import annotations
 
 import base64
+import inspect
 import itertools
 import json
 import logging
@@ -73,6 +74,9 @@ class InvokeHandler:
         self.events = events
         self.invocations = invocations
         self._ids = itertools.count(1)  # request ids of /invoke calls, for `wl logs`
+        # Whether the router can run a published version other than the latest
+        # (Router.invoke(..., version=N)); without it such a Qualifier is answered with a clear 400.
+        self._runs_versions = "version" in inspect.signature(router.invoke).parameters
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -157,8 +161,7 @@ class InvokeHandler:
         qualifier = query.get("Qualifier", [qualifier])[0]
         try:
             fn = await router.function(name)
-            if qualifier not in (None, "", "$LATEST", str(fn.version)):
-                raise _LambdaNotFound(name, qualifier)
+            version = await self._published_version(fn, qualifier)
             payload = await self._body(fn, scope, receive)
             if payload.strip():
                 try:
@@ -171,7 +174,17 @@ class InvokeHandler:
             if invocation_type == "DryRun":
                 await wire.send(send, 204, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
+            if version is not None and not self._runs_versions:
+                await self._lambda_error(send, request_id, 400, "InvalidParameterValueException",
+                                         f"{arn(fn.name, qualifier)} is published, but this router runs only the "
+                                         f"latest version of a function (Qualifier $LATEST or {fn.version})")
+                return
             if invocation_type == "Event":
+                if version is not None:  # the durable queue keeps function names, not versions
+                    await self._lambda_error(send, request_id, 400, "InvalidParameterValueException",
+                                             "Event invocations run the latest version only: use Qualifier "
+                                             f"$LATEST or {fn.version}, or InvocationType RequestResponse")
+                    return
                 await self._event(fn.name, payload, request_features, request_id)
                 await wire.send(send, 202, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
@@ -180,7 +193,11 @@ class InvokeHandler:
                                          f"Invalid X-Amz-Invocation-Type {invocation_type!r}: use RequestResponse, "
                                          "Event or DryRun")
                 return
-            result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features)
+            if version is None:
+                result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features)
+            else:
+                result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features,
+                                             version=version)
             if self.invocations is not None:
                 self.invocations.record(fn.name, request_id, result)
         except _LambdaNotFound as missing:
@@ -217,6 +234,19 @@ class InvokeHandler:
             await self._lambda_error(send, request_id, 502, "ServiceException", result.error_message)
         else:
             await self._lambda_function_error(send, request_id, result, version.decode(), log_type, fn.memory_mb)
+
+    async def _published_version(self, fn: Any, qualifier: str | None) -> int | None:
+        """The published version a Lambda qualifier names when it is not the latest one (None for
+        $LATEST or the latest number); _LambdaNotFound for a version that does not exist (or an
+        alias: wl has none)."""
+        if qualifier in (None, "", "$LATEST") or qualifier == str(fn.version):
+            return None
+        if not qualifier.isdigit() or int(qualifier) > fn.version:
+            raise _LambdaNotFound(fn.name, qualifier)
+        meta = await self.router.catalog.registry_get(f"/functions/{fn.name}/versions/{int(qualifier)}")
+        if meta is None:
+            raise _LambdaNotFound(fn.name, qualifier)
+        return int(qualifier)
 
     async def _event(self, name: str, payload: bytes, request_features: dict[str, float] | None,
                      request_id: str) -> None:
@@ -265,19 +295,27 @@ def split_function_name(name: str) -> tuple[str, str | None]:
 def tail_log(request_id: str, result: Result, memory_mb: float) -> bytes:
     """X-Amz-Log-Result: the last 4 KB of the invocation's log as Lambda writes it (START, the
     function's stderr, END, REPORT), base64. Init Duration (cold starts only) is how long the
-    request waited for its instance to start. Max Memory Used is the instance's memory
-    reservation: the node does not measure the peak (see the router README)."""
+    request waited for its instance to start. Max Memory Used is the instance's peak linear
+    memory as the node measured it after the call (InvokeResult.max_memory_bytes, carried in
+    ``result.extra``); when it is not measured (components), the instance's memory size."""
     lines = [f"START RequestId: {request_id} Version: {result.version or '$LATEST'}\n".encode()]
     if result.logs:
         lines.append(result.logs if result.logs.endswith(b"\n") else result.logs + b"\n")
     lines.append(f"END RequestId: {request_id}\n".encode())
     report = (f"REPORT RequestId: {request_id}\tDuration: {result.exec_ms:.2f} ms\t"
               f"Billed Duration: {max(1, math.ceil(result.exec_ms))} ms\tMemory Size: {memory_mb:g} MB\t"
-              f"Max Memory Used: {memory_mb:g} MB\t")
+              f"Max Memory Used: {max_memory_used_mb(result, memory_mb):g} MB\t")
     if result.cold:
         report += f"Init Duration: {result.wait_ms:.2f} ms\t"
     lines.append(report.encode() + b"\n")
     return base64.b64encode(b"".join(lines)[-LOG_TAIL_BYTES:])
+
+
+def max_memory_used_mb(result: Result, memory_mb: float) -> int | float:
+    """Lambda's Max Memory Used (whole MB, rounded up) from the node's measurement, or the
+    instance's memory size when the node did not measure it."""
+    measured = result.extra.get("max_memory_bytes", 0)
+    return math.ceil(measured / (1024 * 1024)) if measured else memory_mb
 
 
 def metadata(scope: dict, request_id: str | None = None) -> dict[str, str]:
