@@ -201,11 +201,6 @@ def test_a_cold_start_on_a_node_that_just_died_is_placed_on_the_other_node(platf
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "node-1 re-admitted")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router gap (wlruntime/router/dispatch.py Dispatcher._execute_failed): a Do on a warm instance of a "
-    "node that died with nothing in flight fails with UNAVAILABLE 'failed to connect' -- the request never "
-    "reached the node -- yet is answered 502 instead of being placed again (the spawn path already uses "
-    "_never_ran). Remove this mark when _execute_failed re-places requests for which _never_ran(error)."))
 def test_a_warm_request_to_a_node_that_just_died_is_placed_on_the_other_node(platform: Platform,
                                                                              wl: PlatformClient) -> None:
     wl.deploy("warmth", BUILD / "echo.wasm", {"memory_mb": 16})

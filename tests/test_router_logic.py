@@ -168,6 +168,44 @@ def test_a_node_dying_mid_request_answers_it_and_places_the_queued_ones_elsewher
     run(main())
 
 
+@pytest.mark.parametrize("details, placed_again", [
+    ("failed to connect to all addresses", True),   # the Do never reached the node
+    ("connection reset", False),                     # it may have run: never retried
+])
+def test_a_request_to_a_warm_instance_on_a_dead_node_is_placed_again_only_if_it_never_ran(
+        details: str, placed_again: bool) -> None:
+    async def main() -> None:
+        p = await platform(KeepWarm())
+        p.clock.now = 0.0
+        p.submit(0, "f")
+        await p.advance(COLD_MS + EXEC_MS + 10.0)   # request 0 ran on n1, its instance is idle
+        assert p.outcomes[0].node == "n1"
+        p.nodes["n1"].fail = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                                  grpc.aio.Metadata(), details=details)
+        p.submit(1, "f")
+        await p.advance(1000.0)
+        second = p.outcomes[1]
+        assert not p.router.nodes[0].alive
+        if placed_again:
+            assert second.ok and second.node == "n2" and second.cold, second
+        else:
+            assert second.error == NODE_ERROR and second.node == "n1", second
+    run(main())
+
+
+class KeepWarm(Policy):
+    """The idle instance serves the next request."""
+    name = "keep_warm"
+
+    def route(self, now_ms, request, fn):
+        for inst in fn.idle:
+            return Assign(inst)
+        return SPAWN
+
+    def on_idle(self, now_ms, instance, fn):
+        return KeepAlive(60_000.0)
+
+
 def test_a_failed_health_check_kills_the_nodes_instances_and_remove_node_forgets_it() -> None:
     async def main() -> None:
         p = await platform(SpawnEach())

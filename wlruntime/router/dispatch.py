@@ -360,6 +360,13 @@ class Dispatch(Platform):
             self.end_execution(inst, req, now, None)
             return Result(error=ErrorKind.INVALID_REQUEST, error_message=details, cold=req.cold,
                           version=inst.version, instance=inst.instance_id, node=node.name)
+        if code is grpc.StatusCode.UNAVAILABLE and _never_ran(error):
+            # The call never reached the node (it died while the instance was warm): the request
+            # did not run, so it is placed again, like a request sent along with a failed Spawn.
+            self._node_failed(node, f"{code.name} before a request reached it: {details}")
+            req.started_ms = None
+            self.replace(fn, req, now, f"node {node.name} unreachable: {details}")
+            return None
         # UNAVAILABLE (node died), CANCELLED, INTERNAL...: the request's fate is unknown.
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             self._node_failed(node, f"{code.name} during a request: {details}")
@@ -521,8 +528,9 @@ def _unqueue(inst: Instance, req: Pending) -> None:
 
 
 def _never_ran(error: grpc.aio.AioRpcError) -> bool:
-    """A Spawn failure after which the request sent along with it surely did not run: the node
-    refused the spawn, or the call never reached the node (no connection)."""
+    """A failed Spawn or Do after which the request sent in it surely did not run: the node
+    refused the spawn, or the call never reached the node (no connection). Anything else
+    (a connection lost mid-call, a cancellation) may have run it and is never retried."""
     code = error.code()
     if code in SPAWN_REFUSED:
         return True
