@@ -194,3 +194,20 @@ def test_the_epoch_clock_sleeps_while_no_wasm_runs_and_timeouts_still_hold() -> 
     assert looping.invoke(Invocation(b"")).error == "timeout"  # woken: deadlines hold as usual
     wait_until_parked()
     assert counter.invoke(Invocation(b"~spin")).error == "timeout"
+
+
+def test_peak_linear_memory_is_measured_after_each_call() -> None:
+    from conftest import wat2wasm
+
+    from wlruntime.node.server import outcome_to_pb
+
+    grows = wat2wasm("""(module (memory (export "memory") 1)
+        (func (export "_start") (drop (memory.grow (i32.const 16)))))""")  # 1 + 16 pages of 64 KiB
+    cfg = FunctionConfig.from_stored({"memory_mb": 16})
+    runner = CompiledFunction("grows", 1, cfg, compile_checked(grows, cfg.abi, False)).new_instance("i-grows")
+    out = runner.invoke(Invocation(b""))
+    assert out.ok and out.max_memory_bytes == 17 * 65536
+    assert runner.invoke(Invocation(b"")).max_memory_bytes == 17 * 65536, "a fresh store per call: no carry-over"
+    assert outcome_to_pb(out, "r-1").max_memory_bytes == 17 * 65536  # what the node sends the router
+    bomb = instance("membomb", memory_mb=16).invoke(Invocation(b""))
+    assert bomb.error == "out_of_memory" and 15 * 2**20 <= bomb.max_memory_bytes <= 16 * 2**20

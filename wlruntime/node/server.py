@@ -50,6 +50,7 @@ def outcome_to_pb(outcome: Outcome, request_id: str) -> pb.InvokeResult:
         logs=outcome.logs,
         exec_ms=outcome.exec_ms,
         instance_recycled=outcome.recycled,
+        max_memory_bytes=outcome.max_memory_bytes,
     )
 
 

@@ -122,7 +122,7 @@ class DoReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[DoReply, _Mapping]]] = ...) -> None: ...
 
 class InvokeResult(_message.Message):
-    __slots__ = ("request_id", "output", "error", "error_message", "logs", "exec_ms", "instance_recycled")
+    __slots__ = ("request_id", "output", "error", "error_message", "logs", "exec_ms", "instance_recycled", "max_memory_bytes")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +130,7 @@ class InvokeResult(_message.Message):
     LOGS_FIELD_NUMBER: _ClassVar[int]
     EXEC_MS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_RECYCLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     output: bytes
     error: ErrorKind
@@ -137,7 +138,8 @@ class InvokeResult(_message.Message):
     logs: bytes
     exec_ms: float
     instance_recycled: bool
-    def __init__(self, request_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[ErrorKind, str]] = ..., error_message: _Optional[str] = ..., logs: _Optional[bytes] = ..., exec_ms: _Optional[float] = ..., instance_recycled: _Optional[bool] = ...) -> None: ...
+    max_memory_bytes: int
+    def __init__(self, request_id: _Optional[str] = ..., output: _Optional[bytes] = ..., error: _Optional[_Union[ErrorKind, str]] = ..., error_message: _Optional[str] = ..., logs: _Optional[bytes] = ..., exec_ms: _Optional[float] = ..., instance_recycled: _Optional[bool] = ..., max_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class SpawnRequest(_message.Message):
     __slots__ = ("function", "version", "instance_id", "invoke")

@@ -75,6 +75,8 @@ class Outcome:
     exec_ms: float = 0.0
     # The instance faulted and was reset: its state is gone (ABI 2).
     recycled: bool = False
+    # Peak linear memory after the call, bytes (WASI commands; 0 when not measured).
+    max_memory_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -225,6 +227,7 @@ class WasiCommandInstance(_InstanceBase):
             return outcome
         outcome.output = run.stdout.value()
         outcome.logs = run.stderr.value()
+        outcome.max_memory_bytes = run.memory_bytes
         if run.exit_code != 0:
             outcome.error = FUNCTION_ERROR
             outcome.error_message = _with_last_log_line(f"exited with status {run.exit_code}", outcome.logs)

@@ -167,6 +167,9 @@ class RunResult:
     trap: wasmtime.Trap | None = None
     error: wasmtime.WasmtimeError | None = None
     memory_near_limit: bool = False
+    # Size of the instance's "memory" export when _start ended: its peak, since linear memory
+    # only grows (0: never instantiated, or no memory export).
+    memory_bytes: int = 0
 
 
 def command_linker(engine: wasmtime.Engine, capture_stdio: bool = True) -> wasmtime.Linker:
@@ -257,11 +260,13 @@ class CommandRunner:
         instance = ffi.wasmtime_instance_t()
         trap = POINTER(ffi.wasm_trap_t)()
         error = ffi.wasmtime_instance_pre_instantiate(self.instance_pre.ptr(), context, byref(instance), byref(trap))
-        if not error and not trap:
+        instantiated = not error and not trap
+        if instantiated:
             start = ffi.wasmtime_extern_t()
             if not _instance_export_get(context, byref(instance), START, len(START), byref(start)):
                 raise wasmtime.WasmtimeError("the module has no `_start` export")  # validated before: a node bug
             error = ffi.wasmtime_func_call(context, byref(start.of.func), None, 0, None, 0, byref(trap))
+            result.memory_bytes = self._memory_size(context, instance)
         if error:
             failure = error_from_ptr(error)
             if isinstance(failure, wasmtime.ExitTrap):
@@ -270,19 +275,21 @@ class CommandRunner:
                 result.error = failure
         elif trap:
             result.trap = trap_from_ptr(trap)
-            result.memory_near_limit = self._memory_near_limit(context, instance)
+            # Linear memory ended within 10% (at least 1 MiB) of the limit: memory.grow was most
+            # likely refused just before the trap, i.e. the guest ran out of memory.
+            size = result.memory_bytes
+            result.memory_near_limit = size > 0 and self.memory_bytes - size <= max(1024 * 1024,
+                                                                                     self.memory_bytes // 10)
 
-    def _memory_near_limit(self, context: Any, instance: Any) -> bool:
-        """Linear memory ended within 10% (at least 1 MiB) of the limit: memory.grow was most
-        likely refused just before the trap, i.e. the guest ran out of memory."""
+    @staticmethod
+    def _memory_size(context: Any, instance: Any) -> int:
+        """Bytes of the instance's "memory" export (0 when it exports none)."""
         item = ffi.wasmtime_extern_t()
         if not _instance_export_get(context, byref(instance), MEMORY, len(MEMORY), byref(item)):
-            return False
+            return 0
         if item.kind != _EXTERN_MEMORY:
-            return False
-        size = _memory_data_size(context, byref(item.of.memory))
-        mib = 1024 * 1024
-        return self.memory_bytes - size <= max(mib, self.memory_bytes // 10)
+            return 0
+        return int(_memory_data_size(context, byref(item.of.memory)))
 
 
 def _writer(sink: Sink) -> Callable[[bytes], None]:
