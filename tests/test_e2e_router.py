@@ -85,6 +85,8 @@ CASES = {
     "reverse": ("héllo".encode(), lambda out: out == "olléh".encode() or pytest.fail(out)),
     "stats": (b"1 2 3 4", _expect_json(count=4)),
     "wordcount": (b"a b a", _expect_json(words=3)),
+    # 5 ms asleep after touching 1 MB; the answer echoes the request as parsed (printf %g).
+    "synthetic": (b"5 1 sleep", lambda out: out == b"ok 5 1 sleep\n" or pytest.fail(out)),
 }
 
 
