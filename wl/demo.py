@@ -10,12 +10,14 @@ Each section is a function taking the DemoContext and printing what it shows.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.rule import Rule
 
@@ -67,25 +69,28 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], None]]] = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+Section = Enum("Section", {name: name for name, _ in SECTIONS}, type=str)  # --only's choices
 
+app = typer.Typer(add_completion=False, help="The wl demo (make demo): the platform, then the simulator.")
+
+
+@app.command()
+def demo(
+    trace: Annotated[str, typer.Option(help="trace to replay")] = TRACE,
+    seed: Annotated[int, typer.Option(help="simulation seed")] = SEED,
+    out: Annotated[Path | None, typer.Option(help="results folder (default results/demo-<time>/)")] = None,
+    only: Annotated[list[Section] | None,
+                    typer.Option(help="run only this section (repeatable; default: all)")] = None,
+) -> None:
+    """Run the demo's sections in order; everything they write goes to one results folder."""
     from wlsim.cli import default_out_dir, make_console
 
-    parser = argparse.ArgumentParser(prog="python -m wl.demo", description="The wl demo (make demo).")
-    parser.add_argument("--trace", default=TRACE, help=f"trace to replay (default {TRACE})")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/demo-<time>/)")
-    names = [name for name, _ in SECTIONS]
-    parser.add_argument("--only", choices=names, action="append",
-                        help="run only this section (repeatable; default: all)")
-    args = parser.parse_args(argv)
     console = make_console()
-    ctx = DemoContext(out_dir=args.out or default_out_dir("demo"), console=console, trace=args.trace,
-                      seed=args.seed)
+    ctx = DemoContext(out_dir=out or default_out_dir("demo"), console=console, trace=trace, seed=seed)
+    chosen = {s.value for s in only or []}
     started = time.perf_counter()
     for name, section in SECTIONS:
-        if args.only and name not in args.only:
+        if chosen and name not in chosen:
             continue
         console.print(Rule(f"wl demo: {name}"))
         t0 = time.perf_counter()
@@ -96,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"demo finished in {total:.1f} s ("
                   + ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items())
                   + f"); everything it wrote is in [bold]{ctx.out_dir}[/]")
-    return 0
+
+
+def main() -> None:
+    app(prog_name="python -m wl.demo")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
