@@ -143,3 +143,31 @@ def test_unmasked_algorithms_train_and_export(algo: str, tmp_path: Path) -> None
 
     again = LearnedPolicy.load(export_checkpoint(result.model_path, tmp_path / "again"))
     assert again.describe()["algo"] == algo
+
+
+def test_validation_callback_logs_metrics_and_selects_the_best_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from wlsim.rl.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    trace = every_two_seconds(6.0)
+    cfg = TrainConfig(trace="every-2s", steps=1_024, lam=0.01, seed=0, out=str(tmp_path / "run"),
+                      episode_minutes=None, warmup_minutes=0, functions_per_episode=None, n_envs=2,
+                      n_steps=128, batch_size=128, n_epochs=2, checkpoint_every=0, progress_bar=False,
+                      tensorboard=True, eval_every=256)
+    result = train(cfg, trace_table=trace, validation_table=every_two_seconds(3.0))
+    summary = json.loads((tmp_path / "run" / "train.json").read_text())
+    history = summary["validation"]
+    assert len(history) >= 3
+    assert {"cold_starts", "idle_gb_s", "weighted_cost_usd"} <= set(history[0])
+    best = min(h["weighted_cost_usd"] for h in history)
+    # the exported artifact is the best validation checkpoint, not the last network
+    from wlsim.engine import simulate
+    from wlsim.metrics import summarize
+
+    cost = summarize(simulate(every_two_seconds(3.0), f"learned:{result.artifact}"))["weighted_cost_usd"]
+    assert cost == pytest.approx(best)
+    assert any((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))

@@ -43,6 +43,15 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return out
 
 
+def _minutes_pair(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    pair = _ints(text, "--validation-minutes")
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise typer.BadParameter(f"--validation-minutes: expected FIRST,LAST, got {text!r}")
+    return pair[0], pair[1]
+
+
 def train_cmd(
     trace: str = typer.Option(DEFAULT_TRACE, "--trace", "-t",
                               help="Training trace: .parquet/.csv, Azure 2019 prefix or Azure 2021 CSV."),
@@ -79,6 +88,11 @@ def train_cmd(
     trace_seed: int = typer.Option(0, "--trace-seed", help="Seed of the trace loader's sampling."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs."),
+    validation_minutes: str | None = typer.Option(None, "--validation-minutes",
+                                                  help="FIRST,LAST minute of a validation slice: the exported "
+                                                       "artifact is the checkpoint with the lowest cost there."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0,
+                                   help="Steps between validation simulations (logged to TensorBoard)."),
 ) -> None:
     """Train a learned routing / keep-alive policy and export it (numpy artifact)."""
     try:
@@ -93,7 +107,10 @@ def train_cmd(
             episode_minutes=episode_minutes or None, functions_per_episode=functions_per_episode or None,
             n_envs=n_envs, net_arch=_ints(net_arch, "--net-arch"), learning_rate=learning_rate,
             ent_coef=ent_coef, gamma=gamma, encoder={"k": k, "time_of_day": time_of_day},
-            checkpoint_every=checkpoint_every, progress_bar=progress, tensorboard=tensorboard, threads=threads)
+            checkpoint_every=checkpoint_every, progress_bar=progress, tensorboard=tensorboard, threads=threads,
+            validation_minutes=_minutes_pair(validation_minutes), eval_every=eval_every)
+        if eval_every and cfg.validation_minutes is None:
+            raise typer.BadParameter("--eval-every needs --validation-minutes FIRST,LAST")
         console.print(f"training {algo} on {trace} for {steps:,} steps (lambda={lam:g}, seed={seed}) -> {out_dir}")
         result = train(cfg)
     except _user_errors() as e:

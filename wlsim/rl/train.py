@@ -12,6 +12,13 @@ Output folder layout:
   out/model.zip         the final sb3 model
   out/encoder.json      the encoder spec (export any checkpoint: ``wl-rl export``)
   out/artifact/         spec.json + weights.npz, load with ``learned:out/artifact``
+
+With ``eval_every`` > 0 and a validation slice (``validation_minutes`` of the trace, or a
+``validation_table``), an evaluation callback exports the current network every
+``eval_every`` steps, simulates the validation slice with it and logs its cold starts, idle
+GB-s, weighted and avoidable cost and p99.9 wait to TensorBoard (``validation/...``) and to
+``train.json``; ``out/artifact`` is then the checkpoint with the lowest validation cost (PPO's
+successive checkpoints swing widely along the cold-start / idle-memory curve), not the last.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class TrainConfig:
     progress_bar: bool = True
     tensorboard: bool = True
     threads: int = 1                # torch threads; 1 is fastest for a 64x64 MLP
+    validation_minutes: tuple[int, int] | None = None   # e.g. (601, 720): select checkpoints there
+    eval_every: int = 0             # steps between validation evaluations (0 = none)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -131,7 +140,51 @@ def build_model(cfg: TrainConfig, env: Any, tb_dir: str | None) -> Any:
                train_freq=4, target_update_interval=2_000, policy_kwargs=policy_kwargs, **common)
 
 
-def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
+def make_validation_callback(encoder: Any, table: Any, every: int, out: Path) -> Any:
+    """An sb3 callback: every ``every`` environment steps, export the network, simulate
+    ``table`` with it, log the metrics and keep the best export in ``out/best``."""
+    import shutil
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from policies.learned import LearnedPolicy
+    from wlsim.engine import simulate
+    from wlsim.metrics import summarize
+    from wlsim.rl.export import export_model
+
+    keys = ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd", "wait_p999_ms")
+
+    class _Validation(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self.best_cost = float("inf")
+            self.best: Path | None = None
+            self._next = every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps < self._next:
+                return True
+            self._next += every
+            latest = export_model(self.model, encoder, out / "latest", training={"steps": self.num_timesteps})
+            s = summarize(simulate(table, LearnedPolicy.load(latest)))
+            row = {"steps": float(self.num_timesteps), **{k: float(s[k]) for k in keys}}
+            self.history.append(row)
+            for k in keys:
+                self.logger.record(f"validation/{k}", row[k])
+            self.logger.dump(self.num_timesteps)
+            if row["weighted_cost_usd"] < self.best_cost:
+                self.best_cost = row["weighted_cost_usd"]
+                if (out / "best").exists():
+                    shutil.rmtree(out / "best")
+                shutil.copytree(latest, out / "best")
+                self.best = out / "best"
+            return True
+
+    return _Validation()
+
+
+def train(cfg: TrainConfig, trace_table: Any | None = None, validation_table: Any | None = None) -> TrainResult:
     """Train, checkpoint and export; see the module docstring for the output folder."""
     import torch
     from stable_baselines3.common.callbacks import CheckpointCallback
@@ -156,6 +209,16 @@ def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
     if cfg.checkpoint_every > 0:
         callbacks.append(CheckpointCallback(save_freq=max(1, cfg.checkpoint_every // cfg.n_envs),
                                             save_path=str(out / "checkpoints"), name_prefix=cfg.algo))
+    validation = None
+    if cfg.eval_every > 0:
+        if validation_table is None and cfg.validation_minutes is not None:
+            validation_table = load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.validation_minutes[0],
+                                          end_minute=cfg.validation_minutes[1])
+        if validation_table is None:
+            raise ValueError("eval_every needs a validation slice (validation_minutes)")
+        validation = make_validation_callback(env.envs[0].unwrapped.encoder, validation_table, cfg.eval_every,
+                                              out / "validation")
+        callbacks.append(validation)
     started = time.perf_counter()
     model.learn(total_timesteps=cfg.steps, callback=callbacks or None, progress_bar=cfg.progress_bar,
                 tb_log_name=cfg.algo)
@@ -174,7 +237,14 @@ def train(cfg: TrainConfig, trace_table: Any | None = None) -> TrainResult:
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     artifact = export_model(model, encoder, out / "artifact", training=meta)
+    if validation is not None and validation.best is not None:
+        import shutil
+
+        shutil.rmtree(artifact)
+        shutil.copytree(validation.best, artifact)        # the checkpoint chosen on validation
+        meta["selected_on_validation"] = {"cost_usd": validation.best_cost}
     summary = {"config": asdict(cfg), "wall_s": wall_s, "episodes": episodes,
+               "validation": validation.history if validation is not None else None,
                "mean_recent_episode_reward": (sum(rewards) / len(rewards)) if rewards else None,
                "steps_per_s": cfg.steps / wall_s if wall_s > 0 else None}
     (out / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
