@@ -438,6 +438,37 @@ def test_cold_start_model_per_function_and_memory() -> None:
     assert list(r.instances.memory_mb) == [512.0, 512.0]
 
 
+QUANTILES = (1.0, 2.0, 3.0, 5.0, 20.0)   # at 0, 25, 50, 75, 100 %
+
+
+def test_cold_starts_are_drawn_per_spawn_from_the_quantiles_deterministically_per_seed() -> None:
+    # TTL(1): every one of 4000 requests 1 s apart is a cold start of its own.
+    rows = [("f", 1000.0 * i, 1.0) for i in range(4000)] + [("g", 4_000_000.0, 1.0)]
+    model = ColdStartModel(base_ms=100.0, per_mb_ms=0.0, per_function_ms={"f": 3.0}, quantiles_ms={"f": QUANTILES})
+
+    def cold_ms(seed: int) -> np.ndarray:
+        r = simulate(trace(rows), TTL(1.0), SimConfig(cold_start=model, seed=seed))
+        assert r.requests.cold.all()
+        assert r.requests.cold_start_ms.iloc[-1] == 100.0       # g has no distribution: constant
+        return r.requests.cold_start_ms.to_numpy()[:-1]
+
+    drawn = cold_ms(7)
+    assert np.array_equal(drawn, cold_ms(7))                    # same seed, same run
+    assert not np.array_equal(drawn, cold_ms(8))
+    assert drawn.min() >= 1.0 and drawn.max() <= 20.0
+    # Piecewise-uniform between quantiles: each quarter of the draws falls between two of them.
+    for q, value in zip((0.25, 0.5, 0.75), QUANTILES[1:4], strict=True):
+        assert abs(float(np.mean(drawn <= value)) - q) < 0.03, (q, value)
+    assert np.median(drawn) == pytest.approx(3.0, abs=0.15)
+
+
+def test_a_cold_start_distribution_must_be_ascending() -> None:
+    with pytest.raises(ValueError, match=r"quantiles_ms\['f'\]"):
+        ColdStartModel(quantiles_ms={"f": (3.0, 1.0)})
+    with pytest.raises(ValueError, match="at least 2"):
+        ColdStartModel(quantiles_ms={"f": (3.0,)})
+
+
 def test_running_totals_match_the_frames() -> None:
     rows = [("f", 0, 100), ("g", 30, 500), ("f", 1000, 100), ("g", 1200, 50), ("f", 30000, 1)]
     sim = Simulation(trace(rows), CONFIG)

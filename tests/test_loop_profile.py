@@ -50,6 +50,24 @@ def test_profile_from_a_file_and_per_abi_cold_starts(tmp_path) -> None:
     assert prof.sim_config(nodes=2).nodes == 2
 
 
+def test_a_measured_distribution_becomes_per_spawn_draws(tmp_path) -> None:
+    doc = {"name": "mine", "source": "test", "cold_start": {
+        "base_ms": 10.0, "by_abi": {
+            "component": {"p50_ms": 30.0, "per_code_mb_ms": 2.0, "quantiles_ms": [10.0, 30.0, 90.0]},
+            "wasi-command": {"p50_ms": 3.0}}}}
+    prof = parse_profile(doc)
+    model = prof.cold_start_model({"big": FunctionInfo("component", 5 * 1_048_576),
+                                   "cmd": FunctionInfo("wasi-command", 1000)})
+    assert model.quantiles_ms == {"big": (20.0, 40.0, 100.0)}    # shifted like the median
+    assert model.cold_start_ms("big", 128) == pytest.approx(40.0)  # the estimate stays the median
+    assert model.cold_start_ms("cmd", 128) == pytest.approx(3.0)   # no distribution: constant
+    assert load_profile("container").cold_start_model().quantiles_ms == {}
+    bad = json.loads(json.dumps(doc))
+    bad["cold_start"]["by_abi"]["component"]["quantiles_ms"] = [5.0, 1.0]
+    with pytest.raises(ProfileError, match="quantiles_ms"):
+        parse_profile(bad)
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not JSON"),
     ("[1, 2]", "expected a JSON object"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 
 @dataclass(frozen=True)
@@ -19,10 +21,41 @@ class ColdStartModel:
     base_ms: float = 250.0
     per_mb_ms: float = 0.5
     per_function_ms: dict[str, float] = field(default_factory=dict)
+    # Per-function measured distributions (a profile's ``by_abi`` quantiles): the cold starts at
+    # equally spaced probabilities 0, 1/(k-1), ..., 1 (ascending, k >= 2). A function named here
+    # takes one draw per spawn (inverse CDF, linear between neighbouring quantiles) from the
+    # simulation's RNG seeded with ``SimConfig.seed``, so a run is deterministic per seed. The
+    # constant above (per_function_ms or base + per_mb) stays the function's estimate: the
+    # policies' cold-start prior. Empty (the default, the ``container`` profile): constant.
+    quantiles_ms: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for function, table in self.quantiles_ms.items():
+            if not is_quantile_table(table):
+                raise ValueError(f"ColdStartModel.quantiles_ms[{function!r}]: {QUANTILE_TABLE_RULE}, "
+                                 f"got {list(table)!r}")
 
     def cold_start_ms(self, function: str, memory_mb: float) -> float:
+        """The function's cold-start estimate (every spawn's, unless it has a distribution)."""
         v = self.per_function_ms.get(function)
         return v if v is not None else self.base_ms + self.per_mb_ms * memory_mb
+
+
+QUANTILE_TABLE_RULE = "expected at least 2 ascending finite values >= 0 (ms)"
+
+
+def is_quantile_table(table: Sequence[float]) -> bool:
+    """Quantiles a distribution can be drawn from (see ColdStartModel.quantiles_ms)."""
+    return (len(table) >= 2 and all(0 <= v < math.inf for v in table)
+            and all(a <= b for a, b in pairwise(table)))
+
+
+def draw_quantile(table: tuple[float, ...], u: float) -> float:
+    """The inverse CDF at ``u`` in [0, 1) of a distribution given by its quantiles at equally
+    spaced probabilities (linear between neighbours)."""
+    x = u * (len(table) - 1)
+    k = int(x)
+    return table[k] + (x - k) * (table[k + 1] - table[k])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ invalid answers) are the model's, ``wlmodel.platform``, shared with the live rou
 ``Simulation`` subclasses ``wlmodel.Platform`` and carries out its effects on simulated time:
 
 - an execution ends ``duration_ms`` (the trace's) after it starts;
-- a cold start takes ``SimConfig.cold_start`` ms (``ColdStartModel``) from the spawn decision;
+- a cold start takes ``SimConfig.cold_start`` ms (``ColdStartModel``) from the spawn decision:
+  the function's constant, or, for a function with a measured distribution
+  (``ColdStartModel.quantiles_ms``), one draw per spawn from a ``random.Random(SimConfig.seed)``
+  (the same seed gives the same run);
 - nodes are ``SimConfig.nodes`` x ``node_memory_mb`` (may be unbounded);
 - answers are checked in "raise" mode: an invalid answer raises ``PolicyAnswerError``.
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import gc
 import math
+import random
 import time
 from array import array
 from collections import deque
@@ -71,7 +75,7 @@ from wlmodel.platform import (
 )
 from wlmodel.records import Function, Instance, Node
 from wlmodel.schema import CANONICAL_COLUMNS, CONCURRENCY_COLUMN, feature_columns
-from wlsim.config import SimConfig
+from wlsim.config import SimConfig, draw_quantile
 from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, SimResult
 
 if TYPE_CHECKING:
@@ -172,6 +176,8 @@ class Simulation(Platform):
         "_arrival_np",
         "_arrival_prefix",
         "_codes",
+        "_cold_draws",
+        "_cold_rng",
         "_done",
         "_duration",
         "_duration_np",
@@ -333,6 +339,9 @@ class Simulation(Platform):
         for f in self.functions:
             if not (f.cold_start_ms >= 0 and math.isfinite(f.cold_start_ms)):
                 raise ValueError(f"cold-start model gave {f.cold_start_ms!r} ms for function {f.name!r}")
+        # Functions whose every spawn draws its cold start (f.cold_start_ms stays the estimate).
+        self._cold_draws = {f: model.quantiles_ms[f.name] for f in self.functions if f.name in model.quantiles_ms}
+        self._cold_rng = random.Random(cfg.seed)
         return trace
 
     # ------------------------------------------------------------------ public API
@@ -574,7 +583,10 @@ class Simulation(Platform):
     def emit_spawn(self, inst: Instance, row: int | None, now: float) -> None:
         if row is not None:
             self._r_cold[row] = 1
-        self._at(now + inst.fn.cold_start_ms, self._on_ready_cb, inst)
+        f = inst.fn
+        table = self._cold_draws.get(f) if self._cold_draws else None
+        cold_ms = f.cold_start_ms if table is None else draw_quantile(table, self._cold_rng.random())
+        self._at(now + cold_ms, self._on_ready_cb, inst)
 
     def _on_ready(self, inst: Instance, _: Any) -> None:
         self.instance_ready(inst, self._now)

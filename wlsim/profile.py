@@ -6,8 +6,10 @@ engine takes, plus how the platform reshapes a trace before the model sees it:
 - ``cold_start``: ``base_ms + per_mb_ms * memory_mb`` for a function the profile knows nothing
   about; ``by_abi`` gives a measured distribution per function ABI (p10/p50/p90, and how it grows
   with code size), used when the function's ABI and code size are known (``FunctionInfo``);
-  ``per_function_ms`` pins named functions. The engine draws one cold start per function (the
-  median), not one per spawn: the spread is kept in the profile for reports.
+  ``per_function_ms`` pins named functions (a constant). A function whose ABI has measured
+  ``quantiles_ms`` draws each spawn's cold start from that distribution (shifted like the median
+  for its code size; seeded, see ``ColdStartModel.quantiles_ms``); its median stays the
+  policies' estimate. Without quantiles (or without the function's ABI) a cold start is constant.
 - ``request_overhead_ms``: time an instance is busy per request beyond the function's own
   duration (the router -> node call, instantiation of an ABI 1 module): added to ``duration_ms``.
 - ``front``: how the HTTP front spreads a burst. A request sent at ``t`` reaches the router's
@@ -32,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from wlsim.config import ColdStartModel, SimConfig
+from wlsim.config import QUANTILE_TABLE_RULE, ColdStartModel, SimConfig, is_quantile_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,9 +61,16 @@ class AbiColdStart(_Strict):
     p99_ms: float | None = Field(default=None, ge=0)
     per_code_mb_ms: float = Field(default=0.0, ge=0)
     samples: int = Field(default=0, ge=0)
-    # The measured distribution at 0, 5, ..., 100 %: what a per-spawn draw needs (the engine
-    # takes one value per function today, the median; see bench/README.md "fidelity.py").
+    # The measured distribution at 0, 5, ..., 100 % (any equally spaced probabilities from 0
+    # to 1): the simulator draws each spawn's cold start from it (ColdStartModel.quantiles_ms).
     quantiles_ms: list[float] = Field(default_factory=list)
+
+    @field_validator("quantiles_ms")
+    @classmethod
+    def _ascending(cls, table: list[float]) -> list[float]:
+        if table and not is_quantile_table(table):
+            raise ValueError(QUANTILE_TABLE_RULE)
+        return table
 
 
 class ColdStartSpec(_Strict):
@@ -107,13 +116,20 @@ class Profile(_Strict):
         return cs.base_ms + cs.per_mb_ms * memory_mb
 
     def cold_start_model(self, functions: Mapping[str, FunctionInfo] | None = None) -> ColdStartModel:
-        """The engine's model: per-function values where the ABI and code size are known."""
+        """The engine's model: per-function values where the ABI and code size are known, and
+        per-spawn draws where that ABI's distribution was measured."""
         cs = self.cold_start
         pinned = dict(cs.per_function_ms)
+        tables: dict[str, tuple[float, ...]] = {}
         for name, info in (functions or {}).items():
             if name not in pinned and info.abi in cs.by_abi:
                 pinned[name] = self.function_cold_start_ms(name, 0.0, info)
-        return ColdStartModel(base_ms=cs.base_ms, per_mb_ms=cs.per_mb_ms, per_function_ms=pinned)
+                abi = cs.by_abi[info.abi]
+                if len(abi.quantiles_ms) >= 2:
+                    shift = abi.per_code_mb_ms * info.code_bytes / 1_048_576
+                    tables[name] = tuple(q + shift for q in abi.quantiles_ms)
+        return ColdStartModel(base_ms=cs.base_ms, per_mb_ms=cs.per_mb_ms, per_function_ms=pinned,
+                              quantiles_ms=tables)
 
     def sim_config(self, functions: Mapping[str, FunctionInfo] | None = None, **kwargs: Any) -> SimConfig:
         """A SimConfig with this profile's cold starts (``kwargs``: the other SimConfig fields)."""
