@@ -97,7 +97,7 @@ def cost_matrix(mem_gb: float, cold_ms: float, gb_s_usd: float, latency_usd_per_
 
 
 class ImitationState(ExpectedWaitState):
-    __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used")
+    __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used", "static")
 
     def __init__(self, window: int) -> None:
         super().__init__(window)
@@ -107,6 +107,8 @@ class ImitationState(ExpectedWaitState):
         self.prewarm_plan: tuple[float, float] | None = None   # (ready after ms, keep ms)
         self.prewarms = 0
         self.prewarm_used = 0
+        # (memory, cold start) -> break-even and the features that depend only on them
+        self.static: tuple[tuple[float, float], float, float, float, float] | None = None
 
 
 class ImitationPolicy(ExpectedWait):
@@ -204,9 +206,13 @@ class ImitationPolicy(ExpectedWait):
         n = len(s)
         order = samples.order
         stats = fn.stats
-        cold = stats.cold_start_ms
-        be = self.break_even_ms(fn)
         log1p = math.log1p
+        static = st.static
+        key = (fn.memory_mb, stats.cold_start_ms)
+        if static is None or static[0] != key:
+            be = self.break_even_ms(fn)
+            static = st.static = (key, be, log1p(be) / MS_SCALE, log1p(key[0]) / MS_SCALE, log1p(key[1]) / MS_SCALE)
+        be, be_feature = static[1], static[2]
         x[0] = log1p(order[-1]) / MS_SCALE if n else 0.0
         x[1] = log1p(order[-2]) / MS_SCALE if n > 1 else x[0]
         if n:
@@ -215,7 +221,7 @@ class ImitationPolicy(ExpectedWait):
             x[4] = log1p(s[(9 * n) // 10]) / MS_SCALE
             x[6] = bisect_left(s, be) / n
         else:
-            x[2] = x[3] = x[4] = log1p(be) / MS_SCALE
+            x[2] = x[3] = x[4] = be_feature
             x[6] = 0.5
         x[5] = log1p(n) / COUNT_SCALE
         x[7] = log1p(stats.arrivals_in_last(now_ms, 60_000.0)) / COUNT_SCALE
@@ -225,9 +231,9 @@ class ImitationPolicy(ExpectedWait):
         x[11] = log1p(len(fn.idle)) / COUNT_SCALE
         x[12] = log1p(len(fn.instances)) / COUNT_SCALE
         x[13] = log1p(stats.duration.predict(0.0)) / MS_SCALE
-        x[14] = log1p(fn.memory_mb) / MS_SCALE
-        x[15] = log1p(cold) / MS_SCALE
-        x[16] = log1p(be) / MS_SCALE
+        x[14] = static[3]
+        x[15] = static[4]
+        x[16] = be_feature
         x[17] = st.prewarm_used / st.prewarms if st.prewarms else 0.0
         return x
 
