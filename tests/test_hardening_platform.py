@@ -240,7 +240,9 @@ def test_dead_children_are_restarted_and_the_rest_keeps_serving(platform: Platfo
     wait_for(lambda: component(platform.status(), "node-2")["restarts"] >= 1, "node-2 restarted")
     wait_for(lambda: wl.health()["nodes_alive"] == 2, "node-2 re-admitted")
     assert metric_value(wl.metrics(), "wl_router_node_up", node="node-2") == 1
-    assert metric_value(wl.metrics(), "wl_router_node_health_misses", node="node-2") == 0  # answering again
+    # answering health checks again (a check may still time out now and then on a loaded machine)
+    wait_for(lambda: metric_value(wl.metrics(), "wl_router_node_health_misses", node="node-2") == 0,
+             "node-2's health checks answered")
 
     # The router dies: it comes back on its port, with the policy it had last, and serves the
     # deployed functions.
