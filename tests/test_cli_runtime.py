@@ -157,3 +157,20 @@ def test_rm_then_wl_up_stops_and_forgets_the_platform(platform: dict) -> None:
     assert "no admin token" in err
     _, err = wl(platform, "invoke", "echo", code=1)
     assert "unreachable" in err and "wl up" in err
+
+
+def test_ls_shows_component_health_even_when_the_router_is_down(tmp_path: Path) -> None:
+    """The status file of a `wl up` whose router is held down after repeated crashes (found with
+    WL_DATA_DIR): `wl ls` shows why before it reports the router unreachable."""
+    components = [{"name": "registry", "alive": True, "held_down": False, "restarts": 0, "last_exit_code": None,
+                   "up_s": 1234.5},
+                  {"name": "router", "alive": False, "held_down": True, "restarts": 5, "last_exit_code": 3,
+                   "up_s": 0.0}]
+    (tmp_path / "status.json").write_text(json.dumps({"running": True, "components": components}))
+    env = {k: "" for k in os.environ if k.startswith("WL_")} | {
+        "WL_DATA_DIR": str(tmp_path), "WL_STATE_FILE": str(tmp_path / "none.json"),
+        "WL_ROUTER_URL": f"http://127.0.0.1:{free_port()}", "WL_ROUTER_ADMIN_TOKEN": "t", "COLUMNS": "120"}
+    result = CliRunner().invoke(app, ["ls"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "held down" in result.stdout and "1,234.5 s" in result.stdout, result.stdout
+    assert "unreachable" in result.stderr and "wl up" in result.stderr

@@ -25,7 +25,7 @@ from rich.markup import escape
 
 if TYPE_CHECKING:
     from wlruntime.config import Settings
-    from wlruntime.router.client import RouterClient
+    from wlruntime.router.client import RouterClient, RouterClientError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -112,8 +112,12 @@ def _admin_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except RouterClientError as error:
-        hint = " (is the platform running? start it with `wl up`)" if error.status is None else ""
-        _fail(f"{error}{hint}")
+        _admin_failed(error)
+
+
+def _admin_failed(error: RouterClientError) -> NoReturn:
+    hint = " (is the platform running? start it with `wl up`)" if error.status is None else ""
+    _fail(f"{error}{hint}")
 
 
 # ----------------------------------------------------------------------------------- wl up
@@ -427,9 +431,17 @@ def _print_components(components: list[dict[str, Any]]) -> None:
 def ls(as_json: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None) -> None:
     """List deployed functions with their live instances, and the health of each component of
     the platform `wl up` started (router, registry, nodes: alive, restarts, last exit code)."""
+    from wlruntime.router.client import RouterClientError
+
     client = _client(url, token)
-    functions = _admin_call(client.functions)
     components = _platform_components()
+    try:
+        functions = client.functions()
+    except RouterClientError as error:
+        if components and not as_json:  # the router is down (restarting, held down): its health says why
+            _print_components(components)
+            console.print()
+        _admin_failed(error)
     if as_json:
         _print_json({"functions": functions, "components": components})
         return
