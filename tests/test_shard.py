@@ -2,7 +2,7 @@
 
 import pytest
 
-from wlsim.config import SimConfig
+from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import simulate
 from wlsim.parallel import LocalExecutor
 from wlsim.shard import ShardError, plan_shards, sharded_simulate
@@ -52,6 +52,7 @@ def test_shard_in_process_executor_too(day_slice):
     (SimConfig(nodes=2), "fixed_ttl", "2 nodes"),
     (SimConfig(), "faascache:memory_cap_mb=2048", "memory cap"),
     (SimConfig(), "default", "pools idle periods"),
+    (SimConfig(cold_start=ColdStartModel(quantiles_ms={"f": (1.0, 2.0)})), "fixed_ttl", "drawn cold starts"),
 ])
 def test_cannot_shard_says_why(day_slice, config, spec, reason):
     with pytest.raises(ShardError, match=reason):

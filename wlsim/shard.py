@@ -15,7 +15,8 @@ then; its rows are dropped in the merge. ``H`` is not known before the run: the 
 puts the sentinel at a lower bound (the latest ``arrival + duration``), and only the shards
 that then ended before the true ``H`` run a second time (see ``ShardedRun.reruns``).
 
-What cannot shard (ShardError says which): a node memory bound (``SimConfig.node_memory_mb``)
+What cannot shard (ShardError says which): drawn cold starts (``ColdStartModel.quantiles_ms``:
+one random stream in global spawn order); a node memory bound (``SimConfig.node_memory_mb``)
 or a policy's own memory cap (``faascache:memory_cap_mb``): applications compete for memory,
 so evictions and rejections depend on all of them at once; more than one node (where an
 instance goes depends on the other applications' instances); and a policy whose decisions
@@ -65,6 +66,10 @@ def check_shardable(config: SimConfig, spec: str) -> None:
             f"cannot shard with a node memory bound (node_memory_mb={config.node_memory_mb:g}): "
             "applications then compete for memory, and which instance is evicted or which request "
             "is rejected depends on every application at once; replay in one process instead")
+    if getattr(config.cold_start, "quantiles_ms", None):
+        raise ShardError("cannot shard with drawn cold starts (ColdStartModel.quantiles_ms, e.g. a measured "
+                         "profile): every spawn draws from one random stream in global spawn order, so a "
+                         "shard would draw different values; use constant cold starts or one process")
     if config.nodes != 1:
         raise ShardError(f"cannot shard with {config.nodes} nodes: where an instance is placed depends "
                          "on the other applications' instances; use one node or one process")
