@@ -163,10 +163,10 @@ def test_make_is_a_no_op_when_up_to_date() -> None:
 @pytest.mark.parametrize("name", [*WASI_COMMANDS, *COMPONENTS])
 def test_each_example_has_a_deploy_config_matching_its_binary(name: str) -> None:
     config = config_of(name)
-    assert set(config) == {"abi", "memory_mb", "timeout_ms", "concurrency"}
+    assert set(config) == {"abi", "memory_mb", "timeout_ms", "max_instances"}
     assert config["abi"] == ("wasi-command" if name in WASI_COMMANDS else "component")
     assert all(isinstance(config[key], int) and config[key] > 0 for key in ("memory_mb", "timeout_ms",
-                                                                           "concurrency"))
+                                                                           "max_instances"))
     header = (BUILD / f"{name}.wasm").read_bytes()[:8]
     assert header[:4] == b"\0asm"
     # Bytes 6-7 of the header: 0x0000 for a core module, 0x0001 for a component.

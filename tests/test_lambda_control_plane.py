@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from conftest import wait_until
 
 from wlruntime.platform import Child, Platform
+from wlruntime.registry.models import DEFAULT_MAX_INSTANCES
 from wlruntime.router.core import Router
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -88,7 +89,7 @@ def test_every_control_plane_operation_through_boto3(lam) -> None:
 
     got = lam.get_function(FunctionName="cp-echo")
     assert got["Configuration"]["MemorySize"] == 128
-    assert got["Concurrency"]["ReservedConcurrentExecutions"] == 1
+    assert got["Concurrency"]["ReservedConcurrentExecutions"] == DEFAULT_MAX_INSTANCES
     code = httpx.get(got["Code"]["Location"])
     assert code.status_code == 200 and code.content == ECHO
     assert lam.get_function_configuration(FunctionName="cp-echo")["Description"] == "an echo"
@@ -117,7 +118,7 @@ def test_every_control_plane_operation_through_boto3(lam) -> None:
                                         ReservedConcurrentExecutions=3)["ReservedConcurrentExecutions"] == 3
     assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == 3
     lam.delete_function_concurrency(FunctionName="cp-echo")
-    assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == 1
+    assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == DEFAULT_MAX_INSTANCES
 
     for name in ("cp-a", "cp-b"):
         lam.create_function(FunctionName=name, Role="r", Code={"ZipFile": ECHO})
@@ -300,3 +301,20 @@ def test_an_older_qualifier_is_a_clear_400_while_the_router_runs_only_the_latest
         lam.invoke(FunctionName=two_versions, Qualifier="1", Payload=b"{}")
     assert error_code(older) == "InvalidParameterValueException"
     assert "runs only the latest version" in str(older.value) and "$LATEST or 2" in str(older.value)
+    with pytest.raises(ClientError) as queued:
+        lam.invoke(FunctionName=two_versions, Qualifier="1", InvocationType="Event", Payload=b"{}")
+    assert error_code(queued) == "InvalidParameterValueException", "refused, not queued to fail later"
+
+
+@pytest.mark.xfail(not ROUTER_RUNS_VERSIONS, strict=True,
+                   reason="needs Router.invoke(..., version=N) in wlruntime/router/core.py (H9's file)")
+def test_an_event_with_an_older_qualifier_runs_that_version(platform: Platform, lam, two_versions: str) -> None:
+    def version_1_runs() -> list[dict]:
+        return [e for e in admin(platform, f"/admin/logs/{two_versions}?limit=200") if e["version"] == 1]
+
+    before = len(version_1_runs())
+    # "[1]" is what version 2 (json_transform) refuses and version 1 (echo) answers
+    queued = lam.invoke(FunctionName=two_versions, Qualifier="1", InvocationType="Event", Payload=b"[1]")
+    assert queued["StatusCode"] == 202
+    runs = wait_until(lambda: version_1_runs()[before:], 30.0, message="the event did not run")
+    assert runs[0]["error"] == "none", runs

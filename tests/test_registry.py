@@ -39,7 +39,7 @@ HANDLER_COMPONENT_WAT = """(component
                 (realloc (core func $i "realloc")))))"""
 COMPONENT_WITHOUT_HANDLE_WAT = '(component (core module $m (func (export "f"))) (core instance $i (instantiate $m)))'
 
-DEFAULT_CONFIG = {"memory_mb": 128, "timeout_ms": 3000, "concurrency": 1, "abi": "wasi-command", "env": {},
+DEFAULT_CONFIG = {"memory_mb": 128, "timeout_ms": 3000, "max_instances": 1000, "abi": "wasi-command", "env": {},
                   "fuel": None, "max_payload_bytes": 6291456, "allow_fs": False, "allow_net": False}
 
 
@@ -105,7 +105,8 @@ def test_upload_with_config_keeps_it_and_component_abi_is_detected(client):
     meta = client.upload(name, wasm(HANDLER_COMPONENT_WAT),
                          {"memory_mb": 512, "timeout_ms": 10_000, "concurrency": 4, "env": {"MODE": "fast"},
                           "fuel": 1_000_000, "allow_net": True})
-    assert meta["config"] == DEFAULT_CONFIG | {"memory_mb": 512, "timeout_ms": 10_000, "concurrency": 4,
+    # ``concurrency`` is the earlier name of ``max_instances``: accepted, stored under the new name
+    assert meta["config"] == DEFAULT_CONFIG | {"memory_mb": 512, "timeout_ms": 10_000, "max_instances": 4,
                                                "env": {"MODE": "fast"}, "fuel": 1_000_000, "allow_net": True,
                                                "abi": "component"}
 
@@ -235,7 +236,8 @@ def test_bad_names_on_read_paths_are_400(registry, path):
     ({"memory_mb": 0}, "memory_mb"),
     ({"memory_mb": 16385}, "memory_mb"),
     ({"timeout_ms": 900_001}, "timeout_ms"),
-    ({"concurrency": 1.5}, "concurrency"),
+    ({"concurrency": 1.5}, "max_instances"),
+    ({"max_instances": 1001}, "max_instances"),
     ({"abi": "wasm32"}, "abi"),
     ({"env": {"A": 1}}, "env.A"),
     ({"env": ["A=1"]}, "env"),
@@ -456,3 +458,15 @@ def test_data_and_generated_token_persist_across_restart(tmp_path):
     with sqlite3.connect(data_dir / "registry.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert json.loads(db.execute("SELECT config FROM versions WHERE version = 1").fetchone()[0])["memory_mb"] == 64
+
+
+def test_max_instances_default_and_its_earlier_name_in_stored_configs():
+    from wlruntime.registry.models import DEFAULT_MAX_INSTANCES, FunctionConfig
+
+    assert FunctionConfig().max_instances == DEFAULT_MAX_INSTANCES == 1000   # no per-function cap, like Lambda
+    old = FunctionConfig.from_stored({"memory_mb": 64, "concurrency": 3})   # stored before the rename
+    assert old.max_instances == 3 and "concurrency" not in old.model_dump()
+    assert FunctionConfig.from_stored({"max_instances": 5}).max_instances == 5
+    assert FunctionConfig.model_validate({"max_instances": 2, "concurrency": 2}).max_instances == 2
+    with pytest.raises(ValueError, match=r"max_instances and concurrency .* give one of them"):
+        FunctionConfig.model_validate({"max_instances": 2, "concurrency": 3})

@@ -14,6 +14,13 @@ from wlruntime.names import name_problem as name_problem
 
 ABIS = ("wasi-command", "component")
 DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+# Live instances of one function at most when its config does not say. Lambda sets no
+# per-function limit (only an account-wide 1000 concurrent executions by default), so a
+# function deployed with defaults is limited by node memory, like Lambda's by the account, and
+# a trace replay against defaults does not get 429s when requests overlap. Also the maximum
+# a config may give.
+DEFAULT_MAX_INSTANCES = 1000
+OLD_KEYS = {"concurrency": "max_instances"}   # earlier names, accepted on input and in stored configs
 
 
 class ConfigError(ValueError):
@@ -30,10 +37,10 @@ class FunctionConfig(BaseModel):
 
     memory_mb: StrictInt = Field(128, ge=1, le=16384)
     timeout_ms: StrictInt = Field(3000, ge=1, le=900_000)
-    concurrency: StrictInt = Field(1, ge=1, le=1000)
-    """Live instances of the function at most (a spawn beyond it is a 429), not executions per
-    instance. ``max_instances`` is its unambiguous name and accepted as input; stored under
-    ``concurrency`` for the readers of stored configs."""
+    max_instances: StrictInt = Field(DEFAULT_MAX_INSTANCES, ge=1, le=DEFAULT_MAX_INSTANCES)
+    """Live instances of the function at most (a spawn beyond it is a 429; default
+    ``DEFAULT_MAX_INSTANCES``). Its earlier name ``concurrency`` (which never meant executions
+    per instance) is accepted on input and read from configs stored under it."""
     abi: Literal["wasi-command", "component"] | None = None
     """None at upload means: detect from the binary header (core module vs component)."""
     env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
@@ -44,22 +51,28 @@ class FunctionConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _max_instances_is_concurrency(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and "max_instances" in data:
+    def _old_names(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and any(old in data for old in OLD_KEYS):
             data = dict(data)
-            value = data.pop("max_instances")
-            if data.get("concurrency", value) != value:
-                raise ValueError("max_instances and concurrency are the same limit (live instances at most): "
-                                 "give one of them")
-            data["concurrency"] = value
+            for old, new in OLD_KEYS.items():
+                if old in data:
+                    value = data.pop(old)
+                    if data.get(new, value) != value:
+                        raise ValueError(f"{new} and {old} (its earlier name) are the same setting: give one of them")
+                    data[new] = value
         return data
+
+    @property
+    def concurrency(self) -> int:
+        """The earlier name of ``max_instances`` (for readers not yet renamed)."""
+        return self.max_instances
 
     @classmethod
     def from_stored(cls, config: Mapping[str, Any]) -> FunctionConfig:
         """The config a node runs from a stored config (the registry's JSON): null values and
         keys this version does not know are ignored (a newer registry may add some), a
         missing ABI is ``wasi-command``; a bad value raises ConfigError naming the key."""
-        names = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        names = set(cls.model_fields) | set(OLD_KEYS) | {f.alias for f in cls.model_fields.values() if f.alias}
         known = {key: value for key, value in config.items() if key in names and value is not None}
         known.setdefault("abi", "wasi-command")
         try:

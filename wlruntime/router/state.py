@@ -18,6 +18,7 @@ from wlmodel.kinds import FUNCTION_ERROR_KINDS, ErrorKind
 from wlmodel.records import Function as ModelFunction
 from wlmodel.records import Instance as ModelInstance
 from wlmodel.records import Node
+from wlruntime.registry.models import DEFAULT_MAX_INSTANCES
 
 # Error kinds of an invocation result (wlmodel.kinds.ErrorKind; str values, "none" is success).
 OK = ErrorKind.NONE
@@ -34,7 +35,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 def max_instances_of(config: dict[str, Any]) -> int:
     """The registry config's cap on live instances: ``max_instances``, or its old name
     ``concurrency`` (accepted as an alias; it never meant executions per instance)."""
-    value = config.get("max_instances", config.get("concurrency", 1))
+    value = config.get("max_instances", config.get("concurrency", DEFAULT_MAX_INSTANCES))
     return int(value)
 
 
