@@ -150,8 +150,10 @@ class EventQueue:
         features = json.loads(row["features"]) if row["features"] else None
         meta = {"invocation_type": "Event", "aws_request_id": row["request_id"]}
         try:
+            name, version = pinned_target(row["function"])
+            pinned = {} if version is None else {"version": version}
             try:
-                result = await self.router.invoke(row["function"], row["payload"], meta, features)
+                result = await self.router.invoke(name, row["payload"], meta, features, **pinned)
             except RouterError as error:
                 if error.status == 404:
                     self._finish(event_id, "dropped", f"function {row['function']} no longer exists")
@@ -164,7 +166,7 @@ class EventQueue:
                 self._system_retry(row, f"router error: {error}", None)
                 return
             if self.invocations is not None:
-                self.invocations.record(row["function"], row["request_id"], result)
+                self.invocations.record(name, row["request_id"], result)
             if result.error == OK:
                 self._finish(event_id, "succeeded", "")
             elif result.error == NODE_ERROR:
@@ -209,3 +211,9 @@ class EventQueue:
                              "payload = x'' WHERE id = ?", (message[:1000], attempts, event_id))
         else:
             self._db.execute("DELETE FROM events WHERE id = ?", (event_id,))
+
+
+def pinned_target(stored: str) -> tuple[str, int | None]:
+    """(function, version) of a queued event: ``name`` runs the latest, ``name:N`` version N."""
+    name, _, version = stored.partition(":")
+    return name, int(version) if version else None

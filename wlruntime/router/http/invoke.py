@@ -180,12 +180,7 @@ class InvokeHandler:
                                          f"latest version of a function (Qualifier $LATEST or {fn.version})")
                 return
             if invocation_type == "Event":
-                if version is not None:  # the durable queue keeps function names, not versions
-                    await self._lambda_error(send, request_id, 400, "InvalidParameterValueException",
-                                             "Event invocations run the latest version only: use Qualifier "
-                                             f"$LATEST or {fn.version}, or InvocationType RequestResponse")
-                    return
-                await self._event(fn.name, payload, request_features, request_id)
+                await self._event(fn.name, version, payload, request_features, request_id)
                 await wire.send(send, 202, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
             if invocation_type != "RequestResponse":
@@ -248,13 +243,17 @@ class InvokeHandler:
             raise _LambdaNotFound(fn.name, qualifier)
         return int(qualifier)
 
-    async def _event(self, name: str, payload: bytes, request_features: dict[str, float] | None,
-                     request_id: str) -> None:
+    async def _event(self, name: str, version: int | None, payload: bytes,
+                     request_features: dict[str, float] | None, request_id: str) -> None:
+        """Queue an Event invocation; ``version``: a published version other than the latest."""
         if self.events is not None:
-            await self.events.enqueue(name, payload, request_features, request_id)
+            # the queue stores "name:N" for a pinned version (events.pinned_target reads it back)
+            await self.events.enqueue(name if version is None else f"{name}:{version}", payload, request_features,
+                                      request_id)
             return
         # No queue (an app built without one, e.g. in unit tests): run once in the background.
-        self.router._bg(self.router.invoke(name, payload, {"invocation_type": "Event"}, request_features))
+        pinned = {} if version is None else {"version": version}
+        self.router._bg(self.router.invoke(name, payload, {"invocation_type": "Event"}, request_features, **pinned))
 
     async def _lambda_function_error(self, send: Any, request_id: str, result: Result, version: str,
                                      log_type: str | None, memory_mb: float) -> None:
