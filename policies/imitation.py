@@ -15,6 +15,11 @@ a bin and keep it until the upper edge of the same or a later bin). Trained by
 ``wlsim.rl.imitate`` with cross-entropy on the hindsight gaps (the oracle's labels), from
 rollouts of the default policy and then of the learned policy itself (DAgger).
 
+``own_prewarm`` (off in the bundled artifact; not an artifact field): for the last live
+instance, when the default's pre-warm search over the function's own idle periods finds a
+pre-warm cheaper than keeping alive, follow it instead of the network (exact timing for
+periodic functions, which the bins only approximate).
+
 Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmest idle
 instance, else queue only when a high quantile of the remaining execution beats a cold start.
 
@@ -118,8 +123,10 @@ class ImitationPolicy(ExpectedWait):
     name: ClassVar[str] = "learned"
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]] | None = None,
-                 meta: dict[str, Any] | None = None, path: str | None = None, **default_params: Any) -> None:
+                 meta: dict[str, Any] | None = None, path: str | None = None, own_prewarm: bool = False,
+                 **default_params: Any) -> None:
         super().__init__(**default_params)
+        self.own_prewarm = own_prewarm
         self.meta = meta or {}
         self.path = path
         self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
@@ -307,6 +314,10 @@ class ImitationPolicy(ExpectedWait):
             return keep_until(st.prewarm_plan[1], idle)          # pre-warmed: wait for its request
         if idle <= EPS_MS:                                       # after an execution: decide
             a = self.choose(now_ms, instance, fn, st)
+            if a >= 0 and self.own_prewarm and len(fn.instances) == 1:
+                self.keepalive_ms(fn)      # refreshes the default's pre-warm plan from the samples
+                if st.prewarm_at_ms is not None:
+                    a = -1                 # the function's own idle periods time a pre-warm better
             if a < 0:                                            # no network: the default's rule
                 window = self.keepalive_ms(fn)
                 if st.prewarm_at_ms is not None and len(fn.instances) == 1:

@@ -127,3 +127,15 @@ def test_training_selects_on_validation_and_writes_artifact_and_logs(tmp_path):
         or "default" in history["meta"]["selected"]
     assert any((tmp_path / "run" / "tensorboard").iterdir())
     assert summarize(simulate(trace, policy))["served"] == len(trace)
+
+
+def test_own_prewarm_lets_a_functions_own_idle_periods_time_the_prewarm():
+    # the network wrongly predicts sub-second gaps for a 60 s timer: it keeps 825 ms, never pre-warms;
+    # with own_prewarm the default's search over the function's own idle periods pre-warms it
+    trace = periodic_trace(60_000.0, 30)
+    wrong = one_bin_network(1)
+    plain = simulate(trace, ImitationPolicy(wrong))
+    own = simulate(trace, ImitationPolicy(wrong, own_prewarm=True))
+    assert plain.instances["prewarmed"].sum() == 0
+    assert own.instances["prewarmed"].sum() >= 20
+    assert own.requests["cold"].sum() < plain.requests["cold"].sum()
