@@ -255,3 +255,22 @@ def test_a_policy_that_raises_is_answered_by_the_base_policy() -> None:
         assert p.outcomes[0].ok and p.outcomes[0].output == b"hi"
         assert p.router.snapshot()["policy_fallbacks"] == {"route": 1}
     run(main())
+
+
+def test_an_older_version_has_its_own_record_and_is_forgotten_with_its_function() -> None:
+    from wlruntime.router.catalog import FunctionCatalog
+    from wlruntime.router.state import Function
+
+    forgotten: list[tuple[str, int]] = []
+    catalog = FunctionCatalog("http://registry.invalid", None, on_update=lambda fn: None,
+                              on_forget=lambda fn: forgotten.append((fn.name, fn.version)))
+    latest = catalog.upsert("f", 3, {"memory_mb": 64})
+    older = catalog.pinned[("f", 1)] = Function("f", 1, {"memory_mb": 32})
+
+    async def main() -> None:
+        assert await catalog.get_version("f", 3) is latest          # the latest: no record of its own
+        assert await catalog.get_version("f", 1) is older           # loaded once, then reused
+    run(main())
+    catalog.forget("f")
+    assert sorted(forgotten) == [("f", 1), ("f", 3)] and older.deleted and latest.deleted
+    assert catalog.pinned == {} and catalog.functions == {}

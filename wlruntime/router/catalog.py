@@ -4,7 +4,9 @@ A function is loaded from the registry on first use (concurrent first uses share
 lookup), unknown names are not asked again for ``NEGATIVE_CACHE_S``, and the whole list is
 refreshed every ``REFRESH_INTERVAL_S`` (a new version replaces idle instances of the old
 one; a deleted function is forgotten). Deploy and delete go through here with the router's
-registry token.
+registry token. A published version other than the latest (a Lambda qualifier) is loaded on
+first use into a record of its own (``pinned``: its own instances, statistics and policy
+state; versions are immutable, so it is never refreshed) and forgotten with its function.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class FunctionCatalog:
         self.registry_url = registry_url.rstrip("/")
         self.registry_token = registry_token
         self.functions: dict[str, Function] = {}
+        self.pinned: dict[tuple[str, int], Function] = {}   # (name, version) of older versions run
         self._on_update = on_update
         self._on_forget = on_forget
         self._loading: dict[str, asyncio.Future] = {}
@@ -60,6 +63,20 @@ class FunctionCatalog:
         if fn is not None:
             return fn
         return await self._load(name)
+
+    async def get_version(self, name: str, version: int) -> Function:
+        """``name`` at its published ``version``: the latest's record when it is the latest."""
+        fn = await self.get(name)
+        if version == fn.version:
+            return fn
+        pinned = self.pinned.get((name, version))
+        if pinned is not None:
+            return pinned
+        meta = await self.registry_get(f"/functions/{name}/versions/{version}")
+        if meta is None:
+            raise FunctionNotFound(f"Function not found: {name}:{version}")
+        # setdefault: a concurrent first use may have loaded it meanwhile
+        return self.pinned.setdefault((name, version), Function(name, version, meta.get("config") or {}))
 
     async def _load(self, name: str) -> Function:
         if not NAME_RE.match(name):
@@ -113,6 +130,10 @@ class FunctionCatalog:
         return fn
 
     def forget(self, name: str) -> None:
+        for key in [key for key in self.pinned if key[0] == name]:
+            pinned = self.pinned.pop(key)
+            pinned.deleted = True
+            self._on_forget(pinned)
         fn = self.functions.pop(name, None)
         if fn is None:
             return

@@ -205,13 +205,16 @@ class Router:
 
     # ------------------------------------------------------------------ requests
     async def invoke(self, name: str, payload: bytes, metadata: dict[str, str] | None = None,
-                     features: dict[str, float] | None = None) -> Result:
+                     features: dict[str, float] | None = None, version: int | None = None) -> Result:
         """Run one request; returns its Result or raises a RouterError (not run at all).
-        ``features`` are the request's own features for the policy (RequestView.features)."""
+        ``features`` are the request's own features for the policy (RequestView.features);
+        ``version``: a published version to run (a Lambda qualifier; default the latest)."""
         t0 = time.perf_counter()
-        fn = self.functions.get(name)
+        fn = self.functions.get(name) if version is None else None
         try:
-            if fn is None:
+            if version is not None:
+                fn = await self.catalog.get_version(name, version)
+            elif fn is None:
                 fn = await self.catalog.get(name)
             result = await self._invoke(fn, payload, metadata, features)
         except RouterError as error:
