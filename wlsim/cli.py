@@ -344,7 +344,8 @@ def replay(
     write_json(out_dir / "summary.json", {"trace": trace, "policy": policy, "summary": row,
                                           "params": result.params, "config": _config_dict(config)})
     plots.latency_cdf(results, out_dir / plots.PLOT_FILES["latency_cdf"])
-    plots.instances_plot(results, out_dir / plots.PLOT_FILES["instances"])
+    plots.instances_plot(results, out_dir / plots.PLOT_FILES["instances"],
+                         clock_offset_ms=(start_minute - 1) * 60_000.0 if start_minute else 0.0)
     make_console(stderr=as_json).print(f"results in [bold]{out_dir}[/]")
 
 
