@@ -6,7 +6,6 @@ Event invocations retried on function errors and kept across a router restart.""
 from __future__ import annotations
 
 import base64
-import inspect
 import io
 import json
 import zipfile
@@ -22,7 +21,6 @@ from conftest import wait_until
 
 from wlruntime.platform import Child, Platform
 from wlruntime.registry.models import DEFAULT_MAX_INSTANCES
-from wlruntime.router.core import Router
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -258,9 +256,6 @@ def test_a_router_starts_with_uploaded_routing_code(platform: Platform) -> None:
     assert httpx.post(f"{platform.router_url}/invoke/cp-echo", content=b'{"still": "served"}').status_code == 200
 
 
-ROUTER_RUNS_VERSIONS = "version" in inspect.signature(Router.invoke).parameters
-
-
 @pytest.fixture(scope="module")
 def two_versions(lam) -> str:
     """cp-ver: version 1 echoes, version 2 (the latest) upper-cases JSON values."""
@@ -283,8 +278,6 @@ def test_invoke_qualifiers_that_name_the_latest_version_and_unknown_ones(lam, tw
         assert error_code(missing) == "ResourceNotFoundException" and "cp-ver:" in str(missing.value)
 
 
-@pytest.mark.xfail(not ROUTER_RUNS_VERSIONS, strict=True,
-                   reason="needs Router.invoke(..., version=N) in wlruntime/router/core.py (H9's file)")
 def test_invoke_with_an_older_qualifier_runs_that_version(lam, two_versions: str) -> None:
     arn = lam.get_function_configuration(FunctionName=two_versions)["FunctionArn"]
     for extra in ({"FunctionName": two_versions, "Qualifier": "1"}, {"FunctionName": f"{arn}:1"}):
@@ -295,19 +288,6 @@ def test_invoke_with_an_older_qualifier_runs_that_version(lam, two_versions: str
     assert json.loads(latest["Payload"].read())["city"] == "PARIS", "$LATEST still runs version 2"
 
 
-@pytest.mark.skipif(ROUTER_RUNS_VERSIONS, reason="the router runs published versions")
-def test_an_older_qualifier_is_a_clear_400_while_the_router_runs_only_the_latest(lam, two_versions: str) -> None:
-    with pytest.raises(ClientError) as older:
-        lam.invoke(FunctionName=two_versions, Qualifier="1", Payload=b"{}")
-    assert error_code(older) == "InvalidParameterValueException"
-    assert "runs only the latest version" in str(older.value) and "$LATEST or 2" in str(older.value)
-    with pytest.raises(ClientError) as queued:
-        lam.invoke(FunctionName=two_versions, Qualifier="1", InvocationType="Event", Payload=b"{}")
-    assert error_code(queued) == "InvalidParameterValueException", "refused, not queued to fail later"
-
-
-@pytest.mark.xfail(not ROUTER_RUNS_VERSIONS, strict=True,
-                   reason="needs Router.invoke(..., version=N) in wlruntime/router/core.py (H9's file)")
 def test_an_event_with_an_older_qualifier_runs_that_version(platform: Platform, lam, two_versions: str) -> None:
     def version_1_runs() -> list[dict]:
         return [e for e in admin(platform, f"/admin/logs/{two_versions}?limit=200") if e["version"] == 1]

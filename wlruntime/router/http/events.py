@@ -151,9 +151,8 @@ class EventQueue:
         meta = {"invocation_type": "Event", "aws_request_id": row["request_id"]}
         try:
             name, version = pinned_target(row["function"])
-            pinned = {} if version is None else {"version": version}
             try:
-                result = await self.router.invoke(name, row["payload"], meta, features, **pinned)
+                result = await self.router.invoke(name, row["payload"], meta, features, version)
             except RouterError as error:
                 if error.status == 404:
                     self._finish(event_id, "dropped", f"function {row['function']} no longer exists")

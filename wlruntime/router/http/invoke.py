@@ -10,7 +10,6 @@ router's work on these paths, so they are plain ASGI (see server.py for the wire
 from __future__ import annotations
 
 import base64
-import inspect
 import itertools
 import json
 import logging
@@ -74,9 +73,6 @@ class InvokeHandler:
         self.events = events
         self.invocations = invocations
         self._ids = itertools.count(1)  # request ids of /invoke calls, for `wl logs`
-        # Whether the router can run a published version other than the latest
-        # (Router.invoke(..., version=N)); without it such a Qualifier is answered with a clear 400.
-        self._runs_versions = "version" in inspect.signature(router.invoke).parameters
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -174,11 +170,6 @@ class InvokeHandler:
             if invocation_type == "DryRun":
                 await wire.send(send, 204, [(b"x-amzn-requestid", request_id.encode())], b"")
                 return
-            if version is not None and not self._runs_versions:
-                await self._lambda_error(send, request_id, 400, "InvalidParameterValueException",
-                                         f"{arn(fn.name, qualifier)} is published, but this router runs only the "
-                                         f"latest version of a function (Qualifier $LATEST or {fn.version})")
-                return
             if invocation_type == "Event":
                 await self._event(fn.name, version, payload, request_features, request_id)
                 await wire.send(send, 202, [(b"x-amzn-requestid", request_id.encode())], b"")
@@ -188,11 +179,8 @@ class InvokeHandler:
                                          f"Invalid X-Amz-Invocation-Type {invocation_type!r}: use RequestResponse, "
                                          "Event or DryRun")
                 return
-            if version is None:
-                result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features)
-            else:
-                result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features,
-                                             version=version)
+            result = await router.invoke(fn.name, payload, metadata(scope, request_id), request_features,
+                                         version=version)
             if self.invocations is not None:
                 self.invocations.record(fn.name, request_id, result)
         except _LambdaNotFound as missing:
@@ -252,8 +240,7 @@ class InvokeHandler:
                                       request_id)
             return
         # No queue (an app built without one, e.g. in unit tests): run once in the background.
-        pinned = {} if version is None else {"version": version}
-        self.router._bg(self.router.invoke(name, payload, {"invocation_type": "Event"}, request_features, **pinned))
+        self.router._bg(self.router.invoke(name, payload, {"invocation_type": "Event"}, request_features, version))
 
     async def _lambda_function_error(self, send: Any, request_id: str, result: Result, version: str,
                                      log_type: str | None, memory_mb: float) -> None:
