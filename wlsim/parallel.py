@@ -103,7 +103,12 @@ def _ray_task(fn: TaskFn, data: Any, arg: Any) -> Any:
 
 class RayExecutor(Executor):
     """Ray tasks: ``address`` None or ``"local"`` starts Ray here with ``num_cpus`` CPUs
-    (default: all cores); any other address joins that cluster (``ray.init(address=...)``)."""
+    (default: all cores); any other address joins that cluster (``ray.init(address=...)``).
+
+    Joining Ray installs Ray's native crash-signal handlers in this process, over wasmtime's:
+    a wasm trap *in this process* afterwards (e.g. a ``wasm:`` policy run here rather than in
+    a Ray worker) would end the process instead of being reported. Cells run in Ray's worker
+    processes, which is where wasm policies run under ``--ray``."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
         try:

@@ -332,7 +332,7 @@ class Dispatch(Platform):
                             "error": str(error), "message": r.error_message,
                             "logs": r.logs.decode("utf-8", "replace")})
         result = Result(r.output, error, r.error_message, r.logs, exec_ms, wait_ms, req.cold, inst.version,
-                        inst.instance_id, inst.node)
+                        inst.instance_id, inst.node, {"max_memory_bytes": r.max_memory_bytes})
         retire = error == TIMEOUT or inst.version != fn.version or fn.deleted
         self.end_execution(inst, req, now, busy_ms, payload_bytes, retire=retire)
         return result

@@ -49,7 +49,7 @@ class NodeRef(Node):
     """The router's record of one handler node (see the module docstring). ``transport``:
     an object with ``stub`` and ``calls`` (and ``close()``), default a real gRPC channel."""
 
-    __slots__ = ("calls", "channel", "last_error", "misses", "pending_kills", "stub")
+    __slots__ = ("calls", "channel", "failures", "last_error", "misses", "pending_kills", "stub")
 
     def __init__(self, address: str, transport: Any = None) -> None:
         super().__init__(address, 0.0, address=address, alive=False)
@@ -63,6 +63,7 @@ class NodeRef(Node):
             self.calls = transport.calls
         self.last_error = "not contacted yet"
         self.misses = 0
+        self.failures = 0       # times marked failed (wl_router_node_failures_total)
         self.pending_kills: set[asyncio.Task] = set()   # Kill calls in flight (a spawn waits for them)
 
     async def close(self) -> None:
@@ -162,6 +163,7 @@ class NodePool:
     def _fail(self, node: Any, why: str) -> None:
         d = self.dispatch
         node.last_error = why
+        node.failures += 1
         for rid, (inst, req) in list(d.node_driven.items()):
             if inst.node_ref is node:
                 del d.node_driven[rid]
