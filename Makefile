@@ -29,6 +29,7 @@ demo: examples
 # tests/test_multihost.py runs the platform in network namespaces: iproute2's `ip`.
 test: examples
 	@command -v ip >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; }
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 # Ruff with the rules in pyproject.toml ([tool.ruff]); generated protobuf code is excluded.

@@ -190,5 +190,10 @@ def test_registry_router_and_nodes_on_separate_hosts_survive_losing_a_node(hosts
         assert all(body == f"hello {i}" for i, (_, body, _) in enumerate(after))
         assert {node for *_, node in after} == {"node2"}
         assert services.procs["registry"].poll() is None and services.procs["router"].poll() is None
+
+        # a node that stops cleanly deregisters itself: the router forgets it at once
+        services.procs["node2"].terminate()
+        assert services.procs["node2"].wait(30) == 0
+        assert f"{addr('node2')}:7710" not in {n["address"] for n in client("nodes")}
     finally:
         services.stop()

@@ -12,9 +12,12 @@ import logging
 import os
 import sys
 from types import SimpleNamespace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from wlruntime.node.register import Registrar
 
 Opt = typer.Option
 
@@ -85,15 +88,22 @@ def _run(args: SimpleNamespace) -> None:
     # The registry hands a function's secrets (its env) only to callers with the token.
     token = args.registry_token or settings.registry.token
 
+    registrars = []  # the one Registrar, once serving (with --register)
+
     def ready(node) -> None:
         metrics = f", metrics on http://{settings.node.host}:{node.metrics_port}/metrics" if node.metrics_port else ""
         print(f"wl node {node.runtime.node_id} listening on {settings.node.host}:{node.port}{metrics}", flush=True)
         if args.register:
-            _start_registration(args, settings, node.port)
+            registrars.append(_start_registration(args, settings, node.port))
+
+    def leaving() -> None:
+        for registrar in registrars:
+            registrar.deregister()
 
     try:
         serve(
-            on_ready=ready, registry_url=settings.registry.base_url(), registry_token=token, node_id=args.node_id,
+            on_ready=ready, on_stop=leaving, registry_url=settings.registry.base_url(), registry_token=token,
+            node_id=args.node_id,
             memory_mb=args.memory_mb, host=settings.node.host, port=settings.node.port,
             cache_dir=str(settings.node_cache_dir()), scheduler_address=args.scheduler, workers=args.workers,
             idle_grace_ms=args.idle_grace_ms, metrics_port=args.metrics_port,
@@ -103,7 +113,7 @@ def _run(args: SimpleNamespace) -> None:
         raise SystemExit(2) from None
 
 
-def _start_registration(args: SimpleNamespace, settings, port: int) -> None:
+def _start_registration(args: SimpleNamespace, settings, port: int) -> Registrar:
     """Register with the router now and periodically (wlruntime.node.register)."""
     from wlruntime.node.register import Registrar
 
@@ -114,6 +124,7 @@ def _start_registration(args: SimpleNamespace, settings, port: int) -> None:
     registrar = Registrar(args.register, address, token, args.register_every)
     registrar.start()
     print(f"wl node registering {address} with {args.register}", flush=True)
+    return registrar
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from urllib.parse import quote
 
 import httpx
 
@@ -44,6 +45,23 @@ class Registrar:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def deregister(self) -> bool:
+        """Stop re-registering and tell the router this node is leaving (``DELETE
+        /admin/nodes/{address}``), so it stops placing work here before the node goes. True
+        when the router removed it (or no longer knew it); failures are logged, not raised."""
+        self.stop()
+        try:
+            r = httpx.delete(f"{self.url}/{quote(self.address, safe='')}", headers=self.headers, timeout=TIMEOUT_S)
+        except httpx.HTTPError as e:
+            log.warning("could not deregister %s from %s: %s", self.address, self.url, e)
+            return False
+        if r.status_code >= 400 and r.status_code != 404:
+            log.warning("router %s answered %d deregistering %s: %s", self.url, r.status_code, self.address,
+                        r.text[:200])
+            return False
+        log.info("deregistered %s from %s", self.address, self.url)
+        return True
 
     def register_once(self) -> bool:
         """One POST; True when the router accepted the node. Failures are logged, not raised:

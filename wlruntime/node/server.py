@@ -322,10 +322,11 @@ async def start_node(
     return RunningNode(server, runtime, bound, metrics_port, scheduler, spawn_pool, metrics_server)
 
 
-def serve(on_ready: Any = None, **node_args: Any) -> None:
+def serve(on_ready: Any = None, on_stop: Any = None, **node_args: Any) -> None:
     """Run a node until SIGINT/SIGTERM, then stop cleanly and exit the process.
 
-    ``node_args`` go to ``start_node``; ``on_ready(node)`` is called once it serves. Raises
+    ``node_args`` go to ``start_node``; ``on_ready(node)`` is called once it serves, and
+    ``on_stop()`` (blocking, run on a thread) when asked to stop, before the node stops. Raises
     what ``start_node`` raises (OSError for a taken port) before serving.
     """
     import signal
@@ -339,6 +340,8 @@ def serve(on_ready: Any = None, **node_args: Any) -> None:
         if on_ready is not None:
             on_ready(node)
         await stop.wait()
+        if on_stop is not None:
+            await asyncio.to_thread(on_stop)
         log.info("stopping node %s", node.runtime.node_id)
         await node.stop()
 

@@ -4,7 +4,8 @@ dependency (``Authorization: Bearer <admin token>``):
   GET/PUT /admin/policy ({"spec": "..."}), GET /admin/state, GET /admin/functions,
   POST /admin/functions/{name} (multipart wasm + config, forwarded to the registry),
   DELETE /admin/functions/{name}, GET /admin/logs/{name}, GET /admin/trace?format=csv|parquet,
-  GET/POST /admin/nodes ({"address": "host:port"}), GET /admin/events (queued Event invocations),
+  GET/POST /admin/nodes ({"address": "host:port"}), DELETE /admin/nodes/{address} (a node leaving),
+  GET /admin/events (queued Event invocations),
   POST /admin/policies/{name} (upload routing code to the registry), GET /admin/policies.
 """
 
@@ -175,6 +176,15 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
     @api.post("/nodes")
     async def add_node(body: NodeAddress) -> NodeInfo:
         node = await router.add_node(body.address)
+        return NodeInfo(name=node.name, address=node.address, alive=node.alive, last_error=node.last_error)
+
+    @api.delete("/nodes/{address}")
+    async def remove_node(address: str) -> NodeInfo:
+        # A node leaving (self-registered nodes say so when they stop): its instances are
+        # forgotten and requests queued on them placed again, as when a node dies.
+        node = await router.remove_node(address)
+        if node is None:
+            raise HTTPException(404, f"no node {address!r} in the pool")
         return NodeInfo(name=node.name, address=node.address, alive=node.alive, last_error=node.last_error)
 
     @api.get("/events")
