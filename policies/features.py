@@ -57,7 +57,7 @@ class FunctionStats:
 
     __slots__ = ("recent", "minute_counts", "minute_days", "first_arrival_ms", "last_arrival_ms",
                  "last_end_ms", "arrivals", "completions", "cold_starts", "cold_start_ms",
-                 "duration", "_cold_alpha")
+                 "duration", "_cold_alpha", "_appended", "_cursors")
 
     def __init__(self, cold_start_prior_ms: float = 500.0, duration_prior_ms: float = 100.0,
                  recent_maxlen: int = 4096) -> None:
@@ -73,6 +73,10 @@ class FunctionStats:
         self.cold_start_ms = cold_start_prior_ms                  # EWMA of observed cold starts
         self.duration = DurationPredictor(prior_ms=duration_prior_ms)
         self._cold_alpha = 0.2
+        self._appended = 0                                        # arrivals ever put in ``recent``
+        # window_ms -> [lo, index]: the last arrivals_in_last query of that window (lo = now -
+        # window) and the absolute index (counted over all appends) of the first arrival > lo.
+        self._cursors: dict[float, list] = {}
 
     # -- updates (engine) ------------------------------------------------------------
     def record_arrival(self, now_ms: float) -> None:
@@ -81,6 +85,7 @@ class FunctionStats:
             self.first_arrival_ms = now_ms
         self.last_arrival_ms = now_ms
         self.recent.append(now_ms)
+        self._appended += 1
         self.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY] += 1
 
     def record_cold_start(self, cold_start_ms: float) -> None:
@@ -106,14 +111,36 @@ class FunctionStats:
 
     # -- queries (policies, feature encoder) ---------------------------------------
     def arrivals_in_last(self, now_ms: float, window_ms: float) -> int:
-        """Arrivals in (now - window, now]; exact while the window fits in ``recent``."""
+        """Arrivals in (now - window, now]; exact while the window fits in ``recent``.
+
+        Policies ask the same few windows at every decision with a clock that only moves
+        forward, so each window keeps a cursor that walks forward over the arrivals (O(1)
+        amortised) instead of a binary search over the deque (whose indexing is O(n / 64));
+        a query earlier than the previous one of its window falls back to the search."""
         r = self.recent
-        if not r:
+        n = len(r)
+        if not n:
             return 0
         lo = now_ms - window_ms
         if r[0] > lo:
-            return len(r)
-        return len(r) - bisect_right(r, lo)
+            return n
+        base = self._appended - n                 # absolute index of r[0]
+        cursor = self._cursors.get(window_ms)
+        if cursor is None:
+            k = bisect_right(r, lo)
+            self._cursors[window_ms] = [lo, base + k]
+            return n - k
+        if lo < cursor[0]:
+            k = bisect_right(r, lo)
+        else:                                     # everything before the cursor is <= its lo <= lo
+            k = cursor[1] - base
+            if k < 0:
+                k = 0
+            while k < n and r[k] <= lo:
+                k += 1
+        cursor[0] = lo
+        cursor[1] = base + k
+        return n - k
 
     def rate_for_time_of_day(self, now_ms: float) -> float:
         """Learned arrivals per second at this minute of day, averaged over the days seen so far."""

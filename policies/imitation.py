@@ -112,8 +112,8 @@ class ImitationState(ExpectedWaitState):
         self.prewarm_plan: tuple[float, float] | None = None   # (ready after ms, keep ms)
         self.prewarms = 0
         self.prewarm_used = 0
-        # (memory, cold start) -> break-even and the features that depend only on them
-        self.static: tuple[tuple[float, float], float, float, float, float] | None = None
+        # (memory, cold start, break-even, and the features that depend only on them)
+        self.static: tuple[float, float, float, float, float, float] | None = None
 
 
 class ImitationPolicy(ExpectedWait):
@@ -136,11 +136,12 @@ class ImitationPolicy(ExpectedWait):
         # preallocated buffer (plus tanh in place for hidden layers).
         self._wb = [np.ascontiguousarray(np.vstack([w, b[None, :]])) for w, b in zip(self.w, self.b)]
         self._x1 = np.ones(N_FEATURES + 1)
-        self._x = self._x1[:N_FEATURES]                    # the features view the encoder fills
         self._h1 = [np.ones(w.shape[1] + 1) for w in self.w[:-1]]
+        self._wb_last = self._wb[-1] if self._wb else None
         self._logits = np.zeros(N_BINS)
         self._probs = np.zeros(N_BINS)
         self._expected = np.zeros(len(ACTIONS))
+        self._views()
         # exp(logits) cannot overflow when |logit| is bounded this way (tanh outputs are in [-1, 1]):
         # then the softmax's max-subtraction can be skipped.
         last_w = self._wb[-1] if self._wb else None
@@ -151,6 +152,24 @@ class ImitationPolicy(ExpectedWait):
         self._pending: dict[int, int] = {}
         self._ghost_rows: dict[float, int] = {}
         self._sample_key: tuple[str, Any] | None = None
+
+    def _views(self) -> None:
+        """Views into the preallocated buffers (rebuilt after unpickling: a pickled view comes
+        back as a copy, and a memoryview cannot be pickled)."""
+        self._x = self._x1[:N_FEATURES]                    # the features view the encoder fills
+        self._xm = memoryview(self._x1)                    # the same memory, for fast scalar stores
+        self._hidden = [(wb, out, out[:-1]) for wb, out in zip(self._wb[:-1], self._h1)]
+        self._expected_keep = self._expected[:N_KEEP]      # the keep and kill actions' costs
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for view in ("_x", "_xm", "_hidden", "_expected_keep"):
+            del d[view]
+        return d
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._views()
 
     # ------------------------------------------------------------------ state
     def state(self, fn: FunctionView) -> ImitationState:
@@ -206,43 +225,45 @@ class ImitationPolicy(ExpectedWait):
 
     # --------------------------------------------------------------- features
     def features(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> np.ndarray:
-        """Fill and return the preallocated feature vector."""
-        x = self._x
-        samples = st.idle_periods
-        s = samples.sorted
+        """Fill and return the preallocated feature vector (written through a memoryview:
+        a float store into it costs about half of an ndarray item assignment)."""
+        x = self._xm
+        s = st.idle_periods.sorted
         n = len(s)
-        order = samples.order
         stats = fn.stats
         log1p = math.log1p
         static = st.static
-        key = (fn.memory_mb, stats.cold_start_ms)
-        if static is None or static[0] != key:
+        mem, cold = fn.memory_mb, stats.cold_start_ms
+        if static is None or static[0] != mem or static[1] != cold:
             be = self.break_even_ms(fn)
-            static = st.static = (key, be, log1p(be) / MS_SCALE, log1p(key[0]) / MS_SCALE, log1p(key[1]) / MS_SCALE)
-        be, be_feature = static[1], static[2]
-        x[0] = log1p(order[-1]) / MS_SCALE if n else 0.0
-        x[1] = log1p(order[-2]) / MS_SCALE if n > 1 else x[0]
+            static = st.static = (mem, cold, be, log1p(be) / MS_SCALE, log1p(mem) / MS_SCALE, log1p(cold) / MS_SCALE)
+        be, be_feature = static[2], static[3]
         if n:
+            order = st.idle_periods.order
+            x[0] = last = log1p(order[-1]) / MS_SCALE
+            x[1] = log1p(order[-2]) / MS_SCALE if n > 1 else last
             x[2] = log1p(s[n // 10]) / MS_SCALE
             x[3] = log1p(s[n // 2]) / MS_SCALE
             x[4] = log1p(s[(9 * n) // 10]) / MS_SCALE
             x[6] = bisect_left(s, be) / n
         else:
+            x[0] = x[1] = 0.0
             x[2] = x[3] = x[4] = be_feature
             x[6] = 0.5
         x[5] = log1p(n) / COUNT_SCALE
-        x[7] = log1p(stats.arrivals_in_last(now_ms, 60_000.0)) / COUNT_SCALE
-        x[8] = log1p(stats.arrivals_in_last(now_ms, 600_000.0)) / COUNT_SCALE
-        x[9] = log1p(stats.arrivals_in_last(now_ms, 3_600_000.0)) / COUNT_SCALE
+        arrivals_in_last = stats.arrivals_in_last
+        x[7] = log1p(arrivals_in_last(now_ms, 60_000.0)) / COUNT_SCALE
+        x[8] = log1p(arrivals_in_last(now_ms, 600_000.0)) / COUNT_SCALE
+        x[9] = log1p(arrivals_in_last(now_ms, 3_600_000.0)) / COUNT_SCALE
         x[10] = log1p(60.0 * stats.rate_for_time_of_day(now_ms)) / COUNT_SCALE
         x[11] = log1p(len(fn.idle)) / COUNT_SCALE
         x[12] = log1p(len(fn.instances)) / COUNT_SCALE
         x[13] = log1p(stats.duration.predict(0.0)) / MS_SCALE
-        x[14] = static[3]
-        x[15] = static[4]
+        x[14] = static[4]
+        x[15] = static[5]
         x[16] = be_feature
         x[17] = st.prewarm_used / st.prewarms if st.prewarms else 0.0
-        return x
+        return self._x
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """The predicted idle-period distribution over the bins."""
@@ -253,18 +274,14 @@ class ImitationPolicy(ExpectedWait):
         """exp(logits) up to a positive factor, into a preallocated buffer: the argmin of the
         expected cost does not depend on the softmax's normalisation. ``x`` must be the
         policy's feature buffer (``features`` fills it)."""
-        h = self._x1
-        if x is not self._x:
-            h = np.append(x, 1.0)
-        hidden = self._h1
-        for k, wb in enumerate(self._wb[:-1]):
-            out = hidden[k]
-            z = out[:-1]
-            np.dot(h, wb, out=z)
-            np.tanh(z, out=z)
+        h = self._x1 if x is self._x else np.append(x, 1.0)
+        dot, tanh = np.dot, np.tanh
+        for wb, out, z in self._hidden:            # preallocated (matrix, buffer, its first part)
+            dot(h, wb, out=z)
+            tanh(z, out=z)
             h = out
         z = self._logits
-        np.dot(h, self._wb[-1], out=z)
+        dot(h, self._wb_last, out=z)
         p = self._probs
         if self._safe_exp:
             np.exp(z, out=p)
@@ -274,11 +291,12 @@ class ImitationPolicy(ExpectedWait):
         return p
 
     def costs(self, fn: FunctionView, st: ImitationState) -> np.ndarray:
-        key = (fn.memory_mb, fn.stats.cold_start_ms)
-        if st.costs is None or key != st.costs_key:
+        mem, cold = fn.memory_mb, fn.stats.cold_start_ms
+        key = st.costs_key
+        if st.costs is None or key[0] != mem or key[1] != cold:
             w = self.weights
-            st.costs = cost_matrix(fn.memory_mb / 1024.0, key[1], w.gb_s_usd, w.latency_usd_per_s)
-            st.costs_key = key
+            st.costs = cost_matrix(mem / 1024.0, cold, w.gb_s_usd, w.latency_usd_per_s)
+            st.costs_key = (mem, cold)
         return st.costs
 
     def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
@@ -290,11 +308,10 @@ class ImitationPolicy(ExpectedWait):
             self._pending[inst.id] = len(self.labels) - 1
         if not self.w:
             return -1
-        expected = self._expected
-        np.dot(self.unnormalised(x), self.costs(fn, st), out=expected)
+        np.dot(self.unnormalised(x), self.costs(fn, st), out=self._expected)
         if len(fn.instances) > 1:     # a pre-warm only replaces the last instance
-            return int(expected[:N_KEEP].argmin())
-        return int(expected.argmin())
+            return int(self._expected_keep.argmin())
+        return int(self._expected.argmin())
 
     # ------------------------------------------------------------ keep-alive
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
