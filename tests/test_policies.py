@@ -753,3 +753,45 @@ def test_policies_survive_a_hot_swap_of_per_function_state():
     for p in (ExpectedWait(), HybridHistogram(), FaasCache(), KPA(), FixedTTL(), ExpectedWait()):
         t += 1_000
         assert isinstance(run_request(p, sc, a, t, 10), KeepAlive)
+
+
+def test_deferred_sorted_window_matches_the_eager_one():
+    """Read at random moments (after 0, a few, or many additions), the deferred window holds
+    the same sorted values as the SortedWindow it stands in for, at every window size."""
+    import random
+
+    from policies.builtin.default import DeferredSortedWindow, SortedWindow
+
+    rng = random.Random(7)
+    for maxlen in (1, 3, 8, 128, 512):
+        eager, deferred = SortedWindow(maxlen), DeferredSortedWindow(maxlen)
+        for _ in range(3000):
+            v = float(rng.choice([0.0, 1.0, 2.5, rng.expovariate(1e-3)]))   # ties included
+            eager.add(v)
+            deferred.add(v)
+            if rng.random() < rng.choice([0.01, 0.2, 1.0]):
+                assert deferred.sorted == eager.sorted
+                assert len(deferred) == len(eager)
+        assert deferred.sorted == eager.sorted
+
+
+def test_arrivals_in_last_cursor_matches_a_search():
+    """The per-window cursor gives the count a binary search of the recent arrivals gives,
+    also for a query earlier than the previous one and past the deque's capacity."""
+    import random
+    from bisect import bisect_right
+
+    rng = random.Random(3)
+    stats = FunctionStats(recent_maxlen=64)
+    t = 0.0
+    for _ in range(2000):
+        t += rng.expovariate(1 / 500.0)
+        if rng.random() < 0.7:
+            stats.record_arrival(t)
+        now = t - rng.choice([0.0, 0.0, 0.0, 5_000.0])       # now and then an earlier query
+        for window in (1_000.0, 60_000.0, 3_600_000.0):
+            r = stats.recent
+            expected = len(r) - bisect_right(r, now - window) if r else 0
+            if r and r[0] > now - window:
+                expected = len(r)
+            assert stats.arrivals_in_last(now, window) == expected

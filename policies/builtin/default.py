@@ -52,6 +52,56 @@ class SortedWindow:
         return len(self.order)
 
 
+class DeferredSortedWindow:
+    """A SortedWindow whose sorted copy is brought up to date only when read: for windows
+    written far more often than read (the pooled idle periods, which only a function with too
+    few of its own reads; the durations, read only when no instance is idle). The additions
+    and evictions since the last read are applied then (or the window re-sorted when they are
+    many): the same sorted values as a SortedWindow."""
+
+    __slots__ = ("order", "_sorted", "_added", "_evicted", "_stale")
+
+    def __init__(self, maxlen: int) -> None:
+        self.order: deque[float] = deque(maxlen=maxlen)
+        self._sorted: list[float] = []
+        self._added: list[float] = []
+        self._evicted: list[float] = []
+        self._stale = False                 # too many changes since the last read: re-sort
+
+    def add(self, value: float) -> None:
+        order = self.order
+        if self._stale:
+            order.append(value)
+            return
+        if len(order) == order.maxlen:
+            self._evicted.append(order[0])
+        order.append(value)
+        added = self._added
+        added.append(value)
+        if len(added) > 32 and 4 * len(added) > len(order):
+            self._stale = True
+            added.clear()
+            self._evicted.clear()
+
+    @property
+    def sorted(self) -> list[float]:
+        if self._stale:
+            self._sorted = sorted(self.order)
+            self._stale = False
+        elif self._added:
+            s = self._sorted
+            for v in self._added:           # first the additions: an evicted value may be one of them
+                insort(s, v)
+            for v in self._evicted:
+                del s[bisect_right(s, v) - 1]
+            self._added.clear()
+            self._evicted.clear()
+        return self._sorted
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 def upper_quantile(sorted_values: list[float], lo: int, q: float) -> float:
     """The nearest-rank ``q`` quantile of ``sorted_values[lo:]`` (non-empty)."""
     n = len(sorted_values) - lo
@@ -64,7 +114,7 @@ class ExpectedWaitState:
 
     def __init__(self, window: int) -> None:
         self.ledger = WorkLedger()                   # predicted work put on each instance
-        self.durations = SortedWindow(window)        # recent execution times (ms)
+        self.durations = DeferredSortedWindow(window)   # recent execution times (ms)
         self.idle_periods = SortedWindow(window)     # recent idle periods, had instances been kept
         self.ghosts: deque[float] = deque(maxlen=GHOSTS)   # idle_since of recently killed instances
         self.new_samples = 0                         # idle periods added since keepalive_ms was computed
@@ -157,7 +207,7 @@ class ExpectedWait(Policy):
         self.prewarming = bool(prewarming)
         self.prewarm_slack = number(n, "prewarm_slack", prewarm_slack, strict=False)
         # Idle periods of all functions, the prior of a function with too few of its own.
-        self.pooled = SortedWindow(4 * self.window)
+        self.pooled = DeferredSortedWindow(4 * self.window)
 
     def state(self, fn: FunctionView) -> ExpectedWaitState:
         st = fn.policy_state
