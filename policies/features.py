@@ -14,6 +14,7 @@ from collections import deque
 
 MINUTES_PER_DAY = 1440
 MS_PER_MINUTE = 60_000.0
+MS_PER_DAY = MS_PER_MINUTE * MINUTES_PER_DAY
 
 
 class DurationPredictor:
@@ -144,9 +145,12 @@ class FunctionStats:
 
     def rate_for_time_of_day(self, now_ms: float) -> float:
         """Learned arrivals per second at this minute of day, averaged over the days seen so far."""
-        if self.first_arrival_ms is None:
+        first = self.first_arrival_ms
+        if first is None:
             return 0.0
-        days = max(1.0, math.ceil((now_ms - self.first_arrival_ms + 1) / (MS_PER_MINUTE * MINUTES_PER_DAY)))
+        days = math.ceil((now_ms - first + 1) / MS_PER_DAY)
+        if not days > 1.0:                # max(1.0, days), without the call
+            days = 1.0
         return self.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY] / days / 60.0
 
     def predict_duration(self, payload_bytes: float = 0.0) -> float:

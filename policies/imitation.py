@@ -76,6 +76,22 @@ def actions() -> list[tuple[str, int, int]]:
 
 
 ACTIONS = actions()
+
+
+def action_plans() -> list[tuple[tuple[float, float] | None, float]]:
+    """Per action: the pre-warm plan it sets (ready after ms, keep ms; None for none) and the
+    keep-alive (ms) it gives the instance that just finished (precomputed: no per-decision
+    float conversions)."""
+    out: list[tuple[tuple[float, float] | None, float]] = []
+    for kind, i, j in ACTIONS:
+        if kind == "prewarm":
+            out.append(((float(EDGES_MS[i]), float(EDGES_MS[j + 1] - EDGES_MS[i])), 0.0))
+        else:
+            out.append((None, 0.0 if kind == "kill" else float(EDGES_MS[i + 1])))
+    return out
+
+
+ACTION_PLANS = action_plans()
 N_KEEP = N_BINS        # keep actions and kill come first: the only ones when other instances live
 
 
@@ -207,6 +223,10 @@ class ImitationPolicy(ExpectedWait):
         if type(st) is not ImitationState:
             st = self.state(fn)
         idle = fn.idle
+        if self.recording is None:        # no labels to attribute: only count used pre-warms
+            if idle and st.ghosts and idle[-1].invocations == 0:
+                st.prewarm_used += 1
+            return super().route(now_ms, request, fn)
         key = None
         if idle:
             inst = idle[-1]
@@ -344,13 +364,7 @@ class ImitationPolicy(ExpectedWait):
                     st.prewarm_plan = None
                     st.keep_ms[instance.id] = window
             else:
-                kind, i, j = ACTIONS[a]
-                if kind == "prewarm":
-                    st.prewarm_plan = (float(EDGES_MS[i]), float(EDGES_MS[j + 1] - EDGES_MS[i]))
-                    st.keep_ms[instance.id] = 0.0
-                else:
-                    st.prewarm_plan = None
-                    st.keep_ms[instance.id] = 0.0 if kind == "kill" else float(EDGES_MS[i + 1])
+                st.prewarm_plan, st.keep_ms[instance.id] = ACTION_PLANS[a]
         answer = keep_until(st.keep_ms.get(instance.id, 0.0), idle)
         if answer is KILL:
             st.keep_ms.pop(instance.id, None)
