@@ -224,10 +224,9 @@ class FeatureEncoder:
             p50, p90 = _quantile(gaps, 0.5), _quantile(gaps, 0.9)
         else:
             last_gap = p50 = p90 = NO_ARRIVAL_MS
-        arrivals_in_last = st.arrivals_in_last
         return [1.0 if route else 0.0, 0.0 if route else 1.0, payload if route else 0.0,
                 predicted, typical, st.cold_start_ms, fn.memory_mb,
-                *[arrivals_in_last(now_ms, w) for w in TRAFFIC_WINDOWS_MS],
+                *st.arrivals_in_windows(now_ms, TRAFFIC_WINDOWS_MS),
                 st.rate_for_time_of_day(now_ms) * 60.0, tod_sin, tod_cos,
                 since_last, last_gap, p50, p90, st.arrivals, len(fn.instances), len(fn.idle)]
 

@@ -112,7 +112,11 @@ class FunctionStats:
 
     # -- queries (policies, feature encoder) ---------------------------------------
     def arrivals_in_last(self, now_ms: float, window_ms: float) -> int:
-        """Arrivals in (now - window, now]; exact while the window fits in ``recent``.
+        """Arrivals in (now - window, now]; exact while the window fits in ``recent``."""
+        return self.arrivals_in_windows(now_ms, (window_ms,))[0]
+
+    def arrivals_in_windows(self, now_ms: float, windows_ms: tuple[float, ...]) -> list[int]:
+        """``arrivals_in_last(now_ms, w)`` for each window ``w``, in one call.
 
         Policies ask the same few windows at every decision with a clock that only moves
         forward, so each window keeps a cursor that walks forward over the arrivals (O(1)
@@ -121,27 +125,34 @@ class FunctionStats:
         r = self.recent
         n = len(r)
         if not n:
-            return 0
-        lo = now_ms - window_ms
-        if r[0] > lo:
-            return n
+            return [0] * len(windows_ms)
+        first = r[0]
         base = self._appended - n                 # absolute index of r[0]
-        cursor = self._cursors.get(window_ms)
-        if cursor is None:
-            k = bisect_right(r, lo)
-            self._cursors[window_ms] = [lo, base + k]
-            return n - k
-        if lo < cursor[0]:
-            k = bisect_right(r, lo)
-        else:                                     # everything before the cursor is <= its lo <= lo
-            k = cursor[1] - base
-            if k < 0:
-                k = 0
-            while k < n and r[k] <= lo:
-                k += 1
-        cursor[0] = lo
-        cursor[1] = base + k
-        return n - k
+        cursors = self._cursors
+        out = []
+        for window_ms in windows_ms:
+            lo = now_ms - window_ms
+            if first > lo:
+                out.append(n)
+                continue
+            cursor = cursors.get(window_ms)
+            if cursor is None:
+                k = bisect_right(r, lo)
+                cursors[window_ms] = [lo, base + k]
+                out.append(n - k)
+                continue
+            if lo < cursor[0]:
+                k = bisect_right(r, lo)
+            else:                                 # everything before the cursor is <= its lo <= lo
+                k = cursor[1] - base
+                if k < 0:
+                    k = 0
+                while k < n and r[k] <= lo:
+                    k += 1
+            cursor[0] = lo
+            cursor[1] = base + k
+            out.append(n - k)
+        return out
 
     def rate_for_time_of_day(self, now_ms: float) -> float:
         """Learned arrivals per second at this minute of day, averaged over the days seen so far."""

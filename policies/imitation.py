@@ -54,6 +54,7 @@ REPRESENTATIVE_MS = np.array([250.0] + [math.sqrt(EDGES_MS[i] * EDGES_MS[i + 1])
 PREWARM_SPAN = 3           # a pre-warmed instance is kept through at most this many bins
 MS_SCALE = 15.0            # log1p(ms) / 15 ~ [0, 1.1]
 COUNT_SCALE = 8.0
+ARRIVAL_WINDOWS_MS = (60_000.0, 600_000.0, 3_600_000.0)   # the arrivals_* features' windows
 
 FEATURES = (
     "last_idle", "prev_idle", "idle_p10", "idle_p50", "idle_p90", "idle_samples", "share_below_break_even",
@@ -271,10 +272,10 @@ class ImitationPolicy(ExpectedWait):
             x[2] = x[3] = x[4] = be_feature
             x[6] = 0.5
         x[5] = log1p(n) / COUNT_SCALE
-        arrivals_in_last = stats.arrivals_in_last
-        x[7] = log1p(arrivals_in_last(now_ms, 60_000.0)) / COUNT_SCALE
-        x[8] = log1p(arrivals_in_last(now_ms, 600_000.0)) / COUNT_SCALE
-        x[9] = log1p(arrivals_in_last(now_ms, 3_600_000.0)) / COUNT_SCALE
+        a60, a600, a3600 = stats.arrivals_in_windows(now_ms, ARRIVAL_WINDOWS_MS)
+        x[7] = log1p(a60) / COUNT_SCALE
+        x[8] = log1p(a600) / COUNT_SCALE
+        x[9] = log1p(a3600) / COUNT_SCALE
         x[10] = log1p(60.0 * stats.rate_for_time_of_day(now_ms)) / COUNT_SCALE
         x[11] = log1p(len(fn.idle)) / COUNT_SCALE
         x[12] = log1p(len(fn.instances)) / COUNT_SCALE

@@ -100,8 +100,11 @@ class WorkLedger:
         """Register instances created since the last call (newest first until a known one),
         binding pending spawned work to them in creation order."""
         work = self.work
+        instances = fn.instances
+        if not instances or next(reversed(instances)) in work:
+            return                                        # nothing new (the usual case)
         fresh: list[InstanceView] = []
-        for inst in reversed(fn.instances.values()):
+        for inst in reversed(instances.values()):
             if inst.id in work:
                 break
             fresh.append(inst)
@@ -130,7 +133,11 @@ class WorkLedger:
         """``route`` answered Assign(inst) for a request of ``duration_ms``."""
         q = self.work.get(inst.id)
         if q is None or inst.state == IDLE:      # an idle instance has finished all earlier work
-            self.work[inst.id] = deque([duration_ms])
+            if q is None:
+                self.work[inst.id] = deque((duration_ms,))
+            else:                                # reuse its queue (no allocation per request)
+                q.clear()
+                q.append(duration_ms)
             self.started[inst.id] = now_ms
             self._set_finish(inst, now_ms + duration_ms)
             return
