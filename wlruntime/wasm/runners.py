@@ -34,6 +34,7 @@ import wasmtime
 import wasmtime.component
 
 from wlcommon.wasmtime_capi import ffi
+from wlmodel.kinds import ErrorKind
 
 # the registry's config is the one function config (ConfigError: a bad value, naming the key)
 from wlruntime.registry.models import ConfigError as ConfigError
@@ -46,15 +47,16 @@ from wlruntime.wasm.wasi_command import CommandRunner
 MIB = 1024 * 1024
 LOG_LIMIT_BYTES = 64 * 1024
 
-# Error kinds: the lower-case names of node.proto's ErrorKind.
-NONE = "none"
-FUNCTION_ERROR = "function_error"
-TIMEOUT = "timeout"
-OUT_OF_MEMORY = "out_of_memory"
-TRAP = "trap"
-OUT_OF_FUEL = "out_of_fuel"
-RESPONSE_TOO_LARGE = "response_too_large"
-INTERNAL = "internal"
+# Error kinds a call can end with: the model's one vocabulary (mapped to node.proto in
+# wlruntime.proto.kinds), named here for the runners' own code.
+NONE = ErrorKind.NONE
+FUNCTION_ERROR = ErrorKind.FUNCTION_ERROR
+TIMEOUT = ErrorKind.TIMEOUT
+OUT_OF_MEMORY = ErrorKind.OUT_OF_MEMORY
+TRAP = ErrorKind.TRAP
+OUT_OF_FUEL = ErrorKind.OUT_OF_FUEL
+RESPONSE_TOO_LARGE = ErrorKind.RESPONSE_TOO_LARGE
+INTERNAL = ErrorKind.INTERNAL
 
 
 @dataclass(frozen=True)
