@@ -139,3 +139,22 @@ def test_own_prewarm_lets_a_functions_own_idle_periods_time_the_prewarm():
     assert plain.instances["prewarmed"].sum() == 0
     assert own.instances["prewarmed"].sum() >= 20
     assert own.requests["cold"].sum() < plain.requests["cold"].sum()
+
+
+def test_an_unpickled_policy_decides_like_the_original():
+    """A pickled policy (a worker process's copy) rebuilds its buffer views: its feature vector
+    stays the forward pass's input, so it decides as the original does."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    layers = [(rng.normal(0, 0.5, (8, N_FEATURES)), rng.normal(0, 0.1, 8)),
+              (rng.normal(0, 0.5, (N_BINS, 8)), rng.normal(0, 0.1, N_BINS))]
+    copy = pickle.loads(pickle.dumps(ImitationPolicy(layers)))
+    copy._x[:] = 0.3                                  # what ``features`` writes reaches the network
+    expected = ImitationPolicy(layers).unnormalised(np.full(N_FEATURES, 0.3))
+    np.testing.assert_array_equal(copy.unnormalised(copy._x), expected)
+    trace = pd.concat([periodic_trace(45_000.0, 20), periodic_trace(2_000.0, 300).assign(function="busy")])
+    trace = trace.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
+    a, b = simulate(trace, ImitationPolicy(layers)), simulate(trace, copy)
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    pd.testing.assert_frame_equal(a.instances, b.instances)
