@@ -341,11 +341,7 @@ class ImitationPolicy(ExpectedWait):
             st = self.state(fn)
         idle = idle_for(now_ms, instance)
         if idle <= EPS_MS:
-            ledger = st.ledger
-            started = ledger.started.get(instance.id)
-            if started is not None and ledger.work.get(instance.id):
-                st.durations.add(max(0.0, now_ms - started))
-            ledger.finished(instance, now_ms)
+            self.settle_execution(st, instance, now_ms)
         if instance.queue:
             return INVOKE
         if instance.invocations == 0 and st.prewarm_plan is not None and instance.id not in st.keep_ms:

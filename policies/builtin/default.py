@@ -383,17 +383,23 @@ class ExpectedWait(Policy):
         spawn_at = origin + st.prewarm_at_ms - fn.stats.cold_start_ms
         return max(0.0, spawn_at - now_ms)
 
+    @staticmethod
+    def settle_execution(st: ExpectedWaitState, instance: InstanceView, now_ms: float) -> None:
+        """At an instance's first idle moment: its last execution's duration joins the
+        function's window and its work ledger entry closes (shared with the learned policy)."""
+        ledger = st.ledger
+        started = ledger.started.get(instance.id)
+        if started is not None and ledger.work.get(instance.id):
+            st.durations.add(max(0.0, now_ms - started))
+        ledger.finished(instance, now_ms)
+
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         st = fn.policy_state
         if type(st) is not ExpectedWaitState:
             st = self.state(fn)
         idle = idle_for(now_ms, instance)
         if idle <= EPS_MS:
-            ledger = st.ledger
-            started = ledger.started.get(instance.id)
-            if started is not None and ledger.work.get(instance.id):
-                st.durations.add(max(0.0, now_ms - started))
-            ledger.finished(instance, now_ms)
+            self.settle_execution(st, instance, now_ms)
         if instance.queue:
             return INVOKE
         window = self.keepalive_ms(fn)
