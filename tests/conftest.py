@@ -11,8 +11,10 @@ sockets or processes, seconds), ``integration`` (a few real servers or processes
 from __future__ import annotations
 
 import functools
+import math
 import os
 import queue
+import random
 import select
 import signal
 import socket
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 import httpx
 
+from policies.interface import INVOKE, KILL, REJECT, Assign, KeepAlive, Policy, Spawn
 from wlruntime.node.client import CHANNEL_OPTIONS, connect
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto import node_pb2_grpc
@@ -221,3 +224,46 @@ def two_function_result() -> SimResult:
         (1, "g", "n0", 2048.0, 2000.0, 2500.0, 3500.0, 1000.0, 0.0, 1, False, False),
     ]
     return make_result(requests, instances, horizon_ms=100_000.0)
+
+
+# ---- a seeded random policy ---------------------------------------------------------------------
+class Chaotic(Policy):
+    """Seeded random answers at every decision point (all kinds, incl. re-routes, rejects,
+    pre-warms and evictions): any change in the order or number of decisions between two
+    runs changes the random stream, and so the results. ``whole_ms``: keep-alives and
+    pre-warm delays in whole ms (the sim/live parity test: its virtual clock is in whole ms)."""
+    name = "chaotic"
+
+    def __init__(self, seed: int, whole_ms: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.whole_ms = whole_ms
+
+    def route(self, now_ms, request, fn):
+        u = self.rng.random()
+        if u < 0.02:
+            return REJECT
+        if fn.idle and u < 0.7:
+            return Assign(fn.idle[self.rng.randrange(len(fn.idle))])
+        live = list(fn.instances.values())
+        if live and u < 0.85:
+            return Assign(live[self.rng.randrange(len(live))])
+        return Spawn(node=self.rng.choice([None, None, "node0", "node1"]))
+
+    def on_idle(self, now_ms, instance, fn):
+        u = self.rng.random()
+        if instance.queue and u < 0.8:
+            return INVOKE
+        if u < 0.9:
+            ms = self.rng.choice([1.0, 50.0, 700.0, 3000.0, 20000.0])
+            return KeepAlive(ms if self.whole_ms else ms * (1 + self.rng.random()))
+        return KILL
+
+    def prewarm(self, now_ms, fn):
+        u = self.rng.random()
+        if u < 0.5:
+            return None
+        return float(math.floor(5000.0 * u)) if self.whole_ms else 5000.0 * u
+
+    def evict(self, now_ms, need_mb, candidates):
+        chosen = super().evict(now_ms, need_mb, candidates)
+        return chosen if self.rng.random() < 0.9 else []

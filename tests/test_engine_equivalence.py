@@ -4,22 +4,18 @@ re-extended short ones; and a seed fully determines a run."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
+from conftest import Chaotic
 
 from policies.interface import (
     IDLE,
     INVOKE,
     KILL,
-    REJECT,
-    Assign,
     KeepAlive,
     Policy,
-    Spawn,
 )
 from wlsim.config import ColdStartModel, SimConfig
 from wlsim.engine import Simulation, simulate
@@ -41,43 +37,6 @@ def random_trace(seed: int, n: int = 3000, functions: int = 6, integer_ms: bool 
     names = np.array([f"fn{i}" for i in range(functions)])[fn]
     return pd.DataFrame({"app": names, "function": names, "arrival_ms": arrival,
                          "duration_ms": duration, "memory_mb": memory})
-
-
-class Chaotic(Policy):
-    """Seeded random answers at every decision point (all kinds, incl. re-routes, rejects,
-    pre-warms and evictions): any change in the order or number of decisions between two
-    runs changes the random stream, and so the results."""
-    name = "chaotic"
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def route(self, now_ms, request, fn):
-        u = self.rng.random()
-        if u < 0.02:
-            return REJECT
-        if fn.idle and u < 0.7:
-            return Assign(fn.idle[self.rng.randrange(len(fn.idle))])
-        live = list(fn.instances.values())
-        if live and u < 0.85:
-            return Assign(live[self.rng.randrange(len(live))])
-        return Spawn(node=self.rng.choice([None, None, "node0", "node1"]))
-
-    def on_idle(self, now_ms, instance, fn):
-        u = self.rng.random()
-        if instance.queue and u < 0.8:
-            return INVOKE
-        if u < 0.9:
-            return KeepAlive(self.rng.choice([1.0, 50.0, 700.0, 3000.0, 20000.0]) * (1 + self.rng.random()))
-        return KILL
-
-    def prewarm(self, now_ms, fn):
-        u = self.rng.random()
-        return None if u < 0.5 else 5000.0 * u
-
-    def evict(self, now_ms, need_mb, candidates):
-        chosen = super().evict(now_ms, need_mb, candidates)
-        return chosen if self.rng.random() < 0.9 else []
 
 
 class TTL(Policy):

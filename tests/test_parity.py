@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Chaotic
 
 from policies.features import FunctionStats
-from policies.interface import Assign, Invoke, KeepAlive, Kill, Policy, Reject, Spawn
+from policies.interface import Assign, KeepAlive, Policy, Spawn
 from policies.registry import BUILTINS, load_policy
 from wlruntime.router.core import Router
 from wlruntime.router.state import RouterError
@@ -60,42 +60,6 @@ def whole_ms_trace(seed: int, n: int = 300, functions: int = 5) -> pd.DataFrame:
     names = np.array([f"fn{i}" for i in range(functions)])[fn]
     return pd.DataFrame({"app": names, "function": names, "arrival_ms": arrival,
                          "duration_ms": duration, "memory_mb": memory})
-
-
-class Chaotic(Policy):
-    """Seeded random answers at every decision point (the equivalence test's policy)."""
-    name = "chaotic"
-
-    def __init__(self, seed: int) -> None:
-        import random
-        self.rng = random.Random(seed)
-
-    def route(self, now_ms, request, fn):
-        u = self.rng.random()
-        if u < 0.02:
-            return Reject()
-        if fn.idle and u < 0.7:
-            return Assign(fn.idle[self.rng.randrange(len(fn.idle))])
-        live = list(fn.instances.values())
-        if live and u < 0.85:
-            return Assign(live[self.rng.randrange(len(live))])
-        return Spawn(node=self.rng.choice([None, None, "node0", "node1"]))
-
-    def on_idle(self, now_ms, instance, fn):
-        u = self.rng.random()
-        if instance.queue and u < 0.8:
-            return Invoke()
-        if u < 0.9:
-            return KeepAlive(float(self.rng.choice([1, 50, 700, 3000, 20000])))
-        return Kill()
-
-    def prewarm(self, now_ms, fn):
-        u = self.rng.random()
-        return None if u < 0.5 else float(math.floor(5000.0 * u))
-
-    def evict(self, now_ms, need_mb, candidates):
-        chosen = super().evict(now_ms, need_mb, candidates)
-        return chosen if self.rng.random() < 0.9 else []
 
 
 class Logged(Policy):
@@ -190,11 +154,11 @@ def compare(trace: pd.DataFrame, make_policy: Any, concurrency: int = 1) -> None
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_seeded_random_policy_decides_the_same_in_the_simulator_and_the_router(seed: int) -> None:
-    compare(whole_ms_trace(seed), lambda: Chaotic(seed))
+    compare(whole_ms_trace(seed), lambda: Chaotic(seed, whole_ms=True))
 
 
 def test_executions_per_instance_above_one_run_the_same_in_both() -> None:
-    compare(whole_ms_trace(4), lambda: Chaotic(4), concurrency=3)
+    compare(whole_ms_trace(4), lambda: Chaotic(4, whole_ms=True), concurrency=3)
 
 
 @pytest.mark.parametrize("name", [b for b in BUILTINS if b != "oracle"])
