@@ -426,30 +426,39 @@ def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFram
 
 
 def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFrame:
-    """Match each request with its row in the router's trace. Candidates: rows of the same
-    function that reached the router after the send (5 ms of clock slack) and before the answer
-    came back, and that were busy at least as long as the node's execution; of those the one
-    whose busy time is nearest the execution time (requests sent together reach the router in
-    any order, their durations tell them apart). Adds ``router_arrival_ms`` and
-    ``router_busy_ms`` (NaN when unmatched)."""
+    """Match each request with its row in the router's trace, exactly: the router writes the
+    node's execution time with the same three decimals in the trace's ``exec_ms`` and in the
+    answer's X-WL-Duration-Ms, so (function, exec_ms) names the row; the rare tie (two
+    executions of one function equal to the microsecond) goes to the row whose wait (cold start
+    included, X-WL-Wait-Ms) is nearest the answer's, then to the one that reached the router
+    within the request's send..answer window. (Matching on the busy time alone, as before, paired
+    requests of equal durations with each other's rows: the router's front then looked up to
+    1 s behind.) A recording without ``exec_ms`` (an older router) is not joined. Adds
+    ``router_arrival_ms`` and ``router_busy_ms`` (NaN when unmatched)."""
     arrival = np.full(len(records), np.nan)
     busy = np.full(len(records), np.nan)
-    by_fn = {f: g for f, g in recorded.groupby("function")}  # noqa: C416 (dict() would call GroupBy.keys)
-    for fn, group in records.groupby("function"):
-        rows = by_fn.get(fn)
-        if rows is None:
+    if "exec_ms" not in recorded or recorded.empty:
+        return records.assign(router_arrival_ms=arrival, router_busy_ms=busy)
+    rec = recorded.dropna(subset=["exec_ms"])
+    r_arr = rec["arrival_ms"].to_numpy(dtype=float)
+    r_dur = rec["duration_ms"].to_numpy(dtype=float)
+    r_wait = (rec["wait_ms"].fillna(0.0) + rec["cold_start_ms"].fillna(0.0)).to_numpy(dtype=float)
+    rows: dict[tuple[str, int], list[int]] = {}
+    for j, key in enumerate(zip(rec["function"].astype(str), np.rint(rec["exec_ms"].to_numpy(float) * 1000.0))):
+        rows.setdefault((key[0], int(key[1])), []).append(j)
+    ok = records.index[(records["status"] == 200).to_numpy() & records["exec_ms"].notna().to_numpy()]
+    keys = zip(records.loc[ok, "function"].astype(str), np.rint(records.loc[ok, "exec_ms"].to_numpy(float) * 1000.0),
+               records.loc[ok, "wait_ms"].to_numpy(float), records.loc[ok, "sent_ms"].to_numpy(float),
+               records.loc[ok, "latency_ms"].to_numpy(float))
+    for idx, (fn, exec_us, wait, sent, latency) in zip(ok, keys):
+        candidates = rows.get((fn, int(exec_us)))
+        if not candidates:
             continue
-        r_arr = rows["arrival_ms"].to_numpy(dtype=float)
-        r_dur = rows["duration_ms"].to_numpy(dtype=float)
-        used = np.zeros(len(r_arr), dtype=bool)
-        ok = group[group["status"] == 200].sort_values("sent_ms")
-        for idx, s, lat, ex in zip(ok.index, ok["sent_ms"].to_numpy(float), ok["latency_ms"].to_numpy(float),
-                                   ok["exec_ms"].to_numpy(float)):
-            lo, hi = np.searchsorted(r_arr, [s - 5.0, s + lat + 5.0])
-            window = np.arange(lo, hi)
-            window = window[~used[window] & (r_dur[window] >= ex - 0.5)]
-            if window.size:
-                j = window[np.argmin(r_dur[window] - ex)]
-                used[j] = True
-                arrival[idx], busy[idx] = r_arr[j], r_dur[j]
+        if len(candidates) > 1:
+            inside = (r_arr[candidates] >= sent - 5.0) & (r_arr[candidates] <= sent + latency + 5.0)
+            j = candidates[int(np.lexsort((~inside, np.abs(r_wait[candidates] - wait)))[0])]
+        else:
+            j = candidates[0]
+        candidates.remove(j)
+        arrival[idx], busy[idx] = r_arr[j], r_dur[j]
     return records.assign(router_arrival_ms=arrival, router_busy_ms=busy)
