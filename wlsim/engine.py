@@ -47,10 +47,11 @@ import random
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from heapq import heappop, heappush
 from itertools import count
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,14 +77,15 @@ from wlmodel.platform import (
 from wlmodel.records import Function, Instance, Node
 from wlmodel.schema import CANONICAL_COLUMNS, CONCURRENCY_COLUMN, feature_columns
 from wlsim.config import SimConfig, draw_quantile
-from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, SimResult
+from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, ResultSink, SimResult, StreamSummary
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "ARRIVAL", "CANONICAL_COLUMNS", "EXPIRED", "FINISHED", "IDLE_DECISION", "READY", "REROUTE", "ROUTE",
-    "Decision", "Function", "Instance", "PolicyAnswerError", "Simulation", "simulate",
+    "Decision", "Function", "Instance", "PolicyAnswerError", "Simulation", "StreamingSimulation", "simulate",
+    "simulate_stream",
 ]
 
 INF = math.inf
@@ -95,6 +97,7 @@ IDLE_DECISION = "idle"
 
 PROGRESS_EVERY = 4096     # arrivals between progress callbacks
 URGENT, NORMAL = 0, 1     # event priorities at one instant (eager expiries come first)
+NEVER = 1 << 62           # a row number no trace reaches
 
 
 class SimInstance(Instance):
@@ -175,6 +178,7 @@ class Simulation(Platform):
         "_arrival",
         "_arrival_np",
         "_arrival_prefix",
+        "_chunks",
         "_codes",
         "_cold_draws",
         "_cold_rng",
@@ -227,6 +231,7 @@ class Simulation(Platform):
                  policy: Policy | None = None, *, eager_expiry: bool = False) -> None:
         super().__init__(policy, on_bad_answer="raise")
         self.config = config if config is not None else SimConfig()
+        self._chunks: Iterator[pd.DataFrame] | None = None   # streamed arrivals still to load
         self.trace = self._load(trace)
         self.policy.prepare(self.trace)
         self._prepared = {id(self.policy)}
@@ -280,11 +285,7 @@ class Simulation(Platform):
         from wlsim.traces.table import validate
 
         trace = validate(trace, "trace")
-        cfg = self.config
-        if cfg.concurrency < 1:
-            raise ValueError(f"SimConfig.concurrency must be >= 1, got {cfg.concurrency}")
-        if cfg.max_instances is not None and cfg.max_instances < 1:
-            raise ValueError(f"SimConfig.max_instances must be >= 1 or None, got {cfg.max_instances}")
+        cfg = self._checked_config()
         n = len(trace)
         arrival = trace["arrival_ms"].to_numpy(dtype=np.float64)
         duration = trace["duration_ms"].to_numpy(dtype=np.float64)
@@ -330,19 +331,31 @@ class Simulation(Platform):
         self._r_cold = bytearray(n)
         self._r_rejected = bytearray(n)
 
-        model = cfg.cold_start
+        self._cold_draws: dict[Function, Any] = {}
         self.functions: list[Function] = [
-            Function(names[i], apps[i], float(mem[i]), int(conc[i]), cfg.max_instances,
-                     float(model.cold_start_ms(names[i], float(mem[i]))))
-            for i in range(nf)
-        ]
-        for f in self.functions:
-            if not (f.cold_start_ms >= 0 and math.isfinite(f.cold_start_ms)):
-                raise ValueError(f"cold-start model gave {f.cold_start_ms!r} ms for function {f.name!r}")
-        # Functions whose every spawn draws its cold start (f.cold_start_ms stays the estimate).
-        self._cold_draws = {f: model.quantiles_ms[f.name] for f in self.functions if f.name in model.quantiles_ms}
+            self._new_function(names[i], apps[i], float(mem[i]), int(conc[i])) for i in range(nf)]
         self._cold_rng = random.Random(cfg.seed)
         return trace
+
+    def _checked_config(self) -> SimConfig:
+        cfg = self.config
+        if cfg.concurrency < 1:
+            raise ValueError(f"SimConfig.concurrency must be >= 1, got {cfg.concurrency}")
+        if cfg.max_instances is not None and cfg.max_instances < 1:
+            raise ValueError(f"SimConfig.max_instances must be >= 1 or None, got {cfg.max_instances}")
+        return cfg
+
+    def _new_function(self, name: str, app: str, memory_mb: float, concurrency: int) -> Function:
+        """The record of a function first seen in the trace (its cold start from the config)."""
+        cfg = self.config
+        model = cfg.cold_start
+        f = Function(name, app, memory_mb, concurrency, cfg.max_instances,
+                     float(model.cold_start_ms(name, memory_mb)))
+        if not (f.cold_start_ms >= 0 and math.isfinite(f.cold_start_ms)):
+            raise ValueError(f"cold-start model gave {f.cold_start_ms!r} ms for function {f.name!r}")
+        if name in model.quantiles_ms:    # every spawn draws its cold start (f.cold_start_ms: the estimate)
+            self._cold_draws[f] = model.quantiles_ms[name]
+        return f
 
     # ------------------------------------------------------------------ public API
     @property
@@ -463,7 +476,12 @@ class Simulation(Platform):
         n = self.n
         row = self._next_row
         t_arr = arrival[row]
-        tick = row + PROGRESS_EVERY if progress is not None else n + 1
+        # Two things happen every so many arrivals, checked with one comparison per arrival
+        # (``tick``): a progress callback, and (streamed arrivals only) loading the next batch
+        # when the loaded rows are used up (``refill_at``; never for an in-memory trace).
+        next_progress = row + PROGRESS_EVERY if progress is not None else NEVER
+        refill_at = n if self._chunks is not None else n + 1
+        tick = min(next_progress, refill_at)
         try:
             while True:
                 if row >= n and self.completed + self.rejected >= n:
@@ -499,8 +517,14 @@ class Simulation(Platform):
                     row += 1
                     t_arr = arrival[row]
                     if row >= tick:
-                        progress(row, n)
-                        tick = row + PROGRESS_EVERY
+                        if row >= refill_at:
+                            n = self._load_more()
+                            t_arr = arrival[row]
+                            refill_at = n if self._chunks is not None else n + 1
+                        if row >= next_progress:
+                            progress(row, n)
+                            next_progress = row + PROGRESS_EVERY
+                        tick = min(next_progress, refill_at)
                 else:
                     raise RuntimeError(f"simulation stalled at {self._now} ms: {n - self.completed - self.rejected} "
                                        "requests unfinished and no event left (queued on an instance that "
@@ -622,10 +646,17 @@ class Simulation(Platform):
         self.prewarm_due(f, self._now)
 
     # ------------------------------------------------------------------ the end
+    def _load_more(self) -> int:
+        """Streamed arrivals only (StreamingSimulation): load the next batch; the rows loaded."""
+        raise NotImplementedError
+
     def _finish(self) -> None:
         """Close every live instance at the horizon (the last request's completion)."""
+        self._close_at_horizon(self.instances)
+
+    def _close_at_horizon(self, instances: list[SimInstance]) -> None:
         now = self._now
-        for inst in self.instances:
+        for inst in instances:
             if inst.state is DEAD:
                 continue
             if inst.state is IDLE:
@@ -688,6 +719,226 @@ class Simulation(Platform):
                          wall_s=self._wall_s, params=params)
 
 
+# ------------------------------------------------------------------ streamed arrivals and results
+
+class StreamingSimulation(Simulation):
+    """A run whose arrivals come in batches and whose results go to Parquet parts as they
+    happen (``wlsim.result.ResultSink``), so memory holds the per-function state, the rows
+    loaded but not finished (one batch plus the requests in flight) and at most a part of
+    result rows, whatever the trace's length; ``run()`` returns a
+    :class:`~wlsim.result.StreamSummary` accumulated as the parts are written.
+
+    ``batches``: canonical tables in arrival order (e.g. ``wlsim.traces.stream.iter_trace``),
+    numbered on: request ids are rows of the whole stream. Decisions and results are the same
+    as ``Simulation`` on the concatenated trace (tests/test_engine_stream.py), given what a
+    stream cannot know ahead: a function's ``memory_mb`` (and concurrency column) must be the
+    same in every row (``Simulation`` takes the largest over the whole trace; a batch that
+    disagrees is an error), and a policy that needs the future (``needs_future``: the oracle)
+    is refused. The policy's ``prepare`` gets the first batch.
+
+    How: per-request state lives in dicts keyed by trace row instead of arrays over the whole
+    trace (the effects' code is Simulation's: it only indexes them by row); a request's entries
+    go when it completes or is rejected, as its row goes to the sink. An instance's row goes to
+    the sink when it dies (and at the horizon for the ones still alive), so ``instances``
+    stays empty and ids are counted.
+    """
+
+    __slots__ = ("_instance_count", "_last_arrival", "_prefix_base", "_sink", "_summary")
+
+    def __init__(self, batches: Iterable[pd.DataFrame], out_dir: str | Path, config: SimConfig | None = None,
+                 policy: Policy | None = None, *, rows_per_part: int = 250_000,
+                 eager_expiry: bool = False) -> None:
+        if getattr(policy, "needs_future", False):
+            raise ValueError(f"policy {getattr(policy, 'name', policy)!r} needs the whole trace ahead "
+                             "(needs_future), which a streamed replay does not hold; replay it in memory")
+        self._instance_count = 0
+        super().__init__(batches, config, policy, eager_expiry=eager_expiry)
+        self._sink = ResultSink(out_dir, self.function_names, getattr(self.policy, "name", type(self.policy).__name__),
+                                rows_per_part)
+        self._summary: StreamSummary | None = None
+
+    # ------------------------------------------------------------------ batches in
+    def _load(self, batches: Iterable[pd.DataFrame]) -> pd.DataFrame:
+        from wlsim.traces.table import TraceError
+
+        self._checked_config()
+        self._chunks = iter(batches)
+        self.n = 0
+        self.function_names = []
+        self.functions = []
+        self._codes = {}                    # function name -> code
+        self._cold_draws = {}
+        self._cold_rng = random.Random(self.config.seed)
+        self._features = None
+        self._last_arrival = -INF
+        self._arrival_prefix = array("d", [0.0])
+        self._prefix_base = 0
+        # Per request, by trace row; only rows loaded and not finished.
+        self._arrival, self._duration, self._fcode, self._payload = {0: INF}, {}, {}, {}
+        self._r_routed, self._r_start, self._r_inst, self._r_cold_ms = {}, {}, {}, {}
+        self._r_cold, self._r_rejected = {}, {}
+        first = self._next_batch()
+        if first is None:
+            raise TraceError("trace", "empty trace: no invocations")
+        return first
+
+    def _load_more(self) -> int:
+        self._next_batch()
+        return self.n
+
+    def _next_batch(self) -> pd.DataFrame | None:
+        """Load the next non-empty batch (None, and no more batches, at the end)."""
+        from wlsim.traces.table import TraceError, validate
+
+        for batch in self._chunks:
+            if len(batch) == 0:
+                continue
+            base = self.n
+            source = f"trace batch from row {base}"
+            table = validate(batch, source)
+            m = len(table)
+            arrival = table["arrival_ms"].to_numpy(dtype=np.float64)
+            if arrival[0] < self._last_arrival:
+                raise TraceError(source, f"arrivals not sorted: the batch starts at {arrival[0]} ms, before the "
+                                         f"previous batch's last arrival ({self._last_arrival} ms)")
+            self._last_arrival = float(arrival[-1])
+            codes = self._function_codes(table, source)
+            rows = range(base, base + m)
+            self._arrival.update(zip(rows, arrival.tolist(), strict=True))
+            self._arrival[base + m] = INF          # sentinel: "no more arrivals loaded"
+            self._r_routed.update(zip(rows, arrival.tolist(), strict=True))
+            self._duration.update(zip(rows, table["duration_ms"].to_numpy(dtype=np.float64).tolist(), strict=True))
+            self._fcode.update(zip(rows, codes.tolist(), strict=True))
+            payload = (table["payload_bytes"].to_numpy(dtype=np.float64).tolist() if "payload_bytes" in table.columns
+                       else [0.0] * m)
+            self._payload.update(zip(rows, payload, strict=True))
+            names = feature_columns(list(table.columns))
+            if base == 0:
+                self._features = {c: {} for c in names} if names else None
+            elif sorted(names) != sorted(self._features or ()):
+                raise TraceError(source, f"feature columns {names} differ from the first batch's "
+                                         f"{list(self._features or ())}")
+            for c in names:
+                self._features[c].update(zip(rows, table[c].to_numpy(dtype=np.float64).tolist(), strict=True))
+            # Sums of arrival times up to each row of this batch (accrued_wait_ms), continuing the
+            # running sum in the same order as Simulation's one cumsum over the whole trace.
+            running = np.cumsum(np.concatenate([[self._arrival_prefix[-1]], arrival]))
+            self._arrival_prefix = array("d", running.tobytes())
+            self._prefix_base = base
+            self.n = base + m
+            return table
+        self._chunks = None
+        return None
+
+    def _function_codes(self, table: pd.DataFrame, source: str) -> np.ndarray:
+        """The batch's function codes; functions seen for the first time are added (codes in
+        order of first arrival, as Simulation numbers them); one memory size (and concurrency)
+        per function across the whole stream."""
+        import pandas as pd
+
+        from wlsim.traces.table import TraceError
+
+        local, uniques = pd.factorize(table["function"], sort=False)
+        k, m = len(uniques), len(table)
+        memory = table["memory_mb"].to_numpy(dtype=np.float64)
+        hi, lo = np.zeros(k), np.full(k, INF)
+        np.maximum.at(hi, local, memory)
+        np.minimum.at(lo, local, memory)
+        conc = np.full(k, int(self.config.concurrency), dtype=np.int64)
+        if CONCURRENCY_COLUMN in table.columns:
+            per_fn = np.zeros(k)
+            np.fmax.at(per_fn, local, table[CONCURRENCY_COLUMN].to_numpy(dtype=np.float64))
+            conc = np.where(per_fn >= 1, per_fn, conc).astype(np.int64)
+        first = np.full(k, m, dtype=np.int64)
+        np.minimum.at(first, local, np.arange(m))
+        app_col = table["app"].to_numpy(dtype=object)
+        known = self._codes
+        code_of = np.empty(k, dtype=np.int64)
+        for j, name in enumerate(uniques):
+            name = str(name)
+            if lo[j] != hi[j]:
+                raise TraceError(source, f"function {name!r} has memory_mb {lo[j]:g} and {hi[j]:g}: a streamed "
+                                         "replay needs one memory size per function")
+            code = known.get(name)
+            if code is None:
+                code = known[name] = len(self.functions)
+                self.function_names.append(name)
+                self.functions.append(self._new_function(name, str(app_col[first[j]]), float(hi[j]), int(conc[j])))
+            else:
+                f = self.functions[code]
+                if f.memory_mb != hi[j] or f.concurrency != conc[j]:
+                    raise TraceError(source, f"function {name!r} changes from memory_mb {f.memory_mb:g}, concurrency "
+                                             f"{f.concurrency} to {hi[j]:g}, {conc[j]}: a streamed replay needs one "
+                                             "of each per function")
+            code_of[j] = code
+        return code_of[local]
+
+    @property
+    def held_requests(self) -> int:
+        """Requests whose inputs are in memory: loaded and not yet finished (what bounds this
+        run's memory besides the per-function state)."""
+        return len(self._duration)
+
+    @property
+    def buffered_rows(self) -> int:
+        """Result rows waiting for the next Parquet part (at most ``rows_per_part``)."""
+        return self._sink.buffered_rows
+
+    def accrued_wait_ms(self) -> float:
+        arrived = self._next_row
+        return (self._settled_at + (arrived - self._settled) * self._now
+                - self._arrival_prefix[arrived - self._prefix_base])
+
+    # ------------------------------------------------------------------ results out
+    def _forget(self, row: int) -> tuple[float, float, int, float]:
+        """Drop a finished request's inputs; returns its arrival, duration, function code, payload."""
+        feats = self._features
+        if feats is not None:
+            for column in feats.values():
+                del column[row]
+        del self._r_routed[row]
+        return self._arrival.pop(row), self._duration.pop(row), self._fcode.pop(row), self._payload.pop(row)
+
+    def _on_exec_end(self, inst: Instance, row: int) -> None:
+        now = self._now
+        arrival, duration, fcode, payload = self._forget(row)
+        del self._r_inst[row]
+        self.completed += 1
+        self.completed_latency_ms += now - arrival
+        self._sink.add_request(row, fcode, arrival, self._r_start.pop(row), self._r_cold.pop(row, 0),
+                               self._r_cold_ms.pop(row, 0.0), duration, now, inst.id)
+        self.end_execution(inst, row, now, duration, payload)
+
+    def emit_reject(self, row: int, now: float, reason: RejectReason, retry_after_ms: float) -> None:
+        super().emit_reject(row, now, reason, retry_after_ms)
+        del self._r_rejected[row]
+        arrival, duration, fcode, _ = self._forget(row)
+        self._sink.add_request(row, fcode, arrival, NAN, self._r_cold.pop(row, 0), self._r_cold_ms.pop(row, 0.0),
+                               duration, NAN, -1)
+
+    def new_instance(self, f: Function, node: Node, now: float, prewarmed: bool) -> SimInstance:
+        inst = SimInstance(self._instance_count, f, node, now, prewarmed)
+        self._instance_count += 1
+        return inst
+
+    def emit_kill(self, inst: Instance, now: float) -> None:
+        self._sink.add_instance(inst)
+
+    def _finish(self) -> None:
+        live = sorted((i for node in self.nodes for i in node.instances.values()), key=lambda i: i.id)
+        self._close_at_horizon(live)
+        for inst in live:
+            self._sink.add_instance(inst)
+
+    def result(self) -> StreamSummary:  # type: ignore[override]
+        """The summary of a finished run (its parts and summary.json written)."""
+        if not self._done:
+            raise RuntimeError("the simulation has not finished: answer decisions until next_decision() is None")
+        if self._summary is None:
+            self._summary = self._sink.close(self.horizon_ms, len(self.functions), self._wall_s)
+        return self._summary
+
+
 # ------------------------------------------------------------------------ entry point
 
 def simulate(trace: pd.DataFrame, policy: Policy | str, config: SimConfig | None = None,
@@ -718,3 +969,22 @@ def simulate(trace: pd.DataFrame, policy: Policy | str, config: SimConfig | None
             bar.close()
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def simulate_stream(batches: Iterable[pd.DataFrame], policy: Policy | str, out_dir: str | Path,
+                    config: SimConfig | None = None, *, rows_per_part: int = 250_000,
+                    progress: Callable[[int, int], None] | None = None) -> StreamSummary:
+    """Replay a trace given as batches in arrival order (e.g. ``wlsim.traces.stream.iter_trace``)
+    under ``policy`` in one pass with bounded memory (``StreamingSimulation``): per-request and
+    per-instance rows go to Parquet parts of at most ``rows_per_part`` rows in ``out_dir``
+    (``requests/``, ``instances/``; ``wlsim.result.read_streamed`` reads them back whole) and the
+    returned summary is also written to ``out_dir/summary.json``. ``progress(done_arrivals,
+    loaded)`` is called every few thousand arrivals."""
+    if isinstance(policy, str):
+        from policies.registry import load_policy
+        policy = load_policy(policy)
+    t0 = time.perf_counter()
+    sim = StreamingSimulation(batches, out_dir, config, policy, rows_per_part=rows_per_part)
+    summary = sim.run(progress=progress)
+    summary.wall_s = time.perf_counter() - t0
+    return summary
