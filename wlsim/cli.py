@@ -77,14 +77,16 @@ def default_out_dir(trace: str | os.PathLike, root: Path = RESULTS_ROOT) -> Path
 
 def make_config(nodes: int, node_memory_mb: float | None, cold_start_ms: float | None,
                 seed: int, concurrency: int, max_instances: int | None = None,
-                profile: str | None = None) -> SimConfig:
+                profile: str | None = None, functions: Sequence[str] = ()) -> SimConfig:
+    """``functions``: the trace's, which run as the synthetic function ``wl load`` deploys
+    (wlsim.profile.function_info), so a profile's measured per-ABI cold starts apply to them."""
     from wlsim.config import ColdStartModel, SimConfig
 
     kwargs: dict[str, Any] = {"nodes": nodes, "seed": seed, "concurrency": concurrency,
                               "max_instances": max_instances}
     if profile is not None:  # a platform profile's cold starts (wlsim.profile); --cold-start-ms wins
-        from wlsim.profile import load_profile
-        kwargs["cold_start"] = load_profile(profile).cold_start_model()
+        from wlsim.profile import function_info, load_profile
+        kwargs["cold_start"] = load_profile(profile).cold_start_model(function_info(functions))
     if node_memory_mb is not None:
         kwargs["node_memory_mb"] = node_memory_mb
     if cold_start_ms is not None:  # one fixed cold start for every function
@@ -273,7 +275,10 @@ ColdOpt = typer.Option(None, "--cold-start-ms", min=0.0,
                        help="One fixed cold start for every function (default: 250 ms + 0.5 ms/MB).")
 ProfileOpt = typer.Option(None, "--profile",
                           help="Platform profile for cold starts: container (the default: 250 ms + 0.5 ms/MB), "
-                               "wl (measured on this platform by wl calibrate, a few ms) or a profile file.")
+                               "wl (measured on this platform by wl calibrate, a few ms) or a profile file. "
+                               "Every trace function counts as what wl load deploys for it (the synthetic "
+                               "function: ABI wasi-command, its code size), so where the profile measured "
+                               "that ABI's distribution each spawn draws its cold start from it.")
 SeedOpt = typer.Option(0, "--seed", help="Seed for trace sampling and the simulator.")
 ConcOpt = typer.Option(1, "--concurrency", min=1, help="Per-instance concurrency.")
 MaxInstOpt = typer.Option(None, "--max-instances", min=1,
@@ -316,9 +321,10 @@ def replay(
     try:
         from wlsim.compare import compare
 
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile)
-        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile,
+                             table["function"].unique())
+        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         summary, results = compare(table, [policy], config, weights, jobs=1, progress=progress,
                                    include_oracle=False)
     except _user_errors() as e:
@@ -373,9 +379,10 @@ def compare_cmd(
         from policies.registry import split_specs
 
         specs = split_specs(policies)
-        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile)
-        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         table = load_trace(trace, seed, start_minute, end_minute)
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile,
+                             table["function"].unique())
+        weights = make_weights(gb_s_usd, request_usd, latency_usd_per_s)
         if start_minute:   # plots show the trace's own clock, not 0 at the window's start
             table.attrs["clock_offset_ms"] = (start_minute - 1) * 60_000.0
         executor = None

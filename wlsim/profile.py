@@ -22,6 +22,12 @@ engine takes, plus how the platform reshapes a trace before the model sees it:
 Bundled profiles (``wlsim/profiles/*.json``), chosen by name: ``container`` (250 ms + 0.5
 ms/MB, published container-platform cold starts; the simulator's default) and ``wl`` (this
 platform, measured with ``wl calibrate``). Any other name is a path to a profile file.
+
+A trace names functions but not their ABI or code size, so ``function_info`` says what each
+runs as: what ``wl load`` deploys for a trace function, the bundled synthetic function
+(``wasi-command``, ``examples/build/synthetic.wasm``'s size). ``wl fidelity``, ``wl sim
+replay/compare --profile`` and ``wl train --profile`` all build their SimConfig through it
+(``trace_sim_config``), so each spawn's cold start is drawn the same way in all of them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +49,10 @@ if TYPE_CHECKING:
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "container"
+# What ``wl load`` deploys for each function of a trace (wl.loop.load): the bundled synthetic
+# function, a WASI command module.
+SYNTHETIC_ABI = "wasi-command"
+SYNTHETIC_WASM = Path(__file__).resolve().parents[1] / "examples" / "build" / "synthetic.wasm"
 
 
 class ProfileError(Exception):
@@ -166,6 +176,30 @@ class Profile(_Strict):
             text += (f"; +{self.request_overhead_ms:.2f} ms per request; front {self.front.delay_ms:.2f} ms"
                      f" + {self.front.per_request_ms:.2f} ms/request")
         return text
+
+
+def synthetic_code_bytes() -> int:
+    """The synthetic function's code size (0 when it is not built: a profile without a
+    per-code-MB term, like the bundled ``wl``, does not need it)."""
+    return SYNTHETIC_WASM.stat().st_size if SYNTHETIC_WASM.is_file() else 0
+
+
+def function_info(functions: Iterable[str], *, abi: str = SYNTHETIC_ABI,
+                  code_bytes: int | None = None) -> dict[str, FunctionInfo]:
+    """What a profile knows about a trace's ``functions``: each runs as the synthetic function
+    ``wl load`` deploys for it (``abi``; ``code_bytes`` default: the synthetic module's size),
+    since a trace carries neither ABI nor code size."""
+    size = synthetic_code_bytes() if code_bytes is None else int(code_bytes)
+    return {str(f): FunctionInfo(abi, size) for f in functions}
+
+
+def trace_sim_config(profile: Profile | str | os.PathLike[str] | None, functions: Iterable[str],
+                     **kwargs: Any) -> SimConfig:
+    """The SimConfig for replaying a trace of ``functions`` on ``profile`` (a Profile, a bundled
+    name or a file; None = the default): per-function cold starts and, where the profile measured
+    the ABI's distribution, per-spawn draws (``kwargs``: the other SimConfig fields, e.g. seed)."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    return prof.sim_config(function_info(functions), **kwargs)
 
 
 def front_arrivals(sent_ms: Any, delay_ms: float, per_request_ms: float) -> Any:

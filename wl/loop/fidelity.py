@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from wl.loop.load import LoadPlan, LoadResult, run_load
-from wlsim.profile import FunctionInfo, Profile
+from wlsim.profile import Profile, function_info
 
 METRICS = ("cold_starts", "router_added_p50_ms", "router_added_p99_ms", "client_added_p50_ms",
            "client_added_p99_ms", "mean_instances", "peak_instances", "idle_gb_s")
@@ -128,10 +128,6 @@ def sim_metrics(result: Any, scheduled_ms: np.ndarray | None, duration_ms: np.nd
 
 # ------------------------------------------------------------------------- the comparison
 
-def function_info(plan: LoadPlan, code_bytes: int) -> dict[str, FunctionInfo]:
-    return {f: FunctionInfo("wasi-command", code_bytes) for f in plan.functions["function"]}
-
-
 def as_sent(load: LoadResult) -> pd.DataFrame:
     """The plan with each request at its actual send time (a request never sent keeps its
     scheduled time); rows stay in plan order, so request ids match the load's records."""
@@ -147,7 +143,7 @@ def as_sent(load: LoadResult) -> pd.DataFrame:
 def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: int) -> dict[str, Any]:
     from wlsim.engine import simulate
 
-    config = profile.sim_config(function_info(load.plan, code_bytes))
+    config = profile.sim_config(function_info(load.plan.functions["function"], code_bytes=code_bytes))
     intended = simulate(profile.shape_trace(as_sent(load)), policy, config)
     out = {"intended": intended}
     if load.recorded is not None and len(load.recorded):

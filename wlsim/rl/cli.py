@@ -1,6 +1,11 @@
 """``wl train`` (and ``python -m wlsim.rl.cli train|evaluate|export``): train a learned
 routing / keep-alive policy, export checkpoints, evaluate against the built-ins.
 
+``wl rl train [TRAIN OPTIONS] sweep --seeds 0,1 --lambda 0.5,1`` trains every (seed, lambda)
+with the other options as given (wlsim.rl.sweep), as local processes or Ray tasks, and ranks
+them on the validation slice. ``train_app`` is that group (``train`` + its ``sweep``);
+``train_cmd`` is the plain command.
+
 Only typer and rich are imported at module level; torch, stable-baselines3 and the
 simulator are imported inside the commands.
 """
@@ -28,9 +33,11 @@ def _fail(message: str) -> typer.Exit:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from policies.learned import ArtifactError
     from policies.registry import PolicySpecError
+    from wlsim.parallel import ExecutorError
+    from wlsim.profile import ProfileError
     from wlsim.traces import TraceError
 
-    return (PolicySpecError, TraceError, ArtifactError, ValueError)
+    return (PolicySpecError, TraceError, ArtifactError, ProfileError, ExecutorError, ValueError)
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -52,7 +59,28 @@ def _minutes_pair(text: str | None) -> tuple[int, int] | None:
     return pair[0], pair[1]
 
 
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not out or any(not x >= 0 for x in out):
+        raise typer.BadParameter(f"{what}: expected numbers >= 0, got {text!r}")
+    return out
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not out:
+        raise typer.BadParameter("--seeds: expected at least one seed")
+    return out
+
+
 def train_cmd(
+    ctx: typer.Context,
     trace: str = typer.Option(DEFAULT_TRACE, "--trace", "-t",
                               help="Training trace: .parquet/.csv, Azure 2019 prefix or Azure 2021 CSV."),
     start_minute: int | None = typer.Option(None, "--start-minute", min=1,
@@ -73,7 +101,17 @@ def train_cmd(
                                           help="Episode = a random window of this many minutes (0 = whole trace)."),
     functions_per_episode: int = typer.Option(1, "--functions-per-episode", min=0,
                                               help="Functions simulated per episode (0 = all)."),
-    n_envs: int = typer.Option(4, "--n-envs", min=1, help="Environments stepped in parallel (one process)."),
+    n_envs: int | None = typer.Option(None, "--n-envs", min=1,
+                                      help="Environments stepped together in this process (default 4)."),
+    envs: int = typer.Option(1, "--envs", min=1,
+                             help="Environments in subprocesses (SB3 SubprocVecEnv), one process and one seed "
+                                  "each: N > 1 uses N processes (more cores); 1 = the --n-envs environments "
+                                  "in this process."),
+    profile: str | None = typer.Option(None, "--profile",
+                                       help="Platform profile the environment models: container (the default: "
+                                            "250 ms + 0.5 ms/MB), wl (measured by wl calibrate) or a profile "
+                                            "file; trace functions count as the synthetic function wl load "
+                                            "deploys (wasi-command), as in wl sim replay --profile."),
     net_arch: str = typer.Option("64,64", "--net-arch", help="Hidden layer sizes."),
     k: int = typer.Option(4, "--candidates", min=1, help="Candidate instances the policy sees (K)."),
     time_of_day: bool = typer.Option(True, "--time-of-day/--no-time-of-day",
@@ -94,23 +132,31 @@ def train_cmd(
     eval_every: int = typer.Option(0, "--eval-every", min=0,
                                    help="Steps between validation simulations (logged to TensorBoard)."),
 ) -> None:
-    """Train a learned routing / keep-alive policy and export it (numpy artifact)."""
+    """Train a learned routing / keep-alive policy and export it (numpy artifact).
+    `train [OPTIONS] sweep --seeds ... --lambda ...` trains a grid of seeds and lambdas instead."""
     try:
         from wlsim.rl.train import ALGOS, TrainConfig, train
 
         if algo not in ALGOS:
             raise typer.BadParameter(f"--algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+        if envs > 1 and n_envs is not None and n_envs != envs:
+            raise typer.BadParameter(f"--envs {envs} runs {envs} environments, one per process; "
+                                     f"--n-envs {n_envs} says otherwise: give one of them")
         out_dir = out if out is not None else Path("runs") / f"{algo}-lam{lam:g}-seed{seed}"
         cfg = TrainConfig(
             trace=trace, algo=algo, steps=steps, lam=lam, seed=seed, out=str(out_dir),
             start_minute=start_minute, end_minute=end_minute, trace_seed=trace_seed,
             episode_minutes=episode_minutes or None, functions_per_episode=functions_per_episode or None,
-            n_envs=n_envs, net_arch=_ints(net_arch, "--net-arch"), learning_rate=learning_rate,
+            n_envs=envs if envs > 1 else (n_envs or 4), subproc=envs > 1, profile=profile,
+            net_arch=_ints(net_arch, "--net-arch"), learning_rate=learning_rate,
             ent_coef=ent_coef, gamma=gamma, encoder={"k": k, "time_of_day": time_of_day},
             checkpoint_every=checkpoint_every, progress_bar=progress, tensorboard=tensorboard, threads=threads,
             validation_minutes=_minutes_pair(validation_minutes), eval_every=eval_every)
         if eval_every and cfg.validation_minutes is None:
             raise typer.BadParameter("--eval-every needs --validation-minutes FIRST,LAST")
+        if ctx.invoked_subcommand is not None:   # `train ... sweep`: these options are the sweep's base
+            ctx.obj = {"config": cfg, "out_given": out is not None}
+            return
         console.print(f"training {algo} on {trace} for {steps:,} steps (lambda={lam:g}, seed={seed}) -> {out_dir}")
         result = train(cfg)
     except _user_errors() as e:
@@ -193,7 +239,77 @@ def imitate_cmd(
     console.print(f"artifact: [bold]{artifact}[/] (use learned:{artifact})")
 
 
-app.command("train")(train_cmd)
+def sweep_cmd(
+    ctx: typer.Context,
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Training seeds, e.g. 0,1,2."),
+    lams: str = typer.Option("0.0166667", "--lambda", "--lam",
+                             help="Idle-memory prices (see train's --lambda), e.g. 0.005,0.0167,0.05."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0,
+                             help="Trainings at once: local worker processes (0 = one per core); with --ray "
+                                  "the CPUs of the Ray started here."),
+    ray: bool = typer.Option(False, "--ray", help="Run the trainings as Ray tasks on a Ray started here."),
+    ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                           help="Run the trainings as tasks of this Ray cluster (auto, "
+                                                "ray://HOST:10001); implies --ray."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Sweep folder: one run folder per cell (seed<S>-lam<L>) and sweep.csv "
+                                         "(default: train's --out, else runs/sweep-<algo>-<time>)."),
+) -> None:
+    """Train every (seed, lambda) with the train options given before `sweep` (local processes
+    or Ray tasks), simulate each exported policy on the validation slice (--validation-minutes,
+    required) and print the table, best (lowest validation cost) first."""
+    import time
+
+    from rich.table import Table
+
+    parent = ctx.obj or {}
+    base = parent.get("config")
+    if base is None:   # cannot happen through `train ... sweep`; a clear line if called otherwise
+        raise _fail("sweep runs as `wl train [TRAIN OPTIONS] sweep ...`")
+    try:
+        from wlsim.cli import ray_target
+        from wlsim.parallel import make_executor
+        from wlsim.rl.sweep import run_train_sweep
+
+        seed_list, lam_list = _seeds(seeds), _floats(lams, "--lambda")
+        if base.validation_minutes is None:
+            raise typer.BadParameter("a sweep ranks its trainings on a validation slice: give "
+                                     "--validation-minutes FIRST,LAST before `sweep`")
+        folder = out or (Path(base.out) if parent.get("out_given") else
+                         Path("runs") / f"sweep-{base.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+        cells = len(set(seed_list)) * len(set(lam_list))
+        with make_executor(jobs, ray_target(ray, ray_address)) as executor:
+            console.print(f"{cells} trainings of {base.steps:,} steps on {executor.name} -> {folder}")
+            table = run_train_sweep(base, seed_list, lam_list, folder, executor, on_row=lambda r: console.print(
+                f"  seed {r['seed']} lambda {r['lambda']:g}: validation cost {r['validation_cost_usd']:.4g} USD "
+                f"({r['train_wall_s']:.0f} s)", highlight=False))
+    except _user_errors() as e:
+        raise _fail(str(e)) from None
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "sweep.csv", index=False)
+    t = Table(title=f"validation: {base.trace} minutes {base.validation_minutes[0]}-{base.validation_minutes[1]}",
+              header_style="bold")
+    for col in ("seed", "lambda", "cost USD", "cold starts", "idle GB-s", "wait p99.9 ms", "train s"):
+        t.add_column(col, justify="right")
+    t.add_column(f"artifact (in {folder})", overflow="fold")
+    for r in table.to_dict("records"):
+        style = "bold green" if r["best"] else None
+        t.add_row(str(r["seed"]), f"{r['lambda']:g}", f"{r['validation_cost_usd']:.4g}",
+                  f"{r['validation_cold_starts']:,}", f"{r['validation_idle_gb_s']:,.1f}",
+                  f"{r['validation_wait_p999_ms']:,.1f}", f"{r['train_wall_s']:.0f}",
+                  str(Path(r["artifact"]).relative_to(folder.resolve())), style=style)
+    console.print(t)
+    best = table.iloc[0]
+    console.print(f"best on validation: seed {best['seed']}, lambda {best['lambda']:g} -> "
+                  f"[bold]learned:{best['artifact']}[/]; table in {folder / 'sweep.csv'}")
+
+
+# `train` with a `sweep` sub-command: the callback is the plain training when no sub-command follows.
+train_app = typer.Typer(add_completion=False, help="Train a learned routing policy (or a sweep of them).")
+train_app.callback(invoke_without_command=True)(train_cmd)
+train_app.command("sweep")(sweep_cmd)
+
+app.add_typer(train_app, name="train")
 app.command("imitate")(imitate_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("export")(export_cmd)

@@ -32,6 +32,11 @@ statistics the features read are warm.
 An episode ends when the window's trace is exhausted (terminated) or after
 ``max_episode_steps`` steps (truncated).
 
+The platform: ``config`` (a SimConfig) or ``profile`` (a platform profile, wlsim.profile: a
+bundled name such as ``wl`` or a file; its cold starts for the trace's functions, as ``wl sim
+replay --profile`` uses them). Where the profile measured a cold-start distribution, each
+episode draws its spawns' cold starts with a seed of its own (from the episode's seed).
+
 Actions the mask forbids (possible with plain PPO or DQN, which ignore masks) are
 replaced by the safe fallback (route: the warmest idle instance, else the instance with
 the shortest expected wait, else spawn; idle: invoke if queued, else kill) and cost
@@ -40,6 +45,7 @@ the shortest expected wait, else spawn; idle: invoke if queued, else kill) and c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, ClassVar
 
@@ -99,7 +105,8 @@ class RoutingEnv(gym.Env):
                  functions_per_episode: int | None = 1, max_episode_steps: int = 4096,
                  latency_weight: float = 1.0, invalid_action_penalty: float = 1.0,
                  warmup_policy: str | None = None, trace_seed: int = 0,
-                 start_minute: int | None = None, end_minute: int | None = None) -> None:
+                 start_minute: int | None = None, end_minute: int | None = None,
+                 profile: str | os.PathLike | None = None) -> None:
         super().__init__()
         if not (lam >= 0 and np.isfinite(lam)):
             raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
@@ -113,7 +120,16 @@ class RoutingEnv(gym.Env):
         if len(self.trace) == 0:
             raise ValueError("trace has no invocations")
         self.lam = float(lam)
+        if profile is not None:
+            if config is not None:
+                raise ValueError("give config or profile, not both")
+            from wlsim.profile import trace_sim_config
+
+            config = trace_sim_config(profile, self.trace["function"].unique())
         self.config = config or SimConfig()
+        # Per-spawn cold-start draws: a fresh draw seed per episode, else every episode of a
+        # function would see the same sequence of cold starts.
+        self._draws = bool(self.config.cold_start.quantiles_ms)
         if isinstance(encoder, dict):
             encoder = EncoderSpec.from_dict(encoder)
         self.encoder = FeatureEncoder(encoder)
@@ -182,7 +198,10 @@ class RoutingEnv(gym.Env):
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         sub, start, end, functions = self._pick_episode()
-        self._sim = StepSim(sub, self.config)
+        config = self.config
+        if self._draws:
+            config = dataclasses.replace(config, seed=int(self.np_random.integers(2**31)))
+        self._sim = StepSim(sub, config)
         self._steps = 0
         self._episode = {"window_start_ms": start, "window_end_ms": end, "functions": functions,
                          "invocations": int(((sub["arrival_ms"] >= start) & (sub["arrival_ms"] < end)).sum())}

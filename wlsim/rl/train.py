@@ -1,13 +1,23 @@
 """Train a routing / keep-alive policy with stable-baselines3 and export it.
 
-``train(...)`` builds ``n_envs`` RoutingEnv copies (seeded), trains MaskablePPO (sb3-contrib,
-uses the action masks), PPO or DQN (both ignore masks: an invalid action falls back to the
-safe default and is penalised, see wlsim.rl.env), logs to TensorBoard, saves checkpoints,
-and at the end writes the framework-free artifact (policies.learned) to ``out/artifact``.
+``train(...)`` builds ``n_envs`` RoutingEnv copies (seeded ``seed + i``, so each samples its
+own episodes), stepped in this process (DummyVecEnv) or, with ``subproc``, each in a process
+of its own (SubprocVecEnv: the environment is pure Python, so processes are what use more
+than one core); trains MaskablePPO (sb3-contrib, uses the action masks), PPO or DQN (both
+ignore masks: an invalid action falls back to the safe default and is penalised, see
+wlsim.rl.env), logs to TensorBoard, saves checkpoints, and at the end writes the
+framework-free artifact (policies.learned) to ``out/artifact``.
+
+``profile`` (a bundled name such as ``wl`` or a profile file, wlsim.profile) is the platform
+the environment models: its cold starts, per function and per spawn
+(``wlsim.profile.trace_sim_config``, the same SimConfig ``wl sim replay --profile`` uses);
+None = the simulator's default (``container``). The validation slice is simulated on it too.
 
 Output folder layout:
   out/train.json        the arguments, timings and episode statistics
-  out/tensorboard/      TensorBoard logs (``tensorboard --logdir out/tensorboard``)
+  out/tensorboard/      TensorBoard logs (``tensorboard --logdir out/tensorboard``); without
+                        TensorBoard nothing is logged to disk (sb3 would otherwise make
+                        a ``SB3-<date>`` folder in the temporary directory)
   out/checkpoints/      sb3 checkpoints every ``checkpoint_every`` steps
   out/model.zip         the final sb3 model
   out/encoder.json      the encoder spec (export any checkpoint: ``wl-rl export``)
@@ -62,6 +72,8 @@ class TrainConfig:
     threads: int = 1                # torch threads; 1 is fastest for a 64x64 MLP
     validation_minutes: tuple[int, int] | None = None   # e.g. (601, 720): select checkpoints there
     eval_every: int = 0             # steps between validation evaluations (0 = none)
+    subproc: bool = False           # each of the n_envs environments in a process of its own
+    profile: str | None = None      # platform profile (wlsim.profile): bundled name or file
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -72,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"lambda must be >= 0, got {self.lam}")
         if self.n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {self.n_envs}")
+        if self.profile is not None:
+            from wlsim.profile import load_profile
+
+            load_profile(self.profile)   # an unknown name or a bad file: ProfileError before any work
 
 
 @dataclass
@@ -85,34 +101,60 @@ class TrainResult:
     mean_episode_reward: float | None
 
 
-def _env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def sim_config(cfg: TrainConfig, trace_table: Any) -> Any:
+    """The SimConfig the environment (and the validation) runs: the profile's, for the trace's
+    functions (None without a profile: the simulator's default)."""
+    if cfg.profile is None:
+        return None
+    from wlsim.profile import trace_sim_config
+
+    return trace_sim_config(cfg.profile, trace_table["function"].unique(), seed=cfg.seed)
+
+
+def _env_kwargs(cfg: TrainConfig, trace_table: Any = None) -> dict[str, Any]:
     from policies.encoder import EncoderSpec
 
     return {"lam": cfg.lam, "encoder": EncoderSpec(**cfg.encoder) if cfg.encoder else None,
+            "config": sim_config(cfg, trace_table),
             "episode_minutes": cfg.episode_minutes, "warmup_minutes": cfg.warmup_minutes,
             "functions_per_episode": cfg.functions_per_episode, "max_episode_steps": cfg.max_episode_steps}
 
 
+def make_encoder(cfg: TrainConfig) -> Any:
+    """The environments' feature encoder (built here too: with subprocesses the environments
+    are out of reach, and the export needs only its spec and sizes)."""
+    from policies.encoder import EncoderSpec, FeatureEncoder
+
+    return FeatureEncoder(EncoderSpec(**cfg.encoder) if cfg.encoder else None)
+
+
 def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
-    """``n_envs`` seeded, Monitor-wrapped RoutingEnvs in one process (the env is pure Python
-    and the machine small, so subprocesses buy little)."""
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    """``n_envs`` seeded, Monitor-wrapped RoutingEnvs: in this process (DummyVecEnv) or, with
+    ``cfg.subproc``, one process each (SubprocVecEnv; the trace is pickled to each once)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    from wlsim.rl.env import RoutingEnv
-
-    kwargs = _env_kwargs(cfg)
-
-    def make(i: int) -> Any:
-        def thunk() -> Any:
-            env = Monitor(RoutingEnv(trace_table, **kwargs))
-            env.reset(seed=cfg.seed * 1000 + i)
-            return env
-        return thunk
-
-    vec = DummyVecEnv([make(i) for i in range(cfg.n_envs)])
+    kwargs = _env_kwargs(cfg, trace_table)
+    thunks = [_EnvThunk(trace_table, kwargs, cfg.seed * 1000 + i) for i in range(cfg.n_envs)]
+    vec = SubprocVecEnv(thunks) if cfg.subproc else DummyVecEnv(thunks)
     vec.seed(cfg.seed)
     return vec
+
+
+class _EnvThunk:
+    """Builds one environment (a picklable object rather than a closure, so a subprocess gets
+    the trace table and the arguments, not this module's state)."""
+
+    def __init__(self, trace_table: Any, kwargs: dict[str, Any], seed: int) -> None:
+        self.trace_table, self.kwargs, self.seed = trace_table, kwargs, seed
+
+    def __call__(self) -> Any:
+        from stable_baselines3.common.monitor import Monitor
+
+        from wlsim.rl.env import RoutingEnv
+
+        env = Monitor(RoutingEnv(self.trace_table, **self.kwargs))
+        env.reset(seed=self.seed)
+        return env
 
 
 def build_model(cfg: TrainConfig, env: Any, tb_dir: str | None) -> Any:
@@ -140,19 +182,29 @@ def build_model(cfg: TrainConfig, env: Any, tb_dir: str | None) -> Any:
                train_freq=4, target_update_interval=2_000, policy_kwargs=policy_kwargs, **common)
 
 
-def make_validation_callback(encoder: Any, table: Any, every: int, out: Path) -> Any:
+VALIDATION_KEYS = ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd", "wait_p999_ms")
+
+
+def validation_metrics(artifact: Path, table: Any, config: Any = None) -> dict[str, float]:
+    """The artifact's metrics on a validation slice (``config``: the training's SimConfig)."""
+    from policies.learned import LearnedPolicy
+    from wlsim.engine import simulate
+    from wlsim.metrics import summarize
+
+    s = summarize(simulate(table, LearnedPolicy.load(artifact), config))
+    return {k: float(s[k]) for k in VALIDATION_KEYS}
+
+
+def make_validation_callback(encoder: Any, table: Any, every: int, out: Path, config: Any = None) -> Any:
     """An sb3 callback: every ``every`` environment steps, export the network, simulate
-    ``table`` with it, log the metrics and keep the best export in ``out/best``."""
+    ``table`` with it (on ``config``), log the metrics and keep the best export in ``out/best``."""
     import shutil
 
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from policies.learned import LearnedPolicy
-    from wlsim.engine import simulate
-    from wlsim.metrics import summarize
     from wlsim.rl.export import export_model
 
-    keys = ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd", "wait_p999_ms")
+    keys = VALIDATION_KEYS
 
     class _Validation(BaseCallback):
         def __init__(self) -> None:
@@ -167,8 +219,7 @@ def make_validation_callback(encoder: Any, table: Any, every: int, out: Path) ->
                 return True
             self._next += every
             latest = export_model(self.model, encoder, out / "latest", training={"steps": self.num_timesteps})
-            s = summarize(simulate(table, LearnedPolicy.load(latest)))
-            row = {"steps": float(self.num_timesteps), **{k: float(s[k]) for k in keys}}
+            row = {"steps": float(self.num_timesteps), **validation_metrics(latest, table, config)}
             self.history.append(row)
             for k in keys:
                 self.logger.record(f"validation/{k}", row[k])
@@ -184,53 +235,80 @@ def make_validation_callback(encoder: Any, table: Any, every: int, out: Path) ->
     return _Validation()
 
 
+def load_training_trace(cfg: TrainConfig) -> Any:
+    """The trace (its ``start_minute..end_minute``) the environments sample episodes from."""
+    from wlsim.rl.env import load_trace
+
+    return load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.start_minute, end_minute=cfg.end_minute)
+
+
+def load_validation(cfg: TrainConfig) -> Any:
+    """The validation slice of the trace (None without ``validation_minutes``)."""
+    from wlsim.rl.env import load_trace
+
+    if cfg.validation_minutes is None:
+        return None
+    return load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.validation_minutes[0],
+                      end_minute=cfg.validation_minutes[1])
+
+
+def _logger(cfg: TrainConfig, tb_dir: str | None) -> Any:
+    """TensorBoard under ``tb_dir`` (``<algo>_<n>``, as sb3 names runs), else a logger that
+    writes nothing: sb3's own default would make a ``SB3-<date>`` folder in /tmp."""
+    from stable_baselines3.common.logger import Logger
+    from stable_baselines3.common.utils import configure_logger
+
+    if tb_dir is None:
+        return Logger(folder=None, output_formats=[])
+    return configure_logger(0, tb_dir, cfg.algo)
+
+
 def train(cfg: TrainConfig, trace_table: Any | None = None, validation_table: Any | None = None) -> TrainResult:
     """Train, checkpoint and export; see the module docstring for the output folder."""
     import torch
     from stable_baselines3.common.callbacks import CheckpointCallback
 
-    from wlsim.rl.env import load_trace
-    from wlsim.rl.export import export_model
+    from wlsim.rl.export import ENCODER_FILE, export_model
 
     torch.set_num_threads(max(1, cfg.threads))
+    if trace_table is None:
+        trace_table = load_training_trace(cfg)
+    if validation_table is None and cfg.eval_every > 0:
+        validation_table = load_validation(cfg)
+    if cfg.eval_every > 0 and validation_table is None:
+        raise ValueError("eval_every needs a validation slice (validation_minutes)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if trace_table is None:
-        trace_table = load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.start_minute,
-                                 end_minute=cfg.end_minute)
-    env = make_vec_env(cfg, trace_table)
-    from wlsim.rl.export import ENCODER_FILE
-
+    encoder = make_encoder(cfg)
     # The encoder spec beside the checkpoints, so any checkpoint can be exported later.
-    (out / ENCODER_FILE).write_text(json.dumps(env.envs[0].unwrapped.encoder.spec.to_dict(), indent=2) + "\n")
-    tb_dir = str(out / "tensorboard") if cfg.tensorboard else None
-    model = build_model(cfg, env, tb_dir)
-    callbacks = []
-    if cfg.checkpoint_every > 0:
-        callbacks.append(CheckpointCallback(save_freq=max(1, cfg.checkpoint_every // cfg.n_envs),
-                                            save_path=str(out / "checkpoints"), name_prefix=cfg.algo))
-    validation = None
-    if cfg.eval_every > 0:
-        if validation_table is None and cfg.validation_minutes is not None:
-            validation_table = load_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.validation_minutes[0],
-                                          end_minute=cfg.validation_minutes[1])
-        if validation_table is None:
-            raise ValueError("eval_every needs a validation slice (validation_minutes)")
-        validation = make_validation_callback(env.envs[0].unwrapped.encoder, validation_table, cfg.eval_every,
-                                              out / "validation")
-        callbacks.append(validation)
-    started = time.perf_counter()
-    model.learn(total_timesteps=cfg.steps, callback=callbacks or None, progress_bar=cfg.progress_bar,
-                tb_log_name=cfg.algo)
-    wall_s = time.perf_counter() - started
-    model_path = out / "model.zip"
-    model.save(model_path)
+    (out / ENCODER_FILE).write_text(json.dumps(encoder.spec.to_dict(), indent=2) + "\n")
+    env = make_vec_env(cfg, trace_table)
+    try:   # SubprocVecEnv's processes end with close(), also on an error or Ctrl-C
+        tb_dir = str(out / "tensorboard") if cfg.tensorboard else None
+        model = build_model(cfg, env, tb_dir)
+        model.set_logger(_logger(cfg, tb_dir))
+        callbacks = []
+        if cfg.checkpoint_every > 0:
+            callbacks.append(CheckpointCallback(save_freq=max(1, cfg.checkpoint_every // cfg.n_envs),
+                                                save_path=str(out / "checkpoints"), name_prefix=cfg.algo))
+        validation = None
+        if cfg.eval_every > 0:
+            validation = make_validation_callback(encoder, validation_table, cfg.eval_every, out / "validation",
+                                                  sim_config(cfg, validation_table))
+            callbacks.append(validation)
+        started = time.perf_counter()
+        model.learn(total_timesteps=cfg.steps, callback=callbacks or None, progress_bar=cfg.progress_bar,
+                    tb_log_name=cfg.algo)
+        wall_s = time.perf_counter() - started
+        model_path = out / "model.zip"
+        model.save(model_path)
 
-    rewards = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
-    episodes = sum(len(m.get_episode_rewards()) for m in _monitors(env))
-    encoder = env.envs[0].unwrapped.encoder
+        rewards = [ep["r"] for ep in model.ep_info_buffer] if model.ep_info_buffer else []
+        episodes = sum(len(r) for r in env.env_method("get_episode_rewards"))   # each env's Monitor
+    finally:
+        env.close()
     meta = {
-        "algo": cfg.algo, "steps": cfg.steps, "lambda_gb_s": cfg.lam, "seed": cfg.seed,
+        "algo": cfg.algo, "steps": cfg.steps, "lambda_gb_s": cfg.lam, "seed": cfg.seed, "profile": cfg.profile,
         "trace": str(cfg.trace), "start_minute": cfg.start_minute, "end_minute": cfg.end_minute,
         "episode_minutes": cfg.episode_minutes, "functions_per_episode": cfg.functions_per_episode,
         "net_arch": list(cfg.net_arch), "wall_s": round(wall_s, 1), "episodes": episodes,
@@ -248,19 +326,6 @@ def train(cfg: TrainConfig, trace_table: Any | None = None, validation_table: An
                "mean_recent_episode_reward": (sum(rewards) / len(rewards)) if rewards else None,
                "steps_per_s": cfg.steps / wall_s if wall_s > 0 else None}
     (out / "train.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    env.close()
     return TrainResult(out=out, artifact=artifact, model_path=model_path, wall_s=wall_s, steps=cfg.steps,
                        episodes=episodes, mean_episode_reward=summary["mean_recent_episode_reward"])
-
-
-def _monitors(vec: Any) -> list[Any]:
-    from stable_baselines3.common.monitor import Monitor
-
-    out = []
-    for e in vec.envs:
-        while not isinstance(e, Monitor) and hasattr(e, "env"):
-            e = e.env
-        if isinstance(e, Monitor):
-            out.append(e)
-    return out
 
