@@ -4,7 +4,8 @@ A policy answers three questions (DESIGN.md, "Decision points"):
 
 1. ``route(now_ms, request, fn)`` when a request for ``fn`` arrives:
    ``Assign(instance)`` (an idle warm instance, or queue behind a busy one),
-   ``SPAWN`` (cold start a new instance and run the request there) or ``Reject(retry_after_ms)``.
+   ``SPAWN`` (cold start a new instance and run the request there; ``Spawn(evict=[...])`` kills
+   the named idle instances first) or ``Reject(retry_after_ms)``.
 2. ``on_idle(now_ms, instance, fn)`` when an instance finished an execution or its
    keep-alive ran out: ``INVOKE`` (run the next request queued on it; only valid when
    ``instance.queue_len > 0``), ``KeepAlive(ms)`` (ask again after ``ms``) or ``KILL``.
@@ -181,8 +182,17 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class Spawn:
-    """Cold-start a new instance for the request (optionally on a given node)."""
+    """Cold-start a new instance for the request (optionally on a given node).
+
+    ``evict``: idle instances (of any function) to kill first, e.g. to stay under a memory cap
+    of the policy's own; the platform checks that each is a live idle instance (else the answer
+    is invalid) and kills them all before it places the new one."""
     node: str | None = None
+    evict: tuple[InstanceView, ...] = ()
+
+    def __post_init__(self) -> None:
+        if type(self.evict) is not tuple:    # a list reads naturally; keep the answer hashable
+            object.__setattr__(self, "evict", tuple(self.evict))
 
 
 @dataclass(frozen=True, slots=True)

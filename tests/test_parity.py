@@ -101,7 +101,7 @@ def _answer(answer: Any) -> tuple:
     if isinstance(answer, Assign):
         return ("assign", answer.instance.id)
     if isinstance(answer, Spawn):
-        return ("spawn", answer.node)
+        return ("spawn", answer.node, [i.id for i in answer.evict])
     if isinstance(answer, KeepAlive):
         return ("keep_alive", answer.ms)
     return (type(answer).__name__.lower(),)
@@ -164,3 +164,13 @@ def test_executions_per_instance_above_one_run_the_same_in_both() -> None:
 @pytest.mark.parametrize("name", [b for b in BUILTINS if b != "oracle"])
 def test_each_builtin_decides_the_same_in_the_simulator_and_the_router(name: str) -> None:
     compare(whole_ms_trace(7, n=250), lambda: load_policy(name))
+
+
+def test_faascache_evicting_under_its_memory_cap_runs_the_same_in_both() -> None:
+    # 5 functions of 128-2048 MB under a 4 GB cap: spawns evict idle instances of other
+    # functions (Spawn(evict=...): the model's kills, Kill calls to the nodes live) and, when
+    # the memory is all busy, requests are refused
+    trace = whole_ms_trace(8)
+    compare(trace, lambda: load_policy("faascache:memory_cap_mb=4096"))
+    result = Simulation(trace, CONFIG, load_policy("faascache:memory_cap_mb=4096")).run()
+    assert result.instances.evicted.sum() > 0 and result.requests.rejected.sum() > 0

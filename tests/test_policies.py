@@ -29,6 +29,7 @@ from policies.interface import (
     KeepAlive,
     Reject,
     RequestView,
+    Spawn,
 )
 from policies.registry import PolicySpecError
 
@@ -339,33 +340,65 @@ def test_faascache_keeps_idle_instances_and_resets_frequency_when_none_live():
     assert fn.policy_state.freq == 1
 
 
-def test_faascache_memory_cap_refuses_spawns_and_evicts_the_lowest_priority_first():
-    p = FaasCache(memory_cap_mb=1024)
+def test_faascache_memory_cap_evicts_idle_instances_in_priority_order_within_the_spawn():
+    p = FaasCache(memory_cap_mb=1536)
     cheap = make_fn("cheap", memory_mb=512, cold_ms=100)     # priority 100/512 per access
     dear = make_fn("dear", memory_mb=512, cold_ms=1000)      # priority 1000/512 per access
-    third = make_fn("third", memory_mb=512, cold_ms=1000)
+    third = make_fn("third", memory_mb=1024, cold_ms=1000)
     s1, s2, s3 = Scene(cheap), Scene(dear), Scene(third)
     c = s1.spawn(0, state=IDLE)
     d = s2.spawn(0, state=IDLE)
-    assert run_request(p, s1, c, 1, 10) == KeepAlive(10_000)       # 1024 MB live: at the cap
-    assert run_request(p, s2, d, 2, 10) == KeepAlive(10_000)
-    # a spawn of a third function would hold 1536 MB: refused (no instance to wait on)
-    decision = p.route(20, s3.request(20), third)
-    assert isinstance(decision, Reject)
-    assert p.on_idle(30, d, dear) == KeepAlive(100)                  # not the lowest priority: soon again
-    assert p.on_idle(30, c, cheap) == KILL                           # the lowest goes
-    assert p.clock == pytest.approx(100 / 512)
+    assert run_request(p, s1, c, 1, 10) == KeepAlive(HOUR)          # kept: memory is a cache
+    assert run_request(p, s2, d, 2, 10) == KeepAlive(HOUR)
+    # 1024 MB live; a 1024 MB spawn would hold 2048 > 1536: 512 MB must go, the cheapest first
+    assert p.route(20, s3.request(20), third) == Spawn(evict=[c])
+    assert p.clock == pytest.approx(100 / 512)                       # aged up to the victim
     s1.kill(c)
-    assert p.on_idle(130, d, dear) == KeepAlive(10_000)              # room made: back to normal
-    assert p.route(140, s3.request(140), third) == SPAWN
+    s3.spawn(20, state=IDLE)
+    # third was inserted after the eviction: from the aged clock, 100/512 + 1000/1024 = 1.17,
+    # below dear's 1000/512 = 1.95. 1536 MB live (dear 512, third 1024); cheap again needs
+    # 512 MB: third's instance, the lowest priority, is evicted (all 1024 MB of it)
+    assert third.policy_state.priority == pytest.approx(100 / 512 + 1000 / 1024)
+    assert p.route(30, s1.request(30), cheap) == Spawn(evict=[third.idle[0]])
 
 
-def test_faascache_memory_cap_rejects_rather_than_queueing_behind_a_busy_instance():
-    p = FaasCache(memory_cap_mb=512, retry_after_ms=2_000)
+def test_faascache_memory_cap_evicts_several_until_the_spawn_fits():
+    p = FaasCache(memory_cap_mb=1024)
+    small = [make_fn(f"s{k}", memory_mb=256, cold_ms=100 * (k + 1)) for k in range(4)]
+    scenes = [Scene(f) for f in small]
+    insts = [sc.spawn(0, state=IDLE) for sc in scenes]
+    for k, (sc, inst) in enumerate(zip(scenes, insts, strict=True)):
+        run_request(p, sc, inst, 1 + k, 10)        # priorities 100/256 < 200/256 < ...
+    big = make_fn("big", memory_mb=600, cold_ms=5000)
+    # 1024 live + 600 > 1024: 600 MB must go: three 256 MB instances, lowest priority first
+    assert p.route(50, Scene(big).request(50), big) == Spawn(evict=insts[:3])
+    assert p.clock == pytest.approx(300 / 256)
+
+
+def test_faascache_memory_cap_rejects_when_nothing_idle_can_make_room():
+    p = FaasCache(memory_cap_mb=1024, retry_after_ms=2_000)
     fn = make_fn("f", memory_mb=512)
-    sc = Scene(fn)
+    other = make_fn("g", memory_mb=256)
+    sc, so = Scene(fn), Scene(other)
     sc.spawn(0, state=BUSY)
-    assert p.route(10, sc.request(10), fn) == Reject(2_000)          # a second instance would pass the cap
+    sc.spawn(0, state=STARTING)
+    g = so.spawn(0, state=IDLE)
+    p.on_idle(5, g, other)                                           # seen: its memory counts
+    # 1280 MB live, 256 of it idle: a 512 MB spawn needs 768 MB freed; even evicting every
+    # idle instance would not do: nothing is evicted and the request is refused (not queued)
+    assert p.route(10, sc.request(10), fn) == Reject(2_000)
+    assert p.clock == 0.0
+    assert p.route(11, so.request(11), other) == Assign(g)           # a warm one still runs
+
+
+def test_faascache_without_a_cap_never_evicts_from_route():
+    p = FaasCache()
+    fns = [make_fn(f"f{k}", memory_mb=4096) for k in range(3)]
+    for k, f in enumerate(fns):
+        Scene(f).spawn(0, state=IDLE)
+        assert p.route(k, Scene(fns[k]).request(k), fns[k]) == Assign(f.idle[-1])
+    new = make_fn("new", memory_mb=4096)
+    assert p.route(9, Scene(new).request(9), new) == SPAWN
 
 
 # ----------------------------------------------------------------------------------- KPA

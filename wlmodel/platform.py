@@ -27,7 +27,9 @@ The rules, in one place:
   count of cold requests equals the count of spawns for requests.
 - **Spawn** (``spawn``): rejected at the function's ``max_instances`` live instances;
   placed on the requested node, else on the live node with the most free memory (ties: the
-  least used, then the first; so with unbounded memory, the least used). It holds the
+  least used, then the first; so with unbounded memory, the least used). ``Spawn(evict=[...])``
+  first kills the idle instances it names (all checked first: a busy, dead, unknown or repeated
+  one makes the answer invalid), so a policy can keep a memory cap of its own. It holds the
   function's memory from the decision until it dies. If it does not fit, ``policy.evict``
   chooses idle instances of that node to kill; if even they would not make room, nothing is
   evicted and the request is rejected. A pre-warm never evicts and is skipped if it does
@@ -302,6 +304,8 @@ class Platform:
             else:
                 inst.queue.append(req)
         elif isinstance(ans, Spawn):
+            if ans.evict and not self.evict_for_spawn(f, ans.evict, now):
+                return self.apply_route(req, f, BASE_POLICY.route(now, self.request_view(req, f), f), now)
             self.spawn(f, req, ans.node, now)
         elif isinstance(ans, Reject):
             self.emit_reject(req, now, RejectReason.POLICY, ans.retry_after_ms)
@@ -478,6 +482,23 @@ class Platform:
             inst.queue.append(req)
         self.emit_spawn(inst, req, now)
         return inst
+
+    def evict_for_spawn(self, f: Function, victims: Sequence[Any], now: float) -> bool:
+        """Kill the idle instances a ``Spawn(evict=...)`` answer names, before the spawn. All are
+        checked first (each a live IDLE instance of this platform, none twice): if one is not,
+        the answer is invalid and nothing is killed; returns False (fallback mode)."""
+        seen: set[int] = set()
+        for v in victims:
+            node = getattr(v, "node_ref", None)
+            if (node is None or node.idle.get(getattr(v, "id", None)) is not v or v.id in seen
+                    or node not in self.nodes):
+                self._bad_answer("route", f"route for {f.name!r}: Spawn(evict=...) names {v!r}, which is not "
+                                 "a live idle instance (or is named twice)")
+                return False
+            seen.add(v.id)
+        for v in victims:
+            self.kill(v, now, evicted=True)
+        return True
 
     def make_room(self, node: Node, mem: float, now: float) -> bool:
         """Evict idle instances on ``node`` (the policy's choice) so ``mem`` MB fit."""

@@ -9,7 +9,6 @@ from typing import Any
 from policies.builtin._common import number, warm_slot
 from policies.interface import (
     INVOKE,
-    KILL,
     SPAWN,
     Assign,
     FunctionView,
@@ -20,6 +19,7 @@ from policies.interface import (
     Reject,
     RequestView,
     RouteDecision,
+    Spawn,
 )
 
 
@@ -45,54 +45,48 @@ class FaasCache(Policy):
     with frequency = invocations of the function since it last had no live instance (in
     FaasCache the count lives on the containers, so it is lost when they all go), cost =
     its cold-start time (the function's cold-start estimate, ms) and size = its memory (MB).
-    As in the paper all instances of a function share the priority of its latest access.
+    As in the paper all instances of a function share the priority of its latest access, and
+    a spawn that evicts takes its priority from the clock after the eviction.
 
-    Under memory pressure the engine calls ``evict``: idle candidates are evicted lowest
-    priority first (least recently idle first among equals) until enough memory is free,
-    and the clock advances to the priority of the last one evicted, so functions that have
-    not been used since age relative to newly accessed ones.
+    Eviction: idle instances go lowest priority first (least recently idle first among
+    equals) until enough memory is free, and the clock advances to the priority of the last
+    one evicted, so functions that have not been used since age relative to newly accessed
+    ones. Memory is short in two ways:
 
-    ``memory_cap_mb`` (optional) is a hard cap of the policy's own on the memory held by the
-    instances of all functions it has seen (on top of the cluster's memory): a spawn that
-    would pass it is never asked for. Instead the request is rejected (``Reject``, retry after
-    ``retry_after_ms``; queueing it on a busy instance instead made requests wait behind
-    executions of minutes on the Azure day, up to ~2 hours in all under a 150 GB cap), and
-    the lowest-priority idle instances are
-    evicted to make room: a policy cannot kill another function's instance from ``route``,
-    so while a spawn is blocked every idle instance, when next asked (within ``recheck_ms``),
-    is re-asked every ``pressure_recheck_ms`` (100 ms) and killed if its function has the lowest
-    priority among functions with idle instances (the clock advances to it), until the blocked
-    memory is freed. Live memory
-    therefore never exceeds the cap (peak <= cap, tested). This check is O(functions seen)
-    per decision; without a cap every decision is O(1) and evict is O(k log k) in the
-    candidates. A simulator or router hook that lets a policy evict synchronously from
-    ``route`` would spare the waits and rejections while idle instances are being killed.
+    - the node's: the platform calls ``evict`` for a spawn that does not fit on its node;
+    - ``memory_cap_mb`` (optional), a hard cap of the policy's own on the memory held by the
+      live (starting, busy or idle) instances of all functions: a spawn that would pass it is
+      answered ``Spawn(evict=[...])``, naming the idle instances (of any function) to kill
+      first, chosen as above, so live memory never exceeds the cap (tested). When even every
+      idle instance would not make room (all the memory is busy or starting), nothing is
+      evicted and the request is rejected (``Reject``, retry after ``retry_after_ms``): it is
+      not queued behind a busy instance, because executions on the Azure traces last up to
+      minutes and queueing behind them made requests wait up to ~2 hours under a 150 GB cap.
+
+    Cost: without a cap every decision is O(1) and evict is O(k log k) in the candidates; with
+    one, a spawn costs O(functions seen), and one past the cap also O(k log k) in the idle
+    instances.
 
     Parameters:
-      memory_cap_mb: soft memory cap in MB (default none: only the cluster's memory binds).
-      recheck_ms: how often idle instances are re-asked (default 3,600,000 = 1 h without a
-        cap, 10,000 with one).
+      memory_cap_mb: hard memory cap in MB (default none: only the cluster's memory binds).
+      recheck_ms: how often idle instances are re-asked (default 3,600,000 = 1 h).
+      retry_after_ms: the Reject's retry hint when nothing can be evicted (default 1,000).
     """
 
     name = "faascache"
 
-    def __init__(self, memory_cap_mb: float | None = None, recheck_ms: float | None = None,
-                 pressure_recheck_ms: float = 100.0, retry_after_ms: float = 1_000.0) -> None:
+    def __init__(self, memory_cap_mb: float | None = None, recheck_ms: float = 3_600_000.0,
+                 retry_after_ms: float = 1_000.0) -> None:
         self.memory_cap_mb = number(self.name, "memory_cap_mb", memory_cap_mb, allow_none=True)
-        self.pressure_recheck = KeepAlive(number(self.name, "pressure_recheck_ms", pressure_recheck_ms))
+        self.recheck_ms = number(self.name, "recheck_ms", recheck_ms)
         self.reject = Reject(number(self.name, "retry_after_ms", retry_after_ms))
-        self.blocked_mb = 0.0          # memory of spawns refused under the cap, not yet freed
-        default_recheck = 3_600_000.0 if self.memory_cap_mb is None else 10_000.0
-        self.recheck_ms = (default_recheck if recheck_ms is None
-                           else number(self.name, "recheck_ms", recheck_ms))
         self.clock = 0.0
-        self._fns: dict[str, FunctionView] = {}
+        self._fns: dict[str, FunctionView] = {}      # every function seen (with a cap)
         self._recheck = KeepAlive(self.recheck_ms)   # immutable: built once
 
     def prepare(self, trace: Any) -> None:
         self.clock = 0.0
         self._fns = {}
-        self.blocked_mb = 0.0
 
     @staticmethod
     def state(fn: FunctionView) -> GreedyDualState:
@@ -111,40 +105,32 @@ class FaasCache(Policy):
             st.freq = 0
         st.freq += 1
         mem = fn.memory_mb
-        st.priority = self.clock + st.freq * fn.stats.cold_start_ms / (1e-9 if mem < 1e-9 else mem)
+        value = st.freq * fn.stats.cold_start_ms / (1e-9 if mem < 1e-9 else mem)
+        st.priority = self.clock + value
         idle = fn.idle
         inst = idle[-1] if idle else warm_slot(fn)
         if inst is not None:
             return Assign(inst)
         if self.memory_cap_mb is None:
             return SPAWN
-        self._fns[fn.name] = fn
-        if self._used_mb() + mem <= self.memory_cap_mb:
+        fns = self._fns
+        fns[fn.name] = fn
+        over = sum(len(f.instances) * f.memory_mb for f in fns.values()) + mem - self.memory_cap_mb
+        if over <= 0.0:
             return SPAWN
-        self.blocked_mb = max(self.blocked_mb, mem)
-        return self.reject
+        candidates = [i for f in fns.values() if f.idle for i in f.idle]
+        if sum(i.memory_mb for i in candidates) < over:
+            return self.reject                   # all the memory is busy or starting
+        victims = self.evict(now_ms, over, candidates)
+        st.priority = self.clock + value         # inserted after the eviction aged the clock
+        return Spawn(evict=victims)
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         if instance.queue:
             return INVOKE
-        if self.memory_cap_mb is None:
-            return self._recheck
-        self._fns[fn.name] = fn
-        if self.blocked_mb <= 0.0:
-            return self._recheck
-        if self.memory_cap_mb - self._used_mb() >= self.blocked_mb:
-            self.blocked_mb = 0.0                     # room made: the blocked spawn fits now
-            return self._recheck
-        mine = self.state(fn).priority
-        lowest = min((self.state(f).priority for f in self._fns.values() if f.idle), default=mine)
-        if mine <= lowest:
-            self.clock = max(self.clock, mine)
-            return KILL
-        return self.pressure_recheck
-
-    def _used_mb(self) -> float:
-        """Memory held by the live instances of every function seen."""
-        return sum(len(f.instances) * f.memory_mb for f in self._fns.values())
+        if self.memory_cap_mb is not None:
+            self._fns[fn.name] = fn              # (an instance from before a hot swap counts too)
+        return self._recheck
 
     def evict(self, now_ms: float, need_mb: float,
               candidates: Sequence[InstanceView]) -> list[InstanceView]:
@@ -162,4 +148,4 @@ class FaasCache(Policy):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "memory_cap_mb": self.memory_cap_mb, "recheck_ms": self.recheck_ms,
-                "pressure_recheck_ms": self.pressure_recheck.ms, "retry_after_ms": self.reject.retry_after_ms}
+                "retry_after_ms": self.reject.retry_after_ms}
