@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from wlsim.engine import simulate
+from wlsim.result import read_streamed
 from wlsim.traces import TraceError, validate
-from wlsim.traces.stream import iter_trace, pack_apps, read_apps, scan, stream_replay, write_chunks
+from wlsim.traces.stream import iter_trace, read_apps, scan, stream_replay, write_chunks
 from wlsim.traces.synthetic import azure_like, azure_like_chunks
 
 pytestmark = pytest.mark.integration  # million-row traces
@@ -46,29 +47,20 @@ def test_write_then_read_in_batches(tmp_path):
     np.testing.assert_array_equal(part["arrival_ms"].to_numpy(), whole["arrival_ms"].to_numpy()[row_ids])
 
 
-def test_pack_apps_bounds_shards():
-    shards = pack_apps({"a": 50, "b": 30, "c": 30, "d": 10, "huge": 500}, max_rows=60)
-    assert ["huge"] in shards                     # too big to split: alone
-    for s in shards:
-        if s != ["huge"]:
-            assert sum({"a": 50, "b": 30, "c": 30, "d": 10}[x] for x in s) <= 60
-    assert sorted(x for s in shards for x in s) == ["a", "b", "c", "d", "huge"]
-
-
-@pytest.mark.parametrize("spec", ["fixed_ttl:ttl_ms=60000", "hybrid_histogram"])
-def test_stream_replay_by_shards_equals_one_run(tmp_path, spec):
+@pytest.mark.parametrize("spec", ["fixed_ttl:ttl_ms=60000", "hybrid_histogram", "default"])
+def test_stream_replay_in_one_pass_equals_one_in_memory_run(tmp_path, spec):
     path = tmp_path / "t.parquet"
     write_chunks(azure_like_chunks(100, 6_000, 1.0, seed=2), path)
-    run = stream_replay(path, spec, tmp_path / "out", max_rows=1500, batch_rows=1000)
-    assert run.shards >= 4
+    seen = []
+    run = stream_replay(path, spec, tmp_path / "out", batch_rows=1000, rows_per_part=800,
+                        progress=lambda done, total: seen.append((done, total)))
     one = simulate(pd.read_parquet(path), spec)
-    req = pd.read_parquet(tmp_path / "out" / "requests").sort_values("request_id").reset_index(drop=True)
-    cols = ["request_id", "arrival_ms", "wait_ms", "cold", "cold_start_ms", "end_ms", "rejected"]
-    pd.testing.assert_frame_equal(req[cols], one.requests[cols])
-    inst = pd.read_parquet(tmp_path / "out" / "instances")
-    assert run.horizon_ms == one.horizon_ms
-    assert inst["idle_ms"].sum() == pytest.approx(one.instances["idle_ms"].sum())
-    assert run.cold_starts == int(one.requests["cold"].sum())
+    req, inst = read_streamed(tmp_path / "out")
+    pd.testing.assert_frame_equal(req, one.requests)
+    pd.testing.assert_frame_equal(inst, one.instances)
+    assert run.horizon_ms == one.horizon_ms and run.request_parts >= 7
+    assert run.cold == int(one.requests["cold"].sum()) and run.invocations == len(one.requests)
+    assert seen[-1] == (len(one.requests), len(one.requests))
 
 
 def test_bad_inputs_name_the_problem(tmp_path):

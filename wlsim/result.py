@@ -105,6 +105,10 @@ class StreamSummary:
         return self.cold / self.invocations if self.invocations else math.nan
 
     @property
+    def invocations_per_s(self) -> float:
+        return self.invocations / self.wall_s if self.wall_s > 0 else math.nan
+
+    @property
     def mean_latency_ms(self) -> float:
         return self.latency_ms_sum / self.completed if self.completed else math.nan
 

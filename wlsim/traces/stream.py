@@ -7,20 +7,25 @@
   (pyarrow ``iter_batches``), in arrival order; ``scan(path)`` counts rows, functions and
   invocations per application, and the end of the last execution, in one such pass.
 - ``read_apps(path, apps)``: only the rows of some applications, filtered batch by batch.
-- ``stream_replay(path, spec, out_dir)``: a bounded-memory replay. Applications are packed into
-  shards of at most ``max_rows`` invocations (wlsim.shard's rule: applications are
-  independent when memory is unbounded); each shard is read, simulated to the global horizon
-  and its per-request and per-instance results written to ``out_dir`` as Parquet parts before
-  the next one is read. Memory then grows with the largest shard, not with the trace. The
-  simulator still holds a whole shard's requests (the engine has no streaming output yet).
+- ``stream_replay(path, spec, out_dir)``: a bounded-memory replay in ONE pass over the file:
+  the engine's streamed mode (``wlsim.engine.simulate_stream``) takes the batches of
+  ``iter_trace`` as arrivals and writes per-request and per-instance rows to ``out_dir`` as
+  Parquet parts as requests finish and instances die. Memory holds the per-function state, one
+  batch, the requests in flight and one part of result rows, whatever the trace's length; any
+  configuration replays this way (memory bounds, several nodes, the ``default`` policy, drawn
+  cold starts), except a policy that needs the future (the oracle).
+
+Which path for a large trace: one process streams (``stream_replay``, ``wl sim replay
+--stream``). Shards (``wlsim.shard.sharded_simulate``) are only for using several cores on a
+trace whose shards fit in memory, and only where applications are independent (no memory bound,
+one node, a shardable policy); they used to be how ``stream_replay`` bounded memory, at the cost
+of reading the file once per shard and re-running shards whose horizon guess was wrong.
 """
 
 from __future__ import annotations
 
-import gc
 import math
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from wlsim.config import SimConfig
+    from wlsim.result import StreamSummary
 
 DEFAULT_BATCH_ROWS = 1_000_000
 
@@ -149,89 +155,19 @@ def read_apps(path: str | Path, apps: Iterable[str], *,
     return table, np.concatenate(rows)
 
 
-def pack_apps(app_rows: dict[str, int], max_rows: int) -> list[list[str]]:
-    """Applications in shards of at most ``max_rows`` invocations (first fit, largest first);
-    an application larger than ``max_rows`` is a shard of its own (it cannot be split)."""
-    shards: list[list[str]] = []
-    load: list[int] = []
-    for app, n in sorted(app_rows.items(), key=lambda kv: -kv[1]):
-        for k, used in enumerate(load):
-            if used + n <= max_rows:
-                shards[k].append(app)
-                load[k] += n
-                break
-        else:
-            shards.append([app])
-            load.append(n)
-    return shards
-
-
-@dataclass
-class StreamedRun:
-    """What ``stream_replay`` wrote and measured."""
-    out_dir: Path
-    invocations: int
-    shards: int
-    reruns: int
-    horizon_ms: float
-    cold_starts: int
-    rejected: int
-    idle_gb_s: float
-    wall_s: float
-
-    @property
-    def invocations_per_s(self) -> float:
-        return self.invocations / self.wall_s if self.wall_s > 0 else math.nan
-
-
 def stream_replay(path: str | Path, spec: str, out_dir: str | Path, config: SimConfig | None = None, *,
-                  max_rows: int = 2_000_000, batch_rows: int = DEFAULT_BATCH_ROWS) -> StreamedRun:
-    """Replay a Parquet trace shard by shard (see the module docstring) into ``out_dir``:
-    ``requests/part-NNNNN.parquet`` (``request_id`` = row in the trace) and
-    ``instances/part-NNNNN.parquet`` (ids unique across parts: shard k's ids + an offset).
-    Raises wlsim.shard.ShardError when the run cannot be split (a memory bound...)."""
-    import pandas as pd
+                  batch_rows: int = 100_000, rows_per_part: int = 250_000,
+                  progress: Callable[[int, int], None] | None = None) -> StreamSummary:
+    """Replay a Parquet trace in one streamed pass (see the module docstring) into ``out_dir``:
+    ``requests/part-NNNNN.parquet`` (``request_id`` = row in the trace; rows sorted within a
+    part, parts in completion order), ``instances/part-NNNNN.parquet`` (in order of death) and
+    ``summary.json``. ``batch_rows``: trace rows read at a time (memory holds about this many
+    requests); ``rows_per_part``: result rows per Parquet part. ``progress(done, total)``: total is
+    the file's row count (from its metadata)."""
+    from wlsim.engine import simulate_stream
 
-    from wlsim.config import SimConfig
-    from wlsim.shard import SENTINEL, check_shardable, run_shard
-
-    config = config if config is not None else SimConfig()
-    check_shardable(config, spec)
-    started = time.perf_counter()
-    info = scan(path, batch_rows=batch_rows)
-    shards = pack_apps(info.app_rows, max_rows)
-    out = Path(out_dir)
-    for sub in ("requests", "instances"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        for old in (out / sub).glob("part-*.parquet"):
-            old.unlink()
-
-    def run(k: int, until_ms: float) -> tuple[float, float, dict[str, float]]:
-        table, rows = read_apps(path, shards[k], batch_rows=batch_rows)
-        result = run_shard(table, (None, spec, config, until_ms))
-        del table
-        req = result.requests.loc[(result.requests["function"] != SENTINEL).to_numpy()]
-        inst = result.instances.loc[(result.instances["function"] != SENTINEL).to_numpy()]
-        req = req.assign(request_id=rows[req["request_id"].to_numpy()],
-                         instance_id=np.where(req["instance_id"].to_numpy() >= 0,
-                                              req["instance_id"].to_numpy() + (k << 32), -1))
-        inst = inst.assign(instance_id=inst["instance_id"].to_numpy() + (k << 32))
-        req.to_parquet(out / "requests" / f"part-{k:05d}.parquet", index=False)
-        inst.to_parquet(out / "instances" / f"part-{k:05d}.parquet", index=False)
-        ends = req["end_ms"].to_numpy(np.float64)
-        real_end = float(np.nanmax(np.where(np.isnan(ends), req["arrival_ms"].to_numpy(np.float64), ends)))
-        stats = {"cold": float(req["cold"].sum()), "rejected": float(req["rejected"].sum()),
-                 "idle_gb_s": float((inst["memory_mb"] * inst["idle_ms"]).sum()) / 1024.0 / 1000.0}
-        horizon_ms = result.horizon_ms
-        del result, req, inst
-        gc.collect()      # free this shard's tables before the next one is read
-        return horizon_ms, real_end, stats
-
-    first = [run(k, info.max_end_ms) for k in range(len(shards))]
-    horizon = max(real for _, real, _ in first)
-    late = [k for k, (h, _, _) in enumerate(first) if h != horizon]
-    for k in late:      # stopped at the guess while the whole trace went on: run to the horizon
-        first[k] = run(k, horizon)
-    stats = pd.DataFrame([s for _, _, s in first]).sum()
-    return StreamedRun(out, info.rows, len(shards), len(late), horizon, int(stats["cold"]),
-                       int(stats["rejected"]), float(stats["idle_gb_s"]), time.perf_counter() - started)
+    f = _parquet(path)
+    total = f.metadata.num_rows
+    callback = None if progress is None else (lambda done, _loaded: progress(done, total))
+    return simulate_stream(iter_trace(path, batch_rows=batch_rows), spec, out_dir, config,
+                           rows_per_part=rows_per_part, progress=callback)
