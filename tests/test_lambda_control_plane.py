@@ -40,7 +40,8 @@ def zipped(*members: tuple[str, bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Platform]:
-    cache = request.config.cache.mkdir("wl-node-cache") if request.config.cache is not None else None
+    pytest_cache = getattr(request.config, "cache", None)   # None under -p no:cacheprovider
+    cache = pytest_cache.mkdir("wl-node-cache") if pytest_cache is not None else None
     p = Platform(tmp_path_factory.mktemp("lambda"), nodes=1, cache_dir=cache, supervise=False,
                  router_args=["--event-retry-delays", RETRY_DELAYS])
     p.start(timeout_s=120.0)
@@ -87,7 +88,7 @@ def test_every_control_plane_operation_through_boto3(lam) -> None:
 
     got = lam.get_function(FunctionName="cp-echo")
     assert got["Configuration"]["MemorySize"] == 128
-    assert got["Concurrency"]["ReservedConcurrentExecutions"] == DEFAULT_MAX_INSTANCES
+    assert "Concurrency" not in got, "nothing reserved: AWS omits Concurrency"
     code = httpx.get(got["Code"]["Location"])
     assert code.status_code == 200 and code.content == ECHO
     assert lam.get_function_configuration(FunctionName="cp-echo")["Description"] == "an echo"
@@ -112,11 +113,22 @@ def test_every_control_plane_operation_through_boto3(lam) -> None:
     assert versions == ["$LATEST", "1", "2", "3"]
     assert lam.publish_version(FunctionName="cp-echo")["Version"] == "3"
 
+    unreserved = lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
+    assert unreserved == lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"], \
+        "functions without reserved concurrency reserve none of the account's"
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="cp-echo")
     assert lam.put_function_concurrency(FunctionName="cp-echo",
                                         ReservedConcurrentExecutions=3)["ReservedConcurrentExecutions"] == 3
     assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == 3
+    assert lam.get_function(FunctionName="cp-echo")["Concurrency"] == {"ReservedConcurrentExecutions": 3}
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == unreserved - 3
+    with pytest.raises(ClientError) as too_many:
+        lam.put_function_concurrency(FunctionName="cp-echo", ReservedConcurrentExecutions=DEFAULT_MAX_INSTANCES)
+    assert error_code(too_many) == "InvalidParameterValueException"
     lam.delete_function_concurrency(FunctionName="cp-echo")
-    assert lam.get_function_concurrency(FunctionName="cp-echo")["ReservedConcurrentExecutions"] == DEFAULT_MAX_INSTANCES
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="cp-echo")
+    assert "Concurrency" not in lam.get_function(FunctionName="cp-echo")
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == unreserved
 
     for name in ("cp-a", "cp-b"):
         lam.create_function(FunctionName=name, Role="r", Code={"ZipFile": ECHO})

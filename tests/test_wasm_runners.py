@@ -14,10 +14,24 @@ from wlruntime.wasm.validate import compile_checked
 pytestmark = pytest.mark.unit
 
 
+_opened: list = []   # instances made by the test running now (closed after it)
+
+
 def instance(name: str, **config):
     cfg = FunctionConfig.from_stored(config)
     artifact = compile_checked(wasm(name), cfg.abi, cfg.fuel is not None)
-    return CompiledFunction(name, 1, cfg, artifact).new_instance(f"i-{name}")
+    made = CompiledFunction(name, 1, cfg, artifact).new_instance(f"i-{name}")
+    _opened.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _close_instances():
+    """Close every instance a test made, so one granted a filesystem (``allow_fs``) removes its
+    scratch folder (``/tmp/wl-i-<name>-*``) even when the test does not close it."""
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def test_echo_stdin_to_stdout_and_stderr_to_logs() -> None:

@@ -19,7 +19,10 @@ Any other Lambda operation answers 501 ``UnsupportedOperationException`` naming 
 
 Mapping to wl: code is a ZIP holding exactly one ``.wasm`` (or the raw ``.wasm``); MemorySize
 is ``memory_mb``, Timeout (s) is ``timeout_ms``/1000, Environment.Variables is ``env``,
-reserved concurrency is the function's instance limit (``concurrency``). Every change makes a
+reserved concurrency is the function's instance limit (``max_instances``): a function whose limit
+is below wl's default (``DEFAULT_MAX_INSTANCES``) has that much reserved, one at the default has
+none (GetFunction then omits ``Concurrency``, as AWS does, and GetAccountSettings subtracts only
+reservations from the unreserved concurrency). Every change makes a
 new wl version (immutable, like a published Lambda version): ``$LATEST`` is the newest,
 ``Version: "N"`` is wl version N, so PublishVersion returns the newest number. Descriptive
 fields wl does not use (Description, Role, Handler, Runtime, Architectures) are kept in the
@@ -54,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 
 from wlruntime.registry.client import RegistryClient, RegistryError
-from wlruntime.registry.models import name_problem
+from wlruntime.registry.models import DEFAULT_MAX_INSTANCES, name_problem
 from wlruntime.router.core import Router
 from wlruntime.router.http.invocations import InvocationLog
 from wlruntime.router.http.invoke import split_function_name
@@ -214,8 +217,13 @@ def _decode_code(zip_b64: str | None, s3: str | None, image: str | None) -> byte
 
 
 # ---- wl config <-> Lambda configuration ----------------------------------------------------
-def _max_instances(config: dict[str, Any]) -> int:
-    return int(config.get("max_instances", config.get("concurrency", 1)))
+def _reserved(config: dict[str, Any]) -> int | None:
+    """The reserved concurrency of a function with this wl config: its instance limit when set
+    below wl's default, None when none is reserved (stored configs hold every field, so the
+    default limit cannot be told from an explicit one; AWS would refuse to reserve it anyway, as
+    a reservation must leave some account concurrency unreserved)."""
+    limit = int(config.get("max_instances", config.get("concurrency", DEFAULT_MAX_INSTANCES)))
+    return limit if limit < DEFAULT_MAX_INSTANCES else None
 
 
 def _wl_config(base: dict[str, Any], settings: FunctionSettings) -> dict[str, Any]:
@@ -421,11 +429,12 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
     async def get_function(name: str, Qualifier: str | None = None) -> JSONResponse:
         meta, published = await plane.version(name, Qualifier)
         location = (f"{router.registry_url}/functions/{meta['name']}/versions/{meta['version']}/code")
-        return JSONResponse({
-            "Configuration": configuration(meta, plane.store.get(meta["name"]), published),
-            "Code": {"RepositoryType": "S3", "Location": location},
-            "Concurrency": {"ReservedConcurrentExecutions": _max_instances(meta.get("config") or {})},
-        })
+        out = {"Configuration": configuration(meta, plane.store.get(meta["name"]), published),
+               "Code": {"RepositoryType": "S3", "Location": location}}
+        reserved = _reserved(meta.get("config") or {})
+        if reserved is not None:
+            out["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
+        return JSONResponse(out)
 
     @lam.get("/2015-03-31/functions/{name}/configuration")
     async def get_configuration(name: str, Qualifier: str | None = None) -> JSONResponse:
@@ -499,9 +508,11 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
     @lam.put("/2017-10-31/functions/{name}/concurrency")
     async def put_concurrency(name: str, request: Request) -> JSONResponse:
         body = _parse(PutConcurrency, await request.body())
-        if body.ReservedConcurrentExecutions < 1:
+        if not 1 <= body.ReservedConcurrentExecutions < DEFAULT_MAX_INSTANCES:
             raise LambdaError(400, "InvalidParameterValueException",
-                              "ReservedConcurrentExecutions must be at least 1 (wl's instance limit per function)")
+                              f"ReservedConcurrentExecutions must be from 1 to {DEFAULT_MAX_INSTANCES - 1} (wl's "
+                              f"instance limit per function; {DEFAULT_MAX_INSTANCES}, the default, reserves nothing: "
+                              "use DeleteFunctionConcurrency)")
         meta, _ = await plane.version(name, None)
         config = _wl_config(meta.get("config") or {}, FunctionSettings())
         config["concurrency"] = body.ReservedConcurrentExecutions
@@ -511,7 +522,8 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
     @lam.get("/2019-09-30/functions/{name}/concurrency")
     async def get_concurrency(name: str) -> JSONResponse:
         meta, _ = await plane.version(name, None)
-        return JSONResponse({"ReservedConcurrentExecutions": _max_instances(meta.get("config") or {})})
+        reserved = _reserved(meta.get("config") or {})
+        return JSONResponse({} if reserved is None else {"ReservedConcurrentExecutions": reserved})
 
     @lam.delete("/2017-10-31/functions/{name}/concurrency")
     async def delete_concurrency(name: str) -> Response:
@@ -529,7 +541,7 @@ def install(api: FastAPI, router: Router, admin_token: str, state_dir: Path | No
         for item in listing:
             total_code += sum(v["size"] for v in await plane.versions(item["name"]))
         capacity = int(sum(n.capacity_mb for n in router.nodes if n.alive) // INSTANCE_MB)
-        reserved = sum(_max_instances(item.get("config") or {}) for item in listing)
+        reserved = sum(_reserved(item.get("config") or {}) or 0 for item in listing)
         return JSONResponse({
             "AccountLimit": {"TotalCodeSize": TOTAL_CODE_SIZE_LIMIT, "CodeSizeUnzipped": MAX_CODE_BYTES,
                              "CodeSizeZipped": MAX_CODE_BYTES, "ConcurrentExecutions": capacity,
