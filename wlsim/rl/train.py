@@ -130,12 +130,20 @@ def make_encoder(cfg: TrainConfig) -> Any:
 
 def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
     """``n_envs`` seeded, Monitor-wrapped RoutingEnvs: in this process (DummyVecEnv) or, with
-    ``cfg.subproc``, one process each (SubprocVecEnv; the trace is pickled to each once)."""
+    ``cfg.subproc``, one process each (SubprocVecEnv). The processes fork when that is safe
+    (wlsim.compare's rule: no other thread here), so they start at once with the trace and the
+    libraries already loaded; else forkserver, where each imports stable-baselines3 and torch
+    (seconds each) and gets the trace pickled."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     kwargs = _env_kwargs(cfg, trace_table)
     thunks = [_EnvThunk(trace_table, kwargs, cfg.seed * 1000 + i) for i in range(cfg.n_envs)]
-    vec = SubprocVecEnv(thunks) if cfg.subproc else DummyVecEnv(thunks)
+    if cfg.subproc:
+        from wlsim.compare import _mp_context
+
+        vec = SubprocVecEnv(thunks, start_method=_mp_context().get_start_method())
+    else:
+        vec = DummyVecEnv(thunks)
     vec.seed(cfg.seed)
     return vec
 
