@@ -14,10 +14,12 @@ from __future__ import annotations
 import pytest
 
 from wl.loop.calibrate import calibrate, probe_plan
-from wl.loop.fidelity import KILL_AT_ONCE, compare_run, warm_up
+from wl.loop.fidelity import KILL_AT_ONCE, compare_run, polled_instances, warm_up
+from wl.loop.live import live_result
 from wl.loop.load import SYNTHETIC_WASM, LoadError, prepare_functions, run_load
 from wl.testing import start_platform
 from wlruntime.router.client import RouterClient
+from wlsim.metrics import summarize
 from wlsim.profile import load_profile
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +54,20 @@ def test_live_cold_starts_match_the_calibrated_simulator(platform) -> None:
     summary = load.summary()
     assert summary["ok"] == len(plan.requests), summary["statuses"]
     assert load.recorded is not None and len(load.recorded) == len(plan.requests)
-    assert load.records["router_arrival_ms"].notna().mean() > 0.95   # requests joined with the router's trace
+    # every request joined with its own row of the router's trace (by function and exec_ms)
+    assert load.records["router_arrival_ms"].notna().mean() > 0.99
+    assert (load.records["router_arrival_ms"] >= load.records["sent_ms"] - 5.0).all()
+
+    # the live run, rebuilt as a SimResult, summarised by the simulator's own metrics code
+    live_run = live_result(load)
+    s = summarize(live_run)
+    assert s["cold_starts"] == load.records["cold"].sum() and s["served"] == len(plan.requests)
+    inst = live_run.instances
+    assert len(inst) == load.records["instance"].nunique()
+    assert ((inst["created_ms"] <= inst["ready_ms"]) & (inst["ready_ms"] <= inst["died_ms"])).all()
+    assert inst["invocations"].sum() == len(plan.requests)
+    polled = polled_instances(load)    # the state polls' instance counts: the same mean within 10%
+    assert abs(s["mean_instances"] - polled["mean_instances"]) <= 0.10 * polled["mean_instances"]
 
     fid = compare_run(load, POLICY, load_profile("wl"), SYNTHETIC_WASM.stat().st_size)
     live = fid.live["cold_starts"]

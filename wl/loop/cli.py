@@ -209,14 +209,17 @@ def fidelity_table(results):
     from wl.loop.fidelity import LABELS, METRICS
 
     t = Table(box=box.SIMPLE_HEAD, header_style="bold")
-    for col in ("policy", "metric", "live", "sim", "error", "sim (recorded)", "error"):
+    # sim: as sent (the profile all the way); rec.: the router's recording, the profile's cold
+    # starts; rec.+cold: the recording with the cold starts the platform had (wl.loop.fidelity)
+    for col in ("policy", "metric", "live", "sim", "error", "rec.", "error", "rec.+cold", "error"):
         t.add_column(col, justify="left" if col in ("policy", "metric") else "right")
     for f in results:
-        e_i, e_r = f.errors("intended"), f.errors("recorded")
+        e_i, e_r, e_c = f.errors("intended"), f.errors("recorded"), f.errors("recorded_cold")
         for k, m in enumerate(METRICS):
             t.add_row(f.policy if k == 0 else "", LABELS[m], f"{f.live[m]:,.2f}", f"{f.intended[m]:,.2f}",
-                      f"{100 * e_i[m]:+.1f}%", f"{f.recorded[m]:,.2f}", f"{100 * e_r[m]:+.1f}%")
-        t.add_row("", "cold/warm match", "", f"{100 * f.cold_match:.1f}%", "", "", "")
+                      f"{100 * e_i[m]:+.1f}%", f"{f.recorded[m]:,.2f}", f"{100 * e_r[m]:+.1f}%",
+                      f"{f.recorded_cold[m]:,.2f}", f"{100 * e_c[m]:+.1f}%")
+        t.add_row("", "cold/warm match", "", f"{100 * f.cold_match:.1f}%", "", "", "", "", "")
     return t
 
 

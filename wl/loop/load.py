@@ -138,9 +138,12 @@ def plan_load(table: pd.DataFrame, *, speed: float = 1.0, duration_scale: float 
 class LoadResult:
     plan: LoadPlan
     records: pd.DataFrame                 # one row per request (see run_load)
-    instances: pd.DataFrame               # t_ms, function, starting, busy, idle, memory_mb (samples)
+    instances: pd.DataFrame               # t_ms, function, starting, busy, idle, memory_mb, cold_start_ms_ewma
     recorded: pd.DataFrame | None         # the router's trace of the run (canonical, times from t0)
     info: dict[str, Any] = field(default_factory=dict)
+    # every instance at every state poll: t_ms, instance, function, state, keepalive_left_ms
+    # (what wl.loop.live reconstructs the instance table from; None in older output folders)
+    instance_samples: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, Any]:
         return load_summary(self)
@@ -152,6 +155,8 @@ class LoadResult:
         self.plan.functions.to_parquet(out / "functions.parquet", index=False)
         self.records.to_parquet(out / "requests.parquet", index=False)
         self.instances.to_parquet(out / "instances.parquet", index=False)
+        if self.instance_samples is not None:
+            self.instance_samples.to_parquet(out / "instance_samples.parquet", index=False)
         if self.recorded is not None:
             self.recorded.to_parquet(out / "recorded.parquet", index=False)
         (out / "load.json").write_text(json.dumps(_json_safe({**self.info, "summary": self.summary()}),
@@ -173,7 +178,9 @@ class LoadResult:
                         source=info.get("trace", ""))
         recorded = pd.read_parquet(folder / "recorded.parquet") if (folder / "recorded.parquet").is_file() else None
         info.pop("summary", None)
-        return cls(plan, records, pd.read_parquet(folder / "instances.parquet"), recorded, info)
+        samples = folder / "instance_samples.parquet"
+        return cls(plan, records, pd.read_parquet(folder / "instances.parquet"), recorded, info,
+                   pd.read_parquet(samples) if samples.is_file() else None)
 
 
 def _json_safe(v: Any) -> Any:
@@ -278,7 +285,8 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
             runner = uvloop.run
         except ImportError:  # pragma: no cover (uvloop is a dependency)
             runner = asyncio.run
-        records, samples, t0_epoch = runner(_drive(client.base_url, token, plan, mode, sample_ms, lead_s))
+        records, samples, per_instance, t0_epoch = runner(_drive(client.base_url, token, plan, mode, sample_ms,
+                                                                 lead_s))
         recorded = _recorded(client, plan, t0_epoch, records)
     lateness = records["lateness_ms"].to_numpy(dtype=float)
     errors = int((records["status"] == 0).sum())
@@ -290,11 +298,11 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
             "functions": len(plan.functions)}
     if recorded is not None:
         records = _join_recorded(records, recorded)
-    return LoadResult(plan, records, samples, recorded, info)
+    return LoadResult(plan, records, samples, recorded, info, per_instance)
 
 
 async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sample_ms: float,
-                 lead_s: float) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+                 lead_s: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
     import httpx
 
     req = plan.requests
@@ -309,7 +317,8 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
     errors: list[str] = [""] * n
     timeout = float(plan.functions["timeout_ms"].max()) / 1000.0 + 30.0
     clock = time.perf_counter  # uvloop's loop.time() ticks in whole ms: too coarse for lateness
-    samples: list[tuple[float, str, int, int, int]] = []
+    samples: list[tuple[float, str, int, int, int, float]] = []
+    per_instance: list[tuple[float, str, str, str, float]] = []
     raw = RawHttpClient(base_url)
     async with httpx.AsyncClient(base_url=base_url, timeout=30.0) as http:  # the state polls only
         await raw.open(max(1, min(2 * _peak_concurrency(req) + 16, 512)))  # live runs longer than planned
@@ -345,7 +354,11 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
                     counts = {"starting": 0, "busy": 0, "idle": 0}
                     for inst in fn.get("instances", []):
                         counts[inst.get("state", "idle")] = counts.get(inst.get("state", "idle"), 0) + 1
-                    samples.append((t, name, counts["starting"], counts["busy"], counts["idle"]))
+                        left = inst.get("keepalive_left_ms")
+                        per_instance.append((t, str(inst.get("id")), name, str(inst.get("state", "idle")),
+                                             math.nan if left is None else float(left)))
+                    samples.append((t, name, counts["starting"], counts["busy"], counts["idle"],
+                                    float(fn.get("cold_start_ms_ewma", math.nan))))
                 try:
                     await asyncio.wait_for(stop.wait(), sample_ms / 1000.0)
                 except TimeoutError:
@@ -381,11 +394,14 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
         "node": header("x-wl-node", str), "instance": header("x-wl-instance", str), "error": errors,
     })
     memory = plan.functions.set_index("deployed")["memory_mb"]
-    inst = pd.DataFrame(samples, columns=["t_ms", "deployed", "starting", "busy", "idle"])
+    inst = pd.DataFrame(samples, columns=["t_ms", "deployed", "starting", "busy", "idle", "cold_start_ms_ewma"])
     inst = inst[inst["deployed"].isin(memory.index)]
-    inst = inst.assign(memory_mb=inst["deployed"].map(memory).astype(float),
-                       function=inst["deployed"].map(dict(zip(plan.functions["deployed"], plan.functions["function"]))))
-    return records, inst.reset_index(drop=True), t0_epoch
+    back = dict(zip(plan.functions["deployed"], plan.functions["function"]))
+    inst = inst.assign(memory_mb=inst["deployed"].map(memory).astype(float), function=inst["deployed"].map(back))
+    each = pd.DataFrame(per_instance, columns=["t_ms", "instance", "deployed", "state", "keepalive_left_ms"])
+    each = each[each["deployed"].isin(memory.index)]
+    each = each.assign(function=each["deployed"].map(back)).drop(columns="deployed")
+    return records, inst.reset_index(drop=True), each.reset_index(drop=True), t0_epoch
 
 
 def _peak_concurrency(req: pd.DataFrame) -> int:
@@ -422,6 +438,9 @@ def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFram
     table = table[(table["arrival_ms"] >= t0_router - 5.0) & (table["arrival_ms"] <= t0_router + end + 60_000.0)]
     table = table.assign(function=table["function"].map(back),
                          arrival_ms=(table["arrival_ms"] - t0_router).clip(lower=0.0))
+    for name in ("start_ms", "end_ms"):   # outcome columns: the same clock
+        if name in table:
+            table[name] = table[name] - t0_router
     return table.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
 
 
@@ -437,6 +456,7 @@ def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
     ``router_arrival_ms`` and ``router_busy_ms`` (NaN when unmatched)."""
     arrival = np.full(len(records), np.nan)
     busy = np.full(len(records), np.nan)
+    row = np.full(len(records), -1, dtype=np.int64)
     if "exec_ms" not in recorded or recorded.empty:
         return records.assign(router_arrival_ms=arrival, router_busy_ms=busy)
     rec = recorded.dropna(subset=["exec_ms"])
@@ -460,5 +480,12 @@ def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
         else:
             j = candidates[0]
         candidates.remove(j)
-        arrival[idx], busy[idx] = r_arr[j], r_dur[j]
-    return records.assign(router_arrival_ms=arrival, router_busy_ms=busy)
+        arrival[idx], busy[idx], row[idx] = r_arr[j], r_dur[j], j
+    out = records.assign(router_arrival_ms=arrival, router_busy_ms=busy)
+    # The router's own times of the request (run time, its policy clock): what wl.loop.live
+    # rebuilds the per-request and per-instance tables from.
+    for name in ("start_ms", "end_ms", "cold_start_ms"):
+        if name in rec:
+            values = rec[name].to_numpy(float)
+            out[f"router_{name}"] = np.where(row >= 0, values[np.maximum(row, 0)], np.nan)
+    return out
