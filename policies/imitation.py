@@ -55,6 +55,10 @@ PREWARM_SPAN = 3           # a pre-warmed instance is kept through at most this 
 MS_SCALE = 15.0            # log1p(ms) / 15 ~ [0, 1.1]
 COUNT_SCALE = 8.0
 ARRIVAL_WINDOWS_MS = (60_000.0, 600_000.0, 3_600_000.0)   # the arrivals_* features' windows
+# log1p(k) / COUNT_SCALE for the counts a decision usually sees (arrivals in a window, samples,
+# instances): a list index instead of a log1p and a division, the same float.
+COUNT_FEATURE = [math.log1p(k) / COUNT_SCALE for k in range(4097)]
+N_COUNT_FEATURE = len(COUNT_FEATURE)
 
 FEATURES = (
     "last_idle", "prev_idle", "idle_p10", "idle_p50", "idle_p90", "idle_samples", "share_below_break_even",
@@ -163,6 +167,9 @@ class ImitationPolicy(ExpectedWait):
         # then the softmax's max-subtraction can be skipped.
         last_w = self._wb[-1] if self._wb else None
         self._safe_exp = last_w is not None and len(self.w) > 1 and float(np.abs(last_w).sum(axis=0).max()) < 600.0
+        # The pooled idle periods are the default's keep-alive prior for a function with few
+        # samples: read only when the default's rule decides (no network, or own_prewarm).
+        self._pool_samples = not self.w or own_prewarm
         # Training: (features, pending label) rows, filled by ``record``.
         self.recording: list[np.ndarray] | None = None
         self.labels: list[float] = []
@@ -177,10 +184,11 @@ class ImitationPolicy(ExpectedWait):
         self._xm = memoryview(self._x1)                    # the same memory, for fast scalar stores
         self._hidden = [(wb, out, out[:-1]) for wb, out in zip(self._wb[:-1], self._h1)]
         self._expected_keep = self._expected[:N_KEEP]      # the keep and kill actions' costs
+        self._argmin_all, self._argmin_keep = self._expected.argmin, self._expected_keep.argmin
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        for view in ("_x", "_xm", "_hidden", "_expected_keep"):
+        for view in ("_x", "_xm", "_hidden", "_expected_keep", "_argmin_all", "_argmin_keep"):
             del d[view]
         return d
 
@@ -211,7 +219,11 @@ class ImitationPolicy(ExpectedWait):
     def sample(self, st: ExpectedWaitState, idle_period_ms: float) -> None:
         """An idle period ended (ExpectedWait.route calls this): also the label of the
         decision that started it, when recording."""
-        super().sample(st, idle_period_ms)
+        if self._pool_samples:
+            super().sample(st, idle_period_ms)
+        else:           # ExpectedWait.sample without the pooled window, which only the default's rule reads
+            st.idle_periods.add(idle_period_ms)
+            st.new_samples += 1
         key = self._sample_key
         if key is not None and self.recording is not None:
             row = self._pending.pop(key[1], None) if key[0] == "inst" else self._ghost_rows.pop(key[1], None)
@@ -271,14 +283,17 @@ class ImitationPolicy(ExpectedWait):
             x[0] = x[1] = 0.0
             x[2] = x[3] = x[4] = be_feature
             x[6] = 0.5
-        x[5] = log1p(n) / COUNT_SCALE
+        counts, nc = COUNT_FEATURE, N_COUNT_FEATURE
+        x[5] = counts[n] if n < nc else log1p(n) / COUNT_SCALE
         a60, a600, a3600 = stats.arrivals_in_windows(now_ms, ARRIVAL_WINDOWS_MS)
-        x[7] = log1p(a60) / COUNT_SCALE
-        x[8] = log1p(a600) / COUNT_SCALE
-        x[9] = log1p(a3600) / COUNT_SCALE
+        x[7] = counts[a60] if a60 < nc else log1p(a60) / COUNT_SCALE
+        x[8] = counts[a600] if a600 < nc else log1p(a600) / COUNT_SCALE
+        x[9] = counts[a3600] if a3600 < nc else log1p(a3600) / COUNT_SCALE
         x[10] = log1p(60.0 * stats.rate_for_time_of_day(now_ms)) / COUNT_SCALE
-        x[11] = log1p(len(fn.idle)) / COUNT_SCALE
-        x[12] = log1p(len(fn.instances)) / COUNT_SCALE
+        k = len(fn.idle)
+        x[11] = counts[k] if k < nc else log1p(k) / COUNT_SCALE
+        k = len(fn.instances)
+        x[12] = counts[k] if k < nc else log1p(k) / COUNT_SCALE
         x[13] = log1p(stats.duration.predict(0.0)) / MS_SCALE
         x[14] = static[4]
         x[15] = static[5]
@@ -298,14 +313,14 @@ class ImitationPolicy(ExpectedWait):
         h = self._x1 if x is self._x else np.append(x, 1.0)
         dot, tanh = np.dot, np.tanh
         for wb, out, z in self._hidden:            # preallocated (matrix, buffer, its first part)
-            dot(h, wb, out=z)
-            tanh(z, out=z)
+            dot(h, wb, z)                          # out given positionally: no keyword parsing
+            tanh(z, z)
             h = out
         z = self._logits
-        dot(h, self._wb_last, out=z)
+        dot(h, self._wb_last, z)
         p = self._probs
         if self._safe_exp:
-            np.exp(z, out=p)
+            np.exp(z, p)
         else:
             np.subtract(z, z.max(), out=p)
             np.exp(p, out=p)
@@ -329,10 +344,10 @@ class ImitationPolicy(ExpectedWait):
             self._pending[inst.id] = len(self.labels) - 1
         if not self.w:
             return -1
-        np.dot(self.unnormalised(x), self.costs(fn, st), out=self._expected)
+        np.dot(self.unnormalised(x), self.costs(fn, st), self._expected)
         if len(fn.instances) > 1:     # a pre-warm only replaces the last instance
-            return int(self._expected_keep.argmin())
-        return int(self._expected.argmin())
+            return int(self._argmin_keep())
+        return int(self._argmin_all())
 
     # ------------------------------------------------------------ keep-alive
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
