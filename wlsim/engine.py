@@ -790,6 +790,10 @@ class StreamingSimulation(Simulation):
         """Load the next non-empty batch (None, and no more batches, at the end)."""
         from wlsim.traces.table import TraceError, validate
 
+        # run() turns the cyclic garbage collector off (the engine makes no cycles), but a
+        # pandas table and a written part leave some: collect them once per batch, or a long
+        # stream would keep every batch's.
+        gc.collect()
         for batch in self._chunks:
             if len(batch) == 0:
                 continue

@@ -145,7 +145,7 @@ class ResultSink:
         self.summary = StreamSummary(policy=policy, out_dir=self.out_dir)
         self._latency_counts = np.zeros(len(_LATENCY_EDGES_MS) - 1, dtype=np.int64)
         self._new_request_buffers()
-        self._inst: list[tuple] = []
+        self._new_instance_buffers()
 
     def _new_request_buffers(self) -> None:
         # Request columns as typed arrays (compact; a part becomes numpy without a copy, so
@@ -155,9 +155,14 @@ class ResultSink:
         (self._r_id, self._r_fn, self._r_arrival, self._r_start, self._r_cold, self._r_cold_ms,
          self._r_exec, self._r_end, self._r_inst) = (c.append for c in self._req)
 
+    def _new_instance_buffers(self) -> None:
+        # Numbers in typed arrays, names as references to the records' own strings.
+        self._inst_names: tuple[list[str], list[str]] = ([], [])
+        self._inst_nums = tuple(array(t) for t in "qddddddqbb")
+
     @property
     def buffered_rows(self) -> int:
-        return len(self._req[0]) + len(self._inst)
+        return len(self._req[0]) + len(self._inst_names[0])
 
     def add_request(self, row: int, fcode: int, arrival: float, start: float, cold: int, cold_ms: float,
                     exec_ms: float, end: float, instance_id: int) -> None:
@@ -176,10 +181,15 @@ class ResultSink:
 
     def add_instance(self, inst: Any) -> None:
         """One instance that died (or was alive at the horizon): an Instance record."""
-        self._inst.append((inst.id, inst.fn.name, inst.node, inst.memory_mb, inst.created_ms,
-                           inst.ready_ms if inst.ready_ms != math.inf else math.nan, inst.died_ms,
-                           inst.busy_ms, inst.idle_total_ms, inst.invocations, inst.prewarmed, inst.evicted))
-        if len(self._inst) >= self.rows_per_part:
+        functions, nodes = self._inst_names
+        functions.append(inst.fn.name)
+        nodes.append(inst.node)
+        for column, value in zip(self._inst_nums, (
+                inst.id, inst.memory_mb, inst.created_ms, inst.ready_ms if inst.ready_ms != math.inf else math.nan,
+                inst.died_ms, inst.busy_ms, inst.idle_total_ms, inst.invocations, inst.prewarmed, inst.evicted),
+                strict=True):
+            column.append(value)
+        if len(functions) >= self.rows_per_part:
             self.flush_instances()
 
     def flush_requests(self) -> None:
@@ -225,9 +235,14 @@ class ResultSink:
         self._new_request_buffers()
 
     def flush_instances(self) -> None:
-        if not self._inst:
+        functions, nodes = self._inst_names
+        if not functions:
             return
-        table = pd.DataFrame(self._inst, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
+        nums = [np.frombuffer(c, dtype=np.int8 if c.typecode == "b" else c.typecode).copy() for c in self._inst_nums]
+        columns = dict(zip(["instance_id", "memory_mb", "created_ms", "ready_ms", "died_ms", "busy_ms", "idle_ms",
+                            "invocations", "prewarmed", "evicted"], nums, strict=True))
+        columns.update(function=functions, node=nodes)
+        table = pd.DataFrame(columns)[list(INSTANCE_COLUMNS)].astype(INSTANCE_COLUMNS)
         s = self.summary
         s.instances += len(table)
         s.evicted += int(table["evicted"].sum())
@@ -238,7 +253,7 @@ class ResultSink:
 
         self._write(pa.Table.from_pandas(table, preserve_index=False), "instances", s.instance_parts)
         s.instance_parts += 1
-        self._inst.clear()
+        self._new_instance_buffers()
 
     def _write(self, table: Any, sub: str, k: int) -> None:
         import pyarrow.parquet as pq

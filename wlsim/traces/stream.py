@@ -94,10 +94,22 @@ def _parquet(path: str | Path) -> Any:
 
 def iter_trace(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS,
                columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-    """The trace in pandas tables of at most ``batch_rows`` rows, in file (arrival) order."""
+    """The trace in pandas tables of about ``batch_rows`` rows (at most that, or one row group
+    if larger), in file (arrival) order. Small row groups (the generator writes one per 10
+    simulated minutes) are gathered into one table: converting each to pandas on its own
+    costs more than the replay of its rows."""
+    import pyarrow as pa
+
     f = _parquet(path)
+    gathered, rows = [], 0
     for batch in f.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None):
-        yield batch.to_pandas()
+        if gathered and rows + batch.num_rows > batch_rows:
+            yield pa.Table.from_batches(gathered).to_pandas()
+            gathered, rows = [], 0
+        gathered.append(batch)
+        rows += batch.num_rows
+    if gathered:
+        yield pa.Table.from_batches(gathered).to_pandas()
 
 
 @dataclass
