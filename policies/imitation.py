@@ -15,10 +15,12 @@ a bin and keep it until the upper edge of the same or a later bin). Trained by
 ``wlsim.rl.imitate`` with cross-entropy on the hindsight gaps (the oracle's labels), from
 rollouts of the default policy and then of the learned policy itself (DAgger).
 
-``own_prewarm`` (off in the bundled artifact; not an artifact field): for the last live
-instance, when the default's pre-warm search over the function's own idle periods finds a
-pre-warm cheaper than keeping alive, follow it instead of the network (exact timing for
-periodic functions, which the bins only approximate).
+Decision parameters (an artifact's spec.json "decision" field): ``own_prewarm`` (True: for
+the last live instance, when the default's pre-warm search over the function's own idle
+periods finds a pre-warm cheaper than keeping alive, follow it instead of the network, exact
+timing for periodic functions, which the bins only approximate; "long": only when the network
+chose to kill or pre-warm) and ``cold_start_weight`` (the cold start's latency price in the
+expected cost, relative to the cost weights: > 1 trades idle memory for fewer cold starts).
 
 Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmest idle
 instance, else queue only when a high quantile of the remaining execution beats a cold start.
@@ -40,9 +42,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from policies.builtin._common import EPS_MS, idle_for, keep_until
+from policies.builtin._common import EPS_MS, idle_for, keep_until, number
 from policies.builtin.default import ExpectedWait, ExpectedWaitState
-from policies.interface import INVOKE, KILL, FunctionView, IdleDecision, InstanceView, RequestView, RouteDecision
+from policies.interface import (
+    INVOKE,
+    KILL,
+    FunctionView,
+    IdleDecision,
+    InstanceView,
+    PolicySpecError,
+    RequestView,
+    RouteDecision,
+)
 
 KIND = "keepalive-imitation"
 # Bin edges of the idle-period distribution (ms): 0, then log-spaced 500 ms .. 2 h, then inf.
@@ -98,6 +109,10 @@ def action_plans() -> list[tuple[tuple[float, float] | None, float]]:
 
 ACTION_PLANS = action_plans()
 N_KEEP = N_BINS        # keep actions and kill come first: the only ones when other instances live
+# own_prewarm: False (the network decides), True (the function's own pre-warm plan, when it has
+# one, replaces the network's choice for the last instance), "long" (only when the network
+# chose to kill or pre-warm, i.e. expects a gap longer than keeping alive is worth)
+OWN_PREWARM_MODES = (False, True, "long")
 
 
 def cost_matrix(mem_gb: float, cold_ms: float, gb_s_usd: float, latency_usd_per_s: float) -> np.ndarray:
@@ -144,10 +159,17 @@ class ImitationPolicy(ExpectedWait):
     name: ClassVar[str] = "learned"
 
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]] | None = None,
-                 meta: dict[str, Any] | None = None, path: str | None = None, own_prewarm: bool = False,
+                 meta: dict[str, Any] | None = None, path: str | None = None,
+                 own_prewarm: bool | str = False, cold_start_weight: float = 1.0,
                  **default_params: Any) -> None:
         super().__init__(**default_params)
+        if own_prewarm not in OWN_PREWARM_MODES:
+            raise PolicySpecError(f"{self.name}: own_prewarm must be one of {OWN_PREWARM_MODES}, got {own_prewarm!r}")
         self.own_prewarm = own_prewarm
+        # The price of a cold start's latency in the network's expected-cost choice, relative
+        # to the cost weights (> 1: fewer cold starts for more idle memory; the features, and
+        # so the network's prediction, do not change).
+        self.cold_start_weight = number(self.name, "cold_start_weight", cold_start_weight)
         self.meta = meta or {}
         self.path = path
         self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
@@ -331,7 +353,7 @@ class ImitationPolicy(ExpectedWait):
         key = st.costs_key
         if st.costs is None or key[0] != mem or key[1] != cold:
             w = self.weights
-            st.costs = cost_matrix(mem / 1024.0, cold, w.gb_s_usd, w.latency_usd_per_s)
+            st.costs = cost_matrix(mem / 1024.0, cold, w.gb_s_usd, w.latency_usd_per_s * self.cold_start_weight)
             st.costs_key = (mem, cold)
         return st.costs
 
@@ -363,7 +385,8 @@ class ImitationPolicy(ExpectedWait):
             return keep_until(st.prewarm_plan[1], idle)          # pre-warmed: wait for its request
         if idle <= EPS_MS:                                       # after an execution: decide
             a = self.choose(now_ms, instance, fn, st)
-            if a >= 0 and self.own_prewarm and len(fn.instances) == 1:
+            if (a >= 0 and self.own_prewarm and len(fn.instances) == 1
+                    and (self.own_prewarm is True or a >= N_KEEP - 1)):
                 self.keepalive_ms(fn)      # refreshes the default's pre-warm plan from the samples
                 if st.prewarm_at_ms is not None:
                     a = -1                 # the function's own idle periods time a pre-warm better
@@ -401,11 +424,15 @@ class ImitationPolicy(ExpectedWait):
 
     def describe(self) -> dict[str, Any]:
         d = {"name": self.name, "kind": KIND, "path": self.path,
-             "layers": [int(w.shape[1]) for w in self.w]}
+             "layers": [int(w.shape[1]) for w in self.w], **self.decision()}
         for key in ("seed", "trace", "iterations", "validation_cost_usd"):
             if key in self.meta:
                 d[key] = self.meta[key]
         return d
+
+    def decision(self) -> dict[str, Any]:
+        """The decision parameters an artifact's spec.json carries (its "decision" field)."""
+        return {"own_prewarm": self.own_prewarm, "cold_start_weight": self.cold_start_weight}
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -423,7 +450,7 @@ class ImitationPolicy(ExpectedWait):
         np.savez(folder / WEIGHTS_FILE, **arrays)
         spec = {"format": ARTIFACT_FORMAT, "format_version": 2, "kind": KIND,
                 "features": list(FEATURES), "bin_edges_ms": [float(e) for e in EDGES_MS[:-1]],
-                "network": {"layers": layers, "output": "logits"},
+                "network": {"layers": layers, "output": "logits"}, "decision": self.decision(),
                 "weights_sha256": file_sha256(folder / WEIGHTS_FILE), "training": meta or self.meta}
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         return folder
@@ -449,4 +476,11 @@ class ImitationPolicy(ExpectedWait):
             expect = layer["out"]
         if not weights or expect != N_BINS:
             raise ArtifactError(f"{path}: the network must end with {N_BINS} outputs (one per bin)")
-        return cls(weights, meta=spec.get("training", {}), path=path)
+        decision = spec.get("decision", {})
+        if not isinstance(decision, dict) or set(decision) - {"own_prewarm", "cold_start_weight"}:
+            raise ArtifactError(f"{path}: decision must be an object with own_prewarm and/or cold_start_weight, "
+                                f"got {decision!r}")
+        try:
+            return cls(weights, meta=spec.get("training", {}), path=path, **decision)
+        except PolicySpecError as e:
+            raise ArtifactError(f"{path}: spec.json decision: {e}") from None
