@@ -120,6 +120,14 @@ def test_local_sweep_2x2_table_and_best_on_validation(trace_csv: Path, tmp_path:
     assert row["validation_cold_starts"] == s["cold_starts"]
     assert row["validation_cost_usd"] == pytest.approx(s["weighted_cost_usd"])
 
+    # evaluate on a profile too: wl's ms cold starts, not the default container's 314 ms
+    ev = CliRunner().invoke(app, ["evaluate", best["artifact"].iloc[0], "--trace", str(trace_csv), "--baselines",
+                                  "fixed_ttl", "--profile", "wl", "--jobs", "1", "--no-progress",
+                                  "--out", str(tmp_path / "eval")])
+    assert ev.exit_code == 0, ev.output
+    fixed = pd.read_csv(tmp_path / "eval" / "summary.csv").set_index("policy").loc["fixed_ttl"]
+    assert fixed["cold_starts"] > 0 and fixed["added_latency_s"] / fixed["cold_starts"] < 0.05
+
     no_validation = CliRunner().invoke(app, ["train", "--trace", str(trace_csv), *SMALL, "sweep", "--seeds", "0",
                                              "--out", str(tmp_path / "nv")])
     assert no_validation.exit_code == 2 and "--validation-minutes" in no_validation.output

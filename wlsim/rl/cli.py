@@ -177,6 +177,9 @@ def evaluate_cmd(
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Worker processes (0 = one per core)."),
     seed: int = typer.Option(0, "--seed", help="Trace sampling seed."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    profile: str | None = typer.Option(None, "--profile",
+                                       help="Platform profile to simulate (as wl sim compare --profile; "
+                                            "default: container)."),
 ) -> None:
     """Compare learned artifacts with the built-ins on one trace: table, CSV, plots and the
     verdict against hybrid histogram (no more idle memory, fewer cold starts)."""
@@ -184,7 +187,8 @@ def evaluate_cmd(
         from wlsim.rl.evaluate import evaluate, verdict_lines
 
         summary, out_dir = evaluate(artifact, trace, start_minute=start_minute, end_minute=end_minute,
-                                    baselines=baselines, out=out, jobs=jobs, seed=seed, progress=progress)
+                                    baselines=baselines, out=out, jobs=jobs, seed=seed, progress=progress,
+                                    profile=profile)
     except _user_errors() as e:
         raise _fail(str(e)) from None
     for line in verdict_lines(summary):

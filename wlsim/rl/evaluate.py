@@ -13,9 +13,11 @@ REFERENCE = "hybrid_histogram"
 
 def evaluate(artifacts: Sequence[str], trace: str, *, start_minute: int | None = None,
              end_minute: int | None = None, baselines: str = "fixed_ttl,hybrid_histogram,faascache,default",
-             out: Path | None = None, jobs: int = 0, seed: int = 0, progress: bool = True) -> tuple[Any, Path]:
+             out: Path | None = None, jobs: int = 0, seed: int = 0, progress: bool = True,
+             profile: str | None = None) -> tuple[Any, Path]:
     """Run ``wl sim compare`` over ``trace`` with ``baselines`` + ``learned:A`` for each artifact
-    (the oracle is added); returns (summary table, output folder)."""
+    (the oracle is added) on the platform ``profile`` (None: the simulator's default); returns
+    (summary table, output folder)."""
     from policies.learned import LearnedPolicy
     from policies.registry import split_specs
     from wlsim.cli import load_trace, make_config, make_weights, run_comparison
@@ -25,7 +27,7 @@ def evaluate(artifacts: Sequence[str], trace: str, *, start_minute: int | None =
     specs = split_specs(baselines) + [f"learned:{a}" for a in artifacts]
     table = load_trace(trace, seed, start_minute, end_minute)
     name = trace if start_minute is None and end_minute is None else f"{trace}[{start_minute}..{end_minute}]"
-    config = make_config(1, None, None, seed, 1)
+    config = make_config(1, None, None, seed, 1, profile=profile, functions=table["function"].unique())
     out_dir = run_comparison(table, specs, config, make_weights(None, None, None), out=out, trace_name=name,
                              jobs=jobs, include_oracle=True, progress=progress)
     import pandas as pd

@@ -73,7 +73,7 @@ def run_train_sweep(base: TrainConfig, seeds: Sequence[int], lams: Sequence[floa
                              "(--validation-minutes FIRST,LAST)")
         tables = (load_training_trace(base), load_validation(base))
     if tables[1] is None or len(tables[1]) == 0:
-        raise ValueError("the validation slice has no invocations")
+        raise ValueError("a sweep ranks its trainings on a validation slice, and it has no invocations")
     rows: list[dict[str, Any]] = []
     for _, row in executor.run(train_cell, [(TABLES, cfg) for cfg in configs], {TABLES: tables}):
         rows.append(row)
