@@ -299,6 +299,68 @@ RayAddressOpt = typer.Option(None, "--ray-address", metavar="ADDRESS",
                                   "ray://HOST:10001); implies --ray.")
 
 
+StreamOpt = typer.Option(False, "--stream",
+                         help="Replay a .parquet trace in one bounded-memory pass (traces larger than memory): "
+                              "per-request and per-instance rows go to Parquet parts in the output folder "
+                              "(requests/, instances/) with summary.json; no plots or costs.")
+
+
+def replay_streamed(policy: str, trace: str, out: Path | None, nodes: int, node_memory_mb: float | None,
+                    cold_start_ms: float | None, profile: str | None, seed: int, concurrency: int,
+                    max_instances: int | None, progress: bool, as_json: bool) -> None:
+    """``wl sim replay --stream``: wlsim.traces.stream.stream_replay with a progress bar."""
+    from wlsim.traces.stream import iter_trace, stream_replay
+
+    if not trace.endswith(".parquet"):
+        raise _fail(f"--stream reads a canonical .parquet trace, got {trace!r} (convert it with wl trace or "
+                    "write one with wlsim.traces.stream.write_chunks)")
+    out_dir = Path(out) if out is not None else default_out_dir(trace)
+    bar = None
+    try:
+        functions: list[str] = []
+        if profile is not None:     # the profile's cold starts need the function names up front
+            for batch in iter_trace(trace, columns=["function"]):
+                functions.extend(str(f) for f in batch["function"].unique())
+        config = make_config(nodes, node_memory_mb, cold_start_ms, seed, concurrency, max_instances, profile,
+                             sorted(set(functions)))
+        callback = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(unit="req", unit_scale=True, desc=f"streaming {policy}", file=sys.stderr)
+
+            def callback(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+        summary = stream_replay(trace, policy, out_dir, config, progress=callback)
+    except (*_user_errors(), ValueError) as e:
+        raise _fail(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    row = summary.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(_json_safe({"trace": trace, "policy": policy, "summary": row}), indent=2) + "\n")
+    else:
+        t = Table(title=f"{policy} on {trace}, streamed", header_style="bold")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for label, value in [
+                ("invocations", f"{summary.invocations:,}"), ("served", f"{summary.completed:,}"),
+                ("rejected", f"{summary.rejected:,}"), ("cold starts", f"{summary.cold:,}"),
+                ("cold-start rate %", _num(100 * summary.cold_start_rate, ".2f")),
+                ("mean latency ms", _num(summary.mean_latency_ms, ",.2f")),
+                ("latency p50 ms (~2%)", _num(summary.latency_p50_ms, ",.2f")),
+                ("latency p99 ms (~2%)", _num(summary.latency_p99_ms, ",.2f")),
+                ("latency max ms", _num(summary.latency_ms_max, ",.2f")),
+                ("idle memory GB-s", _num(summary.idle_gb_s, ",.1f")), ("instances", f"{summary.instances:,}"),
+                ("evicted", f"{summary.evicted:,}"), ("wall time s", _num(summary.wall_s, ",.1f")),
+                ("simulated invocations/s", _num(summary.invocations_per_s, ",.0f"))]:
+            t.add_row(label, value)
+        make_console().print(t)
+    make_console(stderr=as_json).print(f"results in [bold]{out_dir}[/] (requests/, instances/, summary.json)")
+
+
 def ray_target(ray: bool, ray_address: str | None) -> str | None:
     """What wlsim.parallel.make_executor takes: None (local processes), "local" or an address."""
     if ray_address:
@@ -316,8 +378,16 @@ def replay(
     start_minute: int | None = StartOpt,
     end_minute: int | None = EndOpt, gb_s_usd: float | None = GbsOpt, request_usd: float | None = ReqOpt,
     latency_usd_per_s: float | None = LatOpt, progress: bool = ProgressOpt, as_json: bool = JsonOpt,
+    stream: bool = StreamOpt,
 ) -> None:
     """Replay a trace through one policy: summary table, requests.parquet, summary.json/.csv, plots."""
+    if stream:
+        if start_minute is not None or end_minute is not None or any(
+                v is not None for v in (gb_s_usd, request_usd, latency_usd_per_s)):
+            raise _fail("--stream replays the whole file and reports no costs: drop --start-minute/--end-minute "
+                        "and the price options (or replay without --stream)")
+        return replay_streamed(policy, trace, out, nodes, node_memory_mb, cold_start_ms, profile, seed,
+                               concurrency, max_instances, progress, as_json)
     try:
         from wlsim.compare import compare
 
