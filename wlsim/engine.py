@@ -37,6 +37,15 @@ still alive then die at the horizon (``died_ms``), later timers are dropped.
 
 Per-request records live in preallocated typed arrays (``array.array``) indexed by the
 trace row and become the SimResult frames at the end; nothing is kept per event.
+
+Streamed mode (``StreamingSimulation``, ``simulate_stream``): for traces larger than memory,
+arrivals come as an iterator of batches in time order and the result rows go to Parquet parts
+as requests finish and instances die (``wlsim.result.ResultSink``), with the totals accumulated
+as a ``StreamSummary``; memory holds the per-function state, one batch and the requests in
+flight, not the trace. Same event loop and effects (the loop loads the next batch when the
+loaded rows are used up; per-request state is kept in dicts holding only unfinished rows), so
+the same results as the in-memory run (tests/test_engine_stream.py). The in-memory path does
+not pay for it: its per-request code is unchanged.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ read state shared across applications: the built-in ``default`` (it pools idle p
 across functions) or a policy class with ``shardable = False``. Other custom policies cannot
 be checked here: tests/test_shard.py's equality test is how a policy shows that it shards.
 
+Sharding is for using several cores, not for bounding memory: a trace larger than memory is
+replayed in one streamed pass in one process (``wlsim.traces.stream.stream_replay``, the
+engine's streamed mode), which needs none of the conditions above.
+
 Merging: requests keep their trace row as ``request_id``; instance ids are renumbered in
 spawn order (created_ms, then the trace row of the request that caused the spawn), which
 is the order one process numbers them in.
