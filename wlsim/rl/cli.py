@@ -295,13 +295,13 @@ def sweep_cmd(
               header_style="bold")
     for col in ("seed", "lambda", "cost USD", "cold starts", "idle GB-s", "wait p99.9 ms", "train s"):
         t.add_column(col, justify="right")
-    t.add_column(f"artifact (in {folder})", overflow="fold")
+    t.add_column("run", overflow="fold")   # the run folder in the sweep's; its artifact/ is the policy
     for r in table.to_dict("records"):
         style = "bold green" if r["best"] else None
         t.add_row(str(r["seed"]), f"{r['lambda']:g}", f"{r['validation_cost_usd']:.4g}",
                   f"{r['validation_cold_starts']:,}", f"{r['validation_idle_gb_s']:,.1f}",
                   f"{r['validation_wait_p999_ms']:,.1f}", f"{r['train_wall_s']:.0f}",
-                  str(Path(r["artifact"]).relative_to(folder.resolve())), style=style)
+                  Path(r["artifact"]).parent.name, style=style)
     console.print(t)
     best = table.iloc[0]
     console.print(f"best on validation: seed {best['seed']}, lambda {best['lambda']:g} -> "
