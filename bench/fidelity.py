@@ -11,8 +11,12 @@ simulator, calibrated with the profile, replays the slice as sent and as the rou
 Prints the table of ``wl fidelity`` and each target's pass/fail:
 
 - cold starts within +-5%, router-side added latency p50 within +-10%, mean instances within
-  +-5% (the simulator fed the router's recording);
+  +-5% (the simulator fed the router's recording: "recorded" with the profile's cold starts,
+  "recorded_cold" with the cold starts the platform had at each moment, see wl.loop.fidelity);
 - cold starts within +-10% from the trace as sent (the driver's send times, no recording).
+
+The live numbers are wlsim.metrics' own (wl.loop.live.live_result); the load average is printed
+and kept in targets.json (the machine is shared: its load changes the platform's timings).
 
 A run whose driver lateness passes the bound is reported invalid (the machine is shared: say
 so rather than publish its numbers as the platform's).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 TARGETS = (("recorded", "cold_starts", 0.05), ("recorded", "router_added_p50_ms", 0.10),
-           ("recorded", "mean_instances", 0.05), ("intended", "cold_starts", 0.10))
+           ("recorded", "mean_instances", 0.05), ("recorded_cold", "cold_starts", 0.05),
+           ("recorded_cold", "router_added_p50_ms", 0.10), ("recorded_cold", "mean_instances", 0.05),
+           ("intended", "cold_starts", 0.10))
 
 
 def main() -> None:
@@ -63,11 +70,15 @@ def main() -> None:
     profile = load_profile(args.profile)
     console.print(f"{len(plan.requests):,} requests, {len(plan.functions)} functions, {plan.span_s:.1f} s live "
                   f"({len(plan.requests) / plan.span_s:.1f}/s) per policy; {profile.describe()}")
+    load_before = os.getloadavg()
     results = fidelity(plan, split_specs(args.policies), profile, max_lateness_ms=args.max_lateness_ms,
                        log=console.print)
+    load_after = os.getloadavg()
+    console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     write_report(results, args.out, {"trace": args.trace, "start_minute": args.start_minute,
                                      "minutes": args.minutes, "speed": args.speed,
-                                     "profile": profile.model_dump()})
+                                     "profile": profile.model_dump(),
+                                     "load_average_before_after": [load_before, load_after]})
     console.print(fidelity_table(results))
     verdicts = []
     for f in results:
@@ -75,8 +86,9 @@ def main() -> None:
             err = f.errors(which)[metric]
             ok = abs(err) <= bound
             verdicts.append({"policy": f.policy, "sim": which, "metric": metric, "error": err, "bound": bound,
-                             "pass": ok, "valid_run": bool(f.load.info.get("valid"))})
-            console.print(f"{f.policy:<40} {which:<9} {metric:<22} {100 * err:+7.1f}%  (+-{100 * bound:.0f}%) "
+                             "pass": ok, "valid_run": bool(f.load.info.get("valid")),
+                             "load_average": [load_before[0], load_after[0]]})
+            console.print(f"{f.policy:<40} {which:<13} {metric:<22} {100 * err:+7.1f}%  (+-{100 * bound:.0f}%) "
                           f"{'PASS' if ok else 'FAIL'}{'' if f.load.info.get('valid') else '  [run invalid]'}")
     (args.out / "targets.json").write_text(json.dumps(verdicts, indent=2, default=str) + "\n")
     console.print(f"results in {args.out}")

@@ -73,7 +73,40 @@ class PolicyFidelity:
                 "error_intended": self.errors("intended"), "error_recorded": self.errors("recorded"),
                 "error_recorded_cold": self.errors("recorded_cold"),
                 "cold_match": self.cold_match, "load": self.load.summary(),
-                "per_function": self.per_function.to_dict("records")}
+                "per_function": self.per_function.to_dict("records"), "series": self.series()}
+
+    def live_run(self) -> Any:
+        """The live run as a SimResult (wl.loop.live), or None for a run without the router's
+        trace joined or the state polls per instance."""
+        from wl.loop.live import live_result
+        from wl.loop.load import LoadError
+
+        if self.load.instance_samples is None:
+            return None
+        try:
+            return live_result(self.load, self.policy)
+        except LoadError:
+            return None
+
+    def series(self, step_ms: float = 500.0) -> dict[str, Any]:
+        """What the plots draw, small enough to keep in fidelity.json (e.g. for a notebook):
+        instances over time (``wlsim.metrics.instances_over_time``'s step means, live and each
+        replay) and router-side added latency (wait + cold start) at the percentiles 0..100."""
+        from wlsim.metrics import instances_over_time
+
+        runs = {"live": self.live_run(), **self.sims}
+        q = np.linspace(0, 100, 101)
+        out: dict[str, Any] = {"step_ms": step_ms, "instances": {}, "added_ms_percentiles": {"q": q.tolist()}}
+        for name, run in runs.items():
+            if run is None:
+                continue
+            inst = instances_over_time(run, step_ms)
+            out["instances"][name] = {"time_s": (inst["time_ms"] / 1000.0).round(3).tolist(),
+                                      "instances": inst["mean_instances"].round(3).tolist()}
+            req = run.requests[~run.requests["rejected"].to_numpy(bool)]
+            added = (req["wait_ms"].fillna(0.0) + req["cold_start_ms"].fillna(0.0)).to_numpy(float)
+            out["added_ms_percentiles"][name] = np.percentile(added, q).round(3).tolist() if added.size else []
+        return out
 
 
 def rel_error(sim: float, live: float) -> float:
@@ -353,9 +386,14 @@ def plot(results: Sequence[PolicyFidelity], out: Path) -> None:
     fig, axes = plt.subplots(2, n, figsize=(5 * n, 7), squeeze=False)
     for k, f in enumerate(results):
         ax = axes[0][k]
-        inst = f.load.instances
-        live = inst.assign(alive=inst["starting"] + inst["busy"] + inst["idle"]).groupby("t_ms")["alive"].sum()
-        ax.plot(live.index / 1000.0, live.to_numpy(), label="live", lw=1.2)
+        live_run = f.live_run()
+        if live_run is not None:         # the same function draws live and simulated runs
+            live = instances_over_time(live_run, 200.0)
+            ax.plot(live["time_ms"] / 1000.0, live["instances"], label="live", lw=1.2)
+        else:
+            inst = f.load.instances
+            live = inst.assign(alive=inst["starting"] + inst["busy"] + inst["idle"]).groupby("t_ms")["alive"].sum()
+            ax.plot(live.index / 1000.0, live.to_numpy(), label="live (polled)", lw=1.2)
         for which, style in (("intended", "--"), ("recorded", ":"), ("recorded_cold", "-.")):
             if which in f.sims:
                 sim = instances_over_time(f.sims[which], 200.0)

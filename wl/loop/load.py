@@ -221,6 +221,7 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
         "client_latency_p50_ms": lat50, "client_latency_p99_ms": lat99,
         "router_wait_p50_ms": wait50, "router_wait_p99_ms": wait99,
         "front_p50_ms": front50, "front_p99_ms": front99,
+        "policy_fallbacks": result.info.get("policy_fallbacks"),
         "span_s": result.info.get("span_s"), "rate_per_s": result.info.get("rate_per_s"),
     }
 
@@ -285,17 +286,26 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
             runner = uvloop.run
         except ImportError:  # pragma: no cover (uvloop is a dependency)
             runner = asyncio.run
+        before = _policy_fallbacks(client)
         records, samples, per_instance, t0_epoch = runner(_drive(client.base_url, token, plan, mode, sample_ms,
                                                                  lead_s))
+        after = _policy_fallbacks(client)
         recorded = _recorded(client, plan, t0_epoch, records)
     lateness = records["lateness_ms"].to_numpy(dtype=float)
     errors = int((records["status"] == 0).sum())
     why = _check_lateness(lateness, max_lateness_ms, errors)
+    replaced = sum(after[k] - before.get(k, 0) for k in after)
+    if replaced and not why:
+        why = (f"{replaced} of the policy's decisions were made by the base policy (it overran its decision "
+               "budget: WL_ROUTER_DECISION_BUDGET_MS), which the simulator never does")
     info = {"url": url, "trace": plan.source, "speed": plan.speed, "duration_scale": plan.duration_scale,
             "mode": mode, "max_lateness_ms": max_lateness_ms, "valid": not why, "invalid_because": why,
             "deployed": deployed, "t0_epoch_s": t0_epoch, "sample_ms": sample_ms, "span_s": plan.span_s,
             "rate_per_s": len(records) / plan.span_s if plan.span_s > 0 else float("nan"),
-            "functions": len(plan.functions)}
+            "functions": len(plan.functions),
+            # decisions a user policy (learned:, custom:, wasm:) overran its time budget on, answered
+            # by the base policy instead (wlruntime.router.deadline): the simulator never does that
+            "policy_fallbacks": {k: after[k] - before.get(k, 0) for k in after}}
     if recorded is not None:
         records = _join_recorded(records, recorded)
     return LoadResult(plan, records, samples, recorded, info, per_instance)
@@ -402,6 +412,23 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
     each = each[each["deployed"].isin(memory.index)]
     each = each.assign(function=each["deployed"].map(back)).drop(columns="deployed")
     return records, inst.reset_index(drop=True), each.reset_index(drop=True), t0_epoch
+
+
+def _policy_fallbacks(client: Any) -> dict[str, int]:
+    """The router's counts of decisions its policy's deadline answered with the base policy
+    (overruns, and decisions made while an overrun call still ran), from /metrics."""
+    from wlruntime.router.client import RouterClientError
+
+    counts = {"overruns": 0, "busy_fallbacks": 0}
+    try:
+        text = client.metrics()
+    except RouterClientError:
+        return counts
+    for line in text.splitlines():
+        for key in counts:
+            if line.startswith((f"wl_router_policy_{key}_total{{", f"wl_router_policy_{key}{{")):
+                counts[key] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 def _peak_concurrency(req: pd.DataFrame) -> int:
