@@ -1,11 +1,8 @@
-"""The RL environment: both env checkers, seeded determinism, masks that never allow an
-invalid action, and the encoder's action map."""
+"""The RL environment: seeded determinism, masks that never allow an invalid action, and the
+encoder's action map (the gymnasium/SB3 env checkers: tests/test_rl_env_checkers.py)."""
 
 from __future__ import annotations
 
-import warnings
-
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +22,6 @@ from policies.interface import (
     KeepAlive,
     RequestView,
 )
-from wlsim.rl import ENV_ID
 from wlsim.rl.env import RoutingEnv
 from wlsim.rl.sim import StepSim
 from wlsim.traces import poisson
@@ -38,18 +34,6 @@ def trace() -> pd.DataFrame:
     # 4 functions, 20 minutes, rates from sparse to busy: routes with busy candidates,
     # keep-alive expiries and queues all happen.
     return poisson(n_functions=4, hours=20 / 60, rate_per_s=[0.05, 0.3, 2.0, 6.0], seed=3)
-
-
-def test_gymnasium_and_sb3_env_checkers_pass(trace: pd.DataFrame) -> None:
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    env = gym.make(ENV_ID, trace=trace, episode_minutes=5, warmup_minutes=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # any checker warning fails the test
-        check_env(env.unwrapped, skip_render_check=True)
-        sb3_check_env(env.unwrapped, warn=True)
-    assert env.unwrapped.observation_space.shape == (FeatureEncoder().n_features,)
 
 
 def _rollout(env: RoutingEnv, seed: int, actions_seed: int, steps: int) -> tuple[list, list, list]:
