@@ -11,6 +11,8 @@ run has ~150 cold starts: a few requests decided differently near the TTL move i
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from wl.loop.calibrate import calibrate, probe_plan
@@ -136,6 +138,8 @@ def test_wl_load_and_calibrate_commands(platform, tmp_path) -> None:
     done = runner.invoke(app, [*args, "--deploy-synthetic"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "run" / "requests.parquet").is_file() and "cold starts" in done.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())   # wlsim.metrics of the live run
+    assert metrics["served"] == 24 and metrics["cold_starts"] >= 16 and "simulator summarises" in done.output
     cal = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--out", str(tmp_path / "p.json")])
     assert cal.exit_code == 0, cal.output
     assert load_profile(str(tmp_path / "p.json")).cold_start.by_abi["wasi-command"].samples >= 5

@@ -94,6 +94,11 @@ def load_cmd(
         raise _fail(str(e)) from None
     folder = result.write(out or Path("results") / f"load-{time.strftime('%Y%m%d-%H%M%S')}")
     _print_summary(console, result.summary())
+    metrics = result.metrics()
+    if metrics is not None:   # the simulator's summary of the live run (wl.loop.live), also in metrics.json
+        console.print("as the simulator summarises it: " + ", ".join(
+            f"{k.replace('_', ' ')} {metrics[k]:,.3g}" for k in ("cold_start_rate", "mean_instances", "peak_instances",
+                                                                 "idle_gb_s", "avoidable_cost_usd")))
     console.print(f"results in [bold]{folder}[/]")
     if not result.info["valid"]:
         raise _fail(f"the run is not valid: {result.info['invalid_because']}")

@@ -161,7 +161,23 @@ class LoadResult:
             self.recorded.to_parquet(out / "recorded.parquet", index=False)
         (out / "load.json").write_text(json.dumps(_json_safe({**self.info, "summary": self.summary()}),
                                                   indent=2) + "\n")
+        metrics = self.metrics()
+        if metrics is not None:
+            (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
         return out
+
+    def metrics(self) -> dict[str, Any] | None:
+        """``wlsim.metrics.summarize`` of this run (the simulator's own definitions, see
+        wl.loop.live); None when the run has no router trace or per-instance polls to rebuild
+        it from."""
+        from wl.loop.live import live_summary
+
+        if self.instance_samples is None:
+            return None
+        try:
+            return live_summary(self, policy=str(self.info.get("policy", "live")))
+        except LoadError:
+            return None
 
     @classmethod
     def read(cls, folder: str | Path) -> LoadResult:
