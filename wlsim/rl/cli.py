@@ -163,7 +163,8 @@ def train_cmd(
         raise _fail(str(e)) from None
     console.print(f"done in {result.wall_s:.0f} s ({result.episodes} episodes); artifact: [bold]{result.artifact}[/]")
     console.print(f"compare: wl sim compare --trace {trace} --policies "
-                  f"fixed_ttl,hybrid_histogram,faascache,default,learned:{result.artifact}")
+                  f"fixed_ttl,hybrid_histogram,faascache,default,learned:{result.artifact}"
+                  + (f" --profile {profile}" if profile else ""))
 
 
 def evaluate_cmd(
