@@ -51,6 +51,9 @@ def main() -> None:
                                           "learned:examples/learned/azure40")
     ap.add_argument("--profile", default="wl")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
+    ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
+    ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
+                    "request holds one, so more at once queue on the node (the simulator has no such limit)")
     ap.add_argument("--out", type=Path, default=Path("results") / f"fidelity-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
 
@@ -72,7 +75,7 @@ def main() -> None:
                   f"({len(plan.requests) / plan.span_s:.1f}/s) per policy; {profile.describe()}")
     load_before = os.getloadavg()
     results = fidelity(plan, split_specs(args.policies), profile, max_lateness_ms=args.max_lateness_ms,
-                       log=console.print)
+                       nodes=args.nodes, workers=args.workers, log=console.print)
     load_after = os.getloadavg()
     console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     write_report(results, args.out, {"trace": args.trace, "start_minute": args.start_minute,

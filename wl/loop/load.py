@@ -238,6 +238,10 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
         "router_wait_p50_ms": wait50, "router_wait_p99_ms": wait99,
         "front_p50_ms": front50, "front_p99_ms": front99,
         "policy_fallbacks": result.info.get("policy_fallbacks"),
+        # requests executing or starting at once (every node's wasm threads hold one each: past
+        # their number, requests queue on the node and the router sees longer cold starts)
+        "peak_starting_busy": int(result.instances.groupby("t_ms")[["starting", "busy"]].sum().sum(axis=1).max())
+        if len(result.instances) else 0,
         "span_s": result.info.get("span_s"), "rate_per_s": result.info.get("rate_per_s"),
     }
 
