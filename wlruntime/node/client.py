@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -37,6 +40,22 @@ def connect_scheduler(address: str,
                       auth: InternalAuth | None = None) -> tuple[grpc.Channel, node_pb2_grpc.SchedulerStub]:
     channel = (auth or InternalAuth.from_env()).channel(address, CHANNEL_OPTIONS)
     return channel, node_pb2_grpc.SchedulerStub(channel)
+
+def aio_node_stub(address: str, options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS,
+                  auth: InternalAuth | None = None) -> tuple[grpc.aio.Channel, node_pb2_grpc.NodeStub]:
+    """A grpc.aio channel to a node and its stub, every call carrying the internal token (``auth``,
+    default: from the environment). The token goes in each call's metadata rather than through a
+    client interceptor (``InternalAuth.aio_channel``): grpc.aio runs an intercepted stream's writes
+    through a queue and a task of its own, per message, which the DoStream hot path would pay on
+    every request. TLS is as ``auth`` configures it."""
+    auth = auth or InternalAuth.from_env()
+    channel = dataclasses.replace(auth, token=None).aio_channel(address, options)  # no interceptor
+    stub = node_pb2_grpc.NodeStub(channel)
+    if auth.metadata:
+        for name, method in vars(stub).items():  # the stub's multicallables: Spawn, Do, DoStream, ...
+            setattr(stub, name, functools.partial(method, metadata=auth.metadata))
+    return channel, stub
+
 
 # A DoStream batch carries at most about this many payload bytes (more than one message only
 # when they fit), so batches stay far below the message limit however busy the stream is.

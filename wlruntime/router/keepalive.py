@@ -8,11 +8,20 @@ lease, ``Do(KeepAlive(until - now + LEASE_MARGIN_MS))``, so the node's own idle 
 not free it before the router decides. The node asks ``Scheduler.OnIdle`` only when a lease
 runs out without word from the router (a lost router): the answer comes from the same
 record (see ``Router.on_node_idle``).
+
+Every execution ends in a keep-alive, so arming one is on the request path: it is a heap push
+and a deque append, not a loop timer. One clock timer stands for the earliest keep-alive end
+(a heap ordered like the simulator's expiries: time, then instance) and one for the oldest
+lease due (a FIFO: every lease is due ``LEASE_DEFER_MS`` after it was armed). A keep-alive
+replaced or cancelled leaves its entries behind, recognised by their arm number and dropped
+when they reach the front (or when the heap is rebuilt, once stale entries outnumber live ones).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from policies.interface import IDLE
@@ -23,44 +32,93 @@ LEASE_MARGIN_MS = 1000.0   # the node holds an instance this much longer than th
 
 
 class KeepAliveTimers:
-    """One timer per idle instance kept alive (and one for its lease)."""
+    """The keep-alive ends (and leases) of idle instances, on two clock timers in all."""
 
     def __init__(self, clock: Clock, expired: Callable[[Any, float], None],
                  send_lease: Callable[[Any, float], None]) -> None:
         self._clock = clock
         self._expired = expired          # (instance, now) -> None: the keep-alive ran out
         self._send_lease = send_lease    # (instance, ms) -> None: tell its node to hold it ms
-        self._timers: dict[Any, tuple[Timer, Timer | None]] = {}
+        self._armed: dict[Any, int] = {}  # instance -> arm number of its current keep-alive
+        self._arms = 0
+        self._ends: list[tuple[float, int, int, Any]] = []            # heap of (until, instance id, arm, inst)
+        self._end_timer: Timer | None = None
+        self._end_timed: tuple[float, int] | None = None              # (until, instance id) the timer is for
+        self._leases: deque[tuple[float, int, Any, float]] = deque()  # (due, arm, inst, until), due order
+        self._lease_timer: Timer | None = None
 
     def __len__(self) -> int:
-        return len(self._timers)
+        return len(self._armed)
 
     def arm(self, inst: Any, until: float, lease: bool = True) -> None:
-        """Time ``inst``'s keep-alive until ``until``; ``lease``: tell its node after the deferral
-        (False when the node is told another way, e.g. in a directive)."""
-        self.cancel(inst)
-        now = self._clock.now_ms()
-        expiry = self._clock.call_at(until, lambda: self._fire(inst, until), (URGENT, inst.id))
-        lease_timer = None
-        if lease and until - now > LEASE_DEFER_MS:
-            lease_timer = self._clock.call_at(now + LEASE_DEFER_MS, lambda: self._lease(inst, until))
-        self._timers[inst] = (expiry, lease_timer)
+        """Time ``inst``'s keep-alive until ``until`` (replacing the one it had); ``lease``: tell
+        its node after the deferral (False when the node is told another way, e.g. in a directive)."""
+        self._arms += 1
+        arm = self._armed[inst] = self._arms
+        ends = self._ends
+        heappush(ends, (until, inst.id, arm, inst))
+        if len(ends) > 2 * len(self._armed) + 256:
+            self._compact()
+        if self._end_timed is None or (until, inst.id) < self._end_timed:
+            self._time_first_end()
+        if lease:
+            now = self._clock.now_ms()
+            if until - now > LEASE_DEFER_MS:
+                self._leases.append((now + LEASE_DEFER_MS, arm, inst, until))
+                if self._lease_timer is None:
+                    self._lease_timer = self._clock.call_at(now + LEASE_DEFER_MS, self._leases_due)
 
     def cancel(self, inst: Any) -> None:
-        timers = self._timers.pop(inst, None)
-        if timers is not None:
-            for t in timers:
-                if t is not None:
-                    t.cancel()
+        self._armed.pop(inst, None)
 
-    def _fire(self, inst: Any, until: float) -> None:
-        self._timers.pop(inst, None)
-        if inst.state is IDLE and inst.keepalive_until_ms == until:
-            # A timer may fire a hair early (the loop's resolution): the model sees it due.
-            self._expired(inst, max(self._clock.now_ms(), until))
+    def _compact(self) -> None:
+        armed = self._armed
+        self._ends = [entry for entry in self._ends if armed.get(entry[3]) == entry[2]]
+        heapify(self._ends)
 
-    def _lease(self, inst: Any, until: float) -> None:
+    def _time_first_end(self) -> None:
+        """(Re)arm the clock timer for the earliest live keep-alive end."""
+        ends, armed = self._ends, self._armed
+        while ends and armed.get(ends[0][3]) != ends[0][2]:
+            heappop(ends)    # replaced or cancelled
+        if self._end_timer is not None:
+            self._end_timer.cancel()
+            self._end_timer = self._end_timed = None
+        if ends:
+            until, iid = ends[0][0], ends[0][1]
+            self._end_timed = (until, iid)
+            # at one instant, expiries go in instance order (the model's; see Clock.call_at)
+            self._end_timer = self._clock.call_at(until, self._end_due, (URGENT, iid))
+
+    def _end_due(self) -> None:
+        timed = self._end_timed
+        self._end_timer = self._end_timed = None
+        ends, armed = self._ends, self._armed
+        while ends and armed.get(ends[0][3]) != ends[0][2]:
+            heappop(ends)
+        if not ends:
+            return
+        now = self._clock.now_ms()
+        until, _, _, inst = ends[0]
+        # A timer may fire a hair early (the loop's resolution): the one it was set for is due.
+        if timed is None or until > max(now, timed[0]):
+            self._time_first_end()        # the timed one was replaced; a later one is first now
+            return
+        heappop(ends)
+        del armed[inst]
+        self._time_first_end()            # before the model runs: it may arm others
         if inst.state is IDLE and inst.keepalive_until_ms == until:
-            left = until - self._clock.now_ms()
-            if left > 0:
-                self._send_lease(inst, left + LEASE_MARGIN_MS)
+            self._expired(inst, max(now, until))
+
+    def _leases_due(self) -> None:
+        self._lease_timer = None
+        leases, armed = self._leases, self._armed
+        now = self._clock.now_ms()
+        while leases and leases[0][0] <= now:
+            _, arm, inst, until = leases.popleft()
+            if armed.get(inst) == arm and inst.state is IDLE and inst.keepalive_until_ms == until:
+                left = until - now
+                if left > 0:
+                    self._send_lease(inst, left + LEASE_MARGIN_MS)
+        if leases:
+            self._lease_timer = self._clock.call_at(leases[0][0], self._leases_due)

@@ -23,10 +23,8 @@ from typing import Any
 import grpc
 
 from wlmodel.records import Node
-from wlruntime.auth import InternalAuth
-from wlruntime.node.client import DoStreamClient
+from wlruntime.node.client import DoStreamClient, aio_node_stub
 from wlruntime.proto import node_pb2 as pb
-from wlruntime.proto import node_pb2_grpc
 from wlruntime.router.dispatch import CONTROL_TIMEOUT_S, Dispatch
 from wlruntime.router.state import NODE_ERROR, Result
 
@@ -54,8 +52,7 @@ class NodeRef(Node):
     def __init__(self, address: str, transport: Any = None) -> None:
         super().__init__(address, 0.0, address=address, alive=False)
         if transport is None:
-            self.channel = InternalAuth.from_env().aio_channel(address, CHANNEL_OPTIONS)  # calls carry the token
-            self.stub = node_pb2_grpc.NodeStub(self.channel)
+            self.channel, self.stub = aio_node_stub(address, CHANNEL_OPTIONS)  # calls carry the token
             self.calls = DoStreamClient(self.stub)  # Do operations, over one stream
         else:
             self.channel = transport

@@ -17,12 +17,21 @@ PER_FUNCTION = 200
 LOG_TAIL_BYTES = 4096
 
 
+# The fields of an entry, as ``recent`` returns them.
+FIELDS = ("time", "request_id", "instance", "node", "version", "duration_ms", "wait_ms", "cold", "error",
+          "message", "logs")
+
+
 class InvocationLog:
+    """Entries are kept as tuples of the raw values and made into dicts only when read: every
+    request is recorded, ``wl logs`` reads a few (the request path pays a tuple, not a dict,
+    two roundings and a decode)."""
+
     def __init__(self, per_function: int = PER_FUNCTION) -> None:
         self.per_function = per_function
-        self._by_function: dict[str, deque[dict[str, Any]]] = {}
+        self._by_function: dict[str, deque[tuple]] = {}
 
-    def _entries(self, function: str) -> deque[dict[str, Any]]:
+    def _entries(self, function: str) -> deque[tuple]:
         entries = self._by_function.get(function)
         if entries is None:
             entries = self._by_function[function] = deque(maxlen=self.per_function)
@@ -30,25 +39,31 @@ class InvocationLog:
 
     def record(self, function: str, request_id: str, result: Result) -> None:
         """An invocation that ran (or was run and failed)."""
-        self._entries(function).append({
-            "time": time.time(), "request_id": request_id, "instance": result.instance, "node": result.node,
-            "version": result.version, "duration_ms": round(result.exec_ms, 3), "wait_ms": round(result.wait_ms, 3),
-            "cold": result.cold, "error": result.error, "message": result.error_message,
-            "logs": result.logs[-LOG_TAIL_BYTES:].decode("utf-8", "replace")})
+        entries = self._by_function.get(function) or self._entries(function)
+        entries.append((time.time(), request_id, result.instance, result.node, result.version, result.exec_ms,
+                        result.wait_ms, result.cold, result.error, result.error_message,
+                        result.logs[-LOG_TAIL_BYTES:] if result.logs else b""))
 
     def refused(self, function: str, request_id: str, error: RouterError) -> None:
         """A request for a known function that never ran (throttled, too large, no capacity)."""
-        self._entries(function).append({
-            "time": time.time(), "request_id": request_id, "instance": "", "node": "", "version": None,
-            "duration_ms": None, "wait_ms": None, "cold": None, "error": error.kind, "message": error.message,
-            "logs": ""})
+        self._entries(function).append((time.time(), request_id, "", "", None, None, None, None, error.kind,
+                                        error.message, b""))
 
     def recent(self, function: str, limit: int) -> list[dict[str, Any]] | None:
         """The newest ``limit`` entries, oldest first; None when the function has none."""
         entries = self._by_function.get(function)
         if not entries:
             return None
-        return list(entries)[-max(1, limit):]
+        return [_as_dict(entry) for entry in list(entries)[-max(1, limit):]]
 
     def forget(self, function: str) -> None:
         self._by_function.pop(function, None)
+
+
+def _as_dict(entry: tuple) -> dict[str, Any]:
+    out = dict(zip(FIELDS, entry, strict=True))
+    for key in ("duration_ms", "wait_ms"):
+        if out[key] is not None:
+            out[key] = round(out[key], 3)
+    out["logs"] = out["logs"].decode("utf-8", "replace")
+    return out
