@@ -17,8 +17,12 @@ the router's recorded trace is fetched and joined per request (arrival at the ro
 instance was busy), which ``wl calibrate`` and ``wl fidelity`` use.
 
 Output folder: ``plan.parquet`` (the trace as scheduled, canonical columns: what the simulator
-replays as "intended"), ``requests.parquet``, ``instances.parquet``, ``recorded.parquet`` (the
-router's trace of the run, canonical columns), ``load.json`` (the summary).
+replays as "intended"), ``requests.parquet``, ``instances.parquet`` (instance counts per function
+at each state poll), ``instance_samples.parquet`` (every instance at each poll: state, keep-alive
+left), ``recorded.parquet`` (the router's trace of the run, canonical and outcome columns),
+``load.json`` (the summary: lateness, validity, the policy's deadline fallbacks) and
+``metrics.json`` (``wlsim.metrics.summarize`` of the run rebuilt as a simulator result,
+``wl.loop.live``).
 """
 
 from __future__ import annotations
