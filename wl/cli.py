@@ -12,7 +12,7 @@ from wl.settings import ENV_VARS
 from wlruntime.cli import register as register_runtime
 from wlsim.cli import app as sim_app
 from wlsim.rl.cli import app as rl_app
-from wlsim.rl.cli import train_cmd
+from wlsim.rl.cli import train_app
 from wlsim.traces.cli import app as trace_app
 
 # Listed under every `wl --help` (rich markup: one line each).
@@ -40,7 +40,9 @@ def _main(show_version: Annotated[bool, typer.Option("--version", callback=_vers
     """wl: a WebAssembly function platform and a simulator for its policies."""
 app.add_typer(trace_app, name="trace", help="Inspect, convert and synthesise invocation traces.")
 app.add_typer(sim_app, name="sim", help="Replay traces through policies in the simulator.")
-app.command("train", help="Train a learned routing policy in the simulator (alias of `wl rl train`).")(train_cmd)
+app.add_typer(train_app, name="train",
+              help="Train a learned routing policy in the simulator (alias of `wl rl train`); "
+                   "`wl train ... sweep` for seeds x λ.")
 app.add_typer(rl_app, name="rl", help="Train and evaluate learned (RL) policies.")
 register_runtime(app)
 register_loop(app)  # wl load / calibrate / fidelity: the live loop
