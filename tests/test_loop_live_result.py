@@ -76,3 +76,19 @@ def test_a_run_without_the_router_trace_is_named() -> None:
     run.records = run.records.drop(columns=["router_start_ms"])
     with pytest.raises(LoadError, match="router trace"):
         live_result(run)
+
+
+def test_policy_fallbacks_are_read_from_the_router_metrics() -> None:
+    """A user policy's decisions answered by the base policy (deadline overruns) make a live run
+    something the simulator never does; wl load reads their counts from /metrics."""
+    from wl.loop.load import _policy_fallbacks
+
+    class Client:
+        def metrics(self) -> str:
+            return ('# HELP wl_router_policy_overruns_total ...\n'
+                    'wl_router_policy_overruns_total{decision="route"} 3.0\n'
+                    'wl_router_policy_overruns_total{decision="on_idle"} 2.0\n'
+                    'wl_router_policy_busy_fallbacks_total{decision="route"} 7.0\n'
+                    'wl_router_policy_slow 0.0\n')
+
+    assert _policy_fallbacks(Client()) == {"overruns": 5, "busy_fallbacks": 7}
