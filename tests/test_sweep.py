@@ -131,3 +131,22 @@ def test_compare_through_an_executor_equals_the_usual_path():
     cols = ["policy", "cold_starts", "idle_gb_s", "latency_p99_ms", "cost_vs_oracle"]
     pd.testing.assert_frame_equal(usual[cols], via[cols])
     assert list(results) == ["fixed_ttl", "kpa", "oracle"]
+
+
+def test_sweep_on_a_profile_equals_replay_on_it_and_bad_profile_is_one_line_error(tmp_path):
+    from wlsim.profile import trace_sim_config
+
+    grid = Grid(specs=["fixed_ttl:ttl_ms=2000"], traces=[TRACE], slices=[(1, 20)], seeds=[0],
+                oracle=False, config={"profile": "wl"})
+    row = run_sweep(grid, LocalExecutor(1), progress=False).iloc[0]
+    trace = read_trace(TRACE, seed=0, start_minute=1, end_minute=20)
+    on_wl = summarize(simulate(trace, "fixed_ttl:ttl_ms=2000",
+                               trace_sim_config("wl", sorted(trace["function"].unique()), seed=0)))
+    default = summarize(simulate(trace, "fixed_ttl:ttl_ms=2000"))
+    assert row["added_latency_s"] == pytest.approx(on_wl["added_latency_s"])
+    assert row["cold_starts"] == on_wl["cold_starts"]
+    # the wl profile's cold starts take a few ms, the default (container) profile's 250+
+    assert row["added_latency_s"] < default["added_latency_s"] / 10
+    bad = CliRunner().invoke(wl_app, ["sim", "sweep", "-p", "kpa", "--profile", "nope", "--no-progress",
+                                      "-j", "1", "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "nope" in bad.output and "Traceback" not in bad.output

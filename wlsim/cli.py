@@ -532,7 +532,7 @@ def sweep(
     nodes: int | None = typer.Option(None, "--nodes", min=1, help="Simulated nodes."),
     node_memory_mb: float | None = NodeMemOpt, cold_start_ms: float | None = ColdOpt,
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Per-instance concurrency."),
-    max_instances: int | None = MaxInstOpt, progress: bool = ProgressOpt,
+    max_instances: int | None = MaxInstOpt, profile: str | None = ProfileOpt, progress: bool = ProgressOpt,
 ) -> None:
     """A grid of policy specs x parameter values x traces/slices x seeds, one simulation per cell:
     summary.csv/.parquet (a row per cell), front.csv and pareto.png across the grid."""
@@ -554,7 +554,7 @@ def sweep(
         if oracle is not None:
             grid.oracle = oracle
         given = {"nodes": nodes, "node_memory_mb": node_memory_mb, "cold_start_ms": cold_start_ms,
-                 "concurrency": concurrency, "max_instances": max_instances}
+                 "concurrency": concurrency, "max_instances": max_instances, "profile": profile}
         grid.config |= {k: v for k, v in given.items() if v is not None}
         from wlsim.parallel import make_executor
 

@@ -15,7 +15,8 @@ A grid comes from the command line (``wl sim sweep``) or a YAML file::
         params: {range_minutes: [120, 240]}
       - kpa
     oracle: true                          # one oracle cell per trace x slice x seed (the reference)
-    config: {nodes: 1, node_memory_mb: null, cold_start_ms: null, concurrency: 1, max_instances: null}
+    config: {nodes: 1, node_memory_mb: null, cold_start_ms: null, concurrency: 1, max_instances: null,
+             profile: null}   # profile: container (default), wl or a wl calibrate file
     weights: {gb_s_usd: 0.0000166667}
 
 The result table has one row per cell (its spec, the spec's parameters as ``param_<name>``
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 ALTERNATIVES = "|"
 SLICE_RE = re.compile(r"^\s*(\d+)?\s*-\s*(\d+)?\s*$")
-CONFIG_KEYS = ("nodes", "node_memory_mb", "cold_start_ms", "concurrency", "max_instances")
+CONFIG_KEYS = ("nodes", "node_memory_mb", "cold_start_ms", "concurrency", "max_instances", "profile")
 WEIGHT_KEYS = ("gb_s_usd", "request_usd", "latency_usd_per_s")
 
 
@@ -241,13 +242,14 @@ def load_grid(path: str | Path) -> Grid:
 
 # -------------------------------------------------------------------------- running
 
-def _sim_config(config: dict[str, Any], seed: int) -> SimConfig:
+def _sim_config(config: dict[str, Any], seed: int, functions: Sequence[str] = ()) -> SimConfig:
+    """``functions``: the cell's trace's, for a profile's per-function cold starts (as replay)."""
     from wlsim.cli import make_config
 
     c = {"nodes": 1, "node_memory_mb": None, "cold_start_ms": None, "concurrency": 1,
-         "max_instances": None} | config
+         "max_instances": None, "profile": None} | config
     return make_config(c["nodes"], c["node_memory_mb"], c["cold_start_ms"], seed, c["concurrency"],
-                       c["max_instances"])
+                       c["max_instances"], c["profile"], functions)
 
 
 def run_cell(trace: pd.DataFrame, task: tuple[str, SimConfig, CostWeights]) -> dict[str, Any]:
@@ -284,8 +286,10 @@ def run_sweep(grid: Grid, executor: Executor, progress: bool = True) -> pd.DataF
     weights = grid.cost_weights()
     # The oracle cells first: usually the slowest, they should not finish last alone.
     order = sorted(range(len(cells)), key=lambda i: spec_name(cells[i].spec) != ORACLE)
+    functions = {key: sorted(table["function"].unique()) for key, table in tables.items()}
     tasks = [(cells[i].trace_key,
-              (with_absolute_path(cells[i].spec), _sim_config(grid.config, cells[i].seed), weights))
+              (with_absolute_path(cells[i].spec),
+               _sim_config(grid.config, cells[i].seed, functions[cells[i].trace_key]), weights))
              for i in order]
     rows: list[dict[str, Any] | None] = [None] * len(cells)
     started = time.perf_counter()
