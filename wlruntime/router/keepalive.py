@@ -114,7 +114,9 @@ class KeepAliveTimers:
         self._lease_timer = None
         leases, armed = self._leases, self._armed
         now = self._clock.now_ms()
-        while leases and leases[0][0] <= now:
+        # A timer may fire a hair early (the loop's resolution): the lease it was set for is due.
+        due_by = max(now, leases[0][0]) if leases else now
+        while leases and leases[0][0] <= due_by:
             _, arm, inst, until = leases.popleft()
             if armed.get(inst) == arm and inst.state is IDLE and inst.keepalive_until_ms == until:
                 left = until - now
