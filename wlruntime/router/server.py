@@ -158,8 +158,15 @@ def create_app(router: Router, *, admin_token: str, scheduler_host: str = "127.0
 def run_router_forever(app: InvokeHandler, host: str, port: int, loop: str = "uvloop",
                        log_level: str = "warning") -> None:
     """Serve until SIGINT/SIGTERM (uvicorn handles both and runs the lifespan shutdown)."""
+    import gc
+
     import uvicorn
 
+    # What exists now (modules, the app, the router, the policy) lives as long as the process:
+    # frozen, it is left out of the collector's full passes, which then walk only what requests
+    # left behind (measured: a full collection every ~15k requests took ~50 ms, bench/README.md).
+    gc.collect()
+    gc.freeze()
     # No proxy-header rewriting (loopback; one less middleware per request) and no Server header.
     uvicorn.run(app, host=host, port=port, loop=loop, http="httptools", lifespan="on", access_log=False,
                 log_level=log_level, proxy_headers=False, server_header=False)
