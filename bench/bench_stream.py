@@ -45,6 +45,16 @@ print(json.dumps({"invocations": r.invocations, "functions": r.functions, "wall_
                   "cold": r.cold, "instances": r.instances, "parts": r.request_parts}))
 """
 
+IN_MEMORY = """
+import json, resource, sys
+import pandas as pd
+from wlsim.engine import simulate
+r = simulate(pd.read_parquet(sys.argv[1]), sys.argv[2])
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"invocations": len(r.requests), "wall_s": r.wall_s, "cpu_s": u.ru_utime + u.ru_stime,
+                  "max_rss_mb": u.ru_maxrss / 1024, "cold": int(r.requests.cold.sum())}))
+"""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +62,8 @@ def main() -> None:
     ap.add_argument("--policy", default="fixed_ttl")
     ap.add_argument("--batch-rows", default="1e5", help="trace rows read at a time")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/wl-bench-stream"))
+    ap.add_argument("--in-memory", action="store_true",
+                    help="also replay the smallest trace in memory (simulate on the whole table) for reference")
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -71,6 +83,15 @@ def main() -> None:
               f"peak RSS {r['max_rss_mb']:,.0f} MB, {r['invocations'] / r['cpu_s']:,.0f} inv/CPU-s, "
               f"{r['invocations'] / r['wall_s']:,.0f} inv/s wall ({r['wall_s']:.0f} s, load ~{r['load']:.1f}), "
               f"cold {r['cold']:,}, instances {r['instances']:,}, {r['parts']} request parts", flush=True)
+    if args.in_memory:
+        size = args.sizes.split(",")[0]
+        hours = float(size) / 1e6 * HOURS_PER_MILLION
+        trace = args.dir / f"azure_like-{FUNCTIONS}fn-{size}-{hours:g}h.parquet"
+        out = subprocess.run([sys.executable, "-c", IN_MEMORY, str(trace), args.policy], check=True, cwd=ROOT,
+                             capture_output=True, text=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['invocations']:>11,} invocations in memory (simulate): peak RSS {r['max_rss_mb']:,.0f} MB, "
+              f"{r['invocations'] / r['cpu_s']:,.0f} inv/CPU-s (process CPU incl. reading), cold {r['cold']:,}")
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         speed = (b["invocations"] / b["cpu_s"]) / (a["invocations"] / a["cpu_s"])

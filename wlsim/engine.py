@@ -15,7 +15,8 @@ invalid answers) are the model's, ``wlmodel.platform``, shared with the live rou
 - a cold start takes ``SimConfig.cold_start`` ms (``ColdStartModel``) from the spawn decision:
   the function's constant, or, for a function with a measured distribution
   (``ColdStartModel.quantiles_ms``), one draw per spawn from a ``random.Random(SimConfig.seed)``
-  (the same seed gives the same run);
+  (the same seed gives the same run); with a load-dependent one (``ColdStartModel.by_load``),
+  the draw is from the distribution of the requests in flight at the spawn;
 - nodes are ``SimConfig.nodes`` x ``node_memory_mb`` (may be unbounded);
 - answers are checked in "raise" mode: an invalid answer raises ``PolicyAnswerError``.
 
@@ -55,6 +56,7 @@ import math
 import random
 import time
 from array import array
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -362,7 +364,9 @@ class Simulation(Platform):
                      float(model.cold_start_ms(name, memory_mb)))
         if not (f.cold_start_ms >= 0 and math.isfinite(f.cold_start_ms)):
             raise ValueError(f"cold-start model gave {f.cold_start_ms!r} ms for function {f.name!r}")
-        if name in model.quantiles_ms:    # every spawn draws its cold start (f.cold_start_ms: the estimate)
+        if name in model.by_load:         # every spawn draws from its load's bucket (LoadColdStart)
+            self._cold_draws[f] = model.by_load[name]
+        elif name in model.quantiles_ms:  # every spawn draws its cold start (f.cold_start_ms: the estimate)
             self._cold_draws[f] = model.quantiles_ms[name]
         return f
 
@@ -618,8 +622,17 @@ class Simulation(Platform):
             self._r_cold[row] = 1
         f = inst.fn
         table = self._cold_draws.get(f) if self._cold_draws else None
-        cold_ms = f.cold_start_ms if table is None else draw_quantile(table, self._cold_rng.random())
+        if table is None:
+            cold_ms = f.cold_start_ms
+        elif type(table) is tuple:
+            cold_ms = draw_quantile(table, self._cold_rng.random())
+        else:                             # LoadColdStart: the bucket of the load right now
+            cold_ms = table.draw(self._in_flight(now), self._cold_rng.random())
         self._at(now + cold_ms, self._on_ready_cb, inst)
+
+    def _in_flight(self, now: float) -> int:
+        """Requests arrived by ``now`` and not finished (LoadColdStart's load measure)."""
+        return bisect_right(self._arrival, now) - self.completed - self.rejected
 
     def _on_ready(self, inst: Instance, _: Any) -> None:
         self.instance_ready(inst, self._now)
@@ -752,7 +765,7 @@ class StreamingSimulation(Simulation):
     stays empty and ids are counted.
     """
 
-    __slots__ = ("_instance_count", "_last_arrival", "_prefix_base", "_sink", "_summary")
+    __slots__ = ("_batch_arrival", "_instance_count", "_last_arrival", "_prefix_base", "_sink", "_summary")
 
     def __init__(self, batches: Iterable[pd.DataFrame], out_dir: str | Path, config: SimConfig | None = None,
                  policy: Policy | None = None, *, rows_per_part: int = 250_000,
@@ -782,6 +795,7 @@ class StreamingSimulation(Simulation):
         self._last_arrival = -INF
         self._arrival_prefix = array("d", [0.0])
         self._prefix_base = 0
+        self._batch_arrival = array("d")
         # Per request, by trace row; only rows loaded and not finished.
         self._arrival, self._duration, self._fcode, self._payload = {0: INF}, {}, {}, {}
         self._r_routed, self._r_start, self._r_inst, self._r_cold_ms = {}, {}, {}, {}
@@ -801,8 +815,9 @@ class StreamingSimulation(Simulation):
 
         # run() turns the cyclic garbage collector off (the engine makes no cycles), but a
         # pandas table and a written part leave some: collect them once per batch, or a long
-        # stream would keep every batch's.
-        gc.collect()
+        # stream would keep every batch's. The young generations only: they hold what was
+        # made since the last batch; a full collection would scan every function's state.
+        gc.collect(1)
         for batch in self._chunks:
             if len(batch) == 0:
                 continue
@@ -838,10 +853,15 @@ class StreamingSimulation(Simulation):
             running = np.cumsum(np.concatenate([[self._arrival_prefix[-1]], arrival]))
             self._arrival_prefix = array("d", running.tobytes())
             self._prefix_base = base
+            self._batch_arrival = array("d", arrival.tobytes())   # _in_flight's
             self.n = base + m
             return table
         self._chunks = None
         return None
+
+    def _in_flight(self, now: float) -> int:
+        # A batch loads once every earlier row has arrived: arrivals before it are its base.
+        return self._prefix_base + bisect_right(self._batch_arrival, now) - self.completed - self.rejected
 
     def _function_codes(self, table: pd.DataFrame, source: str) -> np.ndarray:
         """The batch's function codes; functions seen for the first time are added (codes in
