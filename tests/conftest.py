@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import httpx
@@ -251,14 +251,20 @@ class Chaotic(Policy):
     """Seeded random answers at every decision point (all kinds, incl. re-routes, rejects,
     pre-warms and evictions): any change in the order or number of decisions between two
     runs changes the random stream, and so the results. ``whole_ms``: keep-alives and
-    pre-warm delays in whole ms (the sim/live parity test: its virtual clock is in whole ms)."""
+    pre-warm delays in whole ms (the sim/live parity test: its virtual clock is in whole ms).
+    ``evict_in_spawn``: spawns also name up to 3 random idle instances (of any function routed
+    so far) to kill first, ``Spawn(evict=...)`` (off by default: the streams stay unchanged)."""
     name = "chaotic"
 
-    def __init__(self, seed: int, whole_ms: bool = False) -> None:
+    def __init__(self, seed: int, whole_ms: bool = False, evict_in_spawn: bool = False) -> None:
         self.rng = random.Random(seed)
         self.whole_ms = whole_ms
+        self.evict_in_spawn = evict_in_spawn
+        self.seen: dict[str, Any] = {}      # functions routed so far, in first-seen order
 
     def route(self, now_ms, request, fn):
+        if self.evict_in_spawn:
+            self.seen[fn.name] = fn
         u = self.rng.random()
         if u < 0.02:
             return REJECT
@@ -267,7 +273,11 @@ class Chaotic(Policy):
         live = list(fn.instances.values())
         if live and u < 0.85:
             return Assign(live[self.rng.randrange(len(live))])
-        return Spawn(node=self.rng.choice([None, None, "node0", "node1"]))
+        node = self.rng.choice([None, None, "node0", "node1"])
+        if not self.evict_in_spawn:
+            return Spawn(node=node)
+        idle = [i for f in self.seen.values() for i in f.idle]
+        return Spawn(node=node, evict=self.rng.sample(idle, self.rng.randrange(min(len(idle), 3) + 1)))
 
     def on_idle(self, now_ms, instance, fn):
         u = self.rng.random()

@@ -166,6 +166,15 @@ def test_each_builtin_decides_the_same_in_the_simulator_and_the_router(name: str
     compare(whole_ms_trace(7, n=250), lambda: load_policy(name))
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_random_evictions_within_spawns_run_the_same_in_both(seed: int) -> None:
+    # Spawn(evict=[random idle instances of any function]): the model's kills, then the spawn
+    trace = whole_ms_trace(seed)
+    compare(trace, lambda: Chaotic(seed, whole_ms=True, evict_in_spawn=True))
+    result = Simulation(trace, CONFIG, Chaotic(seed, whole_ms=True, evict_in_spawn=True)).run()
+    assert result.instances.evicted.sum() > 0
+
+
 def test_faascache_evicting_under_its_memory_cap_runs_the_same_in_both() -> None:
     # 5 functions of 128-2048 MB under a 4 GB cap: spawns evict idle instances of other
     # functions (Spawn(evict=...): the model's kills, Kill calls to the nodes live) and, when
