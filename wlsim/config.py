@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -28,6 +29,10 @@ class ColdStartModel:
     # constant above (per_function_ms or base + per_mb) stays the function's estimate: the
     # policies' cold-start prior. Empty (the default, the ``container`` profile): constant.
     quantiles_ms: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # Per-function load-dependent distributions (a profile's ``by_abi.<abi>.by_load``): each
+    # spawn draws from the distribution of the platform's load at that moment (LoadColdStart),
+    # instead of ``quantiles_ms``. Empty (the default): the cold start ignores load.
+    by_load: dict[str, LoadColdStart] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for function, table in self.quantiles_ms.items():
@@ -39,6 +44,41 @@ class ColdStartModel:
         """The function's cold-start estimate (every spawn's, unless it has a distribution)."""
         v = self.per_function_ms.get(function)
         return v if v is not None else self.base_ms + self.per_mb_ms * memory_mb
+
+
+@dataclass(frozen=True)
+class LoadColdStart:
+    """A cold start that grows with the platform's load: one measured distribution per bucket
+    of ``in_flight``, the requests in flight on the platform when the spawn is decided (arrived
+    at the router and not finished: waiting, starting or executing, the spawning one included).
+
+    Live, a burst of spawns on a loaded node makes cold starts grow from milliseconds to seconds
+    (the node's own instantiation stays ~0.1 ms): spawns queue with everything else in flight for
+    the CPU and the node's wasm threads. In-flight work is what they queue behind, so it is the
+    bucket key; it explains the measured cold starts better than the recent spawn rate does (see
+    wl.loop.calibrate). Bucket ``k`` holds ``upper[k-1] <= in_flight < upper[k]`` (the last one is
+    open); ``quantiles_ms[k]`` is its distribution at equally spaced probabilities (as
+    ColdStartModel.quantiles_ms).
+    """
+    upper: tuple[float, ...]
+    quantiles_ms: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.quantiles_ms) != len(self.upper) + 1:
+            raise ValueError(f"LoadColdStart: {len(self.upper)} bucket bounds need {len(self.upper) + 1} "
+                             f"quantile tables, got {len(self.quantiles_ms)}")
+        if any(not b > a for a, b in pairwise(self.upper)) or any(not 0 < v < math.inf for v in self.upper):
+            raise ValueError(f"LoadColdStart.upper: expected ascending finite bounds > 0, got {list(self.upper)!r}")
+        for k, table in enumerate(self.quantiles_ms):
+            if not is_quantile_table(table):
+                raise ValueError(f"LoadColdStart.quantiles_ms[{k}]: {QUANTILE_TABLE_RULE}, got {list(table)!r}")
+
+    def table(self, in_flight: float) -> tuple[float, ...]:
+        """The distribution of the bucket ``in_flight`` falls in."""
+        return self.quantiles_ms[bisect_right(self.upper, in_flight)]
+
+    def draw(self, in_flight: float, u: float) -> float:
+        return draw_quantile(self.table(in_flight), u)
 
 
 QUANTILE_TABLE_RULE = "expected at least 2 ascending finite values >= 0 (ms)"

@@ -10,6 +10,12 @@ engine takes, plus how the platform reshapes a trace before the model sees it:
   ``quantiles_ms`` draws each spawn's cold start from that distribution (shifted like the median
   for its code size; seeded, see ``ColdStartModel.quantiles_ms``); its median stays the
   policies' estimate. Without quantiles (or without the function's ABI) a cold start is constant.
+  ``by_abi.<abi>.by_load`` makes it load-dependent: one distribution per bucket of the requests
+  in flight on the platform when the spawn is decided (``upper``: the buckets' bounds,
+  ``quantiles_ms``: one table per bucket), drawn instead of ``quantiles_ms``. Live, a burst of
+  spawns on a loaded node grows the cold start from ms to seconds (CPU and wasm-thread
+  queueing); ``wl calibrate`` fits the table from the runs' cold requests. It is this machine's
+  at the load it was measured under (other processes' CPU share changes it).
 - ``request_overhead_ms``: time an instance is busy per request beyond the function's own
   duration (the router -> node call, instantiation of an ABI 1 module): added to ``duration_ms``.
 - ``front``: how the HTTP front spreads a burst. A request sent at ``t`` reaches the router's
@@ -37,12 +43,13 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wlsim.config import QUANTILE_TABLE_RULE, ColdStartModel, SimConfig, is_quantile_table
+from wlsim.config import QUANTILE_TABLE_RULE, ColdStartModel, LoadColdStart, SimConfig, is_quantile_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,6 +70,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LoadBuckets(_Strict):
+    """A load-dependent cold start (``wlsim.config.LoadColdStart``): the measured distribution
+    per bucket of ``in_flight`` (requests arrived at the router and not finished when the spawn
+    is decided, platform-wide). Bucket k holds ``upper[k-1] <= in_flight < upper[k]``, the last
+    is open, so ``quantiles_ms`` has one table more than ``upper``."""
+    measure: Literal["in_flight"] = "in_flight"
+    upper: list[float] = Field(min_length=1)
+    quantiles_ms: list[list[float]]
+    samples: list[int] = Field(default_factory=list)
+    fit: dict[str, Any] = Field(default_factory=dict, description="how well the buckets explain the samples")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadBuckets:
+        if any(not 0 < v < math.inf for v in self.upper) or any(b <= a for a, b in pairwise(self.upper)):
+            raise ValueError(f"upper: expected ascending finite bounds > 0, got {self.upper}")
+        if len(self.quantiles_ms) != len(self.upper) + 1:
+            raise ValueError(f"quantiles_ms: {len(self.upper)} bounds in upper need {len(self.upper) + 1} "
+                             f"tables (one per bucket), got {len(self.quantiles_ms)}")
+        for k, table in enumerate(self.quantiles_ms):
+            if not is_quantile_table(table):
+                raise ValueError(f"quantiles_ms[{k}]: {QUANTILE_TABLE_RULE}")
+        if self.samples and len(self.samples) != len(self.quantiles_ms):
+            raise ValueError(f"samples: expected one count per bucket ({len(self.quantiles_ms)}), "
+                             f"got {len(self.samples)}")
+        return self
+
+    def model(self, shift_ms: float = 0.0) -> LoadColdStart:
+        return LoadColdStart(tuple(self.upper), tuple(tuple(q + shift_ms for q in t) for t in self.quantiles_ms))
+
+
 class AbiColdStart(_Strict):
     """Measured cold starts of one function ABI (ms, at the router: arrival to execution start)."""
     p50_ms: float = Field(ge=0)
@@ -74,6 +111,9 @@ class AbiColdStart(_Strict):
     # The measured distribution at 0, 5, ..., 100 % (any equally spaced probabilities from 0
     # to 1): the simulator draws each spawn's cold start from it (ColdStartModel.quantiles_ms).
     quantiles_ms: list[float] = Field(default_factory=list)
+    # The same, per bucket of the platform's load at the spawn: when present every spawn draws
+    # from its bucket instead of from quantiles_ms (the median above stays the estimate).
+    by_load: LoadBuckets | None = None
 
     @field_validator("quantiles_ms")
     @classmethod
@@ -131,15 +171,18 @@ class Profile(_Strict):
         cs = self.cold_start
         pinned = dict(cs.per_function_ms)
         tables: dict[str, tuple[float, ...]] = {}
+        by_load: dict[str, LoadColdStart] = {}
         for name, info in (functions or {}).items():
             if name not in pinned and info.abi in cs.by_abi:
                 pinned[name] = self.function_cold_start_ms(name, 0.0, info)
                 abi = cs.by_abi[info.abi]
+                shift = abi.per_code_mb_ms * info.code_bytes / 1_048_576
                 if len(abi.quantiles_ms) >= 2:
-                    shift = abi.per_code_mb_ms * info.code_bytes / 1_048_576
                     tables[name] = tuple(q + shift for q in abi.quantiles_ms)
+                if abi.by_load is not None:
+                    by_load[name] = abi.by_load.model(shift)
         return ColdStartModel(base_ms=cs.base_ms, per_mb_ms=cs.per_mb_ms, per_function_ms=pinned,
-                              quantiles_ms=tables)
+                              quantiles_ms=tables, by_load=by_load)
 
     def sim_config(self, functions: Mapping[str, FunctionInfo] | None = None, **kwargs: Any) -> SimConfig:
         """A SimConfig with this profile's cold starts (``kwargs``: the other SimConfig fields)."""
@@ -172,6 +215,11 @@ class Profile(_Strict):
         text = f"{self.name}: cold start {cs.base_ms:g} ms + {cs.per_mb_ms:g} ms/MB"
         for abi, a in cs.by_abi.items():
             text += f"; {abi} p50 {a.p50_ms:.2f} ms"
+            if a.by_load is not None:
+                text += (f" (by load: p50 {a.by_load.quantiles_ms[0][len(a.by_load.quantiles_ms[0]) // 2]:.1f} ms"
+                         f" below {a.by_load.upper[0]:g} requests in flight, "
+                         f"{a.by_load.quantiles_ms[-1][len(a.by_load.quantiles_ms[-1]) // 2]:.0f} ms from "
+                         f"{a.by_load.upper[-1]:g})")
         if self.shapes_trace:
             text += (f"; +{self.request_overhead_ms:.2f} ms per request; front {self.front.delay_ms:.2f} ms"
                      f" + {self.front.per_request_ms:.2f} ms/request")

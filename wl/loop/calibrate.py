@@ -7,6 +7,14 @@ every number):
   of a request that rode its instance's spawn): p10/p50/p90/p99 per ABI, and a least-squares
   slope against the function's configured memory (clipped at 0; the per-function medians are
   what is fitted, so a busy function does not dominate);
+- the load-dependent cold start (``by_load``, from the router's trace of each run): the cold
+  starts' quantiles per bucket of the requests in flight at the router when the cold request
+  arrived (arrived, not finished). Why that measure: live, the cold start grows from ms to
+  seconds under load while the node's own instantiation stays ~0.1 ms; the spawn queues with
+  the work in flight for the CPU and the wasm threads. On ~21,000 cold starts of 47 runs
+  (2026-12-02, load 1-16) buckets of in-flight requests explained 78% of the variance of
+  log(cold start), buckets of the spawns in the preceding second 65% (0.5 s: 56%, 2 s: 67%);
+  each calibration records both in ``by_load.fit``;
 - per-request overhead: the time the router saw the instance busy minus the duration the
   request asked the synthetic function for (instantiation of the ABI 1 module, the call);
 - the HTTP front: ``delay_ms`` and ``per_request_ms`` of the FIFO model in wlsim.profile,
@@ -25,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from wl.loop.load import LoadError, LoadResult
-from wlsim.profile import AbiColdStart, ClientSpec, ColdStartSpec, FrontSpec, Profile, front_arrivals
+from wlsim.profile import AbiColdStart, ClientSpec, ColdStartSpec, FrontSpec, LoadBuckets, Profile, front_arrivals
 
 SYNTHETIC_ABI = "wasi-command"
 
@@ -71,6 +79,83 @@ def fit_front(sent_ms: np.ndarray, router_ms: np.ndarray) -> tuple[float, float,
     return best
 
 
+# Bucket bounds tried for by_load (requests in flight); a bucket with fewer than
+# LOAD_MIN_SAMPLES cold starts is merged into the one below it.
+LOAD_UPPER = (10, 25, 50, 100, 150, 200, 300, 400, 500)
+LOAD_MIN_SAMPLES = 30
+QUANTILE_PROBS = range(0, 101, 5)
+
+
+def load_cold_samples(results: Sequence[LoadResult]) -> pd.DataFrame:
+    """Cold requests of the runs with a router trace: ``in_flight`` (requests at the router,
+    arrived and not finished, the cold one included, when it arrived), ``spawns_1s`` (cold
+    requests in the preceding second, the alternative load measure) and ``cold_ms``."""
+    parts = []
+    for r in results:
+        rec = r.recorded
+        if rec is None or rec.empty or "cold_start_ms" not in rec:
+            continue
+        if "status" in rec:
+            rec = rec[rec["status"] == "ok"]
+        arrival = rec["arrival_ms"].to_numpy(float)
+        end = (arrival + rec["wait_ms"].fillna(0).to_numpy(float) + rec["cold_start_ms"].fillna(0).to_numpy(float)
+               + rec["exec_ms"].fillna(0).to_numpy(float))
+        cold = rec[rec["cold"].fillna(False).astype(bool)].sort_values("arrival_ms", kind="stable")
+        t = cold["arrival_ms"].to_numpy(float)
+        in_flight = (np.searchsorted(np.sort(arrival), t, "right") - np.searchsorted(np.sort(end), t, "right"))
+        spawns = np.arange(len(t)) - np.searchsorted(t, t - 1000.0, "left")
+        parts.append(pd.DataFrame({"function": cold["function"].to_numpy(), "memory_mb": cold["memory_mb"].to_numpy(float),
+                                   "in_flight": in_flight, "spawns_1s": spawns,
+                                   "cold_ms": cold["cold_start_ms"].to_numpy(float)}))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=["function", "memory_mb", "in_flight", "spawns_1s", "cold_ms"]))
+
+
+def _bucket_bounds(x: np.ndarray, candidates: Sequence[float], min_samples: int) -> list[float]:
+    """``candidates`` with each bound dropped whose bucket below would hold < min_samples
+    samples (merging it into the next), and the last one dropped if the open bucket would."""
+    bounds: list[float] = []
+    lower = -np.inf
+    for b in candidates:
+        if np.count_nonzero((x >= lower) & (x < b)) >= min_samples:
+            bounds.append(float(b))
+            lower = b
+    while bounds and np.count_nonzero(x >= bounds[-1]) < min_samples:
+        bounds.pop()
+    return bounds
+
+
+def bucket_fit(x: np.ndarray, cold_ms: np.ndarray, bounds: Sequence[float]) -> dict[str, float]:
+    """How well bucket medians explain the cold starts: the share of the variance of
+    log(cold start) explained (r2_log) and the mean absolute error of the median (ms)."""
+    bucket = np.searchsorted(np.asarray(bounds, float), x, "right")
+    y = np.log(np.maximum(cold_ms, 0.01))
+    frame = pd.DataFrame({"b": bucket, "y": y, "c": cold_ms})
+    log_median = frame.groupby("b")["y"].transform("median").to_numpy()
+    median = frame.groupby("b")["c"].transform("median").to_numpy()
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {"r2_log": round(1 - float(np.sum((y - log_median) ** 2)) / total, 3) if total > 0 else 0.0,
+            "mean_abs_error_ms": round(float(np.mean(np.abs(cold_ms - median))), 2)}
+
+
+def fit_load_buckets(samples: pd.DataFrame, candidates: Sequence[float] = LOAD_UPPER,
+                     min_samples: int = LOAD_MIN_SAMPLES) -> LoadBuckets | None:
+    """The by_load table from ``load_cold_samples``; None when the runs never left the first
+    bucket (no load to model: the profile's plain quantiles say it all)."""
+    x, cold = samples["in_flight"].to_numpy(float), samples["cold_ms"].to_numpy(float)
+    bounds = _bucket_bounds(x, candidates, min_samples)
+    if not bounds:
+        return None
+    bucket = np.searchsorted(np.asarray(bounds), x, "right")
+    tables = [[round(float(q), 3) for q in np.percentile(cold[bucket == k], QUANTILE_PROBS)]
+              for k in range(len(bounds) + 1)]
+    spawn_bounds = _bucket_bounds(samples["spawns_1s"].to_numpy(float), (5, 10, 25, 50, 100, 200), min_samples)
+    fit = {"in_flight": bucket_fit(x, cold, bounds),
+           "spawns_1s (alternative, not used)": bucket_fit(samples["spawns_1s"].to_numpy(float), cold, spawn_bounds)}
+    return LoadBuckets(upper=bounds, quantiles_ms=tables, samples=np.bincount(bucket, minlength=len(tables)).tolist(),
+                       fit=fit)
+
+
 def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -> Profile:
     """Fit a profile from load runs; raises LoadError when there is nothing valid to fit."""
     valid = [r for r in results if r.info.get("valid")]
@@ -82,7 +167,12 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
         raise LoadError(f"only {len(cold)} cold starts in the runs: too few to fit (send bursts after idle gaps)")
     x = cold["cold_ms"].to_numpy(float)
     p10, p50, p90, p99 = (float(v) for v in np.percentile(x, [10, 50, 90, 99]))
-    base, per_mb = fit_memory_slope(cold)
+    loaded = load_cold_samples(valid)
+    by_load = fit_load_buckets(loaded)
+    # The memory slope from unloaded spawns only, when there are enough: under load a function's
+    # median is its share of the bursts, not its memory's cost.
+    quiet = loaded[loaded["in_flight"] < by_load.upper[0]] if by_load is not None else loaded.iloc[0:0]
+    base, per_mb = fit_memory_slope(quiet if len(quiet) >= LOAD_MIN_SAMPLES else cold)
 
     records = pd.concat([_ok(r.records).assign(run=i) for i, r in enumerate(valid)], ignore_index=True)
     matched = records.dropna(subset=["router_arrival_ms", "router_busy_ms"]) if "router_arrival_ms" in records else \
@@ -119,7 +209,8 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
             SYNTHETIC_ABI: AbiColdStart(p50_ms=round(p50, 3), p10_ms=round(p10, 3), p90_ms=round(p90, 3),
                                         p99_ms=round(p99, 3), samples=len(cold),
                                         quantiles_ms=[round(float(q), 3)
-                                                      for q in np.percentile(x, range(0, 101, 5))])}),
+                                                      for q in np.percentile(x, QUANTILE_PROBS)],
+                                        by_load=by_load)}),
         request_overhead_ms=round(max(0.0, overhead), 3),
         front=FrontSpec(delay_ms=round(delay, 3), per_request_ms=round(per_request, 3)),
         client=ClientSpec(response_ms=round(max(0.0, response), 3)),
