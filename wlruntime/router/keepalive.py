@@ -9,12 +9,15 @@ not free it before the router decides. The node asks ``Scheduler.OnIdle`` only w
 runs out without word from the router (a lost router): the answer comes from the same
 record (see ``Router.on_node_idle``).
 
-Every execution ends in a keep-alive, so arming one is on the request path: it is a heap push
-and a deque append, not a loop timer. One clock timer stands for the earliest keep-alive end
-(a heap ordered like the simulator's expiries: time, then instance) and one for the oldest
-lease due (a FIFO: every lease is due ``LEASE_DEFER_MS`` after it was armed). A keep-alive
-replaced or cancelled leaves its entries behind, recognised by their arm number and dropped
-when they reach the front (or when the heap is rebuilt, once stale entries outnumber live ones).
+Every execution ends in a keep-alive, so arming one is on the request path: a deque append, not
+a loop timer. A keep-alive first waits ``LEASE_DEFER_MS`` in a FIFO (every entry is due that
+long after it was armed; under load most are replaced by the instance's next execution before
+then); one that lasts that long gets its lease and joins a heap of keep-alive ends ordered like
+the simulator's expiries (time, then instance). One clock timer stands for the FIFO's oldest
+entry and one for the earliest end. A keep-alive replaced or cancelled leaves its entries
+behind, recognised by their arm number and dropped when they reach the front (or when the heap
+is rebuilt, once stale entries outnumber live ones). Keep-alives shorter than the deferral go
+to the heap at once.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class KeepAliveTimers:
         self._ends: list[tuple[float, int, int, Any]] = []            # heap of (until, instance id, arm, inst)
         self._end_timer: Timer | None = None
         self._end_timed: tuple[float, int] | None = None              # (until, instance id) the timer is for
-        self._leases: deque[tuple[float, int, Any, float]] = deque()  # (due, arm, inst, until), due order
-        self._lease_timer: Timer | None = None
+        # keep-alives not yet LEASE_DEFER_MS old: (due, arm, inst, until, lease), in due order
+        self._deferred: deque[tuple[float, int, Any, float, bool]] = deque()
+        self._deferred_timer: Timer | None = None
 
     def __len__(self) -> int:
         return len(self._armed)
@@ -55,21 +59,27 @@ class KeepAliveTimers:
         its node after the deferral (False when the node is told another way, e.g. in a directive)."""
         self._arms += 1
         arm = self._armed[inst] = self._arms
+        now = self._clock.now_ms()
+        if until - now > LEASE_DEFER_MS:
+            # Most keep-alives end here, replaced by the next execution within milliseconds:
+            # one joins the heap only once it has lasted the deferral (its end is later).
+            due = now + LEASE_DEFER_MS
+            self._deferred.append((due, arm, inst, until, lease))
+            if self._deferred_timer is None:
+                self._deferred_timer = self._clock.call_at(due, self._deferred_due)
+        else:
+            self._time_end(inst, until, arm)
+
+    def cancel(self, inst: Any) -> None:
+        self._armed.pop(inst, None)
+
+    def _time_end(self, inst: Any, until: float, arm: int) -> None:
         ends = self._ends
         heappush(ends, (until, inst.id, arm, inst))
         if len(ends) > 2 * len(self._armed) + 256:
             self._compact()
         if self._end_timed is None or (until, inst.id) < self._end_timed:
             self._time_first_end()
-        if lease:
-            now = self._clock.now_ms()
-            if until - now > LEASE_DEFER_MS:
-                self._leases.append((now + LEASE_DEFER_MS, arm, inst, until))
-                if self._lease_timer is None:
-                    self._lease_timer = self._clock.call_at(now + LEASE_DEFER_MS, self._leases_due)
-
-    def cancel(self, inst: Any) -> None:
-        self._armed.pop(inst, None)
 
     def _compact(self) -> None:
         armed = self._armed
@@ -110,17 +120,21 @@ class KeepAliveTimers:
         if inst.state is IDLE and inst.keepalive_until_ms == until:
             self._expired(inst, max(now, until))
 
-    def _leases_due(self) -> None:
-        self._lease_timer = None
-        leases, armed = self._leases, self._armed
+    def _deferred_due(self) -> None:
+        """Keep-alives that lasted the deferral: their ends join the heap, their leases go out."""
+        self._deferred_timer = None
+        deferred, armed = self._deferred, self._armed
         now = self._clock.now_ms()
-        # A timer may fire a hair early (the loop's resolution): the lease it was set for is due.
-        due_by = max(now, leases[0][0]) if leases else now
-        while leases and leases[0][0] <= due_by:
-            _, arm, inst, until = leases.popleft()
-            if armed.get(inst) == arm and inst.state is IDLE and inst.keepalive_until_ms == until:
+        # A timer may fire a hair early (the loop's resolution): the entry it was set for is due.
+        due_by = max(now, deferred[0][0]) if deferred else now
+        while deferred and deferred[0][0] <= due_by:
+            _, arm, inst, until, lease = deferred.popleft()
+            if armed.get(inst) != arm:
+                continue                  # replaced or cancelled meanwhile
+            self._time_end(inst, until, arm)
+            if lease and inst.state is IDLE and inst.keepalive_until_ms == until:
                 left = until - now
                 if left > 0:
                     self._send_lease(inst, left + LEASE_MARGIN_MS)
-        if leases:
-            self._lease_timer = self._clock.call_at(leases[0][0], self._leases_due)
+        if deferred:
+            self._deferred_timer = self._clock.call_at(deferred[0][0], self._deferred_due)
