@@ -51,6 +51,7 @@ class Outcome(NamedTuple):
 
 
 NO_OUTCOME = Outcome()
+_new_outcome = tuple.__new__
 Row = tuple[str, str, float, float, float, int, Mapping[str, float] | None, Outcome]
 
 
@@ -70,8 +71,9 @@ class TraceRecorder:
             self.dropped += 1
         if features:
             features = self._admit(features)
+        # tuple.__new__: the same Outcome without the generated __new__'s Python frame (every request)
         outcome = (NO_OUTCOME if cold is None else
-                   Outcome(cold, wait_ms, cold_start_ms, exec_ms, start_ms, end_ms, node, status))
+                   _new_outcome(Outcome, (cold, wait_ms, cold_start_ms, exec_ms, start_ms, end_ms, node, status)))
         self.rows.append((app, function, arrival_ms, duration_ms, memory_mb, payload_bytes, features or None,
                           outcome))
 
