@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -188,7 +188,7 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
         return NodeInfo(name=node.name, address=node.address, alive=node.alive, last_error=node.last_error)
 
     @api.get("/events")
-    async def queued_events(limit: int = 20) -> dict[str, Any]:
+    async def queued_events(limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:  # SQLite's LIMIT is 64-bit
         if events is None:
             raise HTTPException(404, "this router has no Event queue")
         return events.describe(limit)
