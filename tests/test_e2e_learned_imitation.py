@@ -1,6 +1,7 @@
-"""The bundled imitation-learned policy (examples/learned/azure40, numpy only) decides in the
-live router: warm and cold requests are served, and after an execution it answers keep-alive
-decisions (the instance stays idle and serves the next request warm)."""
+"""The bundled imitation-learned policies (examples/learned/azure40 and its fewer-cold-starts
+operating point azure40-fewer-cold, numpy only) decide in the live router: warm and cold
+requests are served, and after an execution it answers keep-alive decisions (the instance
+stays idle and serves the next request warm)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "examples" / "build"
-ARTIFACT = ROOT / "examples" / "learned" / "azure40"
+ARTIFACTS = ROOT / "examples" / "learned"
 
 
-def test_bundled_imitation_policy_decides_live(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    platform = start_platform(tmp_path / "wl", policy=f"learned:{ARTIFACT}",
+@pytest.mark.parametrize("artifact", ["azure40", "azure40-fewer-cold"])
+def test_bundled_imitation_policy_decides_live(tmp_path: Path, request: pytest.FixtureRequest, artifact: str) -> None:
+    platform = start_platform(tmp_path / "wl", policy=f"learned:{ARTIFACTS / artifact}",
                               cache_dir=request.config.cache.mkdir("wl-node-cache"))
     try:
         wl = PlatformClient(platform)
