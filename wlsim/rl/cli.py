@@ -226,6 +226,8 @@ def imitate_cmd(
     hidden: int = typer.Option(32, "--hidden", min=1, help="Hidden units."),
     out: Path = typer.Option(Path("runs/imitation"), "--out", "-o", help="Output folder."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs."),
+    synthetic_timers: int = typer.Option(0, "--synthetic-timers", min=0,
+                                         help="Synthetic timer-triggered functions added to the training rollouts."),
 ) -> None:
     """Train the imitation-learned keep-alive policy (labels: the oracle's hindsight idle periods;
     DAgger; checkpoint chosen on the validation slice). Minutes on a CPU."""
@@ -237,7 +239,7 @@ def imitate_cmd(
             raise typer.BadParameter("--train-minutes and --validation-minutes take FIRST,LAST")
         cfg = ImitationConfig(trace=trace, train_minutes=(tm[0], tm[1]), validation_minutes=(vm[0], vm[1]),
                               seed=seed, iterations=iterations, epochs=epochs, eval_every=eval_every,
-                              hidden=hidden, out=str(out), tensorboard=tensorboard)
+                              hidden=hidden, out=str(out), tensorboard=tensorboard, synthetic_timers=synthetic_timers)
         artifact = train(cfg, log=lambda m: err_console.print(m, markup=False, highlight=False))
     except _user_errors() as e:
         raise _fail(str(e)) from None
