@@ -55,7 +55,7 @@ def test_each_spawn_draws_from_the_bucket_of_the_requests_in_flight() -> None:
     # a ends before b arrives; b, c, d, e each spawn with 1, 2, 3, ... requests in flight.
     rows = [("a", 0.0, 5.0), ("b", 10.0, 1000.0), ("c", 11.0, 1000.0), ("d", 12.0, 1000.0),
             ("e", 13.0, 1000.0), ("f", 5000.0, 1.0)]
-    model = ColdStartModel(base_ms=9.0, per_mb_ms=0.0, by_load={name: STEP for name in "abcdef"})
+    model = ColdStartModel(base_ms=9.0, per_mb_ms=0.0, by_load=dict.fromkeys("abcdef", STEP))
     sim = Simulation(_trace(rows), SimConfig(cold_start=model), load_policy("fixed_ttl:ttl_ms=100000"))
     result = sim.run()
     assert result.requests["cold"].all()

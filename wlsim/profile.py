@@ -26,8 +26,11 @@ engine takes, plus how the platform reshapes a trace before the model sees it:
   back), for client-side latency predictions.
 
 Bundled profiles (``wlsim/profiles/*.json``), chosen by name: ``container`` (250 ms + 0.5
-ms/MB, published container-platform cold starts; the simulator's default) and ``wl`` (this
-platform, measured with ``wl calibrate``). Any other name is a path to a profile file.
+ms/MB, published container-platform cold starts; the simulator's default), ``wl`` (this
+platform, measured with ``wl calibrate``) and ``wl-load`` (``wl`` plus the ``by_load`` table
+fitted from runs with bursts of spawns, on this 2-core machine at load 8-12: for live-replay-
+sized runs; a trace of long requests keeps hundreds in flight and would draw every spawn from
+the top bucket). Any other name is a path to a profile file.
 
 A trace names functions but not their ABI or code size, so ``function_info`` says what each
 runs as: what ``wl load`` deploys for a trace function, the bundled synthetic function

@@ -104,7 +104,8 @@ def load_cold_samples(results: Sequence[LoadResult]) -> pd.DataFrame:
         t = cold["arrival_ms"].to_numpy(float)
         in_flight = (np.searchsorted(np.sort(arrival), t, "right") - np.searchsorted(np.sort(end), t, "right"))
         spawns = np.arange(len(t)) - np.searchsorted(t, t - 1000.0, "left")
-        parts.append(pd.DataFrame({"function": cold["function"].to_numpy(), "memory_mb": cold["memory_mb"].to_numpy(float),
+        parts.append(pd.DataFrame({"function": cold["function"].to_numpy(),
+                                   "memory_mb": cold["memory_mb"].to_numpy(float),
                                    "in_flight": in_flight, "spawns_1s": spawns,
                                    "cold_ms": cold["cold_start_ms"].to_numpy(float)}))
     return (pd.concat(parts, ignore_index=True) if parts
