@@ -3,7 +3,7 @@ the bundled Azure day with 20 functions, replayed live at ``--speed`` (15: ~56 r
 
     .venv/bin/python bench/fidelity.py [--speed 15] [--start-minute 1081] [--minutes 10]
         [--policies fixed_ttl:ttl_ms=2000,default,hybrid_histogram,learned:examples/learned/azure40]
-        [--profile wl] [--max-duration-ms 1000] [--out results/fidelity-bench]
+        [--profile wl] [--also-profiles wl-load] [--max-duration-ms 1000] [--out results/fidelity-bench]
 
 For each policy a fresh platform (1 node, 200 wasm threads, compiled code warmed) runs the slice
 with the synthetic function (sleeping for each row's duration / speed, capped), and the
@@ -14,6 +14,9 @@ Prints the table of ``wl fidelity`` and each target's pass/fail:
   +-5% (the simulator fed the router's recording: "recorded" with the profile's cold starts,
   "recorded_cold" with the cold starts the platform had at each moment, see wl.loop.fidelity);
 - cold starts within +-10% from the trace as sent (the driver's send times, no recording).
+
+``--also-profiles`` re-simulates the same live runs with other profiles (no second live run):
+one line per profile and policy with the recorded and as-sent errors, kept in also.json.
 
 The live numbers are wlsim.metrics' own (wl.loop.live.live_result); the load average is printed
 and kept in targets.json (the machine is shared: its load changes the platform's timings).
@@ -50,6 +53,8 @@ def main() -> None:
     ap.add_argument("--policies", default="fixed_ttl:ttl_ms=2000,default,hybrid_histogram,"
                                           "learned:examples/learned/azure40")
     ap.add_argument("--profile", default="wl")
+    ap.add_argument("--also-profiles", default="", help="comma-separated profiles to re-simulate the same live "
+                    "runs with (e.g. wl-load: the load-dependent cold start)")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
     ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
     ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
@@ -59,10 +64,10 @@ def main() -> None:
 
     from policies.registry import split_specs
     from wl.loop.cli import fidelity_table
-    from wl.loop.fidelity import fidelity, write_report
+    from wl.loop.fidelity import compare_run, fidelity, write_report
     from wl.loop.load import plan_load
     from wlsim.cli import make_console
-    from wlsim.profile import load_profile
+    from wlsim.profile import load_profile, synthetic_code_bytes
     from wlsim.traces import read_trace
 
     console = make_console()
@@ -94,6 +99,18 @@ def main() -> None:
             console.print(f"{f.policy:<40} {which:<13} {metric:<22} {100 * err:+7.1f}%  (+-{100 * bound:.0f}%) "
                           f"{'PASS' if ok else 'FAIL'}{'' if f.load.info.get('valid') else '  [run invalid]'}")
     (args.out / "targets.json").write_text(json.dumps(verdicts, indent=2, default=str) + "\n")
+    also = []
+    for name in filter(None, (p.strip() for p in args.also_profiles.split(","))):
+        other = load_profile(name)
+        for f in results:
+            g = compare_run(f.load, f.policy, other, synthetic_code_bytes())
+            rec, sent = g.errors("recorded"), g.errors("intended")
+            also.append({"profile": name, "policy": f.policy, "recorded": rec, "intended": sent})
+            console.print(f"{name:<10} {f.policy:<40} recorded: cold starts {100 * rec['cold_starts']:+6.1f}%, mean "
+                          f"instances {100 * rec['mean_instances']:+6.1f}%; as sent: cold starts "
+                          f"{100 * sent['cold_starts']:+6.1f}%")
+    if also:
+        (args.out / "also.json").write_text(json.dumps(also, indent=2, default=str) + "\n")
     console.print(f"results in {args.out}")
 
 
