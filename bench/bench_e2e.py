@@ -24,6 +24,13 @@ bottleneck) with a Lua script that POSTs a small body. Measured:
   Lua script).
 
 Each measurement is repeated ``--repeats`` times (interleaved) and the median is printed.
+
+``--router-logic [--baseline DIR]``: only the router's own work per request, in-process and
+without sockets (the real Router on the real clock, the default loop, two in-process nodes
+that answer at once, 16 concurrent callers, the invocation log as the HTTP handler keeps it):
+CPU µs per request, in child processes alternating this tree and ``DIR`` (another tree, e.g.
+``git archive d16f7dd``), medians and minima of ``--rounds`` rounds of 8,000 requests. On a
+busy shared machine this resolves differences that the end-to-end CPU figures cannot.
 """
 
 from __future__ import annotations
@@ -40,13 +47,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if os.environ.get("WL_BENCH_TREE"):  # --router-logic's child for another tree: its wlruntime first
+    sys.path.insert(0, os.environ["WL_BENCH_TREE"])
 
 from wlruntime.platform import Child, Platform, free_port
+from wlruntime.proto import node_pb2 as pb
 
 ECHO_WASM = ROOT / "examples" / "build" / "echo.wasm"
 BODY = b"hello, wl! " * 4
@@ -145,7 +156,6 @@ def wrk(url: str, script: Path, connections: int, duration: float,
 async def node_do_latency(address: str, instance_function: str, n: int, token: str) -> float:
     """p50 of Do(Invoke) on one instance, sequential, from a Python gRPC client (ms)."""
     from wlruntime.auth import InternalAuth
-    from wlruntime.proto import node_pb2 as pb
     from wlruntime.proto import node_pb2_grpc
 
     async with InternalAuth(token=token).aio_channel(address) as channel:  # the platform's nodes need it
@@ -178,6 +188,97 @@ def paced(url: str, script: Path, duration: float) -> dict[str, float]:
     return parsed
 
 
+class _InstantNode:
+    """A node transport answering every call at once (``--router-logic``; the gRPC stub's names)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stub = self.calls = self.channel = self
+
+    async def Health(self, request, timeout=None):
+        return pb.HealthReply(ok=True, node_id=self.name)
+
+    async def Status(self, request, timeout=None):
+        return pb.StatusReply(node_id=self.name, memory_capacity_mb=4096)
+
+    async def Spawn(self, request, timeout=None):
+        reply = pb.SpawnReply(instance_id=request.instance_id, function=request.function)
+        if request.HasField("invoke"):
+            reply.invoke.CopyFrom(pb.InvokeResult(request_id=request.invoke.request_id, exec_ms=0.05,
+                                                  output=request.invoke.payload))
+        return reply
+
+    async def do(self, request, timeout=None, size=0):
+        await asyncio.sleep(0)
+        if request.HasField("invoke"):
+            return pb.DoReply(instance_id=request.instance_id, invoke=pb.InvokeResult(
+                request_id=request.invoke.request_id, exec_ms=0.05, output=request.invoke.payload))
+        return pb.DoReply(instance_id=request.instance_id)
+
+    async def close(self, grace=None) -> None:
+        return None
+
+
+async def _router_logic_rounds(rounds: int, policy: str) -> list[float]:
+    """CPU µs per request of the router importable here (see ``--router-logic``)."""
+    import inspect
+
+    import wlruntime.router.core as core
+    from wlruntime.router.state import Function
+
+    if "node_factory" in inspect.signature(core.Router).parameters:
+        from wlruntime.router.nodes import NodeRef
+        router = core.Router(registry_url="http://registry.invalid", nodes=["n1", "n2"], policy=policy,
+                             node_factory=lambda address: NodeRef(address, _InstantNode(address)))
+        await router.start(background=False)
+    else:  # a tree from before the router split (d16f7dd): its NodeRef is built inside the router
+        class Ref(core.NodeRef):
+            def __init__(self, address: str) -> None:
+                self.address = self.name = address
+                self.channel = self.stub = self.calls = _InstantNode(address)
+                self.alive, self.capacity_mb, self.free_mb, self.instances = False, 0.0, 0.0, {}
+                self.last_error, self.misses = "", 0
+        core.NodeRef = Ref
+        router = core.Router(registry_url="http://127.0.0.1:9", nodes=["n1", "n2"], policy=policy)
+        await router.start()
+    router.functions["echo"] = Function("echo", 1, {"memory_mb": 16, "concurrency": 64})
+    try:
+        from wlruntime.router.http.invocations import InvocationLog
+        invocations: Any = InvocationLog()
+    except ImportError:  # older trees kept none
+        invocations = None
+
+    async def caller(n: int) -> None:
+        for i in range(n):
+            result = await router.invoke("echo", BODY, {"content_type": "application/octet-stream"}, None)
+            if invocations is not None:
+                invocations.record("echo", f"i{i}", result)
+
+    await asyncio.gather(*(caller(200) for _ in range(16)))   # warm-up: instances, policy state
+    out = []
+    for _ in range(rounds):
+        t = time.process_time()
+        await asyncio.gather(*(caller(500) for _ in range(16)))
+        out.append((time.process_time() - t) / 8000 * 1e6)
+    return out
+
+
+def router_logic(rounds: int, policy: str, baseline: Path | None) -> None:
+    """``--router-logic``: child processes alternating this tree and ``baseline``."""
+    trees = [("this tree", ROOT)] + ([("baseline", baseline.resolve())] if baseline else [])
+    results: dict[str, list[float]] = {}
+    for label, tree in trees * 2:
+        env = dict(os.environ, WL_BENCH_TREE=str(tree), PYTHONPATH=str(tree))
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--router-logic-child",
+                              "--rounds", str(rounds), "--policy", policy],
+                             capture_output=True, text=True, env=env, cwd=tree, check=True).stdout
+        results.setdefault(label, []).extend(float(x) for x in out.split())
+    print(f"\nrouter logic alone (in-process, instant nodes, policy {policy}), CPU µs per request:")
+    for label, tree in trees:
+        v = results[label]
+        print(f"  {label:10} median {statistics.median(v):6.1f}  min {min(v):6.1f}  ({tree})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=2, help="handler nodes (default 2: one per core)")
@@ -186,7 +287,19 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="connections for the throughput runs")
     parser.add_argument("--paced-duration", type=float, default=4.0,
                         help=f"seconds per paced run (a request every {PACE_MS} ms)")
+    parser.add_argument("--router-logic", action="store_true",
+                        help="only the router's own CPU per request, in-process (see the module docstring)")
+    parser.add_argument("--baseline", type=Path, help="with --router-logic: another tree to alternate with")
+    parser.add_argument("--rounds", type=int, default=10, help="with --router-logic: rounds per child process")
+    parser.add_argument("--policy", default="fixed_ttl", help="with --router-logic: the router's policy")
+    parser.add_argument("--router-logic-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.router_logic_child:
+        print(" ".join(f"{x:.3f}" for x in asyncio.run(_router_logic_rounds(args.rounds, args.policy))))
+        return
+    if args.router_logic:
+        router_logic(args.rounds, args.policy, args.baseline)
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     if not ECHO_WASM.is_file():
