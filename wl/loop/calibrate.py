@@ -93,7 +93,7 @@ def load_cold_samples(results: Sequence[LoadResult]) -> pd.DataFrame:
     parts = []
     for r in results:
         rec = r.recorded
-        if rec is None or rec.empty or "cold_start_ms" not in rec:
+        if rec is None or rec.empty or "cold_start_ms" not in rec or "cold" not in rec:
             continue
         if "status" in rec:
             rec = rec[rec["status"] == "ok"]
