@@ -41,6 +41,7 @@ def assert_streamed_equals(one, out_dir, summary) -> None:
     assert summary.invocations == len(q) and summary.rejected == int(q.rejected.sum())
     assert summary.cold == int(q.cold.sum()) and summary.instances == len(one.instances)
     assert summary.latency_ms_sum == pytest.approx(q.latency_ms.sum())
+    assert summary.mean_wait_ms == pytest.approx(q.wait_ms.mean())
     assert summary.idle_mb_ms == pytest.approx((one.instances.memory_mb * one.instances.idle_ms).sum())
     assert json.loads((out_dir / "summary.json").read_text())["invocations"] == len(q)
 

@@ -350,6 +350,7 @@ def replay_streamed(policy: str, trace: str, out: Path | None, nodes: int, node_
                 ("rejected", f"{summary.rejected:,}"), ("cold starts", f"{summary.cold:,}"),
                 ("cold-start rate %", _num(100 * summary.cold_start_rate, ".2f")),
                 ("mean latency ms", _num(summary.mean_latency_ms, ",.2f")),
+                ("mean wait ms", _num(summary.mean_wait_ms, ",.3f")),
                 ("latency p50 ms (~2%)", _num(summary.latency_p50_ms, ",.2f")),
                 ("latency p99 ms (~2%)", _num(summary.latency_p99_ms, ",.2f")),
                 ("latency max ms", _num(summary.latency_ms_max, ",.2f")),

@@ -112,11 +112,16 @@ class StreamSummary:
     def mean_latency_ms(self) -> float:
         return self.latency_ms_sum / self.completed if self.completed else math.nan
 
+    @property
+    def mean_wait_ms(self) -> float:
+        return self.wait_ms_sum / self.completed if self.completed else math.nan
+
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         d["out_dir"] = str(self.out_dir)
         d.update(idle_gb_s=self.idle_gb_s, cold_start_rate=self.cold_start_rate,
-                 mean_latency_ms=self.mean_latency_ms)
+                 mean_latency_ms=self.mean_latency_ms, mean_wait_ms=self.mean_wait_ms,
+                 invocations_per_s=self.invocations_per_s)
         return d
 
 
