@@ -1,7 +1,8 @@
 """The router's Prometheus metrics (served at /metrics).
 
 Per-request updates use label children cached on the Function record, so the hot path pays a
-dictionary lookup and an ``inc``/``observe``; instance counts are computed at scrape time.
+dictionary lookup and an ``inc``/``observe`` of a ``tallies`` child (plain attributes, exported as
+Prometheus counters and histograms when scraped); instance counts are computed at scrape time.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wlruntime.router.deadline import DeadlineCollector
+from wlruntime.router.tallies import Counter, Histogram
 
 # Latency buckets from 0.1 ms (a warm call on loopback) to 60 s (a slow cold start + timeout).
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
