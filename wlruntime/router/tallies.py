@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
@@ -86,10 +86,10 @@ class _Family:
             child = self._children[key] = self._new_child()
         return child
 
-    def describe(self) -> Iterable:
+    def describe(self) -> Iterable[Metric]:
         return [self._family()]
 
-    def _family(self):  # noqa: ANN202 (a prometheus_client Metric)
+    def _family(self) -> Metric:
         raise NotImplementedError
 
 
