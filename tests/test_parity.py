@@ -34,6 +34,7 @@ from conftest import Chaotic
 from policies.features import FunctionStats
 from policies.interface import Assign, KeepAlive, Policy, Spawn
 from policies.registry import BUILTINS, load_policy
+from wlruntime.registry.models import DEFAULT_MAX_INSTANCES
 from wlruntime.router.core import Router
 from wlruntime.router.state import RouterError
 from wlruntime.router.virtual import VirtualPlatform
@@ -45,7 +46,9 @@ pytestmark = pytest.mark.unit
 NODES = 2
 NODE_MB = 6144.0
 COLD = ColdStartModel(base_ms=200.0, per_mb_ms=0.25)       # whole ms for the memory sizes used
-CONFIG = SimConfig(nodes=NODES, node_memory_mb=NODE_MB, cold_start=COLD, max_instances=10**6)
+# The registry's cap on a function's live instances in both drivers; never reached here (the nodes
+# hold at most 2 * 6144 / 128 = 96 instances).
+CONFIG = SimConfig(nodes=NODES, node_memory_mb=NODE_MB, cold_start=COLD, max_instances=DEFAULT_MAX_INSTANCES)
 
 
 def whole_ms_trace(seed: int, n: int = 300, functions: int = 5) -> pd.DataFrame:
@@ -122,7 +125,7 @@ def run_router(trace: pd.DataFrame, policy: Policy, concurrency: int = 1) -> tup
             duration_ms=lambda invoke: float(durations[int(invoke.metadata["row"])]),
             cold_start_ms=cold_ms.__getitem__)
         for name in names:   # deployed functions, as the registry would describe them
-            fn = platform.deploy(name, {"memory_mb": int(memory[name]), "max_instances": 10**6})
+            fn = platform.deploy(name, {"memory_mb": int(memory[name]), "max_instances": DEFAULT_MAX_INSTANCES})
             fn.stats = FunctionStats(cold_start_prior_ms=cold_ms[name])   # the simulator's prior
             fn.concurrency = concurrency
         await platform.run((t, row, name, b"", {"row": str(row)}) for row, (t, name)

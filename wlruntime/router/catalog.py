@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from wlruntime.router.state import Function, FunctionNotFound, Unavailable, max_instances_of
+from wlruntime.router.state import ConfigError, Function, FunctionNotFound, Unavailable
 
 log = logging.getLogger("wlruntime.router")
 
@@ -76,7 +76,7 @@ class FunctionCatalog:
         if meta is None:
             raise FunctionNotFound(f"Function not found: {name}:{version}")
         # setdefault: a concurrent first use may have loaded it meanwhile
-        return self.pinned.setdefault((name, version), Function(name, version, meta.get("config") or {}))
+        return self.pinned.setdefault((name, version), _function(name, version, meta.get("config") or {}))
 
     async def _load(self, name: str) -> Function:
         if not NAME_RE.match(name):
@@ -120,12 +120,15 @@ class FunctionCatalog:
         self._unknown.pop(name, None)
         fn = self.functions.get(name)
         if fn is None:
-            fn = self.functions[name] = Function(name, version, config)
+            fn = self.functions[name] = _function(name, version, config)
             log.info("function %s@%d loaded (%s, %s MB, timeout %s ms, max_instances %s)", name, version,
-                     config.get("abi"), config.get("memory_mb"), config.get("timeout_ms"), max_instances_of(config))
+                     fn.abi, fn.memory_mb, fn.timeout_ms, fn.max_instances)
         elif fn.version != version or fn.config != config:
             log.info("function %s: version %d -> %d", name, fn.version, version)
-            fn.update(version, config)
+            try:
+                fn.update(version, config)
+            except ConfigError as error:
+                raise _bad_config(name, version, error) from None
             self._on_update(fn)
         return fn
 
@@ -151,7 +154,10 @@ class FunctionCatalog:
                 log.info("function %s was deleted from the registry", name)
                 self.forget(name)
             else:
-                self.upsert(name, int(meta["latest_version"]), meta.get("config") or {})
+                try:
+                    self.upsert(name, int(meta["latest_version"]), meta.get("config") or {})
+                except Unavailable as error:   # a bad stored config: keep running the version we have
+                    log.warning("%s", error)
 
     async def refresh_loop(self) -> None:
         while True:
@@ -188,6 +194,19 @@ class FunctionCatalog:
     async def list_registry(self) -> list[dict]:
         listing = await self.registry_get("/functions")
         return listing or []
+
+
+def _function(name: str, version: int, config: dict[str, Any]) -> Function:
+    try:
+        return Function(name, version, config)
+    except ConfigError as error:
+        raise _bad_config(name, version, error) from None
+
+
+def _bad_config(name: str, version: int, error: ConfigError) -> Unavailable:
+    """The registry stored a config this router cannot run (it validates at upload, so an older
+    or newer registry's): the function cannot be served, and the message says which key."""
+    return Unavailable(f"function {name} version {version} has an invalid config in the registry: {error}")
 
 
 def _json_or_text(response: httpx.Response) -> Any:

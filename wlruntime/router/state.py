@@ -18,55 +18,51 @@ from wlmodel.kinds import FUNCTION_ERROR_KINDS, ErrorKind
 from wlmodel.records import Function as ModelFunction
 from wlmodel.records import Instance as ModelInstance
 from wlmodel.records import Node
-from wlruntime.registry.models import DEFAULT_MAX_INSTANCES
+from wlruntime.registry.models import ConfigError, FunctionConfig
 
 # Error kinds of an invocation result (wlmodel.kinds.ErrorKind; str values, "none" is success).
 OK = ErrorKind.NONE
 FUNCTION_ERROR = ErrorKind.FUNCTION_ERROR
 TIMEOUT = ErrorKind.TIMEOUT
 NODE_ERROR = ErrorKind.NODE_ERROR   # the node failed or vanished mid-request (not the function's fault)
-__all__ = ["FUNCTION_ERROR_KINDS", "NODE_ERROR", "OK", "TIMEOUT", "Function", "Instance", "Pending", "Result"]
-
-DEFAULT_MEMORY_MB = 128
-DEFAULT_TIMEOUT_MS = 3000
-DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
-
-
-def max_instances_of(config: dict[str, Any]) -> int:
-    """The registry config's cap on live instances: ``max_instances``, or its old name
-    ``concurrency`` (accepted as an alias; it never meant executions per instance)."""
-    value = config.get("max_instances", config.get("concurrency", DEFAULT_MAX_INSTANCES))
-    return int(value)
+__all__ = ["FUNCTION_ERROR_KINDS", "NODE_ERROR", "OK", "TIMEOUT", "ConfigError", "Function", "Instance", "Pending",
+           "Result"]
 
 
 class Function(ModelFunction):
-    """A deployed function: the model's record plus its registry config. ``concurrency`` (the
-    view's field) is executions per instance (1 live: a node runs one request per instance at
-    a time); ``max_instances`` the registry config's cap on live instances."""
+    """A deployed function: the model's record plus its registry config, built as the registry's
+    ``FunctionConfig`` (``from_stored``: the one function config, defaults and the old key
+    ``concurrency`` included; a bad stored value raises ``ConfigError`` naming the key).
+    ``concurrency`` (the view's field) is executions per instance (1 live: a node runs one
+    request per instance at a time); ``max_instances`` the config's cap on live instances."""
 
-    __slots__ = ("abi", "config", "logs", "max_payload_bytes", "metric_children", "timeout_ms", "version")
+    __slots__ = ("abi", "config", "logs", "max_payload_bytes", "metric_children", "settings", "timeout_ms",
+                 "version")
 
     def __init__(self, name: str, version: int, config: dict[str, Any]) -> None:
-        super().__init__(name, name, memory_mb=float(config.get("memory_mb", DEFAULT_MEMORY_MB)), concurrency=1,
-                         max_instances=max_instances_of(config))
+        settings = FunctionConfig.from_stored(config)
+        super().__init__(name, name, memory_mb=float(settings.memory_mb), concurrency=1,
+                         max_instances=settings.max_instances)
         self.version = version
-        self.config = config
-        self.timeout_ms = int(config.get("timeout_ms", DEFAULT_TIMEOUT_MS))
-        self.max_payload_bytes = int(config.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES))
-        self.abi = str(config.get("abi", ""))
+        self._configure(config, settings)
         # Recent invocation logs (stderr) and errors, newest last, for `wl logs`.
         self.logs: deque[dict[str, Any]] = deque(maxlen=200)
         self.metric_children: dict[str, Any] = {}
 
+    def _configure(self, config: dict[str, Any], settings: FunctionConfig) -> None:
+        self.config = config          # as stored (compared on refresh)
+        self.settings = settings
+        self.memory_mb = float(settings.memory_mb)
+        self.max_instances = settings.max_instances
+        self.timeout_ms = settings.timeout_ms
+        self.max_payload_bytes = settings.max_payload_bytes
+        self.abi = settings.abi or ""
+
     def update(self, version: int, config: dict[str, Any]) -> None:
         """A new version was deployed: new instances get its config."""
+        settings = FunctionConfig.from_stored(config)   # first: a bad config changes nothing
         self.version = version
-        self.config = config
-        self.memory_mb = float(config.get("memory_mb", DEFAULT_MEMORY_MB))
-        self.max_instances = max_instances_of(config)
-        self.timeout_ms = int(config.get("timeout_ms", DEFAULT_TIMEOUT_MS))
-        self.max_payload_bytes = int(config.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES))
-        self.abi = str(config.get("abi", ""))
+        self._configure(config, settings)
         self.deleted = False
 
 
