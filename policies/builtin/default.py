@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections import deque
+from itertools import accumulate
 from typing import Any
 
 from policies.builtin._common import EPS_MS, WorkLedger, idle_for, keep_until, number, warm_slot
@@ -106,6 +107,20 @@ def upper_quantile(sorted_values: list[float], lo: int, q: float) -> float:
     """The nearest-rank ``q`` quantile of ``sorted_values[lo:]`` (non-empty)."""
     n = len(sorted_values) - lo
     return sorted_values[lo + min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+
+_GRID_POSITIONS: dict[int, list[int]] = {}
+
+
+def grid_positions(n: int) -> list[int]:
+    """The indices of the pre-warm search's grid in ``n`` sorted samples (at most 16, evenly
+    spread), cached per ``n`` (the window sizes repeat)."""
+    pos = _GRID_POSITIONS.get(n)
+    if pos is None:
+        import numpy as np
+
+        pos = _GRID_POSITIONS[n] = [int(k) for k in np.linspace(0, n - 1, min(n, 16)).astype(int)]
+    return pos
 
 
 class ExpectedWaitState:
@@ -346,8 +361,75 @@ class ExpectedWait(Policy):
         ``keep_window_ms``. Per sample gap g: g < S is a cold start; S <= g <= S + W costs
         the pre-warm's cold-start memory and g - S of idle memory; g > S + W both that
         (W) and a cold start. S and W come from a grid of the samples' quantiles (periodic
-        functions, e.g. timers, have tight gaps longer than the break-even time)."""
+        functions, e.g. timers, have tight gaps longer than the break-even time).
+
+        It runs at every refresh of a function's keep-alive (at each new idle period while
+        its window fills), so it is kept cheap without changing a plan: the grid's costs come
+        from prefix sums over the sorted gaps (O(grid^2 + samples)), and only when that leaves
+        the choice open within rounding (two pairs, or the best pair and keeping alive, closer
+        than ``tolerance``) does the gap-by-gap search (``plan_prewarm_exact``) decide, whose
+        sums, tie-breaking and comparison are the reference."""
         import numpy as np  # only here: refreshes are rare
+
+        n = len(sorted_gaps)
+        grid: list[float] = []
+        for k in grid_positions(n):                 # the distinct grid values, ascending
+            v = sorted_gaps[k]
+            if not grid or v != grid[-1]:
+                grid.append(v)
+        slack, cold_ms_ = self.prewarm_slack, cold_ms
+        starts = [s for s in (v * (1.0 - slack) - cold_ms_ for v in grid) if s > cold_ms_]
+        st.prewarm_at_ms = None
+        if not starts:                               # no pre-warm can be ready in time
+            return
+        w = self.weights
+        mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
+        cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
+        ends = [v * (1.0 + slack) for v in grid]
+        prefix = list(accumulate(sorted_gaps, initial=0.0))
+        g = np.array(sorted_gaps)
+        S = np.array(starts)[:, None]
+        E = np.maximum(np.array(ends), S)                           # window end
+        before = g.searchsorted(S, "left")                          # gaps < S: a cold start
+        upto = g.searchsorted(E, "right")                           # gaps <= E: served in time
+        P = np.array(prefix)
+        approx = (before * cold + mem_per_ms * ((cold_ms - S) * (upto - before) + (P[upto] - P[before]))
+                  + (n - upto) * (mem_per_ms * (E - S + cold_ms) + cold))
+        best = int(approx.argmin())
+        best_cost = float(approx.flat[best])
+        k = bisect_right(sorted_gaps, keep_window_ms)
+        keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
+        # Either way of summing is off by far less than this (~n * 2^-52 of the largest
+        # term); with a margin this wide the cheaper side is the same in exact sums.
+        tolerance = 1e-9 * n * (cold + mem_per_ms * (cold_ms + 2.0 * sorted_gaps[-1] + 2.0 * float(E[-1, -1])))
+        i, j = divmod(best, len(ends))
+        if abs(best_cost - keep) <= tolerance or not self._only_equivalents(
+                np.flatnonzero(approx <= best_cost + tolerance), E, i, j, sorted_gaps[-1]):
+            self.plan_prewarm_exact(st, sorted_gaps, mem_gb, cold_ms, keep_window_ms)
+            return
+        if best_cost < keep:
+            st.prewarm_at_ms = float(starts[i])
+            st.prewarm_window_ms = float(max(ends[j] - starts[i], self.min_keepalive_ms))
+
+    @staticmethod
+    def _only_equivalents(band: Any, E: Any, i: int, j: int, largest_gap: float) -> bool:
+        """Whether every (S, W) pair in ``band`` (flat indices) costs, gap by gap, exactly what
+        pair (i, j) does: the same start and the same window end, or both ends past every gap
+        (then each gap's cost is the same). Ties between such pairs go to the first, in both
+        ways of summing."""
+        m = E.shape[1]
+        e = float(E[i, j])
+        for b in band.tolist():
+            i2, j2 = divmod(b, m)
+            e2 = float(E[i2, j2])
+            if i2 != i or not (e2 == e or (e2 >= largest_gap and e >= largest_gap)):
+                return False
+        return True
+
+    def plan_prewarm_exact(self, st: ExpectedWaitState, sorted_gaps: list[float], mem_gb: float, cold_ms: float,
+                           keep_window_ms: float) -> None:
+        """``plan_prewarm`` summing every (S, W) pair's cost gap by gap: O(grid^2 x samples)."""
+        import numpy as np
 
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
@@ -355,7 +437,7 @@ class ExpectedWait(Policy):
         g = np.asarray(sorted_gaps)
         keep = float(np.where(g <= keep_window_ms, mem_per_ms * g,
                               mem_per_ms * keep_window_ms + cold).sum())
-        grid = np.unique(g[np.linspace(0, len(g) - 1, min(len(g), 16)).astype(int)])
+        grid = np.unique(g[grid_positions(len(g))])
         starts = grid * (1.0 - self.prewarm_slack) - cold_ms        # ready a little early
         starts = starts[starts > cold_ms]                           # else a keep-alive does it
         st.prewarm_at_ms = None
