@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,8 +113,10 @@ def _answer(answer: Any) -> tuple:
 
 # ------------------------------------------------------------------ the router on a virtual clock
 
-def run_router(trace: pd.DataFrame, policy: Policy, concurrency: int = 1) -> tuple[dict[int, Any], Router]:
-    """Drive the router with the trace's arrivals; returns ({row: Result or RouterError}, router)."""
+def run_router(trace: pd.DataFrame, policy: Policy, concurrency: int = 1,
+               payloads: list[bytes] | None = None) -> tuple[dict[int, Any], Router]:
+    """Drive the router with the trace's arrivals (each with its payload, default empty); returns
+    ({row: Result or RouterError}, router)."""
     durations = trace["duration_ms"].to_numpy()
     names = list(dict.fromkeys(trace["function"]))
     memory = trace.groupby("function", sort=False)["memory_mb"].max().to_dict()
@@ -128,18 +131,22 @@ def run_router(trace: pd.DataFrame, policy: Policy, concurrency: int = 1) -> tup
             fn = platform.deploy(name, {"memory_mb": int(memory[name]), "max_instances": DEFAULT_MAX_INSTANCES})
             fn.stats = FunctionStats(cold_start_prior_ms=cold_ms[name])   # the simulator's prior
             fn.concurrency = concurrency
-        await platform.run((t, row, name, b"", {"row": str(row)}) for row, (t, name)
+        await platform.run((t, row, name, b"" if payloads is None else payloads[row], {"row": str(row)})
+                           for row, (t, name)
                            in enumerate(zip(trace["arrival_ms"], trace["function"], strict=True)))
         return platform.outcomes, platform.router
 
     return asyncio.run(main())
 
 
-def compare(trace: pd.DataFrame, make_policy: Any, concurrency: int = 1) -> None:
+def compare(trace: pd.DataFrame, make_policy: Any, concurrency: int = 1,
+            payloads: list[bytes] | None = None) -> Logged:
+    """The simulator on ``trace`` and the router on its arrivals (with ``payloads``, when given:
+    what a live driver sends) decide the same; returns the router's decision log."""
     sim_policy, live_policy = Logged(make_policy()), Logged(make_policy())
     sim = Simulation(trace, dataclasses.replace(CONFIG, concurrency=concurrency), sim_policy)
     result = sim.run()
-    outcomes, router = run_router(trace, live_policy, concurrency)
+    outcomes, router = run_router(trace, live_policy, concurrency, payloads)
 
     assert live_policy.log == sim_policy.log
     requests = result.requests
@@ -153,6 +160,7 @@ def compare(trace: pd.DataFrame, make_policy: Any, concurrency: int = 1) -> None
     assert live_instance == requests.instance_id.tolist()
     assert router.dispatch._next_instance_id == len(result.instances)
     assert sum(live_cold) > 0 and live_policy.log
+    return live_policy
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -167,6 +175,16 @@ def test_executions_per_instance_above_one_run_the_same_in_both() -> None:
 @pytest.mark.parametrize("name", [b for b in BUILTINS if b != "oracle"])
 def test_each_builtin_decides_the_same_in_the_simulator_and_the_router(name: str) -> None:
     compare(whole_ms_trace(7, n=250), lambda: load_policy(name))
+
+
+@pytest.mark.parametrize("artifact", ["examples/learned/azure40", "examples/learned/azure40-fewer-cold"])
+def test_the_bundled_learned_policies_decide_the_same_in_the_simulator_and_the_router(artifact: str) -> None:
+    # the imitation policy's features (idle periods, arrivals per window, time of day, predicted
+    # duration, cold start, instances, pre-warm use) are read from the model's state in both
+    path = Path(__file__).resolve().parents[1] / artifact
+    log = compare(whole_ms_trace(9, n=400), lambda: load_policy(f"learned:{path}")).log
+    keep_alives = {a[-1][1] for a in log if a[0] == "on_idle" and a[-1][0] == "keep_alive"}
+    assert len(keep_alives) > 1     # the network chose between actions, not one answer throughout
 
 
 @pytest.mark.parametrize("seed", [5, 6])

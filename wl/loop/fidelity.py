@@ -208,7 +208,9 @@ def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: i
     intended = simulate(profile.shape_trace(as_sent(load)), policy, config)
     out = {"intended": intended}
     if load.recorded is not None and len(load.recorded):
-        cols = ["app", "function", "arrival_ms", "duration_ms", "memory_mb"]
+        # the payload sizes too: the platform's duration estimate reads them (what the router saw)
+        cols = ["app", "function", "arrival_ms", "duration_ms", "memory_mb"] + \
+            [c for c in ("payload_bytes",) if c in load.recorded]
         table = load.recorded[cols].reset_index(drop=True)
         out["recorded"] = simulate(table, policy, config)
         cold = load.recorded[load.recorded["cold"].fillna(False).astype(bool)] if "cold" in load.recorded else None

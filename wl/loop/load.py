@@ -3,7 +3,8 @@
 Every trace row becomes one request at ``t0 + arrival_ms / speed`` to a function of the same
 name (``deployed_name``), whose payload asks the bundled synthetic function
 (``examples/c/synthetic.c``) to last the row's ``duration_ms`` (x ``duration_scale``, default
-``1/speed`` so the trace's concurrency is kept) and to write ``min(memory_mb, touch_mb_cap)`` MB.
+``1/speed`` so the trace's concurrency is kept) and to write ``min(memory_mb, touch_mb_cap)`` MB;
+every payload has the same size (``SYNTHETIC_PAYLOAD_BYTES``): the trace has none to reproduce.
 Functions the platform lacks are deployed (``--deploy-synthetic``) with the row's memory as
 their configured memory and a concurrency limit of 1000 (the simulator's default: no limit).
 
@@ -46,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC_WASM = REPO / "examples" / "build" / "synthetic.wasm"
 MAX_CONCURRENCY = 1000          # the registry's largest per-function concurrency limit
 MIN_MEMORY_MB = 16              # the synthetic module itself needs a few MB
+SYNTHETIC_PAYLOAD_BYTES = 32    # every synthetic request's size (the module reads up to 128 bytes)
 DAY_MS = 86_400_000.0
 
 
@@ -335,6 +337,16 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
     return LoadResult(plan, records, samples, recorded, info, per_instance)
 
 
+def synthetic_payloads(duration_ms: Any, touch_mb: Any, mode: str) -> list[bytes]:
+    """The synthetic function's requests ("<duration_ms> <touch_mb> <mode>"), all padded to one
+    length: the trace has no payloads, so their size must carry no signal. Unpadded, the size grew
+    with the duration's digits; the platform's duration estimate (``DurationPredictor``, fitted on
+    payload size) then found a slope the simulator (payload 0) never sees, and the learned
+    policy's predicted-duration feature differed live."""
+    texts = [f"{d:.3f} {m:g} {mode}" for d, m in zip(duration_ms, touch_mb)]
+    return [t.ljust(SYNTHETIC_PAYLOAD_BYTES).encode() for t in texts]
+
+
 async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sample_ms: float,
                  lead_s: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
     import httpx
@@ -343,7 +355,7 @@ async def _drive(base_url: str, token: str | None, plan: LoadPlan, mode: str, sa
     n = len(req)
     arrival_s = req["arrival_ms"].to_numpy(dtype=float) / 1000.0
     deployed = req["deployed"].tolist()
-    payloads = [f"{d:.3f} {m:g} {mode}".encode() for d, m in zip(req["duration_ms"], req["touch_mb"])]
+    payloads = synthetic_payloads(req["duration_ms"], req["touch_mb"], mode)
     sent = np.full(n, np.nan)
     latency = np.full(n, np.nan)
     status = np.zeros(n, dtype=np.int64)
