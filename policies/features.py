@@ -9,8 +9,9 @@ execution finishes. Everything is O(1) amortised per call.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections import deque
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 
 MINUTES_PER_DAY = 1440
 MS_PER_MINUTE = 60_000.0
@@ -53,16 +54,93 @@ class DurationPredictor:
         return self.ewma
 
 
+class RecentArrivals:
+    """The last ``maxlen`` arrival times (ascending), 8 bytes each: a float array that grows
+    until it holds ``maxlen`` values and is then overwritten oldest first (a ring; the
+    ``collections.deque`` of Python floats it replaces took ~4x the memory, which with many
+    functions was most of a streamed replay's). Read like that deque: ``len``, ``[i]``
+    (negative too), iteration, ``reversed``; ``bisect_left``/``bisect_right`` search it.
+
+    The arrival counted ``j`` (from 0; ``appended`` in all) sits at ``buf[j % maxlen]``."""
+
+    __slots__ = ("buf", "maxlen", "appended")
+
+    def __init__(self, maxlen: int) -> None:
+        if maxlen < 1:
+            raise ValueError(f"recent arrivals: maxlen must be >= 1, got {maxlen}")
+        self.buf = array("d")
+        self.maxlen = maxlen
+        self.appended = 0
+
+    def append(self, t: float) -> None:
+        a = self.appended
+        if a < self.maxlen:
+            self.buf.append(t)
+        else:
+            self.buf[a % self.maxlen] = t
+        self.appended = a + 1
+
+    def __len__(self) -> int:
+        a = self.appended
+        return a if a < self.maxlen else self.maxlen
+
+    def __getitem__(self, k: int) -> float:
+        n = len(self)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError("recent arrivals index out of range")
+        return self.buf[(self.appended - n + k) % self.maxlen]
+
+    def __iter__(self) -> Iterator[float]:
+        a, m = self.appended, self.maxlen
+        if a <= m:
+            return iter(self.buf)
+        head = a % m
+        return iter(self.buf[head:] + self.buf[:head])
+
+    def __reversed__(self) -> Iterator[float]:
+        buf, a, m = self.buf, self.appended, self.maxlen
+        if a <= m:
+            yield from reversed(buf)
+            return
+        head = a % m
+        for j in range(head - 1, -1, -1):       # the newer part, then the older
+            yield buf[j]
+        for j in range(m - 1, head - 1, -1):
+            yield buf[j]
+
+    def bisect_right(self, x: float) -> int:
+        """The number of arrivals <= ``x``."""
+        buf, a, m = self.buf, self.appended, self.maxlen
+        head = a % m if a > m else 0
+        if not head:
+            return bisect_right(buf, x)
+        if buf[0] <= x:              # the older part (buf[head:]) is all <= buf[0], the newer part's first
+            return m - head + bisect_right(buf, x, 0, head)
+        return bisect_right(buf, x, head, m) - head
+
+    def bisect_left(self, x: float) -> int:
+        """The number of arrivals < ``x``."""
+        buf, a, m = self.buf, self.appended, self.maxlen
+        head = a % m if a > m else 0
+        if not head:
+            return bisect_left(buf, x)
+        if buf[0] < x:
+            return m - head + bisect_left(buf, x, 0, head)
+        return bisect_left(buf, x, head, m) - head
+
+
 class FunctionStats:
     """Traffic, duration and cold-start statistics of one function."""
 
     __slots__ = ("recent", "minute_counts", "minute_days", "first_arrival_ms", "last_arrival_ms",
                  "last_end_ms", "arrivals", "completions", "cold_starts", "cold_start_ms",
-                 "duration", "_cold_alpha", "_appended", "_cursors")
+                 "duration", "_cold_alpha", "_cursors")
 
     def __init__(self, cold_start_prior_ms: float = 500.0, duration_prior_ms: float = 100.0,
                  recent_maxlen: int = 4096) -> None:
-        self.recent: deque[float] = deque(maxlen=recent_maxlen)  # recent arrival times, ascending
+        self.recent = RecentArrivals(recent_maxlen)              # recent arrival times, ascending
         self.minute_counts = [0] * MINUTES_PER_DAY              # arrivals per minute-of-day, all days
         self.minute_days = 0.0                                    # distinct days observed (for rates)
         self.first_arrival_ms: float | None = None
@@ -74,7 +152,6 @@ class FunctionStats:
         self.cold_start_ms = cold_start_prior_ms                  # EWMA of observed cold starts
         self.duration = DurationPredictor(prior_ms=duration_prior_ms)
         self._cold_alpha = 0.2
-        self._appended = 0                                        # arrivals ever put in ``recent``
         # window_ms -> [lo, index]: the last arrivals_in_last query of that window (lo = now -
         # window) and the absolute index (counted over all appends) of the first arrival > lo.
         self._cursors: dict[float, list] = {}
@@ -85,8 +162,13 @@ class FunctionStats:
         if self.first_arrival_ms is None:
             self.first_arrival_ms = now_ms
         self.last_arrival_ms = now_ms
-        self.recent.append(now_ms)
-        self._appended += 1
+        r = self.recent                  # r.append(now_ms), inlined: once per request
+        a = r.appended
+        if a < r.maxlen:
+            r.buf.append(now_ms)
+        else:
+            r.buf[a % r.maxlen] = now_ms
+        r.appended = a + 1
         self.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY] += 1
 
     def record_cold_start(self, cold_start_ms: float) -> None:
@@ -120,14 +202,15 @@ class FunctionStats:
 
         Policies ask the same few windows at every decision with a clock that only moves
         forward, so each window keeps a cursor that walks forward over the arrivals (O(1)
-        amortised) instead of a binary search over the deque (whose indexing is O(n / 64));
-        a query earlier than the previous one of its window falls back to the search."""
+        amortised) instead of a binary search; a query earlier than the previous one of its
+        window falls back to the search."""
         r = self.recent
-        n = len(r)
+        buf, appended, m = r.buf, r.appended, r.maxlen
+        n = appended if appended < m else m
         if not n:
             return [0] * len(windows_ms)
-        first = r[0]
-        base = self._appended - n                 # absolute index of r[0]
+        base = appended - n                       # absolute index of the oldest arrival kept
+        first = buf[base % m]
         cursors = self._cursors
         out = []
         for window_ms in windows_ms:
@@ -137,21 +220,21 @@ class FunctionStats:
                 continue
             cursor = cursors.get(window_ms)
             if cursor is None:
-                k = bisect_right(r, lo)
-                cursors[window_ms] = [lo, base + k]
-                out.append(n - k)
+                j = base + r.bisect_right(lo)
+                cursors[window_ms] = [lo, j]
+                out.append(appended - j)
                 continue
             if lo < cursor[0]:
-                k = bisect_right(r, lo)
+                j = base + r.bisect_right(lo)
             else:                                 # everything before the cursor is <= its lo <= lo
-                k = cursor[1] - base
-                if k < 0:
-                    k = 0
-                while k < n and r[k] <= lo:
-                    k += 1
+                j = cursor[1]
+                if j < base:
+                    j = base
+                while j < appended and buf[j % m] <= lo:
+                    j += 1
             cursor[0] = lo
-            cursor[1] = base + k
-            out.append(n - k)
+            cursor[1] = j
+            out.append(appended - j)
         return out
 
     def rate_for_time_of_day(self, now_ms: float) -> float:

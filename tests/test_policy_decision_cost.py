@@ -1,0 +1,109 @@
+"""The cheaper decision paths decide exactly as the code they replaced: the default's pre-warm
+search from prefix sums (vs the gap-by-gap search it falls back to), the recent-arrivals ring
+(vs the deque of floats it replaces)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from bisect import bisect_left, bisect_right
+from collections import deque
+from itertools import islice
+
+import pytest
+
+from policies.builtin.default import ExpectedWait, ExpectedWaitState
+from policies.features import FunctionStats, RecentArrivals
+
+pytestmark = pytest.mark.unit
+
+
+def random_gaps(rng: random.Random) -> list[float]:
+    """Idle-period samples of the shapes the search meets: periodic (timers), exponential,
+    and mixtures with repeated values (ties between grid pairs)."""
+    n = rng.choice([3, 5, 16, 17, 40, 128, 512])
+    kind = rng.random()
+    if kind < 0.3:
+        period = rng.choice([5_000.0, 60_000.0, 300_000.0])
+        gaps = [period + rng.gauss(0, period * 0.01) for _ in range(n)]
+    elif kind < 0.6:
+        mean = rng.choice([1_000.0, 60_000.0, 600_000.0])
+        gaps = [rng.expovariate(1 / mean) for _ in range(n)]
+    else:
+        gaps = [rng.choice([rng.uniform(0, 2_000), 60_000.0, 120_000.0, 60_000.0 * rng.randint(1, 5)])
+                for _ in range(n)]
+    return sorted(max(0.0, g) for g in gaps)
+
+
+def test_prewarm_plan_from_prefix_sums_is_the_gap_by_gap_plan():
+    rng = random.Random(7)
+    policy = ExpectedWait()
+    planned = 0
+    for _ in range(600):
+        gaps = random_gaps(rng)
+        mem_gb = rng.choice([0.125, 0.25, 1.0, 2.0])
+        cold_ms = rng.choice([0.5, 3.7, 50.0, 300.0, 1_500.0, 5_000.0])
+        keep_ms = rng.choice([0.0, 1_000.0, gaps[len(gaps) // 2], gaps[-1] * 1.05])
+        fast, exact = ExpectedWaitState(128), ExpectedWaitState(128)
+        policy.plan_prewarm(fast, gaps, mem_gb, cold_ms, keep_ms)
+        policy.plan_prewarm_exact(exact, gaps, mem_gb, cold_ms, keep_ms)
+        assert (fast.prewarm_at_ms, fast.prewarm_window_ms) == (exact.prewarm_at_ms, exact.prewarm_window_ms)
+        planned += fast.prewarm_at_ms is not None
+    assert 100 < planned < 600          # both outcomes were exercised
+
+
+def test_prewarm_plan_ties_go_to_the_first_pair():
+    """All gaps equal: many (start, end) pairs cost exactly the same; the first one wins, as
+    in the gap-by-gap search's argmin."""
+    policy = ExpectedWait()
+    for gaps in ([60_000.0] * 20, [60_000.0] * 10 + [120_000.0] * 10):
+        fast, exact = ExpectedWaitState(128), ExpectedWaitState(128)
+        policy.plan_prewarm(fast, gaps, 0.25, 300.0, 1_000.0)
+        policy.plan_prewarm_exact(exact, gaps, 0.25, 300.0, 1_000.0)
+        assert fast.prewarm_at_ms is not None
+        assert (fast.prewarm_at_ms, fast.prewarm_window_ms) == (exact.prewarm_at_ms, exact.prewarm_window_ms)
+
+
+def test_recent_arrivals_reads_like_the_deque_it_replaces():
+    rng = random.Random(11)
+    for maxlen in (1, 2, 7, 64):
+        ring, ref = RecentArrivals(maxlen), deque(maxlen=maxlen)
+        t = 0.0
+        for step in range(5 * maxlen + 3):
+            t += rng.choice([0.0, rng.expovariate(1 / 100.0)])     # repeated times too
+            ring.append(t)
+            ref.append(t)
+            assert len(ring) == len(ref)
+            assert list(ring) == list(ref)
+            assert list(islice(reversed(ring), 5)) == list(islice(reversed(ref), 5))
+            assert ring[0] == ref[0] and ring[-1] == ref[-1] and ring[len(ref) // 2] == ref[len(ref) // 2]
+            for x in (ref[0] - 1.0, ref[0], ref[len(ref) // 2], ref[-1], ref[-1] + 1.0, rng.uniform(ref[0], t)):
+                assert ring.bisect_right(x) == bisect_right(ref, x)
+                assert ring.bisect_left(x) == bisect_left(ref, x)
+                assert bisect_right(ring, x) == bisect_right(ref, x)      # works as a sequence too
+        with pytest.raises(IndexError):
+            ring[len(ref)]
+
+
+def test_arrival_counts_from_the_ring_match_a_search_of_all_arrivals():
+    rng = random.Random(5)
+    stats = FunctionStats(recent_maxlen=50)
+    arrivals: list[float] = []
+    t = 0.0
+    for _ in range(3000):
+        t += rng.expovariate(1 / 400.0)
+        stats.record_arrival(t)
+        arrivals.append(t)
+        now = t - rng.choice([0.0, 0.0, 3_000.0])                 # now and then an earlier query
+        kept = arrivals[-50:]
+        for window, count in zip((1_000.0, 10_000.0, 60_000.0),
+                                 stats.arrivals_in_windows(now, (1_000.0, 10_000.0, 60_000.0))):
+            assert count == len(kept) - bisect_right(kept, now - window)
+
+
+def test_recent_arrivals_take_8_bytes_each():
+    ring = RecentArrivals(4096)
+    for k in range(10_000):
+        ring.append(float(k))
+    assert len(ring) == 4096
+    assert sys.getsizeof(ring.buf) < 4096 * 8 * 1.1 + 200
