@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from test_parity import compare, whole_ms_trace
 
+from policies.features import FunctionStats
 from policies.registry import load_policy
 from wl.loop.load import SYNTHETIC_PAYLOAD_BYTES, synthetic_payloads
 
@@ -38,3 +39,38 @@ def test_the_learned_policy_decides_the_same_with_the_drivers_payloads_live(seed
     payloads = synthetic_payloads(trace["duration_ms"], np.full(len(trace), 4.0), "sleep")
     assert len({len(p) for p in payloads}) == 1
     compare(trace, lambda: load_policy(f"learned:{AZURE40}"), payloads=payloads)
+
+
+def test_a_policy_swap_with_fresh_statistics_forgets_the_warm_up_traffic() -> None:
+    # wl fidelity warms the platform up under the run's function names (the node's per-function
+    # state must be warm), then swaps the policy: the warm-up's arrivals, 20 ms durations and
+    # first cold starts stayed in the statistics the learned policy reads, which the simulator,
+    # starting the trace fresh, never has
+    import asyncio
+
+    import httpx
+
+    from wlruntime.router.server import create_app
+    from wlruntime.router.virtual import VirtualPlatform
+
+    async def main() -> tuple[list[int], list[int], list[float]]:
+        platform = await VirtualPlatform.create(load_policy("fixed_ttl:ttl_ms=1"), ["node0"], 4096.0,
+                                                duration_ms=lambda invoke: 20.0, cold_start_ms=lambda name: 5.0)
+        for name in ("a", "b"):
+            platform.deploy(name, {"memory_mb": 128})
+        await platform.run((10.0 * k, k, "ab"[k % 2], b"", None) for k in range(20))
+        fns = platform.router.functions
+        before = [fns[name].stats.arrivals for name in "ab"]
+        app = create_app(platform.router, admin_token="secret")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://router") as http:
+            headers = {"Authorization": "Bearer secret"}
+            kept = await http.put("/admin/policy", json={"spec": "default"}, headers=headers)
+            assert kept.status_code == 200 and [fns[name].stats.arrivals for name in "ab"] == before
+            fresh = await http.put("/admin/policy", json={"spec": f"learned:{AZURE40}", "fresh_statistics": True},
+                                   headers=headers)
+            assert fresh.status_code == 200, fresh.text
+        return before, [fns[name].stats.arrivals for name in "ab"], [fns[name].stats.cold_start_ms for name in "ab"]
+
+    before, after, cold = asyncio.run(main())
+    assert before == [10, 10]
+    assert after == [0, 0] and cold == [FunctionStats().cold_start_ms] * 2

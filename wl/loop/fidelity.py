@@ -292,7 +292,9 @@ def run_policy_live(plan: LoadPlan, policy: str, *, url: str | None = None, toke
             prepare_functions(client, plan, deploy_synthetic=True)
             if platform is not None:
                 warm_up(client, plan)
-            client.set_policy(policy)
+            # the warm-up's traffic must not be in the statistics the policy reads (arrivals per
+            # window, time of day, cold-start and duration estimates): the simulator starts without
+            client.set_policy(policy, fresh_statistics=platform is not None)
         log(f"  {policy}: sending {len(plan.requests):,} requests over {plan.span_s:.1f} s")
         return run_load(url, token, plan, mode=mode, max_lateness_ms=max_lateness_ms, sample_ms=sample_ms)
     finally:

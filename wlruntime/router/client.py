@@ -150,8 +150,10 @@ class RouterClient:
     def policy(self) -> dict[str, Any]:
         return self._admin("GET", "/admin/policy").json()
 
-    def set_policy(self, spec: str) -> dict[str, Any]:
-        return self._admin("PUT", "/admin/policy", json={"spec": spec}).json()
+    def set_policy(self, spec: str, fresh_statistics: bool = False) -> dict[str, Any]:
+        """``fresh_statistics``: also start every function's statistics afresh (after a warm-up)."""
+        body: dict[str, Any] = {"spec": spec, **({"fresh_statistics": True} if fresh_statistics else {})}
+        return self._admin("PUT", "/admin/policy", json=body).json()
 
     def state(self) -> dict[str, Any]:
         return self._admin("GET", "/admin/state").json()

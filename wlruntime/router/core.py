@@ -196,6 +196,15 @@ class Router:
         log.info("policy is now %s", spec)
         return self.describe_policy()
 
+    def reset_statistics(self) -> None:
+        """Start every function's statistics afresh (arrivals, cold-start and duration estimates),
+        as a simulation starts: e.g. after a warm-up load whose traffic the policy should not
+        read (``PUT /admin/policy`` with ``fresh_statistics``; ``wl fidelity`` does so)."""
+        from policies.features import FunctionStats
+
+        for fn in [*self.functions.values(), *self.catalog.pinned.values()]:
+            fn.stats = FunctionStats()
+
     def describe_policy(self) -> dict[str, Any]:
         try:
             described = self.policy.describe()

@@ -36,6 +36,8 @@ HARD_BODY_LIMIT = 64 * 1024 * 1024
 
 class PolicySpec(BaseModel):
     spec: str = Field(min_length=1, description="a policy spec, e.g. fixed_ttl:ttl_ms=60000 or uploaded:NAME")
+    fresh_statistics: bool = Field(False, description="also start every function's statistics afresh (arrivals, "
+                                   "cold-start and duration estimates), as a simulation starts: e.g. after a warm-up")
 
 
 class NodeAddress(BaseModel):
@@ -99,10 +101,14 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
         spec = body.spec.strip()
         try:
             if uploaded is not None and spec.startswith("uploaded:"):
-                return await uploaded.activate(spec)
-            return await router.set_policy(spec)
+                described = await uploaded.activate(spec)
+            else:
+                described = await router.set_policy(spec)
         except PolicySpecError as error:
             raise HTTPException(400, str(error)) from None
+        if body.fresh_statistics:
+            router.reset_statistics()
+        return described
 
     @api.get("/state")
     async def state() -> dict[str, Any]:
