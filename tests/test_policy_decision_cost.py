@@ -69,7 +69,7 @@ def test_recent_arrivals_reads_like_the_deque_it_replaces():
     for maxlen in (1, 2, 7, 64):
         ring, ref = RecentArrivals(maxlen), deque(maxlen=maxlen)
         t = 0.0
-        for step in range(5 * maxlen + 3):
+        for _ in range(5 * maxlen + 3):
             t += rng.choice([0.0, rng.expovariate(1 / 100.0)])     # repeated times too
             ring.append(t)
             ref.append(t)
@@ -107,3 +107,58 @@ def test_recent_arrivals_take_8_bytes_each():
         ring.append(float(k))
     assert len(ring) == 4096
     assert sys.getsizeof(ring.buf) < 4096 * 8 * 1.1 + 200
+
+
+def one_hidden_layer(seed: int, hidden: int = 32, scale: float = 0.5) -> list:
+    import numpy as np
+
+    from policies.imitation import N_BINS, N_FEATURES
+
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(0, scale, (hidden, N_FEATURES)), rng.normal(0, 0.1, hidden)),
+            (rng.normal(0, scale, (N_BINS, hidden)), rng.normal(0, 0.1, N_BINS))]
+
+
+@pytest.mark.parametrize("scale", [0.5, 40.0])       # 40: logits too large for exp without the max shift
+def test_compiled_decision_picks_the_numpy_paths_action(scale):
+    """The compiled kernel (one call) against the numpy forward pass and expected cost it
+    replaces, on random feature vectors, cost matrices and instance counts: the same action,
+    expected costs equal to rounding."""
+    import numpy as np
+
+    from policies.imitation import N_FEATURES, N_KEEP, ImitationPolicy, cost_matrix, decision_kernel
+
+    policy = ImitationPolicy(one_hidden_layer(3, scale=scale))
+    assert policy._compiled and policy._safe_exp == (scale < 1)
+    kernel = decision_kernel()
+    rng = np.random.default_rng(4)
+    for _ in range(2000):
+        costs = cost_matrix(rng.choice([0.125, 0.5, 2.0]), rng.choice([3.7, 250.0, 2_000.0]),
+                            policy.weights.gb_s_usd, policy.weights.latency_usd_per_s * rng.choice([1.0, 8.0]))
+        policy._x[:] = rng.uniform(-0.2, 1.2, N_FEATURES)
+        with np.errstate(invalid="ignore"):       # an underflowed probability times an infinite cost
+            reference = np.dot(policy.unnormalised(policy._x), costs)
+        keep_only = bool(rng.random() < 0.5)
+        n = N_KEEP if keep_only else len(reference)
+        a = kernel(policy._x1, policy._wb[0], policy._h1[0], policy._wb_last, policy._probs, costs,
+                   policy._expected, n, policy._safe_exp)
+        assert a == int(np.argmin(reference[:n]))
+        np.testing.assert_allclose(policy._expected, reference, rtol=1e-12)
+
+
+def test_the_kernel_is_compiled_at_load_not_at_a_decision():
+    """Loading a one-hidden-layer policy compiles the kernel for the buffers' types; the
+    decisions of a replay then add no compilation (the live router has a decision deadline)."""
+    import pandas as pd
+
+    from policies.imitation import ImitationPolicy, decision_kernel
+    from wlsim.engine import simulate
+
+    policy = ImitationPolicy(one_hidden_layer(5))
+    signatures = list(decision_kernel().signatures)
+    assert len(signatures) == 1
+    arrivals = [k * 40_000.0 + (k % 3) * 700.0 for k in range(40)]
+    trace = pd.DataFrame({"app": "a", "function": "f", "arrival_ms": arrivals, "duration_ms": 50.0, "memory_mb": 256.0})
+    result = simulate(trace, policy)
+    assert len(result.requests) == 40
+    assert list(decision_kernel().signatures) == signatures
