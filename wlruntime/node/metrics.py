@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from wlruntime import tallies
+
 if TYPE_CHECKING:
     from wlruntime.node.runtime import NodeRuntime, SpawnResult
     from wlruntime.wasm.runners import Outcome
@@ -21,10 +23,12 @@ class NodeMetrics:
     def __init__(self, node_id: str) -> None:
         self.registry = CollectorRegistry()
         self.node_id = node_id
-        self.invocations = Counter("wl_node_invocations", "Invocations run on this node",
-                                   ["function", "outcome"], registry=self.registry)
-        self.invocation_seconds = Histogram("wl_node_invocation_seconds", "Function execution time",
-                                            ["function"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        # Per invocation: tallies (no lock of their own; ``invocation`` is called under the
+        # runtime's lock, from the event loop and the pool's threads alike).
+        self.invocations = tallies.Counter("wl_node_invocations", "Invocations run on this node",
+                                           ["function", "outcome"], registry=self.registry)
+        self.invocation_seconds = tallies.Histogram("wl_node_invocation_seconds", "Function execution time",
+                                                    ["function"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.cold_starts = Counter("wl_node_cold_starts", "Instances spawned",
                                    ["function", "code_cached", "compile_source"], registry=self.registry)
         self.cold_start_seconds = Histogram("wl_node_cold_start_seconds", "Spawn time (fetch+compile+instantiate)",
@@ -42,7 +46,8 @@ class NodeMetrics:
         self.registry.register(_InstanceCollector(self))
 
     def invocation(self, function: str, outcome: Outcome) -> None:
-        # Bound children are cached: ``labels()`` takes a lock and builds a key on every call.
+        """One invocation ended; call under the runtime's lock (the tallies have none)."""
+        # Bound children are cached: ``labels()`` builds a key on every call.
         key = (function, outcome.error)
         counter = self._invocation_children.get(key)
         if counter is None:

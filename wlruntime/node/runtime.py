@@ -496,8 +496,8 @@ class NodeRuntime:
                 instance.set_idle(now)
                 self._arm_grace(instance, now)
             state = instance.state
-        if self.metrics:
-            self.metrics.invocation(instance.function.name, outcome)
+            if self.metrics:   # under the lock: the per-invocation tallies have none of their own
+                self.metrics.invocation(instance.function.name, outcome)
         return outcome, state
 
     def keep_alive(self, instance_id: str, ms: int, expected_epoch: int | None = None) -> str:

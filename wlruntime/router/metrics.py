@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wlruntime.router.deadline import DeadlineCollector
-from wlruntime.router.tallies import Counter, Histogram
+from wlruntime.tallies import Counter, Histogram
 
 # Latency buckets from 0.1 ms (a warm call on loopback) to 60 s (a slow cold start + timeout).
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

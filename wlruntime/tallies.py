@@ -1,13 +1,16 @@
-"""Counters and histograms for the router's per-request metrics, exported as Prometheus's own.
+"""Counters and histograms for per-request metrics, exported as Prometheus's own when scraped.
 
 ``prometheus_client``'s ``Counter``/``Histogram`` children take a lock per increment and an
 observe walks the buckets in Python with two locked increments: ~1 µs an observe, ~0.7 µs an
-inc, seven of them per request (a fifth of the router's own CPU per request). The router updates
-its metrics from one asyncio event loop only, and ``/metrics`` is served on that loop too, so
-these children are plain attributes (an observe is a bisect and two additions) and the families
-are turned into Prometheus metric families when scraped. Same names, help texts, labels,
+inc. The router makes seven per request (a fifth of its own CPU per request), a node two per
+invocation. Here a child is plain attributes (an observe is a bisect and two additions) and
+the families become Prometheus metric families when scraped: same names, help texts, labels,
 buckets, ``_total``/``_bucket``/``_count``/``_sum``/``_created`` samples and values as
-``prometheus_client.Counter``/``Histogram``; not thread-safe (use those from other threads).
+``prometheus_client.Counter``/``Histogram``.
+
+Not thread-safe: update a family from one thread (the router: its event loop, which also
+serves /metrics) or under a lock of the caller's (the node: its instance-table lock). A scrape
+from another thread reads a value that is at most one update behind.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class Counter(_Family):
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         family = self._family()
-        for key, child in self._children.items():
+        for key, child in list(self._children.items()):   # a copy: another thread may add one
             family.add_metric(list(key), child.value, created=child.created)
         yield family
 
@@ -134,7 +137,7 @@ class Histogram(_Family):
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
         family = self._family()
-        for key, child in self._children.items():
+        for key, child in list(self._children.items()):   # a copy: another thread may add one
             acc, buckets = 0, []
             for le, n in zip(self._le, child.counts):
                 acc += n

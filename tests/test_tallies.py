@@ -1,4 +1,4 @@
-"""The router's metric tallies export exactly what prometheus_client's Counter/Histogram would."""
+"""The metric tallies (router and node) export exactly what prometheus_client's Counter/Histogram would."""
 
 import random
 
@@ -8,7 +8,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram as PromHistogram
 
 from wlruntime.router.metrics import SECONDS_BUCKETS
-from wlruntime.router.tallies import Counter, Histogram
+from wlruntime.tallies import Counter, Histogram
 
 pytestmark = pytest.mark.unit
 
