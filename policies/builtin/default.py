@@ -28,6 +28,7 @@ from policies.interface import (
 )
 
 GHOSTS = 64          # killed instances remembered per function (see ExpectedWait, keep-alive)
+VECTOR_GAPS = 48     # cheapest_window: numpy's fixed cost per call beats the loop from this many gaps
 
 
 class SortedWindow:
@@ -337,11 +338,23 @@ class ExpectedWait(Policy):
         """The keep-alive T minimising the expected cost of one idle period if it is drawn
         from ``sorted_gaps``: memory for min(gap, T) plus, when the gap outlasts T, a cold
         start (its latency and the memory while it starts). Candidates are 0 and just past
-        each observed gap. O(len(sorted_gaps))."""
+        each observed gap. O(len(sorted_gaps)); from ``VECTOR_GAPS`` gaps on with numpy (the
+        same sums in the same order: cumsum adds sequentially, as the loop does)."""
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
         n = len(sorted_gaps)
+        if cold <= 0.0:                             # no cold-start price: T = 0 (no window costs < 0)
+            return 0.0
+        if n >= VECTOR_GAPS:
+            import numpy as np
+
+            g = np.array(sorted_gaps)
+            later_ = np.arange(n - 1, -1, -1, dtype=np.float64)
+            costs = (mem_per_ms * (np.cumsum(g) + later_ * g) + later_ * cold) / n
+            k = int(costs.argmin())                 # the first cheapest, as the loop's strict <
+            best = sorted_gaps[k] if costs[k] < cold else 0.0
+            return best * (1.0 + self.keepalive_margin) if best > 0 else 0.0
         best_cost, best_window = cold, 0.0          # T = 0: every request cold
         covered = 0.0
         later = n                                   # n - k for the k-th smallest gap
@@ -369,24 +382,28 @@ class ExpectedWait(Policy):
         the choice open within rounding (two pairs, or the best pair and keeping alive, closer
         than ``tolerance``) does the gap-by-gap search (``plan_prewarm_exact``) decide, whose
         sums, tie-breaking and comparison are the reference."""
-        import numpy as np  # only here: refreshes are rare
-
         n = len(sorted_gaps)
-        grid: list[float] = []
-        for k in grid_positions(n):                 # the distinct grid values, ascending
-            v = sorted_gaps[k]
-            if not grid or v != grid[-1]:
-                grid.append(v)
-        slack, cold_ms_ = self.prewarm_slack, cold_ms
-        starts = [s for s in (v * (1.0 - slack) - cold_ms_ for v in grid) if s > cold_ms_]
-        st.prewarm_at_ms = None
-        if not starts:                               # no pre-warm can be ready in time
-            return
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
-        ends = [v * (1.0 + slack) for v in grid]
         prefix = list(accumulate(sorted_gaps, initial=0.0))
+        k = bisect_right(sorted_gaps, keep_window_ms)
+        keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
+        st.prewarm_at_ms = None
+        if keep <= 0.0:     # keeping alive costs nothing (no cold-start price): no pre-warm costs less
+            return          # (every term of every pair's cost is >= 0; exact whatever the summing order)
+        grid: list[float] = []
+        for i in grid_positions(n):                 # the distinct grid values, ascending
+            v = sorted_gaps[i]
+            if not grid or v != grid[-1]:
+                grid.append(v)
+        slack = self.prewarm_slack
+        starts = [s for s in (v * (1.0 - slack) - cold_ms for v in grid) if s > cold_ms]
+        if not starts:                               # no pre-warm can be ready in time
+            return
+        import numpy as np  # only here: refreshes are rare
+
+        ends = [v * (1.0 + slack) for v in grid]
         g = np.array(sorted_gaps)
         S = np.array(starts)[:, None]
         E = np.maximum(np.array(ends), S)                           # window end
@@ -397,8 +414,6 @@ class ExpectedWait(Policy):
                   + (n - upto) * (mem_per_ms * (E - S + cold_ms) + cold))
         best = int(approx.argmin())
         best_cost = float(approx.flat[best])
-        k = bisect_right(sorted_gaps, keep_window_ms)
-        keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
         # Either way of summing is off by far less than this (~n * 2^-52 of the largest
         # term); with a margin this wide the cheaper side is the same in exact sums.
         tolerance = 1e-9 * n * (cold + mem_per_ms * (cold_ms + 2.0 * sorted_gaps[-1] + 2.0 * float(E[-1, -1])))
