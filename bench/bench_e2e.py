@@ -31,6 +31,13 @@ that answer at once, 16 concurrent callers, the invocation log as the HTTP handl
 CPU µs per request, in child processes alternating this tree and ``DIR`` (another tree, e.g.
 ``git archive d16f7dd``), medians and minima of ``--rounds`` rounds of 8,000 requests. On a
 busy shared machine this resolves differences that the end-to-end CPU figures cannot.
+
+``--side-by-side DIR``: the whole platform of this tree and of ``DIR`` up at the same time (one
+child process each), wrk on both at once in ``--rounds`` rounds of ``--duration`` seconds, with
+``--policy``: CPU µs per invocation of each router and of its nodes, per-round ratios. Both
+saturating (``--connections``) and paced (the same connections, a request every
+``SIDE_PACE_MS`` on each, so both platforms serve the same rate: at saturation the platform
+that gets more of the shared CPU batches more per DoStream write and pays less per request).
 """
 
 from __future__ import annotations
@@ -279,6 +286,66 @@ def router_logic(rounds: int, policy: str, baseline: Path | None) -> None:
         print(f"  {label:10} median {statistics.median(v):6.1f}  min {min(v):6.1f}  ({tree})")
 
 
+SIDE_PACE_MS = 20   # --side-by-side's paced runs: per connection (16 connections: ~800 inv/s each)
+
+
+def _side_by_side_child(args: argparse.Namespace) -> None:
+    """One platform of ``--side-by-side``; rounds in step with the other child (the barrier directory
+    ``args.side_by_side_child``)."""
+    tree, barrier = Path.cwd(), Path(args.side_by_side_child)
+    tmp = Path(tempfile.mkdtemp(prefix="wl-side-"))
+    scripts = {"saturating": tmp / "post.lua", "paced": tmp / "paced.lua"}
+    scripts["saturating"].write_text(LUA.format(body=BODY.decode()))
+    scripts["paced"].write_text(LUA.format(body=BODY.decode()) + f"function delay() return {SIDE_PACE_MS} end\n")
+    platform = Platform(tmp / "wl", nodes=args.nodes, log_level="warning")
+    try:
+        platform.start()
+        client = platform.client()
+        client.deploy("echo", tree / "examples" / "build" / "echo.wasm", {"memory_mb": 16, "concurrency": 64})
+        client.set_policy(args.policy)
+        url = f"{platform.router_url}/invoke/echo"
+        pids = {"router": platform.router.proc.pid, **{f"node{i}": n.proc.pid for i, n in enumerate(platform.nodes)}}
+        wrk(url, scripts["saturating"], args.connections, 2.0)   # warm-up: instances, policy state
+        for step in range(2 * args.rounds):
+            mode = ("saturating", "paced")[step % 2]
+            (barrier / f"{os.getpid()}.{step}").touch()
+            deadline = time.monotonic() + 120
+            while len(list(barrier.glob(f"*.{step}"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            m = wrk(url, scripts[mode], args.connections, args.duration, pids)
+            nodes = sum(v for k, v in m.items() if k.startswith("node") and k.endswith(" cpu us"))
+            print(f"{mode} {m['rps']:.1f} {m['router cpu us']:.2f} {nodes:.2f}", flush=True)
+    finally:
+        platform.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """``--side-by-side``: both platforms at once (see the module docstring)."""
+    barrier = Path(tempfile.mkdtemp(prefix="wl-side-barrier-"))
+    trees = {"this tree": ROOT, "baseline": args.side_by_side.resolve()}
+    command = [sys.executable, str(Path(__file__).resolve()), "--side-by-side-child", str(barrier),
+               "--rounds", str(args.rounds), "--duration", str(args.duration), "--policy", args.policy,
+               "--connections", str(args.connections), "--nodes", str(args.nodes)]
+    children = {label: subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, WL_BENCH_TREE=str(tree), PYTHONPATH=str(tree)))
+                for label, tree in trees.items()}
+    rows = {label: [line.split() for line in child.communicate()[0].splitlines()] for label, child in children.items()}
+    shutil.rmtree(barrier, ignore_errors=True)
+    if any(child.returncode for child in children.values()):
+        sys.exit("a side-by-side platform failed (its output is above)")
+    print(f"\nside by side, both platforms at once, policy {args.policy}, {args.connections} connections, "
+          f"{args.rounds} rounds of {args.duration:.0f} s (medians; now/baseline per round):")
+    for mode in ("saturating", "paced"):
+        mine = [r for r in rows["this tree"] if r[0] == mode]
+        base = [r for r in rows["baseline"] if r[0] == mode]
+        for k, what in ((1, "inv/s"), (2, "router µs/inv"), (3, "nodes µs/inv")):
+            a, b = [float(r[k]) for r in mine], [float(r[k]) for r in base]
+            ratios = sorted(x / y for x, y in zip(a, b, strict=True))
+            print(f"  {mode:10} {what:14} this {statistics.median(a):8.1f}  baseline {statistics.median(b):8.1f}"
+                  f"  ratio median {statistics.median(ratios):.2f} (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=2, help="handler nodes (default 2: one per core)")
@@ -290,10 +357,21 @@ def main() -> None:
     parser.add_argument("--router-logic", action="store_true",
                         help="only the router's own CPU per request, in-process (see the module docstring)")
     parser.add_argument("--baseline", type=Path, help="with --router-logic: another tree to alternate with")
-    parser.add_argument("--rounds", type=int, default=10, help="with --router-logic: rounds per child process")
-    parser.add_argument("--policy", default="fixed_ttl", help="with --router-logic: the router's policy")
+    parser.add_argument("--rounds", type=int, default=10,
+                        help="with --router-logic / --side-by-side: rounds per child process")
+    parser.add_argument("--policy", default="fixed_ttl",
+                        help="with --router-logic / --side-by-side: the router's policy")
     parser.add_argument("--router-logic-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--side-by-side", type=Path, metavar="DIR",
+                        help="this tree's platform and DIR's at the same time (see the module docstring)")
+    parser.add_argument("--side-by-side-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side_by_side_child:
+        _side_by_side_child(args)
+        return
+    if args.side_by_side:
+        side_by_side(args)
+        return
     if args.router_logic_child:
         print(" ".join(f"{x:.3f}" for x in asyncio.run(_router_logic_rounds(args.rounds, args.policy))))
         return
