@@ -82,7 +82,8 @@ def _option(config: pytest.Config, name: str, default: Any) -> Any:
 def wl_platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformClient]:
     """A running wl platform for the test session, as a client (see the module docstring)."""
     config = request.config
-    cache_dir = config.cache.mkdir("wl-node-cache") if config.cache is not None else None
+    cache = getattr(config, "cache", None)     # absent under -p no:cacheprovider
+    cache_dir = cache.mkdir("wl-node-cache") if cache is not None else None
     platform = start_platform(tmp_path_factory.mktemp("wl-platform"),
                               nodes=_option(config, "--wl-nodes", 1),
                               policy=_option(config, "--wl-policy", "default"),
