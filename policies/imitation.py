@@ -207,7 +207,10 @@ def decision_kernel() -> Any:
     if _KERNEL is None:
         from numba import njit
 
-        _KERNEL = njit(cache=True, nogil=True)(_decide)
+        try:
+            _KERNEL = njit(cache=True, nogil=True)(_decide)
+        except RuntimeError:       # numba finds no writable cache folder: compile in memory (at load)
+            _KERNEL = njit(nogil=True)(_decide)
     return _KERNEL
 
 
