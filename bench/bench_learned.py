@@ -31,7 +31,8 @@ class TimedImitation(ImitationPolicy):
     """Records the time of every network decision (choose) and every route."""
 
     def __init__(self, base: ImitationPolicy) -> None:
-        super().__init__([(w.T, b) for w, b in zip(base.w, base.b)])
+        # the same network and decision parameters (own_prewarm, cold_start_weight)
+        super().__init__([(w.T, b) for w, b in zip(base.w, base.b)], **base.decision())
         self.choose_ns: list[int] = []
         self.route_ns: list[int] = []
 
