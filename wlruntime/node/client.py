@@ -189,7 +189,16 @@ class _Stream:
                 # this batch (about 2x fewer, bigger writes under load; no timed wait).
                 await asyncio.sleep(0)
                 # gRPC allows one outstanding write per call
-                await self.call.write(node_pb2.DoBatch(requests=take_batch(outbox)))
+                batch = take_batch(outbox)
+                try:
+                    await self.call.write(node_pb2.DoBatch(requests=batch))
+                except asyncio.CancelledError:
+                    raise       # the stream ended meanwhile: these may have gone out (fate unknown)
+                except BaseException:
+                    # A write gRPC refused (the call had ended): a node cannot have run a message
+                    # it did not receive whole, so the batch goes back to be failed as not sent.
+                    outbox[:0] = [(request, 0) for request in batch]
+                    raise
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - the stream broke: end it, so every caller hears now
@@ -220,6 +229,14 @@ class _Stream:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
                 self._deadline_timer = None
+        # Requests still in the outbox were never handed to gRPC: the node surely did not run
+        # them, so the caller may place them elsewhere (the others' fate is unknown).
+        unsent = _status(grpc.StatusCode.UNAVAILABLE, f"{NOT_SENT}: {self.ended.details()}")
+        for request, _ in self.outbox:
+            future = self.pending.get(request.call_id)
+            if future is not None and not future.done():
+                future.set_exception(unsent)
+        self.outbox.clear()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.ended)
@@ -253,6 +270,15 @@ class _Stream:
         future = self.pending.get(call_id)
         if future is not None and not future.done():
             future.set_exception(_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+
+
+# The details of a call's UNAVAILABLE when its request was never written to the node.
+NOT_SENT = "not sent, the node's DoStream had ended"
+
+
+def never_sent(error: grpc.aio.AioRpcError) -> bool:
+    """The call failed before its request left the router (see _Stream._end)."""
+    return error.code() is grpc.StatusCode.UNAVAILABLE and (error.details() or "").startswith(NOT_SENT)
 
 
 def _status(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:

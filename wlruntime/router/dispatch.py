@@ -28,6 +28,7 @@ from policies.interface import BUSY, DEAD, IDLE, Policy, RequestView
 from wlmodel.kinds import ErrorKind, RejectReason
 from wlmodel.platform import Platform
 from wlmodel.records import Node
+from wlruntime.node.client import never_sent
 from wlruntime.proto import node_pb2 as pb
 from wlruntime.proto.kinds import error_kind
 from wlruntime.router.clock import Clock
@@ -529,12 +530,14 @@ def _unqueue(inst: Instance, req: Pending) -> None:
 
 def _never_ran(error: grpc.aio.AioRpcError) -> bool:
     """A failed Spawn or Do after which the request sent in it surely did not run: the node
-    refused the spawn, or the call never reached the node (no connection). Anything else
-    (a connection lost mid-call, a cancellation) may have run it and is never retried."""
+    refused the spawn, or the call never reached the node (no connection, or its stream to
+    the node ended before the request was written). Anything else (a connection lost mid-call,
+    a cancellation) may have run it and is never retried."""
     code = error.code()
     if code in SPAWN_REFUSED:
         return True
-    return code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in (error.details() or "").lower()
+    return code is grpc.StatusCode.UNAVAILABLE and ("failed to connect" in (error.details() or "").lower()
+                                                    or never_sent(error))
 
 
 def wire_ms(ms: float) -> int:
