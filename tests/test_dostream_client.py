@@ -38,16 +38,17 @@ class Stub:
         return self.call
 
 
+async def failed_call(stub: Stub) -> grpc.aio.AioRpcError:
+    """One Do through a DoStreamClient on ``stub``: the error it fails with."""
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await DoStreamClient(stub).do(pb.DoRequest(instance_id="i", invoke=pb.Invoke(payload=b"x")), timeout=5)
+    return failed.value
+
+
 def test_a_request_still_in_the_outbox_when_the_stream_breaks_never_ran_and_is_placed_again():
     stub = Stub()
 
-    async def call() -> grpc.aio.AioRpcError:
-        client = DoStreamClient(stub)
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await client.do(pb.DoRequest(instance_id="i", invoke=pb.Invoke(payload=b"x")), timeout=5)
-        return failed.value
-
-    error = asyncio.run(call())
+    error = asyncio.run(failed_call(stub))
     assert stub.call.written == []          # nothing left the router
     assert never_sent(error) and _never_ran(error), error.details()
     assert "Stream removed" in error.details()
@@ -91,11 +92,5 @@ def test_a_write_grpc_refuses_never_reached_the_node():
 
     stub.call.write, stub.call.read = refused, read
 
-    async def call() -> grpc.aio.AioRpcError:
-        client = DoStreamClient(stub)
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await client.do(pb.DoRequest(instance_id="i", invoke=pb.Invoke(payload=b"x")), timeout=5)
-        return failed.value
-
-    error = asyncio.run(call())
+    error = asyncio.run(failed_call(stub))
     assert never_sent(error) and _never_ran(error) and "Internal error from Core" in error.details()
