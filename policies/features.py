@@ -206,32 +206,38 @@ class FunctionStats:
         window falls back to the search."""
         r = self.recent
         buf, appended, m = r.buf, r.appended, r.maxlen
-        n = appended if appended < m else m
-        if not n:
-            return [0] * len(windows_ms)
-        base = appended - n                       # absolute index of the oldest arrival kept
-        first = buf[base % m]
+        if appended <= m:                         # not wrapped yet: arrival j sits at buf[j]
+            if not appended:
+                return [0] * len(windows_ms)
+            base = 0
+            first = buf[0]
+        else:
+            base = appended - m                   # absolute index of the oldest arrival kept
+            first = buf[base % m]
         cursors = self._cursors
         out = []
         for window_ms in windows_ms:
             lo = now_ms - window_ms
-            if first > lo:
-                out.append(n)
+            if first > lo:                        # every kept arrival is in the window
+                out.append(appended - base)
                 continue
             cursor = cursors.get(window_ms)
-            if cursor is None:
+            if cursor is None or lo < cursor[0]:  # first query of this window, or the clock went back
                 j = base + r.bisect_right(lo)
-                cursors[window_ms] = [lo, j]
-                out.append(appended - j)
-                continue
-            if lo < cursor[0]:
-                j = base + r.bisect_right(lo)
+                if cursor is None:
+                    cursors[window_ms] = [lo, j]
+                    out.append(appended - j)
+                    continue
             else:                                 # everything before the cursor is <= its lo <= lo
                 j = cursor[1]
                 if j < base:
                     j = base
-                while j < appended and buf[j % m] <= lo:
-                    j += 1
+                if base:                          # wrapped: arrival j sits at buf[j % m]
+                    while j < appended and buf[j % m] <= lo:
+                        j += 1
+                else:
+                    while j < appended and buf[j] <= lo:
+                        j += 1
             cursor[0] = lo
             cursor[1] = j
             out.append(appended - j)
