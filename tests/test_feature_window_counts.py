@@ -30,12 +30,14 @@ def test_cursor_counts_equal_a_direct_search(maxlen: int, n_arrivals: int, seed:
     arrivals: list[float] = []
     t = 0.0
     for i in range(n_arrivals):
-        t += rng.choice([0.0, rng.expovariate(1 / 50.0), rng.expovariate(1 / 2_000.0)])  # ties too
+        # whole milliseconds: ties, and arrivals exactly on a window's edge, happen often
+        t += rng.choice([0.0, float(rng.randint(1, 100)), float(rng.randint(100, 4_000))])
         stats.record_arrival(t)
         arrivals.append(t)
         kept = arrivals[-maxlen:]
         # usually now (or a bit later: a decision after an execution), now and then earlier
-        now = t + rng.choice([0.0, 0.0, rng.uniform(0.0, 5_000.0), -rng.uniform(0.0, 3_000.0)])
+        now = t + rng.choice([0.0, 0.0, float(rng.randint(0, 5_000)), -float(rng.randint(0, 3_000)),
+                              rng.choice(kept) + rng.choice(WINDOWS) - t])   # an arrival on the edge
         windows = WINDOWS if i > n_arrivals // 3 else WINDOWS[:2]   # the last window asked late
         assert stats.arrivals_in_windows(now, windows) == direct_counts(kept, now, windows)
         assert stats.arrivals_in_last(now, 30_000.0) == direct_counts(kept, now, (30_000.0,))[0]
