@@ -198,12 +198,13 @@ def fidelity_cmd(
 def _from_live(folders: list[Path], specs: list[str], profile):
     """Re-simulate earlier live runs (e.g. with another profile) without running them again."""
     from wl.loop.fidelity import compare_run
-    from wl.loop.load import SYNTHETIC_WASM, LoadError, LoadResult
+    from wl.loop.load import LoadError, LoadResult
+    from wlsim.profile import synthetic_code_bytes
 
     if len(folders) != len(specs):
         raise LoadError(f"--live gives {len(folders)} runs but --policy {len(specs)} policies: one policy per run, "
                         "in the same order")
-    code_bytes = SYNTHETIC_WASM.stat().st_size if SYNTHETIC_WASM.is_file() else 0
+    code_bytes = synthetic_code_bytes()
     return [compare_run(LoadResult.read(folder), spec, profile, code_bytes) for folder, spec in zip(folders, specs)]
 
 

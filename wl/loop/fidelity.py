@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from wl.loop.load import LoadPlan, LoadResult, run_load
-from wlsim.profile import Profile, function_info
+from wlsim.profile import Profile, function_info, synthetic_code_bytes
 
 METRICS = ("cold_starts", "router_added_p50_ms", "router_added_p99_ms", "client_added_p50_ms",
            "client_added_p99_ms", "mean_instances", "peak_instances", "idle_gb_s")
@@ -328,9 +328,7 @@ def warm_up(client: Any, plan: LoadPlan, timeout_s: float = 60.0) -> None:
 def fidelity(plan: LoadPlan, policies: Sequence[str], profile: Profile, *, url: str | None = None,
              token: str | None = None, nodes: int = 1, workers: int = 200, max_lateness_ms: float = 50.0,
              mode: str = "sleep", log: Any = print) -> list[PolicyFidelity]:
-    from wl.loop.load import SYNTHETIC_WASM
-
-    code_bytes = SYNTHETIC_WASM.stat().st_size if SYNTHETIC_WASM.is_file() else 0
+    code_bytes = synthetic_code_bytes()
     out = []
     for policy in policies:
         load = run_policy_live(plan, policy, url=url, token=token, nodes=nodes, workers=workers,

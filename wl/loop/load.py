@@ -42,9 +42,8 @@ import numpy as np
 import pandas as pd
 
 from wl.loop.http import HttpError, RawHttpClient
+from wlsim.profile import SYNTHETIC_WASM  # one path: what the profile assumes is what is deployed
 
-REPO = Path(__file__).resolve().parents[2]
-SYNTHETIC_WASM = REPO / "examples" / "build" / "synthetic.wasm"
 MAX_CONCURRENCY = 1000          # the registry's largest per-function concurrency limit
 MIN_MEMORY_MB = 16              # the synthetic module itself needs a few MB
 SYNTHETIC_PAYLOAD_BYTES = 32    # every synthetic request's size (the module reads up to 128 bytes)
