@@ -24,6 +24,8 @@ def _exposition(counter_type, histogram_type) -> str:
         calls.labels(f"f{i % 3}", "ok").inc()
         # bounds themselves (a value equal to a bound is in that bucket), above the last, random
         seconds.labels(f"f{i % 2}").observe(rng.choice([*SECONDS_BUCKETS, 0.0, 100.0, rng.random() * 3]))
+    seconds.labels("nan").observe(float("nan"))     # in no bucket, in the sum
+    seconds.labels("nan").observe(0.5)
     calls.labels(function="g", outcome="timeout").inc(2)
     swaps.inc()
     text = generate_latest(registry).decode()

@@ -52,8 +52,10 @@ class HistogramChild:
         self.created = time.time()
 
     def observe(self, amount: float) -> None:
-        # A value equal to a bound belongs to that bound's bucket (Prometheus' "le").
-        self.counts[bisect_left(self.bounds, amount)] += 1
+        # A value equal to a bound belongs to that bound's bucket (Prometheus' "le"). NaN is
+        # in no bucket but in the sum, as prometheus_client does (bisect would put it first).
+        if amount == amount:
+            self.counts[bisect_left(self.bounds, amount)] += 1
         self.sum += amount
 
 
