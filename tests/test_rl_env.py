@@ -228,3 +228,29 @@ def test_encoder_spec_round_trips_and_rejects_bad_fields() -> None:
         EncoderSpec(keepalive_ladder_ms=(1000, -1))
     with pytest.raises(ValueError, match="k must be"):
         EncoderSpec(k=0)
+
+
+def test_masks_from_infos_equal_the_environments_own(trace: pd.DataFrame) -> None:
+    """MasksFromInfo answers MaskablePPO's mask query from the step/reset infos (one round
+    trip per step in subprocesses): the same masks the environments give when asked, also
+    right after an episode ended and was reset in the same step."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from wlsim.rl.vec import MasksFromInfo
+
+    def make(i: int):
+        return lambda: RoutingEnv(trace, episode_minutes=2, warmup_minutes=1, max_episode_steps=60 + 25 * i)
+
+    vec = MasksFromInfo(DummyVecEnv([make(0), make(1)]))
+    vec.seed(5)
+    vec.reset()
+    rng = np.random.default_rng(2)
+    ended = 0
+    for _ in range(300):
+        masks = vec.env_method("action_masks")
+        own = vec.venv.env_method("action_masks")
+        assert len(masks) == 2 and all(np.array_equal(m, o) for m, o in zip(masks, own))
+        assert [np.array_equal(m, o) for m, o in zip(vec.env_method("action_masks", indices=[1]), own[1:])] == [True]
+        _, _, dones, _ = vec.step(np.array([rng.choice(np.flatnonzero(m)) for m in masks]))
+        ended += int(dones.sum())
+    assert ended >= 4          # resets inside steps were exercised

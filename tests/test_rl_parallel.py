@@ -51,10 +51,11 @@ def test_envs_in_subprocesses_each_its_own_process_and_seed(tmp_path: Path) -> N
     from wlsim.rl.train import make_vec_env
 
     vec = make_vec_env(_small_config(tmp_path, subproc=True, seed=5), two_functions())
+    procs = vec.venv                      # under the MasksFromInfo wrapper
     try:
-        assert isinstance(vec, SubprocVecEnv) and len(vec.processes) == 2
-        pids = {p.pid for p in vec.processes}
-        assert len(pids) == 2 and os.getpid() not in pids and all(p.is_alive() for p in vec.processes)
+        assert isinstance(procs, SubprocVecEnv) and len(procs.processes) == 2
+        pids = {p.pid for p in procs.processes}
+        assert len(pids) == 2 and os.getpid() not in pids and all(p.is_alive() for p in procs.processes)
         obs = vec.reset()
         assert obs.shape[0] == 2
         masks = vec.env_method("action_masks")
@@ -63,7 +64,7 @@ def test_envs_in_subprocesses_each_its_own_process_and_seed(tmp_path: Path) -> N
         assert rewards.shape == (2,) and np.all(np.isfinite(rewards))
     finally:
         vec.close()
-    assert not any(p.is_alive() for p in vec.processes)
+    assert not any(p.is_alive() for p in procs.processes)
 
 
 def test_wl_train_envs_trains_in_subprocesses_and_leaves_nothing_in_tmp(trace_csv: Path, tmp_path: Path,

@@ -283,8 +283,10 @@ class RoutingEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         p = self._point
+        # The mask rides in the info too: in a subprocess that saves MaskablePPO a second
+        # round trip per step (wlsim.rl.train.MasksFromInfo).
         return {"kind": None if p is None else p.kind, "now_ms": None if p is None else p.now_ms,
-                "steps": self._steps, **self._episode}
+                "steps": self._steps, "action_mask": self._mask.copy(), **self._episode}
 
 
 gym.register(id=ENV_ID, entry_point="wlsim.rl.env:RoutingEnv")

@@ -136,6 +136,8 @@ def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
     (seconds each) and gets the trace pickled."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
+    from wlsim.rl.vec import MasksFromInfo
+
     kwargs = _env_kwargs(cfg, trace_table)
     thunks = [_EnvThunk(trace_table, kwargs, cfg.seed * 1000 + i) for i in range(cfg.n_envs)]
     if cfg.subproc:
@@ -145,7 +147,7 @@ def make_vec_env(cfg: TrainConfig, trace_table: Any) -> Any:
     else:
         vec = DummyVecEnv(thunks)
     vec.seed(cfg.seed)
-    return vec
+    return MasksFromInfo(vec)
 
 
 class _EnvThunk:
