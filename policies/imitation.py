@@ -20,8 +20,11 @@ Decision parameters (an artifact's spec.json "decision" field): ``own_prewarm`` 
 the last live instance, when the default's pre-warm search over the function's own idle
 periods finds a pre-warm cheaper than keeping alive, follow it instead of the network, exact
 timing for periodic functions, which the bins only approximate; "long": only when the network
-chose to kill or pre-warm) and ``cold_start_weight`` (the cold start's latency price in the
-expected cost, relative to the cost weights: > 1 trades idle memory for fewer cold starts).
+chose to kill or pre-warm), ``cold_start_weight`` (the cold start's latency price in the
+expected cost, relative to the cost weights: > 1 trades idle memory for fewer cold starts) and
+``timers`` (``policies.timers``, off by default: for the last live instance, a period detected
+in the function's arrivals replaces the network's choice by a pre-warm just before the next
+call; a new function gets a chain of short pre-warms at common cron periods).
 
 Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmest idle
 instance, else queue only when a high quantile of the remaining execution beats a cold start.
@@ -59,6 +62,7 @@ from policies.interface import (
     RequestView,
     RouteDecision,
 )
+from policies.timers import TimerConfig
 
 KIND = "keepalive-imitation"
 # Bin edges of the idle-period distribution (ms): 0, then log-spaced 500 ms .. 2 h, then inf.
@@ -215,7 +219,8 @@ def decision_kernel() -> Any:
 
 
 class ImitationState(ExpectedWaitState):
-    __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used", "static")
+    __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used", "static",
+                 "timer_starts", "timer_next")
 
     def __init__(self, window: int) -> None:
         super().__init__(window)
@@ -227,6 +232,10 @@ class ImitationState(ExpectedWaitState):
         self.prewarm_used = 0
         # (memory, cold start, break-even, and the features that depend only on them)
         self.static: tuple[float, float, float, float, float, float] | None = None
+        # The timer layer's chain of pre-warm plans ((ready after ms, keep ms); None: no chain)
+        # and the next one to try when the last pre-warm went unused.
+        self.timer_starts: tuple[tuple[float, float], ...] | None = None
+        self.timer_next = 0
 
 
 class ImitationPolicy(ExpectedWait):
@@ -238,7 +247,7 @@ class ImitationPolicy(ExpectedWait):
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]] | None = None,
                  meta: dict[str, Any] | None = None, path: str | None = None,
                  own_prewarm: bool | str = False, cold_start_weight: float = 1.0,
-                 **default_params: Any) -> None:
+                 timers: bool | dict[str, Any] | TimerConfig | None = None, **default_params: Any) -> None:
         super().__init__(**default_params)
         if own_prewarm not in OWN_PREWARM_MODES:
             raise PolicySpecError(f"{self.name}: own_prewarm must be one of {OWN_PREWARM_MODES}, got {own_prewarm!r}")
@@ -247,6 +256,8 @@ class ImitationPolicy(ExpectedWait):
         # to the cost weights (> 1: fewer cold starts for more idle memory; the features, and
         # so the network's prediction, do not change).
         self.cold_start_weight = number(self.name, "cold_start_weight", cold_start_weight)
+        # The timer layer (policies.timers; None: off, the network alone decides).
+        self.timers = TimerConfig.parse(timers, self.name)
         self.meta = meta or {}
         self.path = path
         self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
@@ -494,6 +505,9 @@ class ImitationPolicy(ExpectedWait):
                     st.keep_ms[instance.id] = window
             else:
                 st.prewarm_plan, st.keep_ms[instance.id] = ACTION_PLANS[a]
+            st.timer_starts = None
+            if self.timers is not None and len(fn.instances) == 1:
+                self.plan_timer(now_ms, instance, fn, st)
         answer = keep_until(st.keep_ms.get(instance.id, 0.0), idle)
         if answer is KILL:
             st.keep_ms.pop(instance.id, None)
@@ -505,16 +519,52 @@ class ImitationPolicy(ExpectedWait):
                         self._ghost_rows[instance.idle_since_ms] = row
         return answer
 
+    def plan_timer(self, now_ms: float, instance: InstanceView, fn: FunctionView, st: ImitationState) -> None:
+        """The timer layer, for the last live instance after its execution: a detected period
+        replaces the decision (kill, and have an instance ready just before the next call; or
+        keep alive through it when that is too soon for a pre-warm to pay); guesses (a new
+        function) add a chain of pre-warms after the keep-alive or pre-warm chosen."""
+        cold = fn.stats.cold_start_ms
+        plan = self.timers.plan(now_ms, fn.stats.recent, cold)
+        if plan is None or not plan.starts_ms:
+            return
+        if plan.periodic:
+            start = plan.starts_ms[0]
+            if start <= cold + plan.window_ms:
+                st.prewarm_plan = None
+                st.keep_ms[instance.id] = start + plan.window_ms
+                return
+            st.keep_ms[instance.id] = 0.0
+            st.prewarm_plan = None
+        chain = [] if st.prewarm_plan is None else [st.prewarm_plan]     # the network's own pre-warm first
+        after = st.keep_ms.get(instance.id, 0.0) if st.prewarm_plan is None else sum(st.prewarm_plan)
+        chain += [(s, plan.window_ms) for s in plan.starts_ms if s - cold >= after]   # spawned after that ends
+        if chain:
+            st.prewarm_plan = chain[0]
+            st.timer_starts, st.timer_next = tuple(chain), 0
+
     def prewarm(self, now_ms: float, fn: FunctionView) -> float | None:
         st = fn.policy_state
         if type(st) is not ImitationState or st.prewarm_plan is None or not st.ghosts:
             return None
         origin = st.ghosts[-1]
+        cold = fn.stats.cold_start_ms
         if origin == st.prewarmed_for:
+            starts = st.timer_starts            # the last pre-warm went unused: the timer layer's next guess
+            if starts is None:
+                return None
+            for k in range(st.timer_next, len(starts)):
+                if origin + starts[k][0] - cold >= now_ms:
+                    st.timer_next = k + 1
+                    st.prewarms += 1
+                    st.prewarm_plan = starts[k]           # its keep window for the instance it starts
+                    return origin + starts[k][0] - cold - now_ms
+            st.timer_next = len(starts)
             return None
         st.prewarmed_for = origin
         st.prewarms += 1
-        return max(0.0, origin + st.prewarm_plan[0] - fn.stats.cold_start_ms - now_ms)
+        st.timer_next = 1
+        return max(0.0, origin + st.prewarm_plan[0] - cold - now_ms)
 
     def describe(self) -> dict[str, Any]:
         d = {"name": self.name, "kind": KIND, "path": self.path,
@@ -526,7 +576,10 @@ class ImitationPolicy(ExpectedWait):
 
     def decision(self) -> dict[str, Any]:
         """The decision parameters an artifact's spec.json carries (its "decision" field)."""
-        return {"own_prewarm": self.own_prewarm, "cold_start_weight": self.cold_start_weight}
+        d: dict[str, Any] = {"own_prewarm": self.own_prewarm, "cold_start_weight": self.cold_start_weight}
+        if self.timers is not None:           # only when on: artifacts without it stay as they were
+            d["timers"] = self.timers.as_dict()
+        return d
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
@@ -571,9 +624,9 @@ class ImitationPolicy(ExpectedWait):
         if not weights or expect != N_BINS:
             raise ArtifactError(f"{path}: the network must end with {N_BINS} outputs (one per bin)")
         decision = spec.get("decision", {})
-        if not isinstance(decision, dict) or set(decision) - {"own_prewarm", "cold_start_weight"}:
-            raise ArtifactError(f"{path}: decision must be an object with own_prewarm and/or cold_start_weight, "
-                                f"got {decision!r}")
+        if not isinstance(decision, dict) or set(decision) - {"own_prewarm", "cold_start_weight", "timers"}:
+            raise ArtifactError(f"{path}: decision must be an object with own_prewarm, cold_start_weight "
+                                f"and/or timers, got {decision!r}")
         try:
             return cls(weights, meta=spec.get("training", {}), path=path, **decision)
         except PolicySpecError as e:
