@@ -164,20 +164,58 @@ def test_the_kernel_is_compiled_at_load_not_at_a_decision():
     assert list(decision_kernel().signatures) == signatures
 
 
-def test_cheapest_window_with_numpy_is_the_loops(monkeypatch):
-    """From VECTOR_GAPS gaps on the keep-alive window comes from numpy's cumsum and argmin:
-    the same window as the loop (forced here by raising the threshold)."""
-    import policies.builtin.default as default_module
+def _cheapest_window_loop(policy: ExpectedWait, sorted_gaps: list[float], mem_gb: float, cold_ms: float) -> float:
+    """cheapest_window as it was before it was compiled: the loop over the sorted gaps."""
+    w = policy.weights
+    mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
+    cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
+    n = len(sorted_gaps)
+    if cold <= 0.0:
+        return 0.0
+    best_cost, best_window, covered, later = cold, 0.0, 0.0, n
+    for gap in sorted_gaps:
+        later -= 1
+        covered += gap
+        cost = (mem_per_ms * (covered + later * gap) + later * cold) / n
+        if cost < best_cost:
+            best_cost, best_window = cost, gap
+    return best_window * (1.0 + policy.keepalive_margin) if best_window > 0 else 0.0
+
+
+def _cheapest_window_numpy(policy: ExpectedWait, sorted_gaps: list[float], mem_gb: float, cold_ms: float) -> float:
+    """cheapest_window as it was before it was compiled, from 48 gaps on: numpy's cumsum and argmin."""
+    import numpy as np
+
+    w = policy.weights
+    mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
+    cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
+    n = len(sorted_gaps)
+    if cold <= 0.0:
+        return 0.0
+    g = np.array(sorted_gaps)
+    later = np.arange(n - 1, -1, -1, dtype=np.float64)
+    costs = (mem_per_ms * (np.cumsum(g) + later * g) + later * cold) / n
+    k = int(costs.argmin())
+    best = sorted_gaps[k] if costs[k] < cold else 0.0
+    return best * (1.0 + policy.keepalive_margin) if best > 0 else 0.0
+
+
+def test_compiled_cheapest_window_is_the_loop_and_the_numpy_sums():
+    """The compiled keep-alive search (given a list or the window's numpy array) returns, bit
+    for bit, the window of the loop and of the numpy cumsum it replaced (ties included)."""
+    import numpy as np
 
     rng = random.Random(9)
     policy = ExpectedWait()
     cases = []
-    for _ in range(300):
+    for _ in range(400):
         gaps = random_gaps(rng)
         cases.append((gaps, rng.choice([0.125, 1.0]), rng.choice([0.0, 3.7, 300.0, 5_000.0])))
-    vectorised = [policy.cheapest_window(g, m, c) for g, m, c in cases]
-    monkeypatch.setattr(default_module, "VECTOR_GAPS", 10**9)
-    looped = [policy.cheapest_window(g, m, c) for g, m, c in cases]
-    assert vectorised == looped
-    assert sum(len(g) >= 48 for g, _, _ in cases) > 50          # both paths were exercised
+    cases.append(([60_000.0] * 40, 0.25, 300.0))              # every candidate ties
+    compiled = [policy.cheapest_window(g, m, c) for g, m, c in cases]
+    from_array = [policy.cheapest_window(np.array(g), m, c) for g, m, c in cases]
+    looped = [_cheapest_window_loop(policy, g, m, c) for g, m, c in cases]
+    summed = [_cheapest_window_numpy(policy, g, m, c) for g, m, c in cases]
+    assert compiled == from_array == looped == summed
+    assert sum(len(g) >= 48 for g, _, _ in cases) > 50
     assert any(w > 0 for w in looped) and any(w == 0 for w in looped)

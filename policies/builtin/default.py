@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from bisect import bisect_right, insort
 from collections import deque
-from itertools import accumulate
 from typing import Any
 
 from policies.builtin._common import EPS_MS, WorkLedger, idle_for, keep_until, number, warm_slot
@@ -28,27 +27,35 @@ from policies.interface import (
 )
 
 GHOSTS = 64          # killed instances remembered per function (see ExpectedWait, keep-alive)
-VECTOR_GAPS = 48     # cheapest_window: numpy's fixed cost per call beats the loop from this many gaps
 
 
 class SortedWindow:
     """The last ``maxlen`` values, kept both in arrival order and sorted (O(maxlen) per add,
     which is a memmove of at most a few hundred bytes)."""
 
-    __slots__ = ("order", "sorted")
+    __slots__ = ("order", "sorted", "_array")
 
     def __init__(self, maxlen: int) -> None:
         self.order: deque[float] = deque(maxlen=maxlen)
         self.sorted: list[float] = []
+        self._array: Any = None             # the sorted values as a numpy array, until the next add
 
     def add(self, value: float) -> None:
         order = self.order
+        s = self.sorted
         if len(order) == order.maxlen:
-            old = order[0]
-            s = self.sorted
-            del s[bisect_right(s, old) - 1]
+            del s[bisect_right(s, order[0]) - 1]
         order.append(value)
-        insort(self.sorted, value)
+        insort(s, value)
+        self._array = None
+
+    @property
+    def array(self) -> Any:
+        """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
+        a = self._array
+        if a is None:
+            a = self._array = _np.array(self.sorted)
+        return a
 
     def __len__(self) -> int:
         return len(self.order)
@@ -61,7 +68,7 @@ class DeferredSortedWindow:
     and evictions since the last read are applied then (or the window re-sorted when they are
     many): the same sorted values as a SortedWindow."""
 
-    __slots__ = ("order", "_sorted", "_added", "_evicted", "_stale")
+    __slots__ = ("order", "_sorted", "_added", "_evicted", "_stale", "_array")
 
     def __init__(self, maxlen: int) -> None:
         self.order: deque[float] = deque(maxlen=maxlen)
@@ -69,9 +76,19 @@ class DeferredSortedWindow:
         self._added: list[float] = []
         self._evicted: list[float] = []
         self._stale = False                 # too many changes since the last read: re-sort
+        self._array: Any = None             # the sorted values as a numpy array, until the next add
+
+    @property
+    def array(self) -> Any:
+        """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
+        a = self._array
+        if a is None:
+            a = self._array = _np.array(self.sorted)
+        return a
 
     def add(self, value: float) -> None:
         order = self.order
+        self._array = None
         if self._stale:
             order.append(value)
             return
@@ -111,6 +128,7 @@ def upper_quantile(sorted_values: list[float], lo: int, q: float) -> float:
 
 
 _GRID_POSITIONS: dict[int, list[int]] = {}
+_GRID_ARRAYS: dict[int, Any] = {}
 
 
 def grid_positions(n: int) -> list[int]:
@@ -122,6 +140,158 @@ def grid_positions(n: int) -> list[int]:
 
         pos = _GRID_POSITIONS[n] = [int(k) for k in np.linspace(0, n - 1, min(n, 16)).astype(int)]
     return pos
+
+
+def _grid_array(n: int) -> Any:
+    """``grid_positions(n)`` as an int64 numpy array (the compiled search's input), cached per ``n``."""
+    a = _GRID_ARRAYS.get(n)
+    if a is None:
+        np = _kernels()[0]
+        a = _GRID_ARRAYS[n] = np.array(grid_positions(n), dtype=np.int64)
+    return a
+
+
+# The keep-alive search and the pre-warm search, compiled by numba (``_kernels``). Plain
+# Python here (``.py_func`` of the compiled ones); each sum and comparison is the one the
+# numpy and list code they replace did, in the same order (numba, without fastmath, neither
+# reorders nor fuses floating-point operations), so the windows and plans are bit-identical.
+
+def _cheapest_gap(g: Any, mem_per_ms: float, cold: float) -> float:
+    """The gap of sorted ``g`` whose keep-alive (just past it) has the lowest mean cost per
+    idle period, if that is below ``cold`` (every period cold), else 0.0; the first such gap
+    on ties. See ``ExpectedWait.cheapest_window``."""
+    n = g.shape[0]
+    best_cost = cold
+    best = 0.0
+    covered = 0.0                           # the sum of the gaps up to this one, added in order
+    later = n                               # n - k for the k-th smallest gap
+    for k in range(n):
+        gap = g[k]
+        later -= 1
+        covered += gap
+        cost = (mem_per_ms * (covered + later * gap) + later * cold) / n
+        if cost < best_cost:
+            best_cost = cost
+            best = gap
+    return best
+
+
+def _prewarm_search(g: Any, pos: Any, mem_per_ms: float, cold: float, cold_ms: float, keep_window_ms: float,
+                    slack: float) -> tuple[int, float, float]:
+    """``ExpectedWait.plan_prewarm``'s search over sorted ``g`` from prefix sums: (0, 0, 0)
+    when keeping alive is cheaper or no pre-warm can be ready in time, (1, start, end) for the
+    cheapest (start, window end) pair when it beats keeping alive, (2, 0, 0) when rounding
+    could change the choice (the gap-by-gap search decides)."""
+    n = g.shape[0]
+    prefix = _np.empty(n + 1)
+    prefix[0] = 0.0
+    for t in range(n):
+        prefix[t + 1] = prefix[t] + g[t]
+    lo, hi = 0, n                           # bisect_right(g, keep_window_ms)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keep_window_ms < g[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    k = lo
+    keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
+    if keep <= 0.0:     # keeping alive costs nothing (no cold-start price): no pre-warm costs less
+        return 0, 0.0, 0.0
+    grid = _np.empty(pos.shape[0])          # the distinct grid values, ascending
+    m = 0
+    for t in range(pos.shape[0]):
+        v = g[pos[t]]
+        if m == 0 or v != grid[m - 1]:
+            grid[m] = v
+            m += 1
+    starts = _np.empty(m)
+    ends = _np.empty(m)
+    ns = 0
+    below, above = 1.0 - slack, 1.0 + slack
+    for t in range(m):
+        s = grid[t] * below - cold_ms       # ready a little early
+        if s > cold_ms:                     # else a keep-alive does it
+            starts[ns] = s
+            ns += 1
+        ends[t] = grid[t] * above
+    if ns == 0:                             # no pre-warm can be ready in time
+        return 0, 0.0, 0.0
+    approx = _np.empty(ns * m)
+    for i in range(ns):
+        s = starts[i]
+        lo, hi = 0, n                       # bisect_left(g, s): gaps < s are a cold start
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if g[mid] < s:
+                lo = mid + 1
+            else:
+                hi = mid
+        before = lo
+        for j in range(m):
+            e = ends[j] if ends[j] > s else s           # window end
+            lo, hi = 0, n                   # bisect_right(g, e): gaps <= e are served in time
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if e < g[mid]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            upto = lo
+            approx[i * m + j] = (before * cold + mem_per_ms * ((cold_ms - s) * (upto - before)
+                                                               + (prefix[upto] - prefix[before]))
+                                 + (n - upto) * (mem_per_ms * (e - s + cold_ms) + cold))
+    best = 0                                # the first cheapest pair, as argmin
+    best_cost = approx[0]
+    for b in range(1, ns * m):
+        if approx[b] < best_cost:
+            best_cost = approx[b]
+            best = b
+    # Either way of summing is off by far less than this (~n * 2^-52 of the largest
+    # term); with a margin this wide the cheaper side is the same in exact sums.
+    last_end = ends[m - 1] if ends[m - 1] > starts[ns - 1] else starts[ns - 1]
+    tolerance = 1e-9 * n * (cold + mem_per_ms * (cold_ms + 2.0 * g[n - 1] + 2.0 * last_end))
+    if abs(best_cost - keep) <= tolerance:
+        return 2, 0.0, 0.0
+    i, j = best // m, best % m
+    e_best = ends[j] if ends[j] > starts[i] else starts[i]
+    largest = g[n - 1]
+    for b in range(ns * m):                 # a pair as cheap within rounding must cost the same, gap by gap:
+        if approx[b] <= best_cost + tolerance:      # the same start and end, or both ends past every gap
+            i2, j2 = b // m, b % m
+            e2 = ends[j2] if ends[j2] > starts[i2] else starts[i2]
+            if i2 != i or not (e2 == e_best or (e2 >= largest and e_best >= largest)):
+                return 2, 0.0, 0.0
+    if best_cost < keep:
+        return 1, starts[i], ends[j]
+    return 0, 0.0, 0.0
+
+
+_np: Any = None
+_KERNELS: tuple[Any, Any, Any] | None = None
+
+
+def _kernels() -> tuple[Any, Any, Any]:
+    """(numpy, compiled ``_cheapest_gap``, compiled ``_prewarm_search``), compiled (or loaded
+    from numba's cache next to this module) on first use: ExpectedWait's constructor, so a
+    decision never waits for a compilation."""
+    global _np, _KERNELS
+    if _KERNELS is None:
+        import numpy as np
+        from numba import njit
+
+        _np = np
+
+        def compiled(signature: str, f: Any) -> Any:
+            try:
+                return njit(signature, cache=True, nogil=True)(f)
+            except RuntimeError:   # no writable cache folder: compile in memory
+                return njit(signature, nogil=True)(f)
+
+        _KERNELS = (np, compiled("float64(float64[::1], float64, float64)", _cheapest_gap),
+                    compiled("Tuple((int64, float64, float64))(float64[::1], int64[::1], float64, float64, "
+                             "float64, float64, float64)", _prewarm_search))
+    return _KERNELS
 
 
 class ExpectedWaitState:
@@ -224,6 +394,7 @@ class ExpectedWait(Policy):
         self.prewarm_slack = number(n, "prewarm_slack", prewarm_slack, strict=False)
         # Idle periods of all functions, the prior of a function with too few of its own.
         self.pooled = DeferredSortedWindow(4 * self.window)
+        _kernels()          # compiled (or loaded from the cache) now, not at a live decision
 
     def state(self, fn: FunctionView) -> ExpectedWaitState:
         st = fn.policy_state
@@ -308,7 +479,7 @@ class ExpectedWait(Policy):
             if self.default_keepalive_ms is not None:
                 window = self.default_keepalive_ms
             elif len(self.pooled) >= self.min_gaps:
-                window = self.cheapest_window(self.pooled.sorted, fn.memory_mb / 1024.0, cold)
+                window = self.cheapest_window(self.pooled.array, fn.memory_mb / 1024.0, cold)
             else:
                 window = self.break_even_ms(fn)
             return min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
@@ -322,11 +493,11 @@ class ExpectedWait(Policy):
                 k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)   # nearest rank
                 window = gaps[k]
             else:
-                window = self.cheapest_window(gaps, fn.memory_mb / 1024.0, cold)
+                window = self.cheapest_window(samples.array, fn.memory_mb / 1024.0, cold)
                 # Pre-warming pays only when typical idle periods are many cold starts long
                 # (a busy function's are not: skip the O(grid x samples) search for it).
                 if self.prewarming and gaps[len(gaps) // 2] > 10.0 * cold:
-                    self.plan_prewarm(st, gaps, fn.memory_mb / 1024.0, cold, window)
+                    self.plan_prewarm(st, samples.array, fn.memory_mb / 1024.0, cold, window)
                 else:
                     st.prewarm_at_ms = None
             st.keepalive_ms = min(self.max_keepalive_ms, max(self.min_keepalive_ms, window))
@@ -334,39 +505,24 @@ class ExpectedWait(Policy):
             st.new_samples = 0
         return st.keepalive_ms
 
-    def cheapest_window(self, sorted_gaps: list[float], mem_gb: float, cold_ms: float) -> float:
+    def cheapest_window(self, sorted_gaps: Any, mem_gb: float, cold_ms: float) -> float:
         """The keep-alive T minimising the expected cost of one idle period if it is drawn
-        from ``sorted_gaps``: memory for min(gap, T) plus, when the gap outlasts T, a cold
-        start (its latency and the memory while it starts). Candidates are 0 and just past
-        each observed gap. O(len(sorted_gaps)); from ``VECTOR_GAPS`` gaps on with numpy (the
-        same sums in the same order: cumsum adds sequentially, as the loop does)."""
+        from ``sorted_gaps`` (a list, or a float64 numpy array: ``SortedWindow.array``):
+        memory for min(gap, T) plus, when the gap outlasts T, a cold start (its latency and
+        the memory while it starts). Candidates are 0 and just past each observed gap.
+        O(len(sorted_gaps)), compiled (``_cheapest_gap``)."""
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
-        n = len(sorted_gaps)
         if cold <= 0.0:                             # no cold-start price: T = 0 (no window costs < 0)
             return 0.0
-        if n >= VECTOR_GAPS:
-            import numpy as np
-
-            g = np.array(sorted_gaps)
-            later_ = np.arange(n - 1, -1, -1, dtype=np.float64)
-            costs = (mem_per_ms * (np.cumsum(g) + later_ * g) + later_ * cold) / n
-            k = int(costs.argmin())                 # the first cheapest, as the loop's strict <
-            best = sorted_gaps[k] if costs[k] < cold else 0.0
-            return best * (1.0 + self.keepalive_margin) if best > 0 else 0.0
-        best_cost, best_window = cold, 0.0          # T = 0: every request cold
-        covered = 0.0
-        later = n                                   # n - k for the k-th smallest gap
-        for gap in sorted_gaps:
-            later -= 1
-            covered += gap
-            cost = (mem_per_ms * (covered + later * gap) + later * cold) / n
-            if cost < best_cost:
-                best_cost, best_window = cost, gap
+        np, cheapest_gap, _ = _KERNELS or _kernels()
+        if type(sorted_gaps) is not np.ndarray:
+            sorted_gaps = np.array(sorted_gaps, dtype=np.float64)
+        best_window = cheapest_gap(sorted_gaps, mem_per_ms, cold)
         return best_window * (1.0 + self.keepalive_margin) if best_window > 0 else 0.0
 
-    def plan_prewarm(self, st: ExpectedWaitState, sorted_gaps: list[float], mem_gb: float, cold_ms: float,
+    def plan_prewarm(self, st: ExpectedWaitState, sorted_gaps: Any, mem_gb: float, cold_ms: float,
                      keep_window_ms: float) -> None:
         """Set ``st.prewarm_at_ms``/``prewarm_window_ms`` when killing after an execution and
         pre-warming an instance to be ready at S after the idle period began, kept for W,
@@ -378,68 +534,25 @@ class ExpectedWait(Policy):
 
         It runs at every refresh of a function's keep-alive (at each new idle period while
         its window fills), so it is kept cheap without changing a plan: the grid's costs come
-        from prefix sums over the sorted gaps (O(grid^2 + samples)), and only when that leaves
-        the choice open within rounding (two pairs, or the best pair and keeping alive, closer
-        than ``tolerance``) does the gap-by-gap search (``plan_prewarm_exact``) decide, whose
-        sums, tie-breaking and comparison are the reference."""
-        n = len(sorted_gaps)
+        from prefix sums over the sorted gaps (O(grid^2 + samples), compiled:
+        ``_prewarm_search``), and only when that leaves the choice open within rounding (two
+        pairs, or the best pair and keeping alive, closer than ``tolerance``) does the
+        gap-by-gap search (``plan_prewarm_exact``) decide, whose sums, tie-breaking and
+        comparison are the reference. ``sorted_gaps``: a list or a float64 numpy array."""
         w = self.weights
         mem_per_ms = mem_gb * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s / 1000.0 + mem_per_ms) * cold_ms
-        prefix = list(accumulate(sorted_gaps, initial=0.0))
-        k = bisect_right(sorted_gaps, keep_window_ms)
-        keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
+        np, _, prewarm_search = _KERNELS or _kernels()
+        if type(sorted_gaps) is not np.ndarray:
+            sorted_gaps = np.array(sorted_gaps, dtype=np.float64)
+        found, start, end = prewarm_search(sorted_gaps, _grid_array(len(sorted_gaps)),
+                                           mem_per_ms, cold, cold_ms, keep_window_ms, self.prewarm_slack)
         st.prewarm_at_ms = None
-        if keep <= 0.0:     # keeping alive costs nothing (no cold-start price): no pre-warm costs less
-            return          # (every term of every pair's cost is >= 0; exact whatever the summing order)
-        grid: list[float] = []
-        for i in grid_positions(n):                 # the distinct grid values, ascending
-            v = sorted_gaps[i]
-            if not grid or v != grid[-1]:
-                grid.append(v)
-        slack = self.prewarm_slack
-        starts = [s for s in (v * (1.0 - slack) - cold_ms for v in grid) if s > cold_ms]
-        if not starts:                               # no pre-warm can be ready in time
-            return
-        import numpy as np  # only here: refreshes are rare
-
-        ends = [v * (1.0 + slack) for v in grid]
-        g = np.array(sorted_gaps)
-        S = np.array(starts)[:, None]
-        E = np.maximum(np.array(ends), S)                           # window end
-        before = g.searchsorted(S, "left")                          # gaps < S: a cold start
-        upto = g.searchsorted(E, "right")                           # gaps <= E: served in time
-        P = np.array(prefix)
-        approx = (before * cold + mem_per_ms * ((cold_ms - S) * (upto - before) + (P[upto] - P[before]))
-                  + (n - upto) * (mem_per_ms * (E - S + cold_ms) + cold))
-        best = int(approx.argmin())
-        best_cost = float(approx.flat[best])
-        # Either way of summing is off by far less than this (~n * 2^-52 of the largest
-        # term); with a margin this wide the cheaper side is the same in exact sums.
-        tolerance = 1e-9 * n * (cold + mem_per_ms * (cold_ms + 2.0 * sorted_gaps[-1] + 2.0 * float(E[-1, -1])))
-        i, j = divmod(best, len(ends))
-        if abs(best_cost - keep) <= tolerance or not self._only_equivalents(
-                np.flatnonzero(approx <= best_cost + tolerance), E, i, j, sorted_gaps[-1]):
+        if found == 2:
             self.plan_prewarm_exact(st, sorted_gaps, mem_gb, cold_ms, keep_window_ms)
-            return
-        if best_cost < keep:
-            st.prewarm_at_ms = float(starts[i])
-            st.prewarm_window_ms = float(max(ends[j] - starts[i], self.min_keepalive_ms))
-
-    @staticmethod
-    def _only_equivalents(band: Any, E: Any, i: int, j: int, largest_gap: float) -> bool:
-        """Whether every (S, W) pair in ``band`` (flat indices) costs, gap by gap, exactly what
-        pair (i, j) does: the same start and the same window end, or both ends past every gap
-        (then each gap's cost is the same). Ties between such pairs go to the first, in both
-        ways of summing."""
-        m = E.shape[1]
-        e = float(E[i, j])
-        for b in band.tolist():
-            i2, j2 = divmod(b, m)
-            e2 = float(E[i2, j2])
-            if i2 != i or not (e2 == e or (e2 >= largest_gap and e >= largest_gap)):
-                return False
-        return True
+        elif found == 1:
+            st.prewarm_at_ms = start
+            st.prewarm_window_ms = max(end - start, self.min_keepalive_ms)
 
     def plan_prewarm_exact(self, st: ExpectedWaitState, sorted_gaps: list[float], mem_gb: float, cold_ms: float,
                            keep_window_ms: float) -> None:
