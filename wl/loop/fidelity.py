@@ -10,8 +10,9 @@ and the simulator replays it twice with the profile's cold starts:
 - ``recorded``: the router's own trace of the run (arrival at the router, time busy), which
   needs no reshaping, with the profile's cold starts: the model and the profile's cold starts;
 - ``recorded_cold``: the same, but each spawn takes the cold start the platform had at that
-  moment (the recorded cold start nearest in time, of any function): the model alone, fed
-  every timing the platform showed. On this 2-core machine the cold start grows with load
+  moment (the function's own recorded cold start nearest in time; a function that had none
+  live takes the nearest of any function): the model alone, fed every timing the platform
+  showed. On this 2-core machine the cold start grows with load
   (bursts of spawns: p50 ~4 ms idle, hundreds of ms in a burst of 100 spawns/s), which the
   profile's distribution does not model; a policy that reads the cold-start time (``default``
   prices its keep-alive with it) then keeps instances far longer live than with the profile's
@@ -218,25 +219,39 @@ def simulate_both(load: LoadResult, policy: str, profile: Profile, code_bytes: i
             cold = cold.sort_values("arrival_ms", kind="stable")
             out["recorded_cold"] = simulate_cold_starts_at(
                 table, policy, profile.sim_config(), cold["arrival_ms"].to_numpy(float),
-                cold["cold_start_ms"].to_numpy(float))
+                cold["cold_start_ms"].to_numpy(float), cold["function"].astype(str).to_numpy())
     return out
 
 
 def simulate_cold_starts_at(table: pd.DataFrame, policy: str, config: Any, at_ms: np.ndarray,
-                            cold_ms: np.ndarray) -> Any:
+                            cold_ms: np.ndarray, functions: np.ndarray | None = None) -> Any:
     """Replay ``table`` with each spawn's cold start = ``cold_ms`` of the time in ``at_ms``
-    (ascending) nearest the spawn. ``config``'s functions must draw no cold starts of their
-    own (no quantile tables): the engine then takes the function's ``cold_start_ms`` at each
-    spawn, which this sets just before it."""
+    (ascending) nearest the spawn: among the spawning function's own (``functions``: the
+    function of each entry), or of any function when it has none there or ``functions`` is
+    None. A policy that reads the function's own cold-start estimate (the learned policy's
+    EWMA decides keep or kill near ~5 ms) must get that function's times, not a neighbour's.
+    ``config``'s functions must draw no cold starts of their own (no quantile tables): the
+    engine then takes the function's ``cold_start_ms`` at each spawn, which this sets just
+    before it."""
     from policies.registry import load_policy
     from wlsim.engine import Simulation
 
+    at_ms, cold_ms = np.asarray(at_ms, float), np.asarray(cold_ms, float)
+    own: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if functions is not None:
+        names = np.asarray(functions).astype(str)
+        own = {name: (at_ms[names == name], cold_ms[names == name]) for name in np.unique(names)}
+
+    def nearest(times: np.ndarray, values: np.ndarray, now: float) -> float:
+        k = int(np.searchsorted(times, now))
+        if k == len(times) or (k > 0 and now - times[k - 1] <= times[k] - now):
+            k -= 1
+        return float(values[k])
+
     class ColdStartsAt(Simulation):
         def emit_spawn(self, inst: Any, row: Any, now: float) -> None:
-            k = int(np.searchsorted(at_ms, now))
-            if k == len(at_ms) or (k > 0 and now - at_ms[k - 1] <= at_ms[k] - now):
-                k -= 1
-            inst.fn.cold_start_ms = float(cold_ms[k])
+            times, values = own.get(inst.fn.name, (at_ms, cold_ms))
+            inst.fn.cold_start_ms = nearest(times, values, now)
             super().emit_spawn(inst, row, now)
 
     t0 = time.perf_counter()
