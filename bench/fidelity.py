@@ -18,6 +18,12 @@ Prints the table of ``wl fidelity`` and each target's pass/fail:
 ``--also-profiles`` re-simulates the same live runs with other profiles (no second live run):
 one line per profile and policy with the recorded and as-sent errors, kept in also.json.
 
+Per policy, how well-conditioned its prediction is (``wl.loop.fidelity.conditioning``): the
+recorded replay's cold starts over ``--seeds`` seeds of the cold-start draws and with every
+cold-start time x0.8 / x1.25. A policy whose cold starts move by more than the target under
+those is at a cliff of its own (the learned policy: see bench/README.md), so a +-5% miss says
+as much about the policy as about the simulator. Kept in fidelity.json ("conditioning").
+
 The live numbers are wlsim.metrics' own (wl.loop.live.live_result); the load average is printed
 and kept in targets.json (the machine is shared: its load changes the platform's timings).
 
@@ -55,6 +61,8 @@ def main() -> None:
     ap.add_argument("--profile", default="wl")
     ap.add_argument("--also-profiles", default="", help="comma-separated profiles to re-simulate the same live "
                     "runs with (e.g. wl-load: the load-dependent cold start)")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds of the cold-start draws for the conditioning line "
+                    "(0: skip it)")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
     ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
     ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
@@ -64,7 +72,7 @@ def main() -> None:
 
     from policies.registry import split_specs
     from wl.loop.cli import fidelity_table
-    from wl.loop.fidelity import compare_run, fidelity, write_report
+    from wl.loop.fidelity import compare_run, conditioning, fidelity, write_report
     from wl.loop.load import plan_load
     from wlsim.cli import make_console
     from wlsim.profile import load_profile, synthetic_code_bytes
@@ -83,6 +91,17 @@ def main() -> None:
                        nodes=args.nodes, workers=args.workers, log=console.print)
     load_after = os.getloadavg()
     console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+    for f in results if args.seeds > 0 else []:
+        f.conditioning = c = conditioning(f.load, f.policy, profile, synthetic_code_bytes(), seeds=args.seeds)
+        if c:
+            lo, hi = c["seed_range"]
+            console.print(f"{f.policy:<40} recorded replay's cold starts over {c['seeds']} seeds {100 * lo:+.1f}% .. "
+                          f"{100 * hi:+.1f}%; cold starts " + ", ".join(f"{k}: {100 * v:+.1f}%"
+                                                                         for k, v in c["scaled"].items()))
+        gc = f.load.info.get("driver_gc") or {}
+        if gc:
+            console.print(f"{f.policy:<40} driver GC while sending: {gc['collections']} collections, longest "
+                          f"{gc['max_ms']:.1f} ms")
     write_report(results, args.out, {"trace": args.trace, "start_minute": args.start_minute,
                                      "minutes": args.minutes, "speed": args.speed,
                                      "profile": profile.model_dump(),

@@ -1,5 +1,6 @@
 """wl fidelity's diagnostics: the recorded-cold-start replay takes each function's own live cold
-starts, and the load driver keeps its garbage collections out of the send schedule."""
+starts, the conditioning of a prediction (seeds, scaled cold starts), and the load driver keeps
+its garbage collections out of the send schedule."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wl.loop.fidelity import simulate_cold_starts_at
-from wl.loop.load import quiet_gc
-from wlsim.profile import load_profile
+from wl.loop.fidelity import conditioning, simulate_cold_starts_at
+from wl.loop.load import LoadResult, plan_load, quiet_gc
+from wlsim.engine import simulate
+from wlsim.profile import ProfileError, function_info, load_profile
 
 pytestmark = pytest.mark.unit
 
@@ -64,3 +66,47 @@ def test_the_driver_freezes_what_is_alive_and_counts_its_collections() -> None:
     assert stats["collections"] == 2
     assert stats["max_ms"] >= 0.0 and stats["total_ms"] >= stats["max_ms"]
     assert all(cb.__name__ != "timed" for cb in gc.callbacks)
+
+
+def test_a_scaled_profile_scales_every_cold_start_and_nothing_else() -> None:
+    wl = load_profile("wl-load")
+    half = wl.with_cold_starts_scaled(0.5)
+    a, b = half.cold_start.by_abi["wasi-command"], wl.cold_start.by_abi["wasi-command"]
+    assert a.p50_ms == pytest.approx(b.p50_ms / 2) and a.p99_ms == pytest.approx(b.p99_ms / 2)
+    assert a.quantiles_ms == pytest.approx([q / 2 for q in b.quantiles_ms])
+    assert a.by_load.quantiles_ms[-1] == pytest.approx([q / 2 for q in b.by_load.quantiles_ms[-1]])
+    assert a.by_load.upper == b.by_load.upper
+    assert (half.request_overhead_ms, half.front, half.client) == (wl.request_overhead_ms, wl.front, wl.client)
+    # the same seed draws the same quantile: every spawn's cold start is exactly halved
+    table = _two_functions()
+    info = function_info(["f", "g"], code_bytes=0)
+    full_run = simulate(table, "fixed_ttl:ttl_ms=1", load_profile("wl").sim_config(info, seed=3)).requests
+    half_run = simulate(table, "fixed_ttl:ttl_ms=1", load_profile("wl").with_cold_starts_scaled(0.5)
+                        .sim_config(info, seed=3)).requests
+    assert half_run["cold_start_ms"].to_numpy() == pytest.approx(full_run["cold_start_ms"].to_numpy() / 2)
+
+
+@pytest.mark.parametrize("factor", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_bad_scale_factor_is_refused(factor: float) -> None:
+    with pytest.raises(ProfileError, match="scale factor"):
+        load_profile("wl").with_cold_starts_scaled(factor)
+
+
+def _recorded_run() -> LoadResult:
+    table = _two_functions()
+    plan = plan_load(table, speed=1.0, duration_scale=1.0)
+    recorded = table.assign(payload_bytes=32)
+    return LoadResult(plan, pd.DataFrame(), pd.DataFrame(), recorded, {})
+
+
+def test_a_fixed_keep_alive_is_not_moved_by_seeds_or_the_cold_start_level() -> None:
+    c = conditioning(_recorded_run(), "fixed_ttl:ttl_ms=1", load_profile("wl"), 0, seeds=3, scales=(0.5, 2.0))
+    assert c["cold_starts_seed0"] == 4 and c["seeds"] == 3
+    assert c["seed_range"] == [0.0, 0.0]
+    assert c["scaled"] == {"x0.5": 0.0, "x2": 0.0}
+
+
+def test_a_run_without_the_router_recording_has_no_conditioning() -> None:
+    run = _recorded_run()
+    run.recorded = None
+    assert conditioning(run, "fixed_ttl:ttl_ms=1", load_profile("wl"), 0) == {}

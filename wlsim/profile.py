@@ -191,6 +191,31 @@ class Profile(_Strict):
         """A SimConfig with this profile's cold starts (``kwargs``: the other SimConfig fields)."""
         return SimConfig(cold_start=self.cold_start_model(functions), **kwargs)
 
+    def with_cold_starts_scaled(self, factor: float) -> Profile:
+        """This profile with every cold-start time multiplied by ``factor`` (constants, medians,
+        quantile tables, load buckets): how much a prediction depends on the cold-start level
+        (``wl.loop.fidelity.conditioning``). The platform's own overheads stay as they are."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ProfileError(f"cold-start scale factor must be a finite number > 0, got {factor!r}")
+        cs = self.cold_start
+
+        def times(values: list[float]) -> list[float]:
+            return [v * factor for v in values]
+
+        def abi(a: AbiColdStart) -> AbiColdStart:
+            by_load = None if a.by_load is None else a.by_load.model_copy(
+                update={"quantiles_ms": [times(t) for t in a.by_load.quantiles_ms]})
+            return a.model_copy(update={
+                "p50_ms": a.p50_ms * factor, "per_code_mb_ms": a.per_code_mb_ms * factor,
+                **{k: getattr(a, k) * factor for k in ("p10_ms", "p90_ms", "p99_ms") if getattr(a, k) is not None},
+                "quantiles_ms": times(a.quantiles_ms), "by_load": by_load})
+
+        scaled = cs.model_copy(update={
+            "base_ms": cs.base_ms * factor, "per_mb_ms": cs.per_mb_ms * factor,
+            "by_abi": {name: abi(a) for name, a in cs.by_abi.items()},
+            "per_function_ms": {name: v * factor for name, v in cs.per_function_ms.items()}})
+        return self.model_copy(update={"name": f"{self.name} (cold starts x{factor:g})", "cold_start": scaled})
+
     @property
     def shapes_trace(self) -> bool:
         return bool(self.request_overhead_ms or self.front.delay_ms or self.front.per_request_ms)
