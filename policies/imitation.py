@@ -200,6 +200,7 @@ def _decide(x1: np.ndarray, wb0: np.ndarray, h1: np.ndarray, wb1: np.ndarray, pr
 
 
 _KERNEL: Any = None
+_FUSED: Any = None        # policies.imitation_kernel.features_and_decide, imported by the first fused policy
 
 
 def decision_kernel() -> Any:
@@ -222,8 +223,12 @@ class ImitationState(ExpectedWaitState):
     __slots__ = ("keep_ms", "costs", "costs_key", "prewarm_plan", "prewarms", "prewarm_used", "static",
                  "timer_starts", "timer_next")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, fused: bool = False) -> None:
         super().__init__(window)
+        if fused:          # the idle periods in the fused kernel's per-function array
+            from policies.imitation_kernel import IdleWindow
+
+            self.idle_periods = IdleWindow(window)  # type: ignore[assignment]
         self.keep_ms: dict[int, float] = {}          # instance id -> chosen keep-alive
         self.costs: np.ndarray | None = None
         self.costs_key = (math.nan, math.nan)
@@ -272,6 +277,7 @@ class ImitationPolicy(ExpectedWait):
         self._logits = np.zeros(N_BINS)
         self._probs = np.zeros(N_BINS)
         self._expected = np.zeros(len(ACTIONS))
+        self._net: np.ndarray | None = None      # the buffers above in one array (fused decisions)
         self._views()
         # exp(logits) cannot overflow when |logit| is bounded this way (tanh outputs are in [-1, 1]):
         # then the softmax's max-subtraction can be skipped.
@@ -279,7 +285,14 @@ class ImitationPolicy(ExpectedWait):
         self._safe_exp = last_w is not None and len(self.w) > 1 and float(np.abs(last_w).sum(axis=0).max()) < 600.0
         # One hidden layer (every bundled artifact): the decision is one compiled call.
         self._compiled = len(self.w) == 2
+        # ... and the feature vector too: the features, forward pass, expected cost and argmin
+        # are one call of policies.imitation_kernel.features_and_decide.
+        self._fused = self._compiled
         if self._compiled:
+            from policies.imitation_kernel import pack_network
+
+            self._net = pack_network(self._wb[0], self._wb_last, self._safe_exp)
+            self._views()
             self._compile()
         # The pooled idle periods are the default's keep-alive prior for a function with few
         # samples: read only when the default's rule decides (no network, or own_prewarm).
@@ -294,6 +307,11 @@ class ImitationPolicy(ExpectedWait):
     def _views(self) -> None:
         """Views into the preallocated buffers (rebuilt after unpickling: a pickled view comes
         back as a copy, and a memoryview cannot be pickled)."""
+        if self._net is not None:        # the buffers are views into the one array the fused kernel takes
+            from policies.imitation_kernel import net_views
+
+            self._x1, self._wb[0], self._h1[0], self._wb_last, self._probs, self._expected = net_views(self._net)
+            self._wb[-1] = self._wb_last
         self._x = self._x1[:N_FEATURES]                    # the features view the encoder fills
         self._xm = memoryview(self._x1)                    # the same memory, for fast scalar stores
         self._hidden = [(wb, out, out[:-1]) for wb, out in zip(self._wb[:-1], self._h1)]
@@ -302,7 +320,13 @@ class ImitationPolicy(ExpectedWait):
 
     def _compile(self) -> None:
         """Compile (or load the cached) decision kernel for these buffers' types now, at load:
-        a live decision must never wait for a compilation."""
+        a live decision must never wait for a compilation. The fused kernel has one explicit
+        signature: importing its module compiles it (or loads it from numba's cache)."""
+        global _FUSED
+        if self._fused and _FUSED is None:
+            from policies.imitation_kernel import features_and_decide
+
+            _FUSED = features_and_decide
         costs = cost_matrix(0.125, 250.0, self.weights.gb_s_usd, self.weights.latency_usd_per_s)
         x1 = self._x1.copy()
         decision_kernel()(x1, self._wb[0], self._h1[0].copy(), self._wb_last, self._probs.copy(), costs,
@@ -324,7 +348,7 @@ class ImitationPolicy(ExpectedWait):
     def state(self, fn: FunctionView) -> ImitationState:
         st = fn.policy_state
         if type(st) is not ImitationState:
-            st = fn.policy_state = ImitationState(self.window)
+            st = fn.policy_state = ImitationState(self.window, self._fused)
         return st
 
     def record(self) -> None:
@@ -345,6 +369,12 @@ class ImitationPolicy(ExpectedWait):
         decision that started it, when recording."""
         if self._pool_samples:
             super().sample(st, idle_period_ms)
+        elif self._fused:   # the same, into the kernel's ring (IdleWindow.add, inlined: once per request)
+            w = st.idle_periods
+            j = w.appended
+            w.ring[j % w.size] = idle_period_ms
+            w.appended = j + 1
+            st.new_samples += 1
         else:           # ExpectedWait.sample without the pooled window, which only the default's rule reads
             st.idle_periods.add(idle_period_ms)
             st.new_samples += 1
@@ -459,8 +489,34 @@ class ImitationPolicy(ExpectedWait):
             st.costs_key = (mem, cold)
         return st.costs
 
+    def refresh_static(self, fn: FunctionView, st: ImitationState) -> None:
+        """The fused kernel's per-function inputs that depend only on the function's memory and
+        cold-start estimate (set again when either changes): break-even time, its feature, the
+        memory and cold-start features (``features``' formulas) and the cost matrix."""
+        from policies.imitation_kernel import set_static
+
+        log1p = math.log1p
+        be = self.break_even_ms(fn)
+        costs = self.costs(fn, st)
+        set_static(st.idle_periods.fs, be, (log1p(be) / MS_SCALE, log1p(fn.memory_mb) / MS_SCALE,
+                                            log1p(fn.stats.cold_start_ms) / MS_SCALE), costs)
+
     def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
         """The index (into ACTIONS) with the lowest expected cost."""
+        if self._fused:          # features and decision in one compiled call (policies.imitation_kernel)
+            stats = fn.stats
+            key = st.costs_key
+            if key[0] != fn.memory_mb or key[1] != stats.cold_start_ms:
+                self.refresh_static(fn, st)
+            window, r = st.idle_periods, stats.recent
+            a = _FUSED(self._net, window.fs, r.buf, r.appended, r.maxlen, window.appended, now_ms, len(fn.idle),
+                       len(fn.instances), stats.duration.predict(0.0), stats.rate_for_time_of_day(now_ms),
+                       st.prewarm_used / st.prewarms if st.prewarms else 0.0)
+            if self.recording is not None:
+                self.recording.append(self._x.copy())
+                self.labels.append(math.nan)
+                self._pending[inst.id] = len(self.labels) - 1
+            return a
         x = self.features(now_ms, inst, fn, st)
         if self.recording is not None:
             self.recording.append(x.copy())
@@ -521,18 +577,16 @@ class ImitationPolicy(ExpectedWait):
 
     def plan_timer(self, now_ms: float, instance: InstanceView, fn: FunctionView, st: ImitationState) -> None:
         """The timer layer, for the last live instance after its execution: a detected period
-        replaces the decision (kill, and have an instance ready just before the next call; or
-        keep alive through it when that is too soon for a pre-warm to pay); guesses (a new
-        function) add a chain of pre-warms after the keep-alive or pre-warm chosen."""
+        replaces the decision (kill, and have an instance ready just before the next call) when
+        that call is far enough off for a pre-warm to cost less than keeping alive through it
+        (else the network's choice stands); guesses (a new function) add a chain of pre-warms
+        after the keep-alive or pre-warm chosen."""
         cold = fn.stats.cold_start_ms
         plan = self.timers.plan(now_ms, fn.stats.recent, cold)
         if plan is None or not plan.starts_ms:
             return
         if plan.periodic:
-            start = plan.starts_ms[0]
-            if start <= cold + plan.window_ms:
-                st.prewarm_plan = None
-                st.keep_ms[instance.id] = start + plan.window_ms
+            if plan.starts_ms[0] <= cold + plan.window_ms:
                 return
             st.keep_ms[instance.id] = 0.0
             st.prewarm_plan = None

@@ -96,16 +96,19 @@ def detect_period(arrivals_newest_first: Iterable[float], min_gaps: int, toleran
 
 @dataclass(frozen=True)
 class TimerConfig:
-    """The detector's and the plan's parameters (an artifact's ``"decision": {"timers": ...}``)."""
+    """The detector's and the plan's parameters (an artifact's ``"decision": {"timers": ...}``).
+    The defaults of ``min_gaps``, ``tolerance``, ``tolerance_ms`` and ``prior`` were selected on
+    minutes 1-720 of the bundled Azure 2019 day (examples/learned/README.md); the others are
+    design choices (a window of 2 s, or 2% of the period, or twice the jitter seen)."""
 
-    min_gaps: int = 2              # equal gaps that make a function periodic
-    tolerance: float = 0.05        # a gap's allowed deviation from the period, relative ...
-    tolerance_ms: float = 250.0    # ... or absolute, whichever is larger
+    min_gaps: int = 3              # equal gaps that make a function periodic
+    tolerance: float = 0.01        # a gap's allowed deviation from the period, relative ...
+    tolerance_ms: float = 50.0     # ... or absolute, whichever is larger
     burst_ms: float = 250.0        # arrivals this close are one firing
     slack: float = 0.01            # pre-warm ready this much before the predicted call, relative ...
     slack_ms: float = 1_000.0      # ... or absolute, whichever is larger (also >= jitter_factor x the jitter seen)
     jitter_factor: float = 2.0
-    prior: bool = True             # guess CRON_PERIODS_MS (and the gaps seen) for a new function
+    prior: bool = False            # guess CRON_PERIODS_MS (and the gaps seen) for a new function
 
     @classmethod
     def parse(cls, value: Any, owner: str) -> TimerConfig | None:

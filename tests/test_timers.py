@@ -75,7 +75,7 @@ def test_a_periodic_plan_is_ready_slack_before_the_next_call():
 
 
 def test_a_new_function_gets_a_chain_of_cron_guesses_and_an_irregular_one_nothing():
-    cfg = TimerConfig(min_gaps=2)
+    cfg = TimerConfig(min_gaps=2, prior=True)
     once = cfg.plan(now_ms=10_300.0, arrivals=[10_000.0], cold_start_ms=400.0)
     assert not once.periodic
     assert once.starts_ms == tuple(10_000.0 + p - 1_000.0 - 10_300.0 for p in CRON_PERIODS_MS)
@@ -83,7 +83,7 @@ def test_a_new_function_gets_a_chain_of_cron_guesses_and_an_irregular_one_nothin
     assert 100_000.0 + 90_000.0 - 1_000.0 - 100_300.0 in twice.starts_ms   # the gap seen is a guess too
     assert list(twice.starts_ms) == sorted(twice.starts_ms)
     assert cfg.plan(now_ms=200_300.0, arrivals=[10_000.0, 100_000.0, 200_000.0], cold_start_ms=400.0) is None
-    assert TimerConfig(prior=False).plan(now_ms=10_300.0, arrivals=[10_000.0], cold_start_ms=400.0) is None
+    assert TimerConfig().plan(now_ms=10_300.0, arrivals=[10_000.0], cold_start_ms=400.0) is None
 
 
 # ------------------------------------------------------------------------------ the hook
@@ -105,7 +105,7 @@ def timer_trace() -> pd.DataFrame:
 def test_timers_on_pre_warm_a_periodic_function_just_in_time():
     trace = timer_trace()
     off = simulate(trace, ImitationPolicy(keep_alive_network()))
-    on = simulate(trace, ImitationPolicy(keep_alive_network(), timers=True))
+    on = simulate(trace, ImitationPolicy(keep_alive_network(), timers={"min_gaps": 2, "prior": True}))
     cold_off = off.requests.groupby("function")["cold"].sum()
     cold_on = on.requests.groupby("function")["cold"].sum()
     assert cold_off["t"] == 30                          # the network alone never reaches the next minute
