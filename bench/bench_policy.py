@@ -13,9 +13,11 @@ once more recording every decision into a hash (``now``, the method, the answer;
 instance is named by its id). Printed per tree: the median over repetitions of the policy's
 ns per request (all its calls / requests) and per call of each method, and the decision and
 result hashes (per-request and per-instance frames) with cold starts, instances and idle
-GB-s: identical hashes in both trees mean identical decisions. Trees alternate (this,
-baseline, this, baseline) so background load hits both alike; on a shared machine compare
-medians of the same run only.
+GB-s: identical hashes in both trees mean identical decisions. Also printed: the whole
+replay's process CPU time per request (wrappers included, the same in both trees): on a
+loaded machine the steadier measure of a policy change, since everything else is the same.
+Trees alternate (this, baseline, this, baseline) so background load hits both alike; on a
+shared machine compare medians of the same run only.
 """
 
 from __future__ import annotations
@@ -94,14 +96,16 @@ def child(specs: list[str], traces: list[str], reps: int) -> dict[str, Any]:
     for trace_path in traces:
         trace = read_trace(str(ROOT / trace_path) if not os.path.isabs(trace_path) else trace_path)
         for spec in specs:
-            runs = []
+            runs, cpus = [], []
             for _ in range(reps):
                 policy = load_policy(spec)
                 acc = [0] * (2 * len(METHODS))
                 for k, m in enumerate(METHODS):
                     if hasattr(policy, m):
                         setattr(policy, m, _timed(getattr(policy, m), acc, 2 * k))
+                cpu = time.process_time()
                 simulate(trace, policy)
+                cpus.append((time.process_time() - cpu) / len(trace) * 1e9)
                 runs.append([acc[2 * k] - overhead * acc[2 * k + 1] for k in range(len(METHODS))]
                             + [acc[2 * k + 1] for k in range(len(METHODS))])
             policy = load_policy(spec)
@@ -119,6 +123,7 @@ def child(specs: list[str], traces: list[str], reps: int) -> dict[str, Any]:
                     per_call[m] = [statistics.median(r[k] / calls for r in runs), calls]
             out[f"{spec} @ {trace_path}"] = {
                 "ns_per_request": statistics.median(sum(r[:len(METHODS)]) / n for r in runs),
+                "replay_cpu_ns": statistics.median(cpus),
                 "per_call": per_call,
                 "decisions": h.hexdigest()[:16],
                 "requests": _frame_hash(q), "instances": _frame_hash(inst),
@@ -158,17 +163,20 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stderr, file=sys.stderr)
             return run.returncode
         got.setdefault(label, []).append(json.loads(run.stdout.strip().splitlines()[-1]))
-    print(f"policy CPU in process (median of {args.reps} replays x {args.rounds} child processes per tree; "
-          f"load average {os.getloadavg()[0]:.1f}):")
+    print(f"median of {args.reps} replays x {args.rounds} child processes per tree; load average "
+          f"{os.getloadavg()[0]:.1f}. Replay CPU: the whole simulation's process time per request (the policy is "
+          f"the only difference between trees); policy: wall time inside its calls (preemption included):")
     for key in got[trees[0][0]][0]:
         print(f"\n{key}")
         for label, tree in trees:
             rows = [r[key] for r in got[label]]
             per_req = statistics.median(r["ns_per_request"] for r in rows)
+            replay = statistics.median(r["replay_cpu_ns"] for r in rows)
             calls = "  ".join(f"{m} {statistics.median(r['per_call'][m][0] for r in rows) / 1000:.2f} µs "
                               f"x{rows[0]['per_call'][m][1]:,}" for m in rows[0]["per_call"])
             last = rows[-1]
-            print(f"  {label:10} {per_req / 1000:7.2f} µs per request   ({calls})")
+            print(f"  {label:10} replay CPU {replay / 1000:6.2f} µs per request; policy {per_req / 1000:6.2f} µs "
+                  f"per request ({calls})")
             print(f"  {'':10} decisions {last['decisions']} requests {last['requests']} "
                   f"instances {last['instances']}  cold {last['cold']:,} instances {last['n_instances']:,} "
                   f"idle {last['idle_gb_s']:,.1f}")

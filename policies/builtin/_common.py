@@ -147,20 +147,28 @@ class WorkLedger:
     def spawned(self, now_ms: float, duration_ms: float) -> None:
         self.pending.append((now_ms, duration_ms))
 
-    def finished(self, inst: InstanceView, now_ms: float) -> None:
+    def finished(self, inst: InstanceView, now_ms: float) -> float | None:
         """``inst`` completed its running request at ``now_ms`` (called from on_idle); what is
-        queued on it starts now. Updates the duration error estimate."""
-        q = self.work.get(inst.id)
+        queued on it starts now. Updates the duration error estimate. Returns how long that
+        request ran (``now_ms`` minus its start; None when the ledger had no running request
+        with a known start on ``inst``)."""
+        iid = inst.id
+        q = self.work.get(iid)
+        if not q:
+            return None
+        recorded = q.popleft()
+        started = self.started
+        start = started.get(iid)
+        ran = None
+        if start is not None:
+            ran = now_ms - start
+            err = abs(ran - recorded)
+            e = self.abs_error_ms
+            self.abs_error_ms = err if e is None else e + self._alpha * (err - e)
+        started[iid] = now_ms
         if q:
-            recorded = q.popleft()
-            start = self.started.get(inst.id)
-            if start is not None:
-                err = abs(now_ms - start - recorded)
-                e = self.abs_error_ms
-                self.abs_error_ms = err if e is None else e + self._alpha * (err - e)
-            self.started[inst.id] = now_ms
-            if q:
-                self._set_finish(inst, now_ms + sum(q))
+            self._set_finish(inst, now_ms + sum(q))
+        return ran
 
     def earliest_finishes(self, now_ms: float, k: int) -> list[float]:
         """The ``k`` earliest finish times of busy or starting instances (ascending), as in

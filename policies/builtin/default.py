@@ -9,8 +9,9 @@ from bisect import bisect_right, insort
 from collections import deque
 from typing import Any
 
-from policies.builtin._common import EPS_MS, WorkLedger, idle_for, keep_until, number, warm_slot
+from policies.builtin._common import EPS_MS, WorkLedger, keep_until, number, warm_slot
 from policies.interface import (
+    IDLE,
     INVOKE,
     KILL,
     SPAWN,
@@ -20,6 +21,7 @@ from policies.interface import (
     FunctionView,
     IdleDecision,
     InstanceView,
+    KeepAlive,
     Policy,
     PolicySpecError,
     RequestView,
@@ -54,7 +56,9 @@ class SortedWindow:
         """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
         a = self._array
         if a is None:
-            a = self._array = _np.array(self.sorted)
+            s = self.sorted
+            np = _np or _kernels()[0]
+            a = self._array = np.fromiter(s, np.float64, len(s))     # faster than np.array(list)
         return a
 
     def __len__(self) -> int:
@@ -83,7 +87,9 @@ class DeferredSortedWindow:
         """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
         a = self._array
         if a is None:
-            a = self._array = _np.array(self.sorted)
+            s = self.sorted
+            np = _np or _kernels()[0]
+            a = self._array = np.fromiter(s, np.float64, len(s))     # faster than np.array(list)
         return a
 
     def add(self, value: float) -> None:
@@ -296,7 +302,7 @@ def _kernels() -> tuple[Any, Any, Any]:
 
 class ExpectedWaitState:
     __slots__ = ("ledger", "durations", "idle_periods", "ghosts", "new_samples", "keepalive_ms",
-                 "keepalive_cold_ms", "prewarm_at_ms", "prewarm_window_ms", "prewarmed_for")
+                 "keepalive_cold_ms", "prewarm_at_ms", "prewarm_window_ms", "prewarmed_for", "keep_answer")
 
     def __init__(self, window: int) -> None:
         self.ledger = WorkLedger()                   # predicted work put on each instance
@@ -311,6 +317,7 @@ class ExpectedWaitState:
         self.prewarm_at_ms: float | None = None
         self.prewarm_window_ms = 0.0
         self.prewarmed_for: float | None = None      # the ghost whose pre-warm was scheduled
+        self.keep_answer: KeepAlive | None = None     # KeepAlive(keepalive_ms), reused (answers are immutable)
 
 
 class ExpectedWait(Policy):
@@ -411,7 +418,9 @@ class ExpectedWait(Policy):
         predicted = stats.duration.predict(request.payload_bytes)   # stats.predict_duration
         cold = stats.cold_start_ms
         ledger = st.ledger
-        ledger.sync(fn, cold)
+        instances = fn.instances
+        if instances and next(reversed(instances)) not in ledger.work:
+            ledger.sync(fn, cold)                  # an instance it has not seen (sync's own test, inlined)
         idle = fn.idle
         if idle:
             inst = idle[-1]
@@ -472,7 +481,9 @@ class ExpectedWait(Policy):
 
     def keepalive_ms(self, fn: FunctionView) -> float:
         """The current keep-alive window of ``fn``."""
-        st = self.state(fn)
+        return self._keepalive(fn, self.state(fn))
+
+    def _keepalive(self, fn: FunctionView, st: ExpectedWaitState) -> float:
         samples = st.idle_periods
         cold = fn.stats.cold_start_ms
         if len(samples) < self.min_gaps:
@@ -597,30 +608,46 @@ class ExpectedWait(Policy):
     def settle_execution(st: ExpectedWaitState, instance: InstanceView, now_ms: float) -> None:
         """At an instance's first idle moment: its last execution's duration joins the
         function's window and its work ledger entry closes (shared with the learned policy)."""
-        ledger = st.ledger
-        started = ledger.started.get(instance.id)
-        if started is not None and ledger.work.get(instance.id):
-            st.durations.add(max(0.0, now_ms - started))
-        ledger.finished(instance, now_ms)
+        ran = st.ledger.finished(instance, now_ms)
+        if ran is not None:
+            st.durations.add(ran if ran > 0.0 else 0.0)
 
     def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
         st = fn.policy_state
         if type(st) is not ExpectedWaitState:
             st = self.state(fn)
-        idle = idle_for(now_ms, instance)
+        since = instance.idle_since_ms               # idle_for, inlined
+        if instance.state != IDLE or since is None or now_ms <= since:
+            idle = 0.0
+        else:
+            idle = now_ms - since
         if idle <= EPS_MS:
             self.settle_execution(st, instance, now_ms)
         if instance.queue:
             return INVOKE
-        window = self.keepalive_ms(fn)
-        if instance.invocations == 0 and st.prewarm_at_ms is not None:
-            return keep_until(st.prewarm_window_ms, idle)      # pre-warmed: wait for its request
-        if st.prewarm_at_ms is not None and len(fn.instances) == 1:
-            answer = KILL          # the last instance: pre-warm its successor instead
+        # keepalive_ms, without its recomputation when nothing it depends on changed: a full
+        # sample window with fewer than refresh_every new samples (and at least min_gaps).
+        window = st.keepalive_ms
+        n = len(st.idle_periods)
+        if window is None or st.new_samples >= self.refresh_every or n < self.window or n < self.min_gaps:
+            window = self._keepalive(fn, st)
+        if st.prewarm_at_ms is not None:
+            if instance.invocations == 0:
+                return keep_until(st.prewarm_window_ms, idle)      # pre-warmed: wait for its request
+            if len(fn.instances) == 1:
+                answer = KILL          # the last instance: pre-warm its successor instead
+            else:
+                answer = keep_until(window, idle)
+        elif idle == 0.0:              # just finished: the same answer for the same window
+            answer = st.keep_answer
+            if answer is None or answer.ms != window:
+                answer = keep_until(window, 0.0)
+                if answer is not KILL:
+                    st.keep_answer = answer
         else:
             answer = keep_until(window, idle)
-        if answer is KILL and instance.idle_since_ms is not None and instance.invocations > 0:
-            st.ghosts.append(instance.idle_since_ms)
+        if answer is KILL and since is not None and instance.invocations > 0:
+            st.ghosts.append(since)
         return answer
 
     def describe(self) -> dict[str, Any]:
