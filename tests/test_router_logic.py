@@ -14,6 +14,7 @@ from policies.interface import KILL, SPAWN, Assign, KeepAlive, Policy, Spawn
 from wlruntime.router.keepalive import LEASE_DEFER_MS, LEASE_MARGIN_MS
 from wlruntime.router.state import NODE_ERROR, Result, Throttled
 from wlruntime.router.virtual import VirtualPlatform
+from wlruntime.router.trace import outcome
 
 pytestmark = pytest.mark.unit
 
@@ -130,10 +131,10 @@ def test_requests_queued_on_an_instance_run_there_one_after_the_other() -> None:
         assert len({r.instance for r in results}) == 1
         assert [r.cold for r in results] == [True, False, False]   # only the one it was spawned for
         assert [r.wait_ms for r in results] == [COLD_MS, COLD_MS + EXEC_MS, COLD_MS + 2 * EXEC_MS]
-        rows = list(p.router.trace.rows)
-        assert [row[7].wait_ms for row in rows] == [0.0, EXEC_MS, 2 * EXEC_MS]   # cold start excluded
-        assert [row[7].cold_start_ms for row in rows] == [COLD_MS] * 3
-        assert [row[7].status for row in rows] == ["ok"] * 3
+        rows = [outcome(row) for row in p.router.trace.rows]
+        assert [row.wait_ms for row in rows] == [0.0, EXEC_MS, 2 * EXEC_MS]   # cold start excluded
+        assert [row.cold_start_ms for row in rows] == [COLD_MS] * 3
+        assert [row.status for row in rows] == ["ok"] * 3
     run(main())
 
 

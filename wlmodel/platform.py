@@ -227,15 +227,24 @@ class Platform:
         try:
             return self.policy.route(now, view, f)
         except Exception as error:  # noqa: BLE001 (fallback mode: a policy bug must not fail the request)
-            self._policy_raised("route", error)
-            return BASE_POLICY.route(now, view, f)
+            return self.route_after_error(view, f, now, error)
+
+    def route_after_error(self, view: RequestView, f: Function, now: float, error: Exception) -> Any:
+        """The policy's route raised ``error``: raised again (research runs), else the base
+        policy's answer (fallback mode). Drivers that ask the policy themselves call it too."""
+        self._policy_raised("route", error)
+        return BASE_POLICY.route(now, view, f)
 
     def decide_idle(self, inst: Instance, now: float) -> Any:
         try:
             return self.policy.on_idle(now, inst, inst.fn)
         except Exception as error:  # noqa: BLE001 (same)
-            self._policy_raised("on_idle", error)
-            return BASE_POLICY.on_idle(now, inst, inst.fn)
+            return self.idle_after_error(inst, now, error)
+
+    def idle_after_error(self, inst: Instance, now: float, error: Exception) -> Any:
+        """The policy's on_idle raised ``error``: as ``route_after_error``."""
+        self._policy_raised("on_idle", error)
+        return BASE_POLICY.on_idle(now, inst, inst.fn)
 
     def decide_prewarm(self, f: Function, now: float) -> float | None:
         try:

@@ -219,7 +219,7 @@ class Router:
         ``features`` are the request's own features for the policy (RequestView.features);
         ``version``: a published version to run (a Lambda qualifier; default the latest)."""
         t0 = time.perf_counter()
-        fn = self.functions.get(name) if version is None else None
+        fn = self.catalog.functions.get(name) if version is None else None
         try:
             if version is not None:
                 fn = await self.catalog.get_version(name, version)
@@ -244,7 +244,7 @@ class Router:
         if len(payload) > fn.max_payload_bytes:
             raise PayloadTooLarge(f"Request must be smaller than {fn.max_payload_bytes} bytes for function "
                                   f"{fn.name} (got {len(payload)} bytes)", fn.max_payload_bytes)
-        now = self.now_ms()
+        now = self.clock.now_ms()
         req = Pending(RequestView(self._seq, fn.name, now, len(payload), features), payload, metadata or {})
         self._seq += 1
         inst = self.dispatch.admit(fn, req, now)

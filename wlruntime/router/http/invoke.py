@@ -94,7 +94,7 @@ class InvokeHandler:
         fn = None
         request_id = f"i{next(self._ids)}"
         try:
-            fn = router.functions.get(name) or await router.function(unquote(name))
+            fn = router.catalog.functions.get(name) or await router.function(unquote(name))
             payload = await self._body(fn, scope, receive)
             result = await router.invoke(fn.name, payload, metadata(scope), features(scope))
         except RouterError as error:
