@@ -13,8 +13,8 @@ import pytest
 from policies.interface import KILL, SPAWN, Assign, KeepAlive, Policy, Spawn
 from wlruntime.router.keepalive import LEASE_DEFER_MS, LEASE_MARGIN_MS
 from wlruntime.router.state import NODE_ERROR, Result, Throttled
-from wlruntime.router.virtual import VirtualPlatform
 from wlruntime.router.trace import outcome
+from wlruntime.router.virtual import VirtualPlatform
 
 pytestmark = pytest.mark.unit
 
