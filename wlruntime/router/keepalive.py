@@ -56,8 +56,10 @@ class KeepAliveTimers:
         self._ends: list[tuple[float, int, int, Any]] = []            # heap of (until, instance id, arm, inst)
         self._end_timer: Timer | None = None
         self._end_timed: tuple[float, int] | None = None              # (until, instance id) the timer is for
-        # keep-alives not yet LEASE_DEFER_MS old: (due, arm, inst, until, lease), in due order
-        self._deferred: deque[tuple[float, int, Any, float, bool]] = deque()
+        # keep-alives not yet LEASE_DEFER_MS old, in due order: due, arm, inst, until, lease per
+        # entry, flat (an entry as a tuple would outlive ~40 ms of requests: under load an object per
+        # request for the garbage collector's young generation to walk; the deque is walked as one)
+        self._deferred: deque[Any] = deque()
         self._deferred_timer: Timer | None = None
 
     def __len__(self) -> int:
@@ -74,7 +76,7 @@ class KeepAliveTimers:
             # one joins the heap only once it has lasted the deferral (its end is later, even
             # when the batched timer takes it up to LEASE_BATCH_MS after its due time).
             due = now + LEASE_DEFER_MS
-            self._deferred.append((due, arm, inst, until, lease))
+            self._deferred.extend((due, arm, inst, until, lease))
             if self._deferred_timer is None:
                 self._deferred_timer = self._clock.call_at(due, self._deferred_due)
         else:
@@ -136,9 +138,11 @@ class KeepAliveTimers:
         deferred, armed = self._deferred, self._armed
         now = self._clock.now_ms()
         # A timer may fire a hair early (the loop's resolution): the entry it was set for is due.
-        due_by = max(now, deferred[0][0]) if deferred else now
-        while deferred and deferred[0][0] <= due_by:
-            _, arm, inst, until, lease = deferred.popleft()
+        due_by = max(now, deferred[0]) if deferred else now
+        pop = deferred.popleft
+        while deferred and deferred[0] <= due_by:
+            pop()
+            arm, inst, until, lease = pop(), pop(), pop(), pop()
             if armed.get(inst) != arm:
                 continue                  # replaced or cancelled meanwhile
             self._time_end(inst, until, arm)
@@ -147,5 +151,5 @@ class KeepAliveTimers:
                 if left > 0:
                     self._send_lease(inst, left + LEASE_MARGIN_MS)
         if deferred:   # batched: not before LEASE_BATCH_MS from now (see LEASE_BATCH_MS)
-            self._deferred_timer = self._clock.call_at(max(deferred[0][0], now + LEASE_BATCH_MS),
+            self._deferred_timer = self._clock.call_at(max(deferred[0], now + LEASE_BATCH_MS),
                                                        self._deferred_due)
