@@ -68,8 +68,26 @@ _NO_FINALIZER = cast(0, ctypes.CFUNCTYPE(None, c_void_p))
 _CHAR_PP = POINTER(POINTER(c_char))
 _EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 
+_TRAP_POINTER = POINTER(ffi.wasm_trap_t)
+
 # The sinks of the invocation running on this thread: (None, stdout, stderr), indexed by fd.
 _current = threading.local()
+
+
+class _Lookups(threading.local):
+    """The out-parameter of a run's two export lookups (``_start``, then ``memory`` once it
+    returned) and its addresses, made once per thread: building a ctypes struct and taking a
+    field's address cost about 1 µs a run. A thread runs one command at a time, and the
+    capturing fd_write (called while ``_start`` runs) uses its own."""
+
+    def __init__(self) -> None:
+        self.item = ffi.wasmtime_extern_t()
+        self.ref = byref(self.item)
+        self.func = byref(self.item.of.func)
+        self.memory = byref(self.item.of.memory)
+
+
+_lookups = _Lookups()
 
 
 class Sink:
@@ -258,15 +276,17 @@ class CommandRunner:
 
     def _instantiate_and_start(self, context: Any, result: RunResult) -> None:
         instance = ffi.wasmtime_instance_t()
-        trap = POINTER(ffi.wasm_trap_t)()
-        error = ffi.wasmtime_instance_pre_instantiate(self.instance_pre.ptr(), context, byref(instance), byref(trap))
+        instance_ref = byref(instance)
+        trap = _TRAP_POINTER()
+        trap_ref = byref(trap)
+        error = ffi.wasmtime_instance_pre_instantiate(self.instance_pre.ptr(), context, instance_ref, trap_ref)
         instantiated = not error and not trap
         if instantiated:
-            start = ffi.wasmtime_extern_t()
-            if not _instance_export_get(context, byref(instance), START, len(START), byref(start)):
+            lookups = _lookups
+            if not _instance_export_get(context, instance_ref, START, len(START), lookups.ref):
                 raise wasmtime.WasmtimeError("the module has no `_start` export")  # validated before: a node bug
-            error = ffi.wasmtime_func_call(context, byref(start.of.func), None, 0, None, 0, byref(trap))
-            result.memory_bytes = self._memory_size(context, instance)
+            error = ffi.wasmtime_func_call(context, lookups.func, None, 0, None, 0, trap_ref)
+            result.memory_bytes = self._memory_size(context, instance_ref)
         if error:
             failure = error_from_ptr(error)
             if isinstance(failure, wasmtime.ExitTrap):
@@ -282,14 +302,15 @@ class CommandRunner:
                                                                                      self.memory_bytes // 10)
 
     @staticmethod
-    def _memory_size(context: Any, instance: Any) -> int:
-        """Bytes of the instance's "memory" export (0 when it exports none)."""
-        item = ffi.wasmtime_extern_t()
-        if not _instance_export_get(context, byref(instance), MEMORY, len(MEMORY), byref(item)):
+    def _memory_size(context: Any, instance_ref: Any) -> int:
+        """Bytes of the instance's "memory" export (0 when it exports none); ``instance_ref``:
+        ``byref`` of the wasmtime_instance_t."""
+        lookups = _lookups
+        if not _instance_export_get(context, instance_ref, MEMORY, len(MEMORY), lookups.ref):
             return 0
-        if item.kind != _EXTERN_MEMORY:
+        if lookups.item.kind != _EXTERN_MEMORY:
             return 0
-        return int(_memory_data_size(context, byref(item.of.memory)))
+        return int(_memory_data_size(context, lookups.memory))
 
 
 def _writer(sink: Sink) -> Callable[[bytes], None]:
