@@ -30,8 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("route", "on_idle", "prewarm", "evict")
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
           f"the only difference between trees); policy: wall time inside its calls (preemption included):")
     for key in got[trees[0][0]][0]:
         print(f"\n{key}")
-        for label, tree in trees:
+        for label, _tree in trees:
             rows = [r[key] for r in got[label]]
             per_req = statistics.median(r["ns_per_request"] for r in rows)
             replay = statistics.median(r["replay_cpu_ns"] for r in rows)
