@@ -25,9 +25,9 @@ parameter is on):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from itertools import pairwise
+from itertools import islice, pairwise
 from typing import Any
 
 from policies.interface import PolicySpecError
@@ -49,22 +49,27 @@ class TimerPlan:
     periodic: bool
 
 
-def firings(arrivals: Iterable[float], burst_ms: float, wanted: int) -> list[float]:
-    """The last ``wanted`` firing times, newest first, from arrival times given newest first:
-    arrivals within ``burst_ms`` of the next one form one firing (its earliest arrival)."""
-    out: list[float] = []
-    group = math.nan
-    for k, t in enumerate(arrivals):
+def iter_firings(arrivals_newest_first: Iterable[float], burst_ms: float) -> Iterator[float]:
+    """Firing times, newest first, from arrival times given newest first: the arrivals within
+    ``burst_ms`` of a firing's newest one are that firing (its time: their earliest). Reads at
+    most ``MAX_LOOKBACK`` arrivals."""
+    newest = first = math.nan
+    for k, t in enumerate(arrivals_newest_first):
         if k >= MAX_LOOKBACK:
             break
-        if out and group - t <= burst_ms:
-            out[-1] = group = t
+        if newest - t <= burst_ms:
+            first = t
             continue
-        if len(out) == wanted:
-            break
-        out.append(t)
-        group = t
-    return out
+        if k:
+            yield first
+        newest = first = t
+    if first == first:                      # not NaN: one firing still open
+        yield first
+
+
+def firings(arrivals_newest_first: Iterable[float], burst_ms: float, wanted: int) -> list[float]:
+    """The last ``wanted`` firing times, newest first (``iter_firings``)."""
+    return list(islice(iter_firings(arrivals_newest_first, burst_ms), wanted))
 
 
 def detect_period(arrivals_newest_first: Iterable[float], min_gaps: int, tolerance: float,
@@ -73,24 +78,25 @@ def detect_period(arrivals_newest_first: Iterable[float], min_gaps: int, toleran
     within ``max(tolerance * period, tolerance_ms)`` of their median (the period), else None.
     The jitter is the largest deviation from the period over those gaps and the earlier ones
     that also fit (up to ``JITTER_GAPS``): a pre-warm window must cover it. Periods not longer
-    than ``burst_ms`` are not timers."""
-    times = firings(arrivals_newest_first, burst_ms, max(min_gaps, JITTER_GAPS) + 1)
+    than ``burst_ms`` are not timers. Reads the firings lazily: a function that is no timer is
+    told after ``min_gaps + 1`` of them."""
+    it = iter_firings(arrivals_newest_first, burst_ms)
+    times = list(islice(it, min_gaps + 1))
     if len(times) < min_gaps + 1:
         return None
-    gaps = [a - b for a, b in pairwise(times)]
-    recent = sorted(gaps[:min_gaps])
+    recent = sorted(a - b for a, b in pairwise(times))
     period = recent[len(recent) // 2]
-    if period <= burst_ms:
-        return None
     allowed = max(tolerance * period, tolerance_ms)
-    jitter = 0.0
-    for k, gap in enumerate(gaps):
-        deviation = abs(gap - period)
+    if period <= burst_ms or recent[-1] - period > allowed or period - recent[0] > allowed:
+        return None
+    jitter = max(recent[-1] - period, period - recent[0])
+    previous = times[-1]
+    for t in islice(it, max(0, JITTER_GAPS - min_gaps)):
+        deviation = abs(previous - t - period)
         if deviation > allowed:
-            if k < min_gaps:
-                return None
             break
         jitter = max(jitter, deviation)
+        previous = t
     return period, times[0], jitter
 
 
