@@ -24,6 +24,11 @@ cold-start time x0.8 / x1.25. A policy whose cold starts move by more than the t
 those is at a cliff of its own (the learned policy: see bench/README.md), so a +-5% miss says
 as much about the policy as about the simulator. Kept in fidelity.json ("conditioning").
 
+``--slowdown`` adds an experimental cold-start model (``wl.loop.slowdown``: base / (1 - rho),
+rho from the requests and spawns of the last 500 ms), fitted per policy on the *other*
+policies' recordings of the same session: the recorded replay's cold starts and mean
+instances against live, kept in slowdown.json.
+
 The live numbers are wlsim.metrics' own (wl.loop.live.live_result); the load average is printed
 and kept in targets.json (the machine is shared: its load changes the platform's timings).
 
@@ -63,6 +68,8 @@ def main() -> None:
                     "runs with (e.g. wl-load: the load-dependent cold start)")
     ap.add_argument("--seeds", type=int, default=5, help="seeds of the cold-start draws for the conditioning line "
                     "(0: skip it)")
+    ap.add_argument("--slowdown", action="store_true", help="also check the experimental slowdown cold-start "
+                    "model, fitted leave-one-out on the session's other policies (wl.loop.slowdown)")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
     ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
     ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
@@ -130,6 +137,19 @@ def main() -> None:
                           f"{100 * sent['cold_starts']:+6.1f}%")
     if also:
         (args.out / "also.json").write_text(json.dumps(also, indent=2, default=str) + "\n")
+    if args.slowdown:
+        from wl.loop.slowdown import slowdown_check
+
+        checked = slowdown_check(results)
+        for row in checked:
+            if "error" in row:
+                console.print(f"slowdown   {row['policy']:<40} not fitted: {row['error']}")
+                continue
+            console.print(f"slowdown   {row['policy']:<40} (a {row['per_request_ms']:.1f} ms/request, b "
+                          f"{row['per_spawn_ms']:.1f} ms/spawn, base p50 {row['base_p50_ms']:.1f} ms, R2(log) "
+                          f"{row['r2_log']:.2f}) recorded: cold starts {100 * row['error_cold_starts']:+6.1f}%, mean "
+                          f"instances {100 * row['error_mean_instances']:+6.1f}%")
+        (args.out / "slowdown.json").write_text(json.dumps(checked, indent=2, default=str) + "\n")
     console.print(f"results in {args.out}")
 
 

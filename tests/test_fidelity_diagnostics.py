@@ -1,6 +1,6 @@
 """wl fidelity's diagnostics: the recorded-cold-start replay takes each function's own live cold
-starts, the conditioning of a prediction (seeds, scaled cold starts), and the load driver keeps
-its garbage collections out of the send schedule."""
+starts, the conditioning of a prediction (seeds, scaled cold starts), the experimental slowdown
+cold-start model, and the load driver keeps its garbage collections out of the send schedule."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from wl.loop.fidelity import conditioning, simulate_cold_starts_at
 from wl.loop.load import LoadResult, plan_load, quiet_gc
+from wl.loop.slowdown import Slowdown, fit_slowdown, simulate_slowdown, slowdown_check, spawn_load
 from wlsim.engine import simulate
 from wlsim.profile import ProfileError, function_info, load_profile
 
@@ -110,3 +111,56 @@ def test_a_run_without_the_router_recording_has_no_conditioning() -> None:
     run = _recorded_run()
     run.recorded = None
     assert conditioning(run, "fixed_ttl:ttl_ms=1", load_profile("wl"), 0) == {}
+
+
+# ------------------------------------------------------------------ the slowdown model (wl.loop.slowdown)
+
+def test_the_slowdown_is_a_processor_sharing_factor_capped_at_the_utilization_bound() -> None:
+    model = Slowdown(window_ms=100.0, per_request_ms=2.0, per_spawn_ms=5.0, base_quantiles_ms=(3.0, 3.0))
+    assert model.factor(0, 0) == 1.0
+    assert model.factor(10, 4) == pytest.approx(1 / (1 - 0.4))
+    assert model.factor(1000, 1000) == pytest.approx(1 / (1 - 0.95))
+
+
+def _recording(a: float, b: float, window_ms: float, base_ms: float) -> pd.DataFrame:
+    # a burst (400 requests in 2 s, half of them cold at random, so spawns do not just follow
+    # arrivals) and then one lone cold request a second (their slowdown ~1: the base); each cold
+    # start is exactly base / (1 - rho) for the counts the recording itself gives
+    rng = np.random.default_rng(1)
+    arrival = np.concatenate([np.sort(rng.uniform(0, 2_000, 400)), np.arange(8_500.0, 20_000.0, 1_000.0)])
+    cold = np.concatenate([rng.random(400) < 0.5, np.ones(12, bool)])
+    rec = pd.DataFrame({"app": "f", "function": "f", "arrival_ms": arrival, "duration_ms": 5.0, "memory_mb": 128.0,
+                        "cold": cold, "cold_start_ms": 0.0})
+    load = spawn_load(rec, window_ms)
+    rho = np.minimum(0.95, (a * load["arrivals"] + b * load["spawns"]) / window_ms)
+    rec.loc[rec["cold"], "cold_start_ms"] = base_ms / (1 - rho.to_numpy())
+    return rec
+
+
+def test_the_fit_recovers_known_costs_per_request_and_per_spawn() -> None:
+    model = fit_slowdown([_recording(2.0, 4.0, 500.0, 3.0)], window_ms=500.0, settle_ms=8_000.0)
+    assert (model.per_request_ms, model.per_spawn_ms) == pytest.approx((2.0, 4.0))
+    assert model.base_quantiles_ms[10] == pytest.approx(3.0, rel=0.01)      # the lone requests' ~1.004 x base
+    assert model.r2_log == pytest.approx(1.0, abs=0.01)
+
+
+def test_too_few_cold_starts_are_refused_by_name() -> None:
+    rec = _recording(2.0, 4.0, 500.0, 3.0).tail(15)
+    with pytest.raises(ValueError, match="too few cold starts"):
+        fit_slowdown([rec])
+
+
+def test_each_simulated_spawn_is_slowed_by_the_requests_and_spawns_before_it() -> None:
+    table = pd.DataFrame({"app": ["f", "g", "h"], "function": ["f", "g", "h"], "arrival_ms": [0.0, 1.0, 2.0],
+                          "duration_ms": 10.0, "memory_mb": 128.0})
+    model = Slowdown(window_ms=100.0, per_request_ms=10.0, per_spawn_ms=20.0, base_quantiles_ms=(3.0, 3.0))
+    req = simulate_slowdown(table, "fixed_ttl:ttl_ms=1", model).requests.sort_values("arrival_ms")
+    # rho = (10 x arrivals so far, itself included + 20 x earlier spawns) / 100: 0.1, 0.4, 0.7
+    assert req["cold_start_ms"].tolist() == pytest.approx([3 / 0.9, 3 / 0.6, 3 / 0.3])
+
+
+def test_the_check_needs_another_policys_recording() -> None:
+    from types import SimpleNamespace
+
+    run = _recorded_run()
+    assert slowdown_check([SimpleNamespace(policy="default", load=run)]) == []
