@@ -94,23 +94,38 @@ def keep_alive_network() -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.zeros((4, N_FEATURES)), np.zeros(4)), (np.zeros((N_BINS, 4)), out_bias)]
 
 
-def timer_trace() -> pd.DataFrame:
-    rows = [("t", "t", 7_000.0 + k * 60_000.0, 200.0, 256.0) for k in range(30)]
+def timer_trace(period_ms: float = 60_000.0, calls: int = 30) -> pd.DataFrame:
+    rows = [("t", "t", 7_000.0 + k * period_ms, 200.0, 256.0) for k in range(calls)]
     rows += [("r", "r", float(t), 100.0, 256.0)
              for t in np.cumsum(np.random.default_rng(1).lognormal(np.log(40_000.0), 1.2, 40))]
     df = pd.DataFrame(rows, columns=["app", "function", "arrival_ms", "duration_ms", "memory_mb"])
     return df.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
 
 
-def test_timers_on_pre_warm_a_periodic_function_just_in_time():
-    trace = timer_trace()
+@pytest.mark.parametrize("period_ms", [60_000.0, 120_000.0])
+def test_timers_on_pre_warm_a_periodic_function_just_in_time(period_ms):
+    trace = timer_trace(period_ms, 20)
     off = simulate(trace, ImitationPolicy(keep_alive_network()))
     on = simulate(trace, ImitationPolicy(keep_alive_network(), timers={"min_gaps": 2, "prior": True}))
     cold_off = off.requests.groupby("function")["cold"].sum()
     cold_on = on.requests.groupby("function")["cold"].sum()
-    assert cold_off["t"] == 30                          # the network alone never reaches the next minute
-    assert cold_on["t"] == 1                            # only the first call: the cron guess and then the period
+    assert cold_off["t"] == 20                          # the network alone never reaches the next call
+    # only the first call: the cron guesses (at 120 s the 60-s guess goes unused and the next one
+    # in the chain is used), the gap seen, then the period
+    assert cold_on["t"] == 1
     assert summarize(on)["weighted_cost_usd"] < summarize(off)["weighted_cost_usd"]
+
+
+def test_the_selected_layer_pre_warms_from_the_fourth_call_and_leaves_near_calls_to_the_network():
+    slow = simulate(timer_trace(60_000.0, 12), ImitationPolicy(keep_alive_network(), timers=True))
+    cold = slow.requests[slow.requests.function == "t"]["cold"].tolist()
+    assert cold == [True] * 4 + [False] * 8             # 3 equal gaps, then each call pre-warmed
+    # a 1.5-s timer: a pre-warm (ready 1 s early, kept 2 s) would not cost less than keeping
+    # alive, so the layer leaves the network's choice (decisions as with the layer off)
+    fast_trace = timer_trace(1_500.0, 40)
+    fast_on = simulate(fast_trace, ImitationPolicy(keep_alive_network(), timers=True))
+    fast_off = simulate(fast_trace, ImitationPolicy(keep_alive_network()))
+    pd.testing.assert_frame_equal(fast_on.requests, fast_off.requests)
 
 
 def test_timers_off_never_runs_the_layer(monkeypatch):
