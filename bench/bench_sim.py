@@ -1,6 +1,6 @@
 """Simulated invocations per second of wlsim.engine, per policy, on the 40-function Azure day.
 
-    .venv/bin/python bench/bench_sim.py                      # every built-in + the baseline
+    .venv/bin/python bench/bench_sim.py                      # every built-in + the bundled learned policy + the baseline
     .venv/bin/python bench/bench_sim.py fixed_ttl oracle -n 7
     .venv/bin/python bench/bench_sim.py --trace traces/azure2019/40 --reps 3
 
@@ -9,7 +9,8 @@ alike) with a fresh policy object; a run is one ``simulate()`` call (trace valid
 policy's ``prepare`` and building the result frames included). Prints the median over the
 repetitions of invocations per wall-clock second (and per CPU second, which other processes
 on a busy machine disturb less) and each policy's ratio to the in-file baseline measured in
-the same run. Target (issue 2): >= 100,000 invocations/s for fixed_ttl on one core.
+the same run. Targets: >= 100,000 invocations/s for fixed_ttl on one core (issue 2); >= 50,000
+for the bundled learned policy (``learned:examples/learned/azure40``, issue 11).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from policies.interface import INVOKE, KILL, SPAWN, Assign, KeepAlive, Policy
 from policies.registry import BUILTINS, load_policy
 
 BASELINE = "baseline"
+LEARNED = f"learned:{ROOT / 'examples' / 'learned' / 'azure40'}"     # the bundled learned policy
 
 
 class Baseline(Policy):
@@ -43,6 +45,10 @@ class Baseline(Policy):
         if instance.queue:
             return INVOKE
         return KILL if instance.keepalive_until_ms is not None else self.keep
+
+
+def label(spec: str) -> str:
+    return spec.replace(f"{ROOT}/", "")
 
 
 def make_policy(spec: str) -> Policy:
@@ -63,7 +69,8 @@ def importable_builtins() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("policies", nargs="*", help="policy specs (default: every built-in that imports)")
+    ap.add_argument("policies", nargs="*",
+                    help="policy specs (default: every built-in that imports and the bundled learned policy)")
     ap.add_argument("-n", "--reps", type=int, default=5, help="repetitions per policy (default 5)")
     ap.add_argument("--trace", default=str(ROOT / "traces" / "azure2019" / "40"),
                     help="trace to replay (default: the bundled 40-function Azure 2019 day)")
@@ -75,13 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     from wlsim.traces import read_trace
 
     trace = read_trace(args.trace)
-    specs = [BASELINE] + [s for s in (args.policies or importable_builtins()) if s != BASELINE]
+    specs = [BASELINE] + [s for s in (args.policies or importable_builtins() + [LEARNED]) if s != BASELINE]
     for s in specs:
         make_policy(s)            # fail early on a bad spec
     n = len(trace)
     print(f"trace {args.trace}: {n:,} invocations, {trace['function'].nunique()} functions; "
           f"{args.reps} repetitions; python {sys.version.split()[0]}")
 
+    width = max(len(label(s)) for s in specs)
     wall: dict[str, list[float]] = {s: [] for s in specs}
     cpu: dict[str, list[float]] = {s: [] for s in specs}
     for rep in range(args.reps):
@@ -93,19 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             cpu[s].append(time.process_time() - c0)
             if rep == 0:
                 q = result.requests
-                print(f"  {s:<18} cold starts {int(q.cold.sum()):>7,}  rejected {int(q.rejected.sum()):>6,}  "
+                print(f"  {label(s):<{width}} cold starts {int(q.cold.sum()):>7,}  rejected {int(q.rejected.sum()):>6,}  "
                       f"instances {len(result.instances):>6,}")
 
     base_wall = n / statistics.median(wall[BASELINE])
     base_cpu = n / statistics.median(cpu[BASELINE])
     print()
-    print(f"{'policy':<18} {'median inv/s (wall)':>20} {'vs baseline':>12} {'median inv/s (cpu)':>19} "
+    print(f"{'policy':<{width}} {'median inv/s (wall)':>20} {'vs baseline':>12} {'median inv/s (cpu)':>19} "
           f"{'vs baseline':>12} {'min..max inv/s (wall)':>24}")
     for s in specs:
         w = n / statistics.median(wall[s])
         c = n / statistics.median(cpu[s])
         lo, hi = n / max(wall[s]), n / min(wall[s])
-        print(f"{s:<18} {w:>20,.0f} {w / base_wall:>12.2f} {c:>19,.0f} {c / base_cpu:>12.2f} "
+        print(f"{label(s):<{width}} {w:>20,.0f} {w / base_wall:>12.2f} {c:>19,.0f} {c / base_cpu:>12.2f} "
               f"{f'{lo:,.0f}..{hi:,.0f}':>24}")
     return 0
 

@@ -118,6 +118,9 @@ def action_plans() -> list[tuple[tuple[float, float] | None, float]]:
 
 
 ACTION_PLANS = action_plans()
+# keep_until(keep, 0.0) of every action's keep-alive, made once: the answer right after an
+# execution (idle 0) without a new KeepAlive per decision (answers are immutable).
+KEEP_ANSWERS = {keep: keep_until(keep, 0.0) for _, keep in ACTION_PLANS}
 N_KEEP = N_BINS        # keep actions and kill come first: the only ones when other instances live
 # own_prewarm: False (the network decides), True (the function's own pre-warm plan, when it has
 # one, replaces the network's choice for the last instance), "long" (only when the network
@@ -564,7 +567,10 @@ class ImitationPolicy(ExpectedWait):
             st.timer_starts = None
             if self.timers is not None and len(fn.instances) == 1:
                 self.plan_timer(now_ms, instance, fn, st)
-        answer = keep_until(st.keep_ms.get(instance.id, 0.0), idle)
+        keep = st.keep_ms.get(instance.id, 0.0)
+        answer = KEEP_ANSWERS.get(keep) if idle == 0.0 else None
+        if answer is None:
+            answer = keep_until(keep, idle)
         if answer is KILL:
             st.keep_ms.pop(instance.id, None)
             if instance.idle_since_ms is not None and instance.invocations > 0:
