@@ -26,8 +26,9 @@ as much about the policy as about the simulator. Kept in fidelity.json ("conditi
 
 ``--slowdown`` adds an experimental cold-start model (``wl.loop.slowdown``: base / (1 - rho),
 rho from the requests and spawns of the last 500 ms), fitted per policy on the *other*
-policies' recordings of the same session: the recorded replay's cold starts and mean
-instances against live, kept in slowdown.json.
+policies' recordings of the same session (and with ``--slowdown-from DIR`` on an earlier
+session's: does it carry over?): the recorded replay's cold starts and mean instances against
+live, kept in slowdown.json.
 
 The live numbers are wlsim.metrics' own (wl.loop.live.live_result); the load average is printed
 and kept in targets.json (the machine is shared: its load changes the platform's timings).
@@ -70,12 +71,23 @@ def main() -> None:
                     "(0: skip it)")
     ap.add_argument("--slowdown", action="store_true", help="also check the experimental slowdown cold-start "
                     "model, fitted leave-one-out on the session's other policies (wl.loop.slowdown)")
+    ap.add_argument("--slowdown-from", type=Path, default=None, help="with --slowdown: also fit it on an earlier "
+                    "session's output folder (its live-*/recorded.parquet) and check it on this one")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
     ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
     ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
                     "request holds one, so more at once queue on the node (the simulator has no such limit)")
     ap.add_argument("--out", type=Path, default=Path("results") / f"fidelity-bench-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
+    reference = None
+    if args.slowdown_from is not None:       # checked before the live runs, not after them
+        from wl.loop.slowdown import session_recordings
+
+        args.slowdown = True
+        try:
+            reference = session_recordings(args.slowdown_from)
+        except ValueError as error:
+            ap.error(f"--slowdown-from: {error}")
 
     from policies.registry import split_specs
     from wl.loop.cli import fidelity_table
@@ -141,11 +153,14 @@ def main() -> None:
         from wl.loop.slowdown import slowdown_check
 
         checked = slowdown_check(results)
+        if reference is not None:
+            checked += slowdown_check(results, reference=reference)
         for row in checked:
             if "error" in row:
                 console.print(f"slowdown   {row['policy']:<40} not fitted: {row['error']}")
                 continue
-            console.print(f"slowdown   {row['policy']:<40} (a {row['per_request_ms']:.1f} ms/request, b "
+            console.print(f"slowdown   {row['policy']:<40} fitted on {row['fitted_on']} "
+                          f"(a {row['per_request_ms']:.1f} ms/request, b "
                           f"{row['per_spawn_ms']:.1f} ms/spawn, base p50 {row['base_p50_ms']:.1f} ms, R2(log) "
                           f"{row['r2_log']:.2f}) recorded: cold starts {100 * row['error_cold_starts']:+6.1f}%, mean "
                           f"instances {100 * row['error_mean_instances']:+6.1f}%")

@@ -12,7 +12,14 @@ import pytest
 
 from wl.loop.fidelity import conditioning, simulate_cold_starts_at
 from wl.loop.load import LoadResult, plan_load, quiet_gc
-from wl.loop.slowdown import Slowdown, fit_slowdown, simulate_slowdown, slowdown_check, spawn_load
+from wl.loop.slowdown import (
+    Slowdown,
+    fit_slowdown,
+    session_recordings,
+    simulate_slowdown,
+    slowdown_check,
+    spawn_load,
+)
 from wlsim.engine import simulate
 from wlsim.profile import ProfileError, function_info, load_profile
 
@@ -164,3 +171,28 @@ def test_the_check_needs_another_policys_recording() -> None:
 
     run = _recorded_run()
     assert slowdown_check([SimpleNamespace(policy="default", load=run)]) == []
+
+
+def test_an_earlier_sessions_recordings_are_read_from_its_output_folder(tmp_path) -> None:
+    rec = _recording(2.0, 4.0, 500.0, 3.0)
+    (tmp_path / "live-default").mkdir()
+    rec.to_parquet(tmp_path / "live-default" / "recorded.parquet")
+    found = session_recordings(tmp_path)
+    assert len(found) == 1 and len(found[0]) == len(rec)
+    with pytest.raises(ValueError, match=r"no live-\*/recorded\.parquet"):
+        session_recordings(tmp_path / "live-default")
+
+
+def test_the_check_fits_on_a_reference_session_when_given_one() -> None:
+    from types import SimpleNamespace
+
+    run = _recorded_run()
+    run.recorded = run.recorded.assign(cold=True, cold_start_ms=3.0)
+    run.records = pd.DataFrame({"status": [200] * 4, "cold": [True] * 4, "wait_ms": 3.0,
+                                "latency_ms": 25.0, "duration_ms": 20.0, "sent_ms": run.recorded["arrival_ms"]})
+    run.instances = pd.DataFrame({"t_ms": [0.0], "starting": [0], "busy": [0], "idle": [0], "memory_mb": [128.0]})
+    rows = slowdown_check([SimpleNamespace(policy="fixed_ttl:ttl_ms=1", load=run)],
+                          reference=[_recording(2.0, 4.0, 500.0, 3.0)], seeds=1)
+    assert len(rows) == 1 and rows[0]["fitted_on"] == "reference session"
+    assert (rows[0]["per_request_ms"], rows[0]["per_spawn_ms"]) == pytest.approx((2.0, 4.0))
+    assert rows[0]["cold_starts"] == [4.0]            # 1 ms keep-alive, requests seconds apart: all cold

@@ -18,8 +18,9 @@ squares on log(cold start). Fitted leave-one-out on the other policies' runs of 
 put the learned policy's recorded replay at +3.2% cold starts (the ``wl`` profile: -19%) and
 kept fixed_ttl, default and hybrid_histogram within 1.5% (two sessions); the learned policy's
 mean instances stayed -12.5% off, and with a base that keeps the early tail it is -24% again.
-So it is a check (``bench/fidelity.py --slowdown``), not a profile: whether a and b and a tight
-base carry over between sessions is not measured yet.
+So it is a check (``bench/fidelity.py --slowdown``, ``--slowdown-from`` an earlier session's
+output folder), not a profile: whether a and b and a tight base carry over between sessions is
+not measured yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,17 +118,28 @@ def simulate_slowdown(table: pd.DataFrame, policy: str, slowdown: Slowdown, seed
     return Slowed(table, config, load_policy(policy)).run()
 
 
-def slowdown_check(results: Sequence[Any], window_ms: float = 500.0, seeds: int = 3) -> list[dict[str, Any]]:
+def session_recordings(folder: str | Path) -> list[pd.DataFrame]:
+    """The router recordings of an earlier ``bench/fidelity.py`` / ``wl fidelity`` output folder
+    (its ``live-*/recorded.parquet``); raises ValueError naming the folder when it has none."""
+    found = sorted(Path(folder).glob("live-*/recorded.parquet"))
+    if not found:
+        raise ValueError(f"{folder}: no live-*/recorded.parquet (not a wl fidelity output folder?)")
+    return [pd.read_parquet(path) for path in found]
+
+
+def slowdown_check(results: Sequence[Any], window_ms: float = 500.0, seeds: int = 3,
+                   reference: Sequence[pd.DataFrame] | None = None) -> list[dict[str, Any]]:
     """For each policy of a ``wl fidelity`` session (``PolicyFidelity``): the slowdown fitted on
-    the *other* policies' router recordings, its recorded replay's cold starts and mean
-    instances against live (mean over ``seeds``), as relative errors."""
+    the *other* policies' router recordings (or on ``reference``: recordings of another session,
+    to see whether the fit carries over), its recorded replay's cold starts and mean instances
+    against live (mean over ``seeds``), as relative errors."""
     from wl.loop.fidelity import live_metrics, rel_error
     from wlsim.metrics import summarize
 
     out = []
     recorded = {f.policy: f.load.recorded for f in results if f.load.recorded is not None and len(f.load.recorded)}
     for f in results:
-        others = [r for p, r in recorded.items() if p != f.policy]
+        others = list(reference) if reference is not None else [r for p, r in recorded.items() if p != f.policy]
         if f.policy not in recorded or not others:
             continue
         try:
@@ -139,7 +152,8 @@ def slowdown_check(results: Sequence[Any], window_ms: float = 500.0, seeds: int 
         table = rec[cols].reset_index(drop=True)
         runs = [summarize(simulate_slowdown(table, f.policy, model, seed)) for seed in range(seeds)]
         live = live_metrics(f.load)
-        out.append({"policy": f.policy, "window_ms": window_ms, "per_request_ms": model.per_request_ms,
+        out.append({"policy": f.policy, "fitted_on": "reference session" if reference is not None else
+                    "the session's other policies", "window_ms": window_ms, "per_request_ms": model.per_request_ms,
                     "per_spawn_ms": model.per_spawn_ms, "r2_log": model.r2_log,
                     "base_p50_ms": model.base_quantiles_ms[len(model.base_quantiles_ms) // 2],
                     "cold_starts": [float(r["cold_starts"]) for r in runs],
