@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from policies.builtin._common import idle_for, keep_until
+from policies.interface import INVOKE, FunctionView, IdleDecision, InstanceView, Policy
 from wl.loop.fidelity import conditioning, simulate_cold_starts_at
 from wl.loop.load import LoadResult, plan_load, quiet_gc
 from wl.loop.slowdown import (
@@ -21,7 +23,7 @@ from wl.loop.slowdown import (
     spawn_load,
 )
 from wlsim.engine import simulate
-from wlsim.profile import ProfileError, function_info, load_profile
+from wlsim.profile import ProfileError, function_info, load_profile, parse_profile
 
 pytestmark = pytest.mark.unit
 
@@ -196,3 +198,27 @@ def test_the_check_fits_on_a_reference_session_when_given_one() -> None:
     assert len(rows) == 1 and rows[0]["fitted_on"] == "reference session"
     assert (rows[0]["per_request_ms"], rows[0]["per_spawn_ms"]) == pytest.approx((2.0, 4.0))
     assert rows[0]["cold_starts"] == [4.0]            # 1 ms keep-alive, requests seconds apart: all cold
+
+
+class _KeepsOnlyWhenColdStartsAreSlow(Policy):
+    """A cliff like the learned policy's: keep an idle instance 10 s when its function's measured
+    cold starts average >= 5 ms, else kill it at once."""
+
+    name = "cliff"
+
+    def on_idle(self, now_ms: float, instance: InstanceView, fn: FunctionView) -> IdleDecision:
+        if instance.queue:
+            return INVOKE
+        return keep_until(10_000.0 if fn.stats.cold_start_ms >= 5.0 else 0.0, idle_for(now_ms, instance))
+
+
+def test_a_policy_at_a_cold_start_cliff_shows_in_the_conditioning() -> None:
+    # one function, a request every 500 ms: with 2 ms cold starts the cliff policy kills after
+    # each (every request cold); with them x4 (8 ms) it keeps (one cold start)
+    table = pd.DataFrame({"app": "f", "function": "f", "arrival_ms": np.arange(0.0, 20_000.0, 500.0),
+                          "duration_ms": 20.0, "memory_mb": 128.0, "payload_bytes": 32})
+    run = LoadResult(plan_load(table, speed=1.0, duration_scale=1.0), pd.DataFrame(), pd.DataFrame(), table, {})
+    constant = parse_profile({"name": "constant", "source": "test", "cold_start": {"base_ms": 2.0}})
+    c = conditioning(run, _KeepsOnlyWhenColdStartsAreSlow(), constant, 0, seeds=2, scales=(4.0,))
+    assert c["cold_starts_seed0"] == len(table) and c["seed_range"] == [0.0, 0.0]
+    assert c["scaled"]["x4"] == pytest.approx(1 / len(table) - 1)

@@ -37,13 +37,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from wl.loop.load import LoadPlan, LoadResult, run_load
 from wlsim.profile import Profile, function_info, synthetic_code_bytes
+
+if TYPE_CHECKING:
+    from policies.interface import Policy
 
 METRICS = ("cold_starts", "router_added_p50_ms", "router_added_p99_ms", "client_added_p50_ms",
            "client_added_p99_ms", "mean_instances", "peak_instances", "idle_gb_s")
@@ -286,7 +289,7 @@ def compare_run(load: LoadResult, policy: str, profile: Profile, code_bytes: int
     return PolicyFidelity(policy, live, intended, recorded, recorded_cold, cold_match, per_fn, load, sims)
 
 
-def conditioning(load: LoadResult, policy: str, profile: Profile, code_bytes: int, *, seeds: int = 5,
+def conditioning(load: LoadResult, policy: str | Policy, profile: Profile, code_bytes: int, *, seeds: int = 5,
                  scales: Sequence[float] = (0.8, 1.25)) -> dict[str, Any]:
     """How far the recorded replay's cold starts can be trusted to the issue's +-5%: the same
     replay (the router's recording, the profile's cold starts) with other seeds of the cold-start
