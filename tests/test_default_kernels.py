@@ -78,3 +78,22 @@ def test_on_idle_with_a_cached_window_answers_as_keepalive_ms_does():
     assert again is first
     later = policy.on_idle(5_400.0, inst, fn)     # idle 400 ms: the rest of the window
     assert later == KeepAlive(policy.keepalive_ms(fn) - 400.0)
+
+
+def test_a_free_cold_start_skips_both_searches_with_their_answers():
+    """With a cold start of 0 ms the refresh answers T = 0 (clamped) and no pre-warm plan
+    without running the searches: what they answer for those samples."""
+    policy = ExpectedWait()
+    fn = _Fn()
+    fn.stats.cold_start_ms = 0.0
+    st = policy.state(fn)
+    rng = random.Random(2)
+    for _ in range(policy.window):
+        policy.sample(st, rng.choice([0.0, rng.expovariate(1 / 5_000.0)]))
+    window = policy.keepalive_ms(fn)
+    gaps = st.idle_periods.sorted
+    searched = policy.cheapest_window(gaps, fn.memory_mb / 1024.0, 0.0)
+    assert window == min(policy.max_keepalive_ms, max(policy.min_keepalive_ms, searched))
+    planned = type(st)(policy.window)
+    policy.plan_prewarm(planned, gaps, fn.memory_mb / 1024.0, 0.0, searched)
+    assert st.prewarm_at_ms is None and planned.prewarm_at_ms is None

@@ -503,6 +503,12 @@ class ExpectedWait(Policy):
             if self.keepalive == "percentile":
                 k = max(0, math.ceil(self.percentile / 100.0 * len(gaps)) - 1)   # nearest rank
                 window = gaps[k]
+            elif self.cold_start_price(fn.memory_mb / 1024.0, cold) == 0.0:
+                # A cold start costs nothing: cheapest_window answers T = 0 and plan_prewarm no
+                # plan (idle periods are >= 0, so keeping alive for 0 costs exactly 0), without
+                # the samples' array.
+                window = 0.0
+                st.prewarm_at_ms = None
             else:
                 window = self.cheapest_window(samples.array, fn.memory_mb / 1024.0, cold)
                 # Pre-warming pays only when typical idle periods are many cold starts long
@@ -515,6 +521,12 @@ class ExpectedWait(Policy):
             st.keepalive_cold_ms = cold
             st.new_samples = 0
         return st.keepalive_ms
+
+    def cold_start_price(self, mem_gb: float, cold_ms: float) -> float:
+        """What one cold start of ``cold_ms`` costs, in the cost rule's units: its latency
+        and the memory held while it starts (as cheapest_window and plan_prewarm price it)."""
+        w = self.weights
+        return (w.latency_usd_per_s / 1000.0 + mem_gb * w.gb_s_usd / 1000.0) * cold_ms
 
     def cheapest_window(self, sorted_gaps: Any, mem_gb: float, cold_ms: float) -> float:
         """The keep-alive T minimising the expected cost of one idle period if it is drawn
