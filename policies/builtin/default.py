@@ -31,6 +31,12 @@ from policies.interface import (
 GHOSTS = 64          # killed instances remembered per function (see ExpectedWait, keep-alive)
 
 
+def _float_array(values: list[float]) -> Any:
+    """``values`` as a float64 numpy array (``np.fromiter``: faster than ``np.array`` of a list)."""
+    np = _np or _kernels()[0]
+    return np.fromiter(values, np.float64, len(values))
+
+
 class SortedWindow:
     """The last ``maxlen`` values, kept both in arrival order and sorted (O(maxlen) per add,
     which is a memmove of at most a few hundred bytes)."""
@@ -56,9 +62,7 @@ class SortedWindow:
         """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
         a = self._array
         if a is None:
-            s = self.sorted
-            np = _np or _kernels()[0]
-            a = self._array = np.fromiter(s, np.float64, len(s))     # faster than np.array(list)
+            a = self._array = _float_array(self.sorted)
         return a
 
     def __len__(self) -> int:
@@ -87,9 +91,7 @@ class DeferredSortedWindow:
         """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
         a = self._array
         if a is None:
-            s = self.sorted
-            np = _np or _kernels()[0]
-            a = self._array = np.fromiter(s, np.float64, len(s))     # faster than np.array(list)
+            a = self._array = _float_array(self.sorted)
         return a
 
     def add(self, value: float) -> None:
