@@ -22,11 +22,14 @@ function at the memory it is deployed with), simulated with the ``wl`` profile:
 
 Real minutes 1-600 (training) and 601-720 (validation) are compressed minutes 1-40 and 41-48.
 ``live`` runs ``wl.loop.fidelity.fidelity`` (a fresh platform per policy) and writes
-``live-gain.json``: per policy the weighted cost, cold starts, idle GB-s and router-side added
-latency p50/p99, each live (``wlsim.metrics.summarize`` of ``wl.loop.live.live_result``) and
-simulated (``predicted``: the schedule before the run, reshaped by the profile's HTTP front;
-``as_sent``: the driver's actual send times; ``recorded``: the router's own trace), and the
-learned policy's gain against each baseline, live and predicted.
+``live-gain-HHMM.json`` (UTC start): per policy the weighted cost (and its memory and latency
+parts), cold starts, idle GB-s and router-side added latency p50/p99, each live
+(``wlsim.metrics.summarize`` of ``wl.loop.live.live_result``) and simulated (``predicted``: the
+schedule before the run, reshaped by the profile's HTTP front; ``as_sent``: the driver's actual
+send times; ``recorded``: the router's own trace; ``recorded_cold``: that trace with the cold
+starts the platform had at each moment), and each learned policy's gain against each baseline
+in every column. On a shared machine the platform's cold starts grow with the load (seconds in
+a burst of spawns), so run it on a quiet machine, more than once, in rotated policy orders.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -53,8 +57,10 @@ WORK = Path("runs/learned-live")
 TRAIN_FILE = WORK / "train-x15.parquet"
 ARTIFACT_DIR = Path("examples/learned/azure40-wl")
 TTL_GRID_MS = (1, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000, 8000, 15000, 30000, 60000)
-METRICS = ("weighted_cost_usd", "avoidable_cost_usd", "cold_starts", "idle_gb_s", "mean_instances",
-           "router_added_p50_ms", "router_added_p99_ms")
+# weighted cost = memory_usd (GB-s held) + request fees + latency_usd (wait + cold start) + rejections
+METRICS = ("weighted_cost_usd", "memory_usd", "latency_usd", "avoidable_cost_usd", "cold_starts", "idle_gb_s",
+           "mean_instances", "router_added_p50_ms", "router_added_p99_ms")
+SIM_COLUMNS = ("predicted", "as_sent", "recorded", "recorded_cold")
 
 
 def compressed_minutes(real: tuple[int, int], speed: float = SPEED) -> tuple[int, int]:
@@ -239,7 +245,10 @@ def cmd_live(args: argparse.Namespace) -> None:
                        log=lambda m: print(m, flush=True))
     load_after = os.getloadavg()
     rows = []
+    out = Path(args.out)
     for f in results:
+        # the run itself (requests, router trace, instance polls) for a later look; not committed
+        f.load.write(WORK / f"{out.stem}-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', f.policy)}")
         live_run = f.live_run()
         rows.append({"policy": f.policy, "valid": bool(f.load.info.get("valid")),
                      "invalid_because": f.load.info.get("invalid_because", ""),
@@ -247,7 +256,8 @@ def cmd_live(args: argparse.Namespace) -> None:
                                                                    "front_p99_ms", "peak_starting_busy")},
                      "live": summary(live_run) if live_run is not None else None,
                      "predicted": predicted[f.policy], "as_sent": summary(f.sims["intended"]),
-                     "recorded": summary(f.sims["recorded"]) if "recorded" in f.sims else None})
+                     "recorded": summary(f.sims["recorded"]) if "recorded" in f.sims else None,
+                     "recorded_cold": summary(f.sims["recorded_cold"]) if "recorded_cold" in f.sims else None})
     doc = {"what": "learned keep-alive policy trained against the wl profile, live against default and the best "
                    "fixed TTL (chosen on the training slice) on the fidelity slice",
            "trace": args.trace, "start_minute": TEST_START, "minutes": TEST_MINUTES, "functions": FUNCTIONS,
@@ -255,7 +265,6 @@ def cmd_live(args: argparse.Namespace) -> None:
            "command": " ".join(sys.argv), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "load_average_before_after": [load_before[0], load_after[0]], "policies": rows,
            "gains_percent": gains(rows)}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     for r in rows:
@@ -279,7 +288,7 @@ def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if b is r or b["policy"].startswith("learned:"):
                 continue
             entry = {"policy": r["policy"], "baseline": b["policy"]}
-            for col in ("live", "predicted", "as_sent", "recorded"):
+            for col in ("live", *SIM_COLUMNS):
                 mine, base = r.get(col), b.get(col)
                 entry[col] = gain(mine["weighted_cost_usd"], base["weighted_cost_usd"]) if mine and base else None
             out.append(entry)
@@ -301,7 +310,7 @@ def main() -> None:
     live = sub.add_parser("live", help="run the live slice and write live-gain.json")
     live.add_argument("--policies", required=True)
     live.add_argument("--max-lateness-ms", type=float, default=50.0)
-    live.add_argument("--out", default=str(ARTIFACT_DIR / "live-gain.json"))
+    live.add_argument("--out", default=str(ARTIFACT_DIR / f"live-gain-{time.strftime('%H%M', time.gmtime())}.json"))
     args = ap.parse_args()
     {"prepare": cmd_prepare, "ttl": cmd_ttl, "train": cmd_train, "select": cmd_select,
      "live": cmd_live}[args.step](args)
