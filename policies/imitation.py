@@ -29,15 +29,18 @@ call; a new function gets a chain of short pre-warms at common cron periods).
 Routing is the default's (``policies.builtin.default.ExpectedWait``): the warmest idle
 instance, else queue only when a high quantile of the remaining execution beats a cold start.
 
-Decision cost: the features are read from running per-function statistics (no scan of the
-history) into one preallocated vector; for a network with one hidden layer (every bundled
-artifact) the forward pass, the expected cost of every action (with the function's cached cost
-matrix) and its argmin are one call of a numba-compiled kernel (``_decide``; compiled, or loaded
-from numba's cache, when the policy loads), whose sums run in input order: its expected costs
-agree with numpy's to ~1e-14 relative and the replays of the bundled traces are identical.
-Deeper networks take the numpy path: two np.dot calls into preallocated buffers (biases folded
-into the matrices), a tanh and an exp in place, one more np.dot with the cost matrix. Neither
-needs the softmax's normalisation (a positive factor does not move the argmin).
+Decision cost: for a network with one hidden layer (every bundled artifact) the whole decision
+is one call of a numba-compiled kernel (``policies.imitation_kernel.features_and_decide``;
+compiled, or loaded from numba's cache, when the policy loads): it fills the feature vector from
+per-function arrays (the idle periods in a ring it merges into a sorted copy, the static
+features and cost matrix; the arrival ring of ``FunctionStats`` read in place), to the bit the
+values of the Python encoder ``features`` (the reference, used by deeper networks), then runs
+``_decide``: the forward pass, the expected cost of every action and its argmin, whose sums run
+in input order (its expected costs agree with numpy's to ~1e-14 relative and the replays of the
+bundled traces are identical). Deeper networks take the numpy path: two np.dot calls into
+preallocated buffers (biases folded into the matrices), a tanh and an exp in place, one more
+np.dot with the cost matrix. Neither needs the softmax's normalisation (a positive factor does
+not move the argmin).
 """
 
 from __future__ import annotations
