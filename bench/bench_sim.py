@@ -1,6 +1,6 @@
 """Simulated invocations per second of wlsim.engine, per policy, on the 40-function Azure day.
 
-    .venv/bin/python bench/bench_sim.py                      # every built-in + the bundled learned policy + the baseline
+    .venv/bin/python bench/bench_sim.py                 # every built-in, the bundled learned policy, the baseline
     .venv/bin/python bench/bench_sim.py fixed_ttl oracle -n 7
     .venv/bin/python bench/bench_sim.py --trace traces/azure2019/40 --reps 3
 
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu[s].append(time.process_time() - c0)
             if rep == 0:
                 q = result.requests
-                print(f"  {label(s):<{width}} cold starts {int(q.cold.sum()):>7,}  rejected {int(q.rejected.sum()):>6,}  "
-                      f"instances {len(result.instances):>6,}")
+                print(f"  {label(s):<{width}} cold starts {int(q.cold.sum()):>7,}  "
+                      f"rejected {int(q.rejected.sum()):>6,}  instances {len(result.instances):>6,}")
 
     base_wall = n / statistics.median(wall[BASELINE])
     base_cpu = n / statistics.median(cpu[BASELINE])
