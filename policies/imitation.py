@@ -629,6 +629,11 @@ class ImitationPolicy(ExpectedWait):
         st.timer_next = 1
         return max(0.0, origin + st.prewarm_plan[0] - cold - now_ms)
 
+    @property
+    def n_weights(self) -> int:
+        """The network's size (weights and biases): what its decision's cost grows with."""
+        return sum(w.size + b.size for w, b in zip(self.w, self.b))
+
     def describe(self) -> dict[str, Any]:
         d = {"name": self.name, "kind": KIND, "path": self.path,
              "layers": [int(w.shape[1]) for w in self.w], **self.decision()}

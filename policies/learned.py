@@ -218,6 +218,11 @@ class LearnedPolicy(Policy):
         self._decisions += 1
         return self.encoder.decode(self.act(obs, mask))  # type: ignore[return-value]
 
+    @property
+    def n_weights(self) -> int:
+        """The network's size (weights and biases): what its decision's cost grows with."""
+        return sum(w.size + b.size for w, b in self.layers)
+
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "path": self.path,
                              "layers": [int(w.shape[1]) for w, _ in self.layers]}

@@ -138,6 +138,19 @@ def test_builtins_run_unwrapped_and_user_policies_get_a_deadline(tmp_path, monke
     assert policy.describe()["name"] == "mine"
 
 
+def test_small_learned_networks_decide_inline_large_ones_get_a_deadline(monkeypatch) -> None:
+    """A learned artifact is data: a network of bounded size decides on the loop like a
+    built-in (no hand-off to overrun on a busy host); past INLINE_LEARNED_WEIGHTS it gets the
+    deadline like user code."""
+    for spec, weights in (("learned:examples/learned/azure40", 1301), ("learned:examples/learned/azure40-ppo", 9552)):
+        policy = load_live_policy(spec)
+        assert not isinstance(policy, DeadlinePolicy) and policy.n_weights == weights
+    monkeypatch.setattr(deadline, "INLINE_LEARNED_WEIGHTS", 5_000)
+    assert not isinstance(load_live_policy("learned:examples/learned/azure40"), DeadlinePolicy)
+    wrapped = load_live_policy("learned:examples/learned/azure40-ppo")
+    assert isinstance(wrapped, DeadlinePolicy) and wrapped.name == "learned"
+
+
 @pytest.mark.parametrize(("env", "message"), [
     ({deadline.BUDGET_ENV: "fast"}, "must be a number of milliseconds"),
     ({deadline.BUDGET_ENV: "0"}, "must be > 0 ms"),

@@ -15,7 +15,12 @@ After ``report_after`` overruns in a row the policy is reported (an error in the
 by the base policy, ``wl_router_policy_disabled`` = 1) until the next ``wl policy set``.
 
 Built-in policies are trusted and cheap (a few µs a decision) and run unwrapped: the thread
-hand-off costs more than their whole decision (``bench/bench_deadline.py``).
+hand-off costs more than their whole decision (``bench/bench_deadline.py``). So do ``learned:``
+artifacts of up to ``INLINE_LEARNED_WEIGHTS`` weights: an artifact is data (weights and a
+spec), not code, and its decision is a forward pass whose cost is bounded by the network's
+size (the bundled ones: 1.3k-9.6k weights, ~10-80 µs). On a busy host the hand-off itself overran the
+budget (the worker waiting for the GIL or a core), and every such decision answered by the base
+policy made the live run differ from what the simulator predicts for the same policy.
 
 Settings (environment): ``WL_ROUTER_DECISION_BUDGET_MS`` (default 5),
 ``WL_ROUTER_POLICY_DISABLE_AFTER`` (overruns in a row; default 0 = never disable).
@@ -54,6 +59,7 @@ BUDGET_ENV = "WL_ROUTER_DECISION_BUDGET_MS"
 DISABLE_ENV = "WL_ROUTER_POLICY_DISABLE_AFTER"
 BASE = Policy()
 UNTRUSTED_KINDS = ("custom", "learned", "wasm")  # spec heads that get a deadline; built-ins do not
+INLINE_LEARNED_WEIGHTS = 100_000   # learned networks up to this size decide inline (~0.1 ms at most)
 
 
 class DeadlineStats:
@@ -85,14 +91,19 @@ def settings_from_env(environ: dict[str, str] | None = None) -> tuple[float, int
     return budget, int(raw_disable or 0)
 
 
-def needs_deadline(spec: str) -> bool:
-    """True for policies that are not built-in (user code, artifacts, wasm modules)."""
-    return spec.strip().split(":", 1)[0] in UNTRUSTED_KINDS
+def needs_deadline(spec: str, policy: Policy | None = None) -> bool:
+    """True for policies that are not built-in (user code, wasm modules, learned artifacts),
+    except a loaded learned ``policy`` whose network is small (``INLINE_LEARNED_WEIGHTS``)."""
+    head = spec.strip().split(":", 1)[0]
+    if head == "learned" and 0 < getattr(policy, "n_weights", 0) <= INLINE_LEARNED_WEIGHTS:
+        return False
+    return head in UNTRUSTED_KINDS
 
 
 def with_deadline(policy: Policy, spec: str) -> Policy:
-    """``policy`` wrapped in a DeadlinePolicy (settings from the environment) unless built-in."""
-    if not needs_deadline(spec):
+    """``policy`` wrapped in a DeadlinePolicy (settings from the environment) unless built-in
+    or a small learned network."""
+    if not needs_deadline(spec, policy):
         return policy
     try:
         budget_ms, disable_after = settings_from_env()
