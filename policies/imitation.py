@@ -506,6 +506,7 @@ class ImitationPolicy(ExpectedWait):
         costs = self.costs(fn, st)
         set_static(st.idle_periods.fs, be, (log1p(be) / MS_SCALE, log1p(fn.memory_mb) / MS_SCALE,
                                             log1p(fn.stats.cold_start_ms) / MS_SCALE), costs)
+        st.costs = None          # the kernel's array holds the matrix: not a second 12.6 KB per function
 
     def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
         """The index (into ACTIONS) with the lowest expected cost."""
