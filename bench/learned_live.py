@@ -40,8 +40,6 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,36 +104,9 @@ def compressed_training_trace(trace: str = TRACE) -> pd.DataFrame:
 def simulate_wl(trace: pd.DataFrame, policy: Any, profile: str = "wl", seed: int = 0) -> Any:
     """``trace`` under ``policy`` as wl.loop.fidelity's prediction simulates it: the profile's
     cold starts (per-spawn draws for the synthetic function) and its HTTP front reshaping."""
-    from wlsim.engine import simulate
-    from wlsim.profile import load_profile, trace_sim_config
+    from wlsim.profile import load_profile
 
-    prof = load_profile(profile)
-    config = trace_sim_config(prof, trace["function"].unique(), seed=seed)
-    return simulate(prof.shape_trace(trace), policy, config)
-
-
-@contextmanager
-def simulator_profile(profile: str) -> Iterator[None]:
-    """Make ``wlsim.rl.imitate`` simulate with ``profile``: it calls ``wlsim.engine.simulate``
-    without a config (the ``container`` profile) and has no profile option yet (see the report:
-    an ``ImitationConfig.profile`` would replace this)."""
-    from unittest import mock
-
-    import wlsim.engine
-
-    original = wlsim.engine.simulate
-
-    def with_profile(trace: pd.DataFrame, policy: Any, config: Any = None, progress: Any = False) -> Any:
-        from wlsim.profile import load_profile, trace_sim_config
-
-        if config is not None:
-            return original(trace, policy, config, progress)
-        prof = load_profile(profile)
-        return original(prof.shape_trace(trace), policy, trace_sim_config(prof, trace["function"].unique()),
-                        progress)
-
-    with mock.patch.object(wlsim.engine, "simulate", with_profile):
-        yield
+    return load_profile(profile).simulate(trace, policy, seed=seed)
 
 
 def summary(result: Any) -> dict[str, float]:
@@ -202,9 +173,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     vm = compressed_minutes((601, TRAIN_REAL[1]))
     cfg = ImitationConfig(trace=str(TRAIN_FILE), train_minutes=tm, validation_minutes=vm, seed=args.seed,
                           iterations=args.iterations, epochs=args.epochs, eval_every=args.eval_every,
-                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False)
-    with simulator_profile("wl"):
-        artifact = train(cfg, log=lambda m: print(m, flush=True))
+                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False, profile="wl")
+    artifact = train(cfg, log=lambda m: print(m, flush=True))
     print(f"artifact: {artifact}")
 
 

@@ -63,23 +63,24 @@ def test_training_trace_is_compressed_like_the_live_run(monkeypatch: pytest.Monk
     assert (train["memory_mb"].to_numpy() == train["function"].map(deployed).to_numpy()).all()
 
 
-def test_imitation_trainer_simulates_with_the_given_profile() -> None:
-    import wlsim.engine
-    from wlsim.profile import load_profile
+def test_imitation_trainer_simulates_with_the_given_profile(tmp_path) -> None:
+    from wlsim.profile import ProfileError, load_profile
+    from wlsim.rl.imitate import ImitationConfig, _simulate, train
 
     trace = pd.DataFrame({"app": ["a"] * 3, "function": ["f"] * 3, "arrival_ms": [0.0, 10_000.0, 20_000.0],
                           "duration_ms": [5.0] * 3, "memory_mb": [128.0] * 3})
-    container = wlsim.engine.simulate(trace, "fixed_ttl:ttl_ms=1")
-    with ll.simulator_profile("wl"):
-        # what wlsim.rl.imitate does: import simulate at call time and call it without a config
-        from wlsim.engine import simulate
-
-        wl = simulate(trace, "fixed_ttl:ttl_ms=1")
-    after = wlsim.engine.simulate(trace, "fixed_ttl:ttl_ms=1")
-    wl_max = load_profile("wl").cold_start.by_abi["wasi-command"].quantiles_ms[-1]
+    container = _simulate(trace, "fixed_ttl:ttl_ms=1", None)
+    wl = _simulate(trace, "fixed_ttl:ttl_ms=1", "wl")
+    prof = load_profile("wl")
+    wl_max = prof.cold_start.by_abi["wasi-command"].quantiles_ms[-1]
     assert (wl.requests["cold_start_ms"] <= wl_max).all()
     assert (container.requests["cold_start_ms"] > 250).all()
-    assert after.requests["cold_start_ms"].tolist() == container.requests["cold_start_ms"].tolist()
+    # the profile's front and per-request overhead shape the trace, as wl fidelity's prediction
+    assert wl.requests["exec_ms"].tolist() == [5.0 + prof.request_overhead_ms] * 3
+    assert container.requests["exec_ms"].tolist() == [5.0] * 3
+    with pytest.raises(ProfileError, match="nope"):
+        train(ImitationConfig(profile="nope", out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()      # refused before any work
 
 
 def test_committed_gains_follow_from_the_committed_costs() -> None:

@@ -232,6 +232,19 @@ class Profile(_Strict):
         out["duration_ms"] = table["duration_ms"].to_numpy(dtype=float) + self.request_overhead_ms
         return out
 
+    def simulate(self, table: pd.DataFrame, policy: Any, functions: Mapping[str, FunctionInfo] | None = None,
+                 **kwargs: Any) -> Any:
+        """``table`` (a trace as sent) replayed under ``policy`` on this platform: through its
+        front and per-request overhead (``shape_trace``) with its cold starts (``functions``:
+        default, each trace function as ``wl load``'s synthetic function; ``kwargs``: the other
+        SimConfig fields). How ``wl fidelity`` predicts a live run, and what ``imitate --profile``
+        trains against."""
+        from wlsim.engine import simulate
+
+        if functions is None:
+            functions = function_info(table["function"].unique())
+        return simulate(self.shape_trace(table), policy, self.sim_config(functions, **kwargs))
+
     def write(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -228,6 +228,10 @@ def imitate_cmd(
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs."),
     synthetic_timers: int = typer.Option(0, "--synthetic-timers", min=0,
                                          help="Synthetic timer-triggered functions added to the training rollouts."),
+    profile: str | None = typer.Option(None, "--profile",
+                                       help="Platform profile simulated in the rollouts and validation: container "
+                                            "(the default), wl (measured by wl calibrate) or a profile file; with "
+                                            "its front and per-request overhead, as wl fidelity predicts a live run."),
 ) -> None:
     """Train the imitation-learned keep-alive policy (labels: the oracle's hindsight idle periods;
     DAgger; checkpoint chosen on the validation slice). Minutes on a CPU."""
@@ -239,7 +243,8 @@ def imitate_cmd(
             raise typer.BadParameter("--train-minutes and --validation-minutes take FIRST,LAST")
         cfg = ImitationConfig(trace=trace, train_minutes=(tm[0], tm[1]), validation_minutes=(vm[0], vm[1]),
                               seed=seed, iterations=iterations, epochs=epochs, eval_every=eval_every,
-                              hidden=hidden, out=str(out), tensorboard=tensorboard, synthetic_timers=synthetic_timers)
+                              hidden=hidden, out=str(out), tensorboard=tensorboard, synthetic_timers=synthetic_timers,
+                              profile=profile)
         artifact = train(cfg, log=lambda m: err_console.print(m, markup=False, highlight=False))
     except _user_errors() as e:
         raise _fail(str(e)) from None

@@ -48,6 +48,9 @@ class ImitationConfig:
     # the bundled day's 40 functions include no periodic timer, so without them the network
     # never sees the tight idle periods a timer has and never learns to pre-warm one.
     synthetic_timers: int = 0
+    # The platform simulated (wlsim.profile: a bundled name such as ``wl`` or a file; its front,
+    # overhead and cold starts, as ``wl fidelity`` predicts a live run); None: the simulator's default.
+    profile: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -141,22 +144,30 @@ def bin_of(gaps_ms: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(EDGES_MS, gaps_ms, side="right") - 1, 0, N_BINS - 1)
 
 
-def rollout(trace: Any, policy: ImitationPolicy) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Simulate ``trace`` under ``policy`` recording (features, hindsight idle period)."""
-    from wlsim.engine import simulate
+def _simulate(trace: Any, policy: Any, profile: str | None) -> Any:
+    if profile is None:
+        from wlsim.engine import simulate
 
+        return simulate(trace, policy)
+    from wlsim.profile import load_profile
+
+    return load_profile(profile).simulate(trace, policy)
+
+
+def rollout(trace: Any, policy: ImitationPolicy, profile: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Simulate ``trace`` under ``policy`` recording (features, hindsight idle period)."""
     policy.record()
-    result = simulate(trace, policy)
+    result = _simulate(trace, policy, profile)
     x, y = policy.dataset()
     policy.recording = None
     return x, y, result
 
 
-def evaluate(trace: Any, layers: list[tuple[np.ndarray, np.ndarray]] | None) -> dict[str, float]:
-    from wlsim.engine import simulate
+def evaluate(trace: Any, layers: list[tuple[np.ndarray, np.ndarray]] | None,
+             profile: str | None = None) -> dict[str, float]:
     from wlsim.metrics import summarize
 
-    s = summarize(simulate(trace, ImitationPolicy(layers)))
+    s = summarize(_simulate(trace, ImitationPolicy(layers), profile))
     return {k: float(s[k]) for k in ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd",
                                      "wait_p999_ms")}
 
@@ -166,6 +177,10 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
     from wlsim.traces import read_trace
 
     started = time.perf_counter()
+    if cfg.profile is not None:
+        from wlsim.profile import load_profile
+
+        load_profile(cfg.profile)     # an unknown name or a bad file: ProfileError before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_trace = read_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.train_minutes[0],
@@ -180,13 +195,13 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
         writer = SummaryWriter(str(out / "tensorboard"))
     rng = np.random.default_rng(cfg.seed)
     net = MLP(N_FEATURES, cfg.hidden, N_BINS, rng)
-    baseline = evaluate(val_trace, None)                        # the default's decisions
+    baseline = evaluate(val_trace, None, cfg.profile)           # the default's decisions
     log(f"validation, default's decisions: {baseline}")
     best = {"weighted_cost_usd": baseline["weighted_cost_usd"], "layers": None, "where": "default"}
     xs, ys = [], []
     step = 0
     for it in range(cfg.iterations):
-        x, y, _ = rollout(train_trace, ImitationPolicy(best["layers"]))
+        x, y, _ = rollout(train_trace, ImitationPolicy(best["layers"]), cfg.profile)
         xs.append(x)
         ys.append(bin_of(y))
         data_x, data_y = np.concatenate(xs), np.concatenate(ys)
@@ -199,7 +214,7 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
             step += 1
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 loss = net.loss(data_x, data_y)
-                metrics = evaluate(val_trace, net.layers())
+                metrics = evaluate(val_trace, net.layers(), cfg.profile)
                 row = {"iteration": it, "epoch": epoch, "step": step, "train_loss": loss, **metrics}
                 cfg.history.append(row)
                 log(f"  epoch {epoch}: loss {loss:.4f}, validation {metrics}")
@@ -219,7 +234,7 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
     meta = {"kind": "keepalive-imitation", "seed": cfg.seed, "trace": cfg.trace,
             "train_minutes": list(cfg.train_minutes), "validation_minutes": list(cfg.validation_minutes),
             "iterations": cfg.iterations, "epochs": cfg.epochs, "hidden": cfg.hidden,
-            "synthetic_timers": cfg.synthetic_timers,
+            "synthetic_timers": cfg.synthetic_timers, "profile": cfg.profile,
             "selected": best["where"], "validation_cost_usd": best["weighted_cost_usd"],
             "validation_default_cost_usd": baseline["weighted_cost_usd"], "wall_s": round(wall, 1)}
     artifact = ImitationPolicy(best["layers"]).save(out / "artifact", meta)
