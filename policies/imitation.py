@@ -502,11 +502,14 @@ class ImitationPolicy(ExpectedWait):
         from policies.imitation_kernel import set_static
 
         log1p = math.log1p
+        mem_mb, cold_ms = fn.memory_mb, fn.stats.cold_start_ms
         be = self.break_even_ms(fn)
-        costs = self.costs(fn, st)
-        set_static(st.idle_periods.fs, be, (log1p(be) / MS_SCALE, log1p(fn.memory_mb) / MS_SCALE,
-                                            log1p(fn.stats.cold_start_ms) / MS_SCALE), costs)
-        st.costs = None          # the kernel's array holds the matrix: not a second 12.6 KB per function
+        w = self.weights                # cost_matrix's prices, as ``costs`` passes them
+        mem = mem_mb / 1024.0 * w.gb_s_usd / 1000.0
+        cold = (w.latency_usd_per_s * self.cold_start_weight / 1000.0 + mem) * cold_ms
+        set_static(st.idle_periods.fs, be, (log1p(be) / MS_SCALE, log1p(mem_mb) / MS_SCALE, log1p(cold_ms) / MS_SCALE),
+                   mem, cold, cold_ms)
+        st.costs_key = (mem_mb, cold_ms)
 
     def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
         """The index (into ACTIONS) with the lowest expected cost."""

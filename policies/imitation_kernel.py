@@ -39,13 +39,16 @@ import numpy as np
 from numba import njit, types
 
 from policies.imitation import (
+    ACTIONS,
     ARRIVAL_WINDOWS_MS,
     COUNT_SCALE,
+    EDGES_MS,
     MS_SCALE,
     N_ACTIONS,
     N_BINS,
     N_FEATURES,
     N_KEEP,
+    REPRESENTATIVE_MS,
     decision_kernel,
 )
 
@@ -112,12 +115,48 @@ class IdleWindow:
 
 
 def set_static(fs: np.ndarray, break_even_ms: float, static_features: tuple[float, float, float],
-               costs: np.ndarray) -> None:
-    """A function's memory or cold-start estimate changed: its break-even time, the features
-    that depend only on those (break-even, memory, cold start) and its cost matrix."""
+               mem_usd_per_ms: float, cold_usd: float, cold_ms: float) -> None:
+    """A function's memory or cold-start estimate changed (at every cold start): its break-even
+    time, the features that depend only on those (break-even, memory, cold start) and its cost
+    matrix (``fill_costs``)."""
     fs[BREAK_EVEN] = break_even_ms
     fs[BREAK_EVEN + 1:BREAK_EVEN + 4] = static_features
-    fs[fs.size - N_COSTS:] = costs.ravel()
+    fill_costs(fs, mem_usd_per_ms, cold_usd, cold_ms)
+
+
+# Per action (ACTIONS' order): 0 keep / 1 kill / 2 pre-warm, and its window's edges (ms)
+ACTION_KIND = np.array([{"keep": 0, "kill": 1, "prewarm": 2}[kind] for kind, _, _ in ACTIONS], dtype=np.int64)
+ACTION_START = np.array([EDGES_MS[i] for _, i, _ in ACTIONS])
+ACTION_END = np.array([EDGES_MS[j + 1] for _, _, j in ACTIONS])
+
+
+def _fill_costs(fs: Any, mem: float, cold: float, cold_ms: float) -> None:
+    """``policies.imitation.cost_matrix`` (the reference, numpy) into the function's array, the
+    same operations on the same values element by element (``mem``: USD per ms of memory,
+    ``cold``: one cold start's USD, as cost_matrix computes them): the same matrix, in ~1 µs
+    instead of numpy's ~40 (it runs at every cold start, when the estimate moves)."""
+    costs = fs[fs.size - N_COSTS:].reshape((N_BINS, N_ACTIONS))
+    for a in range(N_ACTIONS):
+        kind = ACTION_KIND[a]
+        if kind == 1:                                   # kill: a cold start whatever the gap
+            for b in range(N_BINS):
+                costs[b, a] = cold
+        elif kind == 0:                                 # keep until t
+            t = ACTION_END[a]
+            for b in range(N_BINS):
+                g = REPRESENTATIVE_MS[b]
+                costs[b, a] = mem * g if g <= t else mem * t + cold
+        else:                                           # pre-warm: ready at s, kept until e
+            s_ms, e_ms = ACTION_START[a], ACTION_END[a]
+            for b in range(N_BINS):
+                g = REPRESENTATIVE_MS[b]
+                if s_ms <= cold_ms:                     # cannot be ready in time: useless
+                    costs[b, a] = np.inf
+                elif g < s_ms:
+                    costs[b, a] = cold
+                else:
+                    v = mem * cold_ms + mem * ((g if g <= e_ms else e_ms) - s_ms)
+                    costs[b, a] = v + (cold if g > e_ms else 0.0)
 
 
 def pack_network(wb0: np.ndarray, wb1: np.ndarray, safe_exp: bool) -> np.ndarray:
@@ -284,6 +323,7 @@ def _jit(f: Any, signature: Any = None) -> Any:
 
 _decide_jit = decision_kernel()
 _arrivals_after = _jit(_arrivals_after)
+fill_costs = _jit(_fill_costs, types.void(types.float64[::1], types.float64, types.float64, types.float64))
 _merge_idle_periods = _jit(_merge_idle_periods)
 _f64 = types.float64
 _i64 = types.int64

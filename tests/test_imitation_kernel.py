@@ -184,3 +184,24 @@ def test_the_fused_kernel_never_compiles_at_a_decision():
     stats.record_arrival(1000)
     a = features_and_decide(policy._net, window.fs, stats.recent.buf, 1, 4096, 0, 1000, 0, 1, 100, 0, 0)
     assert a >= 0 and list(features_and_decide.signatures) == signatures
+
+
+def test_the_compiled_cost_matrix_is_cost_matrix_to_the_bit():
+    """fill_costs (at every cold start of the fused policy) against the numpy reference, over
+    memory sizes, cold starts (also 0 and longer than the first bins: useless pre-warms) and
+    prices (a cold-start weight, free memory)."""
+    from policies.imitation import cost_matrix
+    from policies.imitation_kernel import N_COSTS, fill_costs
+
+    rng = np.random.default_rng(11)
+    fs = IdleWindow(128).fs
+    for _ in range(500):
+        mem_mb = float(rng.choice([128.0, 256.0, 1536.0, rng.uniform(1, 4096)]))
+        cold_ms = float(rng.choice([0.0, 3.7, 499.9, 500.0, 827.0, rng.uniform(0, 20_000)]))
+        gb_s_usd = float(rng.choice([0.0, 1.66667e-5, rng.uniform(1e-6, 1e-4)]))
+        latency = float(rng.choice([0.0, 1e-4, rng.uniform(0, 1e-2)])) * float(rng.choice([1.0, 5.0]))
+        reference = cost_matrix(mem_mb / 1024.0, cold_ms, gb_s_usd, latency)
+        mem = mem_mb / 1024.0 * gb_s_usd / 1000.0
+        fill_costs(fs, mem, (latency / 1000.0 + mem) * cold_ms, cold_ms)
+        compiled = fs[fs.size - N_COSTS:].reshape(reference.shape)
+        assert compiled.view(np.int64).tolist() == reference.view(np.int64).tolist()
