@@ -228,6 +228,12 @@ def imitate_cmd(
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs."),
     synthetic_timers: int = typer.Option(0, "--synthetic-timers", min=0,
                                          help="Synthetic timer-triggered functions added to the training rollouts."),
+    fresh_windows: int = typer.Option(0, "--fresh-windows",
+                                      help="Fresh-start windows added to the training rollouts: windows cut at "
+                                           "random minutes of the training slice, a random subset of their "
+                                           "functions renamed so each starts with no instance and no history."),
+    fresh_window_minutes: int = typer.Option(20, "--fresh-window-minutes",
+                                             help="Length of each fresh-start window in minutes."),
     profile: str | None = typer.Option(None, "--profile",
                                        help="Platform profile simulated in the rollouts and validation: container "
                                             "(the default), wl (measured by wl calibrate) or a profile file; with "
@@ -244,7 +250,7 @@ def imitate_cmd(
         cfg = ImitationConfig(trace=trace, train_minutes=(tm[0], tm[1]), validation_minutes=(vm[0], vm[1]),
                               seed=seed, iterations=iterations, epochs=epochs, eval_every=eval_every,
                               hidden=hidden, out=str(out), tensorboard=tensorboard, synthetic_timers=synthetic_timers,
-                              profile=profile)
+                              fresh_windows=fresh_windows, fresh_window_minutes=fresh_window_minutes, profile=profile)
         artifact = train(cfg, log=lambda m: err_console.print(m, markup=False, highlight=False))
     except _user_errors() as e:
         raise _fail(str(e)) from None

@@ -48,6 +48,13 @@ class ImitationConfig:
     # the bundled day's 40 functions include no periodic timer, so without them the network
     # never sees the tight idle periods a timer has and never learns to pre-warm one.
     synthetic_timers: int = 0
+    # Fresh-start windows added to the training rollouts (not to validation): copies of
+    # ``fresh_window_minutes``-long windows cut at random minutes of the training slice, each with a
+    # random subset of its functions renamed so they start with no instance and no history (an
+    # empty platform for them), at their original time of day. The bundled day has one fresh start
+    # (its first minute); a sample such as Azure 2021 is nothing but first calls.
+    fresh_windows: int = 0
+    fresh_window_minutes: int = 20
     # The platform simulated (wlsim.profile: a bundled name such as ``wl`` or a file; its front,
     # overhead and cold starts, as ``wl fidelity`` predicts a live run); None: the simulator's default.
     profile: str | None = None
@@ -140,6 +147,56 @@ def with_synthetic_timers(trace: Any, n: int, seed: int) -> Any:
     return both.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
 
 
+FRESH_TAG = "@fresh"
+
+
+def fresh_windows(trace: Any, n: int, minutes: int, seed: int) -> Any:
+    """``n`` fresh-start windows cut from ``trace``: each starts at a random whole minute and lasts
+    ``minutes``, keeps each function with a probability drawn in [0.3, 1] (at least one), and
+    renames its functions and apps ``<name>@fresh<k>`` so they are new to the platform; arrivals
+    keep their time in ``trace``. Returns None for ``n == 0``."""
+    import pandas as pd
+
+    if n < 0:
+        raise ValueError(f"fresh windows: the number of windows must be >= 0, got {n}")
+    if minutes < 1:
+        raise ValueError(f"fresh windows: a window lasts at least 1 minute, got {minutes}")
+    span = int(np.ceil((float(trace["arrival_ms"].max()) + 1.0) / 60_000.0))
+    if minutes > span:
+        raise ValueError(f"fresh windows: a {minutes}-minute window does not fit in the "
+                         f"{span}-minute training slice")
+    if n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    arrival = trace["arrival_ms"].to_numpy()
+    function = trace["function"].astype(str).to_numpy()
+    names = np.unique(function)
+    frames = []
+    for k in range(n):
+        start = int(rng.integers(0, span - minutes + 1)) * 60_000.0
+        chosen = names[rng.random(names.size) < rng.uniform(0.3, 1.0)]
+        if chosen.size == 0:
+            chosen = names[rng.integers(names.size)][None]
+        rows = trace.loc[(arrival >= start) & (arrival < start + minutes * 60_000.0) & np.isin(function, chosen)]
+        if rows.empty:
+            continue
+        tag = f"{FRESH_TAG}{k:03d}"
+        frames.append(rows.assign(app=rows["app"].astype(str) + tag, function=rows["function"].astype(str) + tag))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def with_fresh_windows(trace: Any, n: int, minutes: int, seed: int) -> Any:
+    """``trace`` plus its ``fresh_windows``, in arrival order."""
+    import pandas as pd
+
+    windows = fresh_windows(trace, n, minutes, seed)
+    if windows is None:
+        return trace
+    base = trace.astype({"app": str, "function": str})
+    both = pd.concat([base, windows], ignore_index=True)
+    return both.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
+
+
 def bin_of(gaps_ms: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(EDGES_MS, gaps_ms, side="right") - 1, 0, N_BINS - 1)
 
@@ -187,6 +244,10 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
                              end_minute=cfg.train_minutes[1])
     if cfg.synthetic_timers:
         train_trace = with_synthetic_timers(train_trace, cfg.synthetic_timers, cfg.seed)
+    if cfg.fresh_windows:
+        train_trace = with_fresh_windows(train_trace, cfg.fresh_windows, cfg.fresh_window_minutes, cfg.seed)
+        log(f"training rollouts: {cfg.fresh_windows} fresh-start windows of {cfg.fresh_window_minutes} minutes "
+            f"added ({len(train_trace):,} invocations in all)")
     val_trace = read_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.validation_minutes[0],
                            end_minute=cfg.validation_minutes[1])
     writer = None
@@ -234,7 +295,8 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
     meta = {"kind": "keepalive-imitation", "seed": cfg.seed, "trace": cfg.trace,
             "train_minutes": list(cfg.train_minutes), "validation_minutes": list(cfg.validation_minutes),
             "iterations": cfg.iterations, "epochs": cfg.epochs, "hidden": cfg.hidden,
-            "synthetic_timers": cfg.synthetic_timers, "profile": cfg.profile,
+            "synthetic_timers": cfg.synthetic_timers, "fresh_windows": cfg.fresh_windows,
+            "fresh_window_minutes": cfg.fresh_window_minutes, "profile": cfg.profile,
             "selected": best["where"], "validation_cost_usd": best["weighted_cost_usd"],
             "validation_default_cost_usd": baseline["weighted_cost_usd"], "wall_s": round(wall, 1)}
     artifact = ImitationPolicy(best["layers"]).save(out / "artifact", meta)
