@@ -55,6 +55,7 @@ import numpy as np
 
 from policies.builtin._common import EPS_MS, idle_for, keep_until, number
 from policies.builtin.default import ExpectedWait, ExpectedWaitState
+from policies.features import MINUTES_PER_DAY, MS_PER_MINUTE
 from policies.interface import (
     INVOKE,
     KILL,
@@ -520,7 +521,9 @@ class ImitationPolicy(ExpectedWait):
                 self.refresh_static(fn, st)
             window, r = st.idle_periods, stats.recent
             a = _FUSED(self._net, window.fs, r.buf, r.appended, r.maxlen, window.appended, now_ms, len(fn.idle),
-                       len(fn.instances), stats.duration.predict(0.0), stats.rate_for_time_of_day(now_ms),
+                       len(fn.instances), stats.duration.predict(0.0),
+                       stats.minute_counts[int(now_ms // MS_PER_MINUTE) % MINUTES_PER_DAY],
+                       math.nan if stats.first_arrival_ms is None else stats.first_arrival_ms,
                        st.prewarm_used / st.prewarms if st.prewarms else 0.0)
             if self.recording is not None:
                 self.recording.append(self._x.copy())

@@ -21,7 +21,9 @@ argument to enter. So the kernel reads its inputs where they already are, in few
   the arrival counts per window are binary searches of it (the same counts as
   ``FunctionStats.arrivals_in_windows``, which walks cursors instead);
 - scalars computed in Python from Python objects: the idle and live instance counts, the
-  predicted duration, the learned rate at this time of day, the share of used pre-warms.
+  predicted duration, this minute of day's arrival count and the first arrival (the learned
+  rate at this time of day, ``FunctionStats.rate_for_time_of_day``'s arithmetic), the share
+  of used pre-warms.
 
 Every feature is the Python encoder's (``ImitationPolicy.features``, the reference) to the
 bit: the same libm ``log1p``, the same divisions in the same order, the same indices into the
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 from numba import njit, types
 
+from policies.features import MS_PER_DAY
 from policies.imitation import (
     ACTIONS,
     ARRIVAL_WINDOWS_MS,
@@ -244,7 +247,8 @@ def _merge_idle_periods(fs: Any, n_samples: int, window: int) -> None:
 
 
 def _features_and_decide(net: Any, fs: Any, arrivals: Any, appended: int, maxlen: int, n_samples: int,
-                         now_ms: float, n_idle: int, n_instances: int, predicted_ms: float, rate: float,
+                         now_ms: float, n_idle: int, n_instances: int, predicted_ms: float, minute_count: int,
+                         first_arrival_ms: float,
                          prewarm_share: float) -> int:
     """Fill the feature vector (``ImitationPolicy.features``' values) into ``net`` and return
     the index of the action with the lowest expected cost (``_decide``)."""
@@ -300,6 +304,11 @@ def _features_and_decide(net: Any, fs: Any, arrivals: Any, appended: int, maxlen
         x1[7] = 0.0
         x1[8] = 0.0
         x1[9] = 0.0
+    if first_arrival_ms != first_arrival_ms:       # NaN: no arrival yet
+        rate = 0.0
+    else:                                           # FunctionStats.rate_for_time_of_day
+        days = math.ceil((now_ms - first_arrival_ms + 1) / MS_PER_DAY)
+        rate = minute_count / (days if days > 1 else 1) / 60.0
     x1[10] = math.log1p(60.0 * rate) / COUNT_SCALE
     x1[11] = math.log1p(n_idle) / COUNT_SCALE
     x1[12] = math.log1p(n_instances) / COUNT_SCALE
@@ -329,5 +338,5 @@ _f64 = types.float64
 _i64 = types.int64
 # One signature: a live decision never compiles (an int where a float is expected is converted).
 SIGNATURE = types.int64(_f64[::1], _f64[::1], types.PyArray(_f64, 1, "C"), _i64, _i64, _i64, _f64, _i64, _i64,
-                        _f64, _f64, _f64)
+                        _f64, _i64, _f64, _f64)
 features_and_decide = _jit(_features_and_decide, SIGNATURE)

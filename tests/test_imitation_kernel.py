@@ -182,7 +182,7 @@ def test_the_fused_kernel_never_compiles_at_a_decision():
     window = IdleWindow(policy.window)
     stats = FunctionStats()
     stats.record_arrival(1000)
-    a = features_and_decide(policy._net, window.fs, stats.recent.buf, 1, 4096, 0, 1000, 0, 1, 100, 0, 0)
+    a = features_and_decide(policy._net, window.fs, stats.recent.buf, 1, 4096, 0, 1000, 0, 1, 100, 1, 1000, 0)
     assert a >= 0 and list(features_and_decide.signatures) == signatures
 
 
