@@ -158,3 +158,64 @@ def test_an_unpickled_policy_decides_like_the_original():
     a, b = simulate(trace, ImitationPolicy(layers)), simulate(trace, copy)
     pd.testing.assert_frame_equal(a.requests, b.requests)
     pd.testing.assert_frame_equal(a.instances, b.instances)
+
+
+def two_function_trace(minutes: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = []
+    for f, period in (("timer", 120_000.0), ("busy", 3_000.0)):
+        t = np.arange(0, minutes * 60_000, period) + rng.uniform(0, 200, int(minutes * 60_000 / period))
+        rows.append(pd.DataFrame({"app": f, "function": f, "arrival_ms": t, "duration_ms": 200.0,
+                                  "memory_mb": 512.0}))
+    return pd.concat(rows).sort_values("arrival_ms").reset_index(drop=True)
+
+
+def test_fresh_windows_are_renamed_copies_of_short_windows_in_the_rollout_trace():
+    from wlsim.rl.imitate import FRESH_TAG, ImitationPolicy, rollout, with_fresh_windows
+
+    trace = two_function_trace()
+    both = with_fresh_windows(trace, 5, 10, seed=3)
+    assert np.all(np.diff(both["arrival_ms"].to_numpy()) >= 0)
+    original = both[~both["function"].str.contains(FRESH_TAG, regex=False)]
+    assert len(original) == len(trace)                          # the slice itself is intact
+    fresh = both[both["function"].str.contains(FRESH_TAG, regex=False)]
+    windows = fresh.groupby(fresh["function"].str.split(FRESH_TAG).str[1])
+    assert windows.ngroups == 5
+    for _, w in windows:
+        assert w["arrival_ms"].max() - w["arrival_ms"].min() < 10 * 60_000
+        base = set(w["function"].str.split(FRESH_TAG).str[0])
+        assert base <= {"timer", "busy"}
+        assert (w["app"] == w["function"]).all()               # apps renamed with their functions
+        # each row is a copy of a row of the slice at its original time
+        src = trace[trace["function"].isin(base)]
+        assert set(w["arrival_ms"]) <= set(src["arrival_ms"])
+    # the windows' functions start with no history: their decisions are labelled too
+    x_plain, _, _ = rollout(trace, ImitationPolicy())
+    x_fresh, _, r = rollout(both, ImitationPolicy())
+    assert len(x_fresh) > len(x_plain)
+    assert summarize(r)["served"] == len(both)
+
+
+@pytest.mark.parametrize(("n", "minutes", "message"), [(-1, 20, "number of windows must be >= 0"),
+                                                        (3, 0, "at least 1 minute"),
+                                                        (3, 41, "41-minute window does not fit")])
+def test_a_bad_fresh_window_setting_is_refused_with_a_clear_error(n, minutes, message):
+    from wlsim.rl.imitate import with_fresh_windows
+
+    with pytest.raises(ValueError, match=message):
+        with_fresh_windows(two_function_trace(), n, minutes, seed=0)
+
+
+def test_imitate_refuses_a_bad_fresh_window_count_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from wlsim.rl.cli import app
+
+    path = tmp_path / "trace.csv"
+    two_function_trace().to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["imitate", "--trace", str(path), "--train-minutes", "1,30",
+                                      "--validation-minutes", "31,40", "--fresh-windows", "-2",
+                                      "--out", str(tmp_path / "run"), "--no-tensorboard"])
+    assert result.exit_code != 0
+    assert "number of windows must be >= 0, got -2" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "artifact").exists()
