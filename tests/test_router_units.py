@@ -4,6 +4,7 @@ recorded trace's format, settings, the views' types and the small HTTP helpers."
 from __future__ import annotations
 
 import csv
+import gc
 import io
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from wlruntime.router.client import metric_value
 from wlruntime.router.core import NodeRef, _ms, load_live_policy
 from wlruntime.router.server import _arn, _metadata, _retry_after_s
 from wlruntime.router.state import Function, Instance
-from wlruntime.router.trace import COLUMNS, TraceRecorder
+from wlruntime.router.trace import COLUMNS, Outcome, TraceRecorder, outcome
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +51,24 @@ def test_trace_is_the_canonical_table_sorted_by_arrival(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"t\.json"):
         trace.write(tmp_path / "t.json")
     assert not (tmp_path / "t.json").exists()
+
+
+def test_trace_rows_with_outcomes_are_read_back_and_left_to_the_collector() -> None:
+    trace = TraceRecorder()
+    trace.add("a", "f", 10.0, 2.5, 16.0, 4, None, True, 0.5, 12.0, 2.0, 22.5, 25.0, "n1", "ok")
+    trace.record("a", "f", 30.0, 1.5, 16.0, 0, cold=False, wait_ms=0.0, cold_start_ms=0.0, exec_ms=1.0,
+                 start_ms=30.0, end_ms=31.5, node="n2", status="timeout")
+    trace.record("a", "f", 40.0, 1.0, 16.0, 0)   # no outcome
+    assert [outcome(row) for row in trace.rows] == [
+        Outcome(True, 0.5, 12.0, 2.0, 22.5, 25.0, "n1", "ok"),
+        Outcome(False, 0.0, 0.0, 1.0, 30.0, 31.5, "n2", "timeout"), Outcome()]
+    rows = list(csv.DictReader(io.StringIO(trace.to_csv().decode())))
+    assert (rows[0]["cold"], rows[0]["cold_start_ms"], rows[0]["node"], rows[1]["status"], rows[2]["cold"]) == (
+        "1", "12.000", "n1", "timeout", "")
+    # The recorder keeps up to a million rows: each must be a tuple the garbage collector stops
+    # tracking (numbers and strings only, no tuple subclass inside), not one it walks forever.
+    gc.collect()
+    assert not any(gc.is_tracked(row) for row in trace.rows)
 
 
 def test_router_settings_from_env_and_errors_name_the_key() -> None:

@@ -95,7 +95,8 @@ class PolicyAnswerError(ValueError):
 class Platform:
     """The state machine; see the module docstring. Subclasses implement the ``emit_*``
     effects and may override ``new_instance``, ``request_view``, ``ask_route``/``ask_idle``
-    (to queue decisions instead of asking a policy) and ``policy_failed``."""
+    (to queue decisions instead of asking a policy, or to ask it themselves: a policy that
+    raises then goes to ``route_after_error``/``idle_after_error``) and ``policy_failed``."""
 
     __slots__ = ("__dict__", "__weakref__", "_next_instance_id", "cold_starts", "fallbacks",
                  "idle_closed_mb_ms", "nodes", "on_bad_answer", "policy")
