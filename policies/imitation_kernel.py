@@ -323,11 +323,14 @@ def _features_and_decide(net: Any, fs: Any, arrivals: Any, appended: int, maxlen
 
 
 def _jit(f: Any, signature: Any = None) -> Any:
+    """Compiled, keeping the GIL (no ``nogil``): the call holds a buffer export of
+    ``FunctionStats.recent``'s ``array.array``, and an arrival appended from another thread
+    meanwhile would fail with BufferError (the live router's deadline thread)."""
     args = () if signature is None else (signature,)
     try:
-        return njit(*args, cache=True, nogil=True)(f)
+        return njit(*args, cache=True)(f)
     except RuntimeError:       # numba finds no writable cache folder: compile in memory
-        return njit(*args, nogil=True)(f)
+        return njit(*args)(f)
 
 
 _decide_jit = decision_kernel()
