@@ -57,12 +57,13 @@ def invoke(instance_id: str, payload: bytes, call_id: int) -> pb.DoRequest:
 
 def test_a_stream_answers_every_operation_by_call_id_in_completion_order(node) -> None:
     echo, other, spin = spawn(node, "echo"), spawn(node, "echo"), spawn(node, "spin")
+    idle = spawn(node, "echo")    # kept alive on its own: an instance still running call 2 would be busy
     batches = [
         pb.DoBatch(requests=[
             invoke(spin, b"", 1),                     # runs 400 ms, then times out
             invoke(echo, b"first", 2),
             invoke("no-such-instance", b"x", 3),      # fails alone; the stream goes on
-            pb.DoRequest(instance_id=echo, call_id=4, keep_alive=pb.KeepAlive(ms=60_000)),
+            pb.DoRequest(instance_id=idle, call_id=4, keep_alive=pb.KeepAlive(ms=60_000)),
             pb.DoRequest(instance_id=echo, call_id=5),  # no operation
         ]),
         pb.DoBatch(requests=[invoke(other, b"second", 6), invoke(spin, b"", 7)]),  # 7: spin is busy
@@ -79,7 +80,7 @@ def test_a_stream_answers_every_operation_by_call_id_in_completion_order(node) -
     assert (by_id[4].error_code, by_id[4].state) == ("", pb.KEPT_ALIVE)
     assert by_id[5].error_code == "INVALID_ARGUMENT" and "one of keep_alive, kill, invoke" in by_id[5].error_message
     assert by_id[7].error_code == "FAILED_PRECONDITION" and "busy" in by_id[7].error_message
-    for iid in (echo, other, spin):
+    for iid in (echo, other, spin, idle):
         node.stub.Do(pb.DoRequest(instance_id=iid, kill=pb.Kill()), timeout=10)
 
 

@@ -119,9 +119,10 @@ class DoStreamClient:
         try:
             reply = await self._do_streamed(request, timeout, payload_bytes)
         except grpc.aio.AioRpcError as error:
-            if error.code() is not grpc.StatusCode.UNIMPLEMENTED:
+            # The node refused the stream itself (nothing ran; _ended switched to unary calls):
+            # the call that opened it hears UNIMPLEMENTED, those queued behind it "not sent".
+            if error.code() is not grpc.StatusCode.UNIMPLEMENTED and not (never_sent(error) and not self.streaming):
                 raise
-            # The node refused the stream itself (nothing ran); _ended switched to unary calls.
             return await self._stub.Do(request, timeout=timeout)
         if reply.error_code:
             code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
