@@ -192,9 +192,16 @@ def test_a_cold_start_on_a_node_that_just_died_is_placed_on_the_other_node(platf
     platform.kill_node(0)  # held down: the supervisor leaves it until restart_node
     try:
         # The router may not have noticed yet: a spawn sent to node-1 fails to connect (it
-        # never ran) and is placed on node-2.
+        # never ran) and is placed on node-2. If gRPC had not yet seen node-1's connection
+        # close, the spawn (with its request riding along) goes out on it and fails with
+        # "Socket closed": then the request may have run, and at most once means a 502 for it,
+        # never a second run; the router knows node-1 is down from then on.
+        unknown = 0
         for name in ("fresh1", "fresh2", "fresh3"):
             r = wl.invoke(name, b"cold")
+            if r.status == 502 and unknown == 0 and "node node-1 failed during the request" in r.text:
+                unknown += 1
+                continue
             assert r.status == 200 and r.cold and r.headers["x-wl-node"] == "node-2", (r.status, r.text)
     finally:
         platform.restart_node(0)
