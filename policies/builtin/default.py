@@ -31,13 +31,25 @@ from policies.interface import (
 GHOSTS = 64          # killed instances remembered per function (see ExpectedWait, keep-alive)
 
 
-def _float_array(values: list[float]) -> Any:
-    """``values`` as a float64 numpy array (``np.fromiter``: faster than ``np.array`` of a list)."""
-    np = _np or _kernels()[0]
-    return np.fromiter(values, np.float64, len(values))
+class _SortedArray:
+    """The ``array`` view of a window's ``sorted`` values (its ``_array`` slot is reset by
+    every add)."""
+
+    __slots__ = ()
+
+    @property
+    def array(self) -> Any:
+        """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
+        a = self._array
+        if a is None:
+            values = self.sorted
+            np = _np or _kernels()[0]
+            # np.fromiter: faster than np.array of a list
+            a = self._array = np.fromiter(values, np.float64, len(values))
+        return a
 
 
-class SortedWindow:
+class SortedWindow(_SortedArray):
     """The last ``maxlen`` values, kept both in arrival order and sorted (O(maxlen) per add,
     which is a memmove of at most a few hundred bytes)."""
 
@@ -57,19 +69,11 @@ class SortedWindow:
         insort(s, value)
         self._array = None
 
-    @property
-    def array(self) -> Any:
-        """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
-        a = self._array
-        if a is None:
-            a = self._array = _float_array(self.sorted)
-        return a
-
     def __len__(self) -> int:
         return len(self.order)
 
 
-class DeferredSortedWindow:
+class DeferredSortedWindow(_SortedArray):
     """A SortedWindow whose sorted copy is brought up to date only when read: for windows
     written far more often than read (the pooled idle periods, which only a function with too
     few of its own reads; the durations, read only when no instance is idle). The additions
@@ -85,14 +89,6 @@ class DeferredSortedWindow:
         self._evicted: list[float] = []
         self._stale = False                 # too many changes since the last read: re-sort
         self._array: Any = None             # the sorted values as a numpy array, until the next add
-
-    @property
-    def array(self) -> Any:
-        """``sorted`` as a float64 numpy array (for the compiled kernels), built once per change."""
-        a = self._array
-        if a is None:
-            a = self._array = _float_array(self.sorted)
-        return a
 
     def add(self, value: float) -> None:
         order = self.order
