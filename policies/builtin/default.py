@@ -191,14 +191,7 @@ def _prewarm_search(g: Any, pos: Any, mem_per_ms: float, cold: float, cold_ms: f
     prefix[0] = 0.0
     for t in range(n):
         prefix[t + 1] = prefix[t] + g[t]
-    lo, hi = 0, n                           # bisect_right(g, keep_window_ms)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if keep_window_ms < g[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    k = lo
+    k = _np.searchsorted(g, keep_window_ms, side="right")
     keep = mem_per_ms * prefix[k] + (n - k) * (mem_per_ms * keep_window_ms + cold)
     if keep <= 0.0:     # keeping alive costs nothing (no cold-start price): no pre-warm costs less
         return 0, 0.0, 0.0
@@ -224,24 +217,10 @@ def _prewarm_search(g: Any, pos: Any, mem_per_ms: float, cold: float, cold_ms: f
     approx = _np.empty(ns * m)
     for i in range(ns):
         s = starts[i]
-        lo, hi = 0, n                       # bisect_left(g, s): gaps < s are a cold start
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if g[mid] < s:
-                lo = mid + 1
-            else:
-                hi = mid
-        before = lo
+        before = _np.searchsorted(g, s, side="left")        # gaps < s: a cold start
         for j in range(m):
             e = ends[j] if ends[j] > s else s           # window end
-            lo, hi = 0, n                   # bisect_right(g, e): gaps <= e are served in time
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if e < g[mid]:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            upto = lo
+            upto = _np.searchsorted(g, e, side="right")     # gaps <= e: served in time
             approx[i * m + j] = (before * cold + mem_per_ms * ((cold_ms - s) * (upto - before)
                                                                + (prefix[upto] - prefix[before]))
                                  + (n - upto) * (mem_per_ms * (e - s + cold_ms) + cold))
