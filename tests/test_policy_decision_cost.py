@@ -143,7 +143,7 @@ def test_compiled_decision_picks_the_numpy_paths_action(scale):
         a = kernel(policy._x1, policy._wb[0], policy._h1[0], policy._wb_last, policy._probs, costs,
                    policy._expected, n, policy._safe_exp)
         assert a == int(np.argmin(reference[:n]))
-        np.testing.assert_allclose(policy._expected, reference, rtol=1e-12)
+        np.testing.assert_allclose(policy._expected[:n], reference[:n], rtol=1e-12)   # only the actions it may choose
 
 
 def test_the_kernel_is_compiled_at_load_not_at_a_decision():

@@ -279,7 +279,8 @@ def _kernels() -> tuple[Any, Any, Any]:
 
 class ExpectedWaitState:
     __slots__ = ("ledger", "durations", "idle_periods", "ghosts", "new_samples", "keepalive_ms",
-                 "keepalive_cold_ms", "prewarm_at_ms", "prewarm_window_ms", "prewarmed_for", "keep_answer")
+                 "keepalive_cold_ms", "prewarm_at_ms", "prewarm_window_ms", "prewarmed_for", "keep_answer",
+                 "prewarm_used")
 
     def __init__(self, window: int) -> None:
         self.ledger = WorkLedger()                   # predicted work put on each instance
@@ -295,6 +296,7 @@ class ExpectedWaitState:
         self.prewarm_window_ms = 0.0
         self.prewarmed_for: float | None = None      # the ghost whose pre-warm was scheduled
         self.keep_answer: KeepAlive | None = None     # KeepAlive(keepalive_ms), reused (answers are immutable)
+        self.prewarm_used = 0                        # requests routed to a pre-warmed instance
 
 
 class ExpectedWait(Policy):
@@ -339,6 +341,9 @@ class ExpectedWait(Policy):
     """
 
     name = "default"
+    # The type of this policy's per-function state (``state`` makes one): route and on_idle
+    # compare ``type(fn.policy_state)`` with it, so a subclass's state needs no extra call.
+    state_class: type[ExpectedWaitState] = ExpectedWaitState
 
     def __init__(self, keepalive: str = "cost", percentile: float = 95.0, window: int = 128,
                  min_gaps: int = 3, min_keepalive_ms: float = 1_000.0,
@@ -389,7 +394,7 @@ class ExpectedWait(Policy):
     # ------------------------------------------------------------------ route
     def route(self, now_ms: float, request: RequestView, fn: FunctionView) -> RouteDecision:
         st = fn.policy_state
-        if type(st) is not ExpectedWaitState:
+        if type(st) is not self.state_class:
             st = self.state(fn)
         stats = fn.stats
         predicted = stats.duration.predict(request.payload_bytes)   # stats.predict_duration
@@ -403,6 +408,7 @@ class ExpectedWait(Policy):
             inst = idle[-1]
             since = inst.idle_since_ms
             if inst.invocations == 0 and st.ghosts:   # a pre-warmed instance stands in for a killed one
+                st.prewarm_used += 1
                 self.sample(st, now_ms - st.ghosts.pop())
             elif since is not None:
                 self.sample(st, now_ms - since if now_ms > since else 0.0)
