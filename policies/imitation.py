@@ -66,7 +66,7 @@ from policies.interface import (
     RequestView,
     RouteDecision,
 )
-from policies.timers import TimerConfig
+from policies.timers import TimerConfig, ring_detector
 
 KIND = "keepalive-imitation"
 # Bin edges of the idle-period distribution (ms): 0, then log-spaced 500 ms .. 2 h, then inf.
@@ -269,6 +269,8 @@ class ImitationPolicy(ExpectedWait):
         self.cold_start_weight = number(self.name, "cold_start_weight", cold_start_weight)
         # The timer layer (policies.timers; None: off, the network alone decides).
         self.timers = TimerConfig.parse(timers, self.name)
+        if self.timers is not None:
+            ring_detector()            # its compiled period detector: now, not at a live decision
         self.meta = meta or {}
         self.path = path
         self.w = [np.ascontiguousarray(w.T, dtype=np.float64) for w, _ in (layers or [])]
@@ -347,6 +349,8 @@ class ImitationPolicy(ExpectedWait):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._views()
+        if self.timers is not None:
+            ring_detector()
         if self._compiled:
             self._compile()
 

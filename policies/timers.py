@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, fields
 from itertools import islice, pairwise
 from typing import Any
 
+import numpy as np
+
 from policies.interface import PolicySpecError
 
 # Common cron periods of timer triggers ("every N minutes"): the guesses for a function seen
@@ -100,6 +102,80 @@ def detect_period(arrivals_newest_first: Iterable[float], min_gaps: int, toleran
     return period, times[0], jitter
 
 
+def _detect_period_ring(buf: Any, appended: int, maxlen: int, min_gaps: int, tolerance: float,
+                        tolerance_ms: float, burst_ms: float) -> tuple[bool, float, float, float]:
+    """``detect_period`` over ``FunctionStats.recent``'s ring (arrival j at ``buf[j % maxlen]``,
+    ``appended`` in all), compiled by numba (``ring_detector``): the same firings (the same
+    ``MAX_LOOKBACK`` arrivals read), the same subtractions, sort, comparisons and maxima in the
+    same order, so the same (found, period, last firing, jitter) to the bit. It replaces the
+    generators that cost ~6 µs per decision of the function's last instance."""
+    wanted = min_gaps + 1 + (JITTER_GAPS - min_gaps if JITTER_GAPS > min_gaps else 0)
+    times = np.empty(wanted)
+    count = 0
+    newest = first = math.nan
+    n = appended if appended < maxlen else maxlen
+    for k in range(n):                          # iter_firings over the arrivals, newest first
+        if k >= MAX_LOOKBACK or count >= wanted:
+            break
+        t = buf[(appended - 1 - k) % maxlen]
+        if newest - t <= burst_ms:
+            first = t
+            continue
+        if k:
+            times[count] = first
+            count += 1
+        newest = first = t
+    if count < wanted and first == first:    # not NaN: one firing still open
+        times[count] = first
+        count += 1
+    if count < min_gaps + 1:
+        return False, 0.0, 0.0, 0.0
+    recent = np.empty(min_gaps)
+    for k in range(min_gaps):
+        recent[k] = times[k] - times[k + 1]
+    recent.sort()
+    period = recent[min_gaps // 2]
+    allowed = tolerance * period
+    if tolerance_ms > allowed:                  # max(tolerance * period, tolerance_ms)
+        allowed = tolerance_ms
+    if period <= burst_ms or recent[min_gaps - 1] - period > allowed or period - recent[0] > allowed:
+        return False, 0.0, 0.0, 0.0
+    jitter = recent[min_gaps - 1] - period
+    if period - recent[0] > jitter:
+        jitter = period - recent[0]
+    previous = times[min_gaps]
+    for k in range(min_gaps + 1, count):
+        t = times[k]
+        deviation = abs(previous - t - period)
+        if deviation > allowed:
+            break
+        if deviation > jitter:
+            jitter = deviation
+        previous = t
+    return True, period, times[0], jitter
+
+
+_RING_DETECTOR: Any = None
+
+
+def ring_detector() -> Any:
+    """``_detect_period_ring`` compiled (explicit signature; or loaded from numba's cache next
+    to this module): imported and compiled when a policy with the timer layer loads (numba and
+    numpy only then), never at a decision."""
+    global _RING_DETECTOR
+    if _RING_DETECTOR is None:
+        from numba import njit, types
+
+        f64, i64 = types.float64, types.int64
+        signature = types.Tuple((types.boolean, f64, f64, f64))(types.PyArray(f64, 1, "C"), i64, i64, i64, f64,
+                                                                   f64, f64)
+        try:    # keeps the GIL: the call holds a buffer export of the arrivals' array.array
+            _RING_DETECTOR = njit(signature, cache=True)(_detect_period_ring)
+        except RuntimeError:       # no writable cache folder: compile in memory
+            _RING_DETECTOR = njit(signature)(_detect_period_ring)
+    return _RING_DETECTOR
+
+
 @dataclass(frozen=True)
 class TimerConfig:
     """The detector's and the plan's parameters (an artifact's ``"decision": {"timers": ...}``).
@@ -155,8 +231,15 @@ class TimerConfig:
         recent arrival times (ascending; ``FunctionStats.recent``): a detected period's next
         call, or (``prior``, fewer than ``min_gaps`` gaps seen) the guesses; None when neither
         applies."""
-        found = detect_period(reversed(arrivals), self.min_gaps, self.tolerance, self.tolerance_ms,
-                              self.burst_ms)
+        ring = getattr(arrivals, "buf", None)
+        if ring is not None:            # FunctionStats.recent: the compiled detector reads its ring in place
+            periodic, period, last, jitter = (_RING_DETECTOR or ring_detector())(
+                ring, arrivals.appended, arrivals.maxlen, self.min_gaps, self.tolerance, self.tolerance_ms,
+                self.burst_ms)
+            found = (period, last, jitter) if periodic else None
+        else:
+            found = detect_period(reversed(arrivals), self.min_gaps, self.tolerance, self.tolerance_ms,
+                                  self.burst_ms)
         if found is not None:
             period, last, jitter = found
             slack = max(self.slack * period, self.slack_ms, self.jitter_factor * jitter)
