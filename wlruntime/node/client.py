@@ -135,7 +135,7 @@ class DoStreamClient:
             stream = self._stream = _Stream(self._stub.DoStream(), self)
         self._next_id += 1
         call_id = request.call_id = self._next_id
-        future = stream.pending[call_id] = asyncio.get_running_loop().create_future()
+        future = stream.pending[call_id] = stream.loop.create_future()
         stream.watch(call_id, timeout)
         stream.send(request, payload_bytes)
         try:
@@ -162,6 +162,9 @@ class _Stream:
     def __init__(self, call: Any, owner: DoStreamClient) -> None:
         self.call = call
         self.owner = owner
+        # The stream's loop, looked up once: asyncio.get_running_loop() costs a getpid() system
+        # call per use on Python 3.11, and a request used it twice.
+        self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future] = {}
         self.outbox: list[tuple[Any, int]] = []  # (DoRequest, payload bytes)
         self.ready = asyncio.Event()
@@ -245,7 +248,7 @@ class _Stream:
     def watch(self, call_id: int, timeout: float) -> None:
         """Fail call ``call_id`` with DEADLINE_EXCEEDED if unanswered after ``timeout`` seconds
         (up to DEADLINE_SLACK_S later while the stream is busy)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         at = loop.time() + timeout
         heappush(self.deadlines, (at, call_id))
         if at < self._timed_at:
@@ -259,7 +262,7 @@ class _Stream:
 
     def _deadlines_due(self) -> None:
         self._deadline_timer, self._timed_at = None, math.inf
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         now = loop.time()
         deadlines, pending = self.deadlines, self.pending
         while deadlines and (deadlines[0][0] <= now or deadlines[0][1] not in pending):
