@@ -215,6 +215,9 @@ class _InstantNode:
                                                   output=request.invoke.payload))
         return reply
 
+    async def spawn(self, request, timeout=None):   # DoStreamClient.spawn (routers that spawn on the stream)
+        return await self.Spawn(request, timeout)
+
     async def do(self, request, timeout=None, size=0):
         await asyncio.sleep(0)
         if request.HasField("invoke"):

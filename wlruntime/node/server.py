@@ -4,6 +4,12 @@ The server runs on one asyncio event loop. Cheap operations (KeepAlive, Kill, St
 and claiming an instance for an Invoke) run on the loop under the runtime's lock; wasm runs on
 the runtime's ``wasm_pool`` threads (wasmtime releases the GIL while guest code runs) and
 spawns (registry fetch, compile) on a separate pool, so the loop never waits for either.
+
+A spawn is also a Do operation (DoRequest.spawn), so the router sends its spawns on its one
+DoStream per node: a burst of cold starts then arrives in a few batches. As unary Spawn calls the
+node's server accepted them one at a time (about 1 ms each here), so the last of a burst of
+100 spawns waited ~100 ms (seconds on a loaded machine) before the node even saw it
+(bench/README.md, issue 10).
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ def outcome_to_pb(outcome: Outcome, request_id: str) -> pb.InvokeResult:
     )
 
 
+def _with_riding(reply: pb.DoReply, done: pb.DoReply) -> pb.DoReply:
+    """A spawn's reply with the result of the request that rode with it."""
+    reply.spawn.invoke.CopyFrom(done.invoke)
+    reply.state = done.state
+    return reply
+
+
 def invocation_from_pb(invoke: pb.Invoke) -> Invocation:
     return Invocation(payload=invoke.payload, request_id=invoke.request_id, metadata=dict(invoke.metadata),
                       timeout_ms=invoke.timeout_ms)
@@ -66,18 +79,34 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.spawn_pool = spawn_pool
 
     async def Spawn(self, request: pb.SpawnRequest, context: grpc.aio.ServicerContext) -> pb.SpawnReply:
-        if not request.function:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SpawnRequest.function is empty")
-        runtime = self.runtime
         try:
-            if runtime.spawn_is_quick(request.function, request.version):
-                result = runtime.spawn(request.function, request.version, request.instance_id)
-            else:  # registry requests, compiling, a component's start-up code: on a thread
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.spawn_pool, runtime.spawn, request.function, request.version, request.instance_id)
+            done = self._start_spawn(request)
+            if not isinstance(done, pb.DoReply):
+                done = await done
         except NodeError as error:
             await context.abort(grpc.StatusCode[error.code], error.message)
-        reply = pb.SpawnReply(
+        return done.spawn
+
+    def _start_spawn(self, request: pb.SpawnRequest) -> pb.DoReply | Awaitable[pb.DoReply]:
+        """Start an instance (and the request riding with it): a DoReply whose ``spawn`` is the
+        SpawnReply, or an awaitable of it. Raises NodeError (the status Spawn fails with)."""
+        if not request.function:
+            raise NodeError("INVALID_ARGUMENT", "SpawnRequest.function is empty")
+        runtime = self.runtime
+        if runtime.spawn_is_quick(request.function, request.version):
+            return self._spawned(request, runtime.spawn(request.function, request.version, request.instance_id))
+        return self._spawn_on_pool(request)  # registry requests, compiling, a component's start-up code
+
+    async def _spawn_on_pool(self, request: pb.SpawnRequest) -> pb.DoReply:
+        runtime = self.runtime
+        result = await asyncio.get_running_loop().run_in_executor(
+            self.spawn_pool, runtime.spawn, request.function, request.version, request.instance_id)
+        done = self._spawned(request, result)
+        return done if isinstance(done, pb.DoReply) else await done
+
+    def _spawned(self, request: pb.SpawnRequest, result: Any) -> pb.DoReply | Awaitable[pb.DoReply]:
+        """The reply for a started instance, after the request riding with it (if any) ran."""
+        spawn = pb.SpawnReply(
             instance_id=result.instance_id, function=result.function, version=result.version,
             sha256=result.sha256, abi=result.config.abi, memory_mb=result.config.memory_mb,
             timeout_ms=result.config.timeout_ms, cold_start_ms=result.cold_start_ms, fetch_ms=result.fetch_ms,
@@ -85,15 +114,24 @@ class NodeService(node_pb2_grpc.NodeServicer):
             compile_cached=result.compile_cached, compile_source=result.compile_source,
             concurrency=result.config.concurrency, max_payload_bytes=result.config.max_payload_bytes,
         )
-        if request.HasField("invoke"):
-            try:
-                done = self._start_do(pb.DoRequest(instance_id=result.instance_id, invoke=request.invoke))
-                if not isinstance(done, pb.DoReply):
-                    done = await done
-                reply.invoke.CopyFrom(done.invoke)
-            except NodeError as error:  # the instance is up; the request did not run
-                reply.invoke_error_code, reply.invoke_error_message = error.code, error.message
-        return reply
+        reply = pb.DoReply(instance_id=result.instance_id, state=pb.IDLE, spawn=spawn)
+        if not request.HasField("invoke"):
+            return reply
+        try:
+            done = self._start_do(pb.DoRequest(instance_id=result.instance_id, invoke=request.invoke))
+        except NodeError as error:  # the instance is up; the request did not run
+            reply.spawn.invoke_error_code, reply.spawn.invoke_error_message = error.code, error.message
+            return reply
+        if isinstance(done, pb.DoReply):
+            return _with_riding(reply, done)
+        return self._riding_on_pool(reply, done)
+
+    async def _riding_on_pool(self, reply: pb.DoReply, pending: Awaitable[pb.DoReply]) -> pb.DoReply:
+        try:
+            return _with_riding(reply, await pending)
+        except NodeError as error:
+            reply.spawn.invoke_error_code, reply.spawn.invoke_error_message = error.code, error.message
+            return reply
 
     def _start_do(self, request: pb.DoRequest) -> pb.DoReply | Awaitable[pb.DoReply]:
         """Carry out one Do operation: the reply, or for an invocation that has to run on a wasm
@@ -103,6 +141,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise NodeError("INVALID_ARGUMENT", "DoRequest.instance_id is empty")
         op = request.WhichOneof("op")
         runtime = self.runtime
+        if op == "spawn":
+            spawn = request.spawn
+            if spawn.instance_id and spawn.instance_id != instance_id:
+                raise NodeError("INVALID_ARGUMENT", f"DoRequest.instance_id {instance_id!r} and its "
+                                f"SpawnRequest.instance_id {spawn.instance_id!r} differ")
+            spawn.instance_id = instance_id
+            return self._start_spawn(spawn)
         if op == "invoke":
             invoke = request.invoke
             invocation = invocation_from_pb(invoke)
@@ -118,7 +163,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         elif op == "kill":
             state = runtime.kill(instance_id)
         else:
-            raise NodeError("INVALID_ARGUMENT", "DoRequest needs one of keep_alive, kill, invoke")
+            raise NodeError("INVALID_ARGUMENT", "DoRequest needs one of keep_alive, kill, invoke, spawn")
         return pb.DoReply(instance_id=instance_id, state=_INSTANCE_STATE[state])
 
     async def _run_on_pool(self, instance: Any, invocation: Invocation, instance_id: str,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nnode.proto\x12\nwl.node.v1\"\x17\n\tKeepAlive\x12\n\n\x02ms\x18\x01 \x01(\r\"\x06\n\x04Kill\"\xa6\x01\n\x06Invoke\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .wl.node.v1.Invoke.MetadataEntry\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xac\x01\n\tDoRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12+\n\nkeep_alive\x18\x02 \x01(\x0b\x32\x15.wl.node.v1.KeepAliveH\x00\x12 \n\x04kill\x18\x03 \x01(\x0b\x32\x10.wl.node.v1.KillH\x00\x12$\n\x06invoke\x18\x04 \x01(\x0b\x32\x12.wl.node.v1.InvokeH\x00\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\x04\x42\x04\n\x02op\"\xae\x01\n\x07\x44oReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.wl.node.v1.InstanceState\x12(\n\x06invoke\x18\x03 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\x04\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x15\n\rerror_message\x18\x06 \x01(\t\"2\n\x07\x44oBatch\x12\'\n\x08requests\x18\x01 \x03(\x0b\x32\x15.wl.node.v1.DoRequest\"4\n\x0c\x44oReplyBatch\x12$\n\x07replies\x18\x01 \x03(\x0b\x32\x13.wl.node.v1.DoReply\"\xc3\x01\n\x0cInvokeResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x15.wl.node.v1.ErrorKind\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0c\n\x04logs\x18\x05 \x01(\x0c\x12\x0f\n\x07\x65xec_ms\x18\x06 \x01(\x01\x12\x19\n\x11instance_recycled\x18\x07 \x01(\x08\x12\x18\n\x10max_memory_bytes\x18\x08 \x01(\x04\"j\n\x0cSpawnRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\"\n\x06invoke\x18\x04 \x01(\x0b\x32\x12.wl.node.v1.Invoke\"\xb5\x03\n\nSpawnReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0b\n\x03\x61\x62i\x18\x05 \x01(\t\x12\x11\n\tmemory_mb\x18\x06 \x01(\r\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12\x15\n\rcold_start_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x66\x65tch_ms\x18\t \x01(\x01\x12\x12\n\ncompile_ms\x18\n \x01(\x01\x12\x16\n\x0einstantiate_ms\x18\x0b \x01(\x01\x12\x13\n\x0b\x63ode_cached\x18\x0c \x01(\x08\x12\x16\n\x0e\x63ompile_cached\x18\r \x01(\x08\x12\x16\n\x0e\x63ompile_source\x18\x0e \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x0f \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x10 \x01(\x04\x12(\n\x06invoke\x18\x11 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12\x19\n\x11invoke_error_code\x18\x12 \x01(\t\x12\x1c\n\x14invoke_error_message\x18\x13 \x01(\t\"\x0f\n\rStatusRequest\"\xe8\x01\n\x0cInstanceInfo\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.wl.node.v1.InstanceState\x12\x11\n\tmemory_mb\x18\x05 \x01(\r\x12\x13\n\x0binvocations\x18\x06 \x01(\x04\x12\x0f\n\x07\x62usy_ms\x18\x07 \x01(\x01\x12\x0f\n\x07idle_ms\x18\x08 \x01(\x01\x12\x1f\n\x17keep_alive_remaining_ms\x18\t \x01(\x01\x12\x0b\n\x03\x61\x62i\x18\n \x01(\t\"\xbc\x01\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1a\n\x12memory_capacity_mb\x18\x02 \x01(\r\x12\x16\n\x0ememory_used_mb\x18\x03 \x01(\r\x12+\n\tinstances\x18\x04 \x03(\x0b\x32\x18.wl.node.v1.InstanceInfo\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0f\n\x07workers\x18\x06 \x01(\r\x12\x18\n\x10wasmtime_version\x18\x07 \x01(\t\"\x0f\n\rHealthRequest\";\n\x0bHealthReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x01\n\tIdleEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12&\n\x06reason\x18\x05 \x01(\x0e\x32\x16.wl.node.v1.IdleReason\x12\x1a\n\x12idle_since_unix_ms\x18\x06 \x01(\x03\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12\x14\n\x0cnode_address\x18\x08 \x01(\t\"\x8e\x01\n\rIdleDirective\x12+\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x15.wl.node.v1.KeepAliveH\x00\x12 \n\x04kill\x18\x02 \x01(\x0b\x32\x10.wl.node.v1.KillH\x00\x12$\n\x06invoke\x18\x03 \x01(\x0b\x32\x12.wl.node.v1.InvokeH\x00\x42\x08\n\x06\x61\x63tion*k\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x08\n\x04IDLE\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x12\x0e\n\nKEPT_ALIVE\x10\x04\x12\x08\n\x04\x44\x45\x41\x44\x10\x05*\x95\x01\n\tErrorKind\x12\x13\n\x0f\x45RROR_KIND_NONE\x10\x00\x12\x12\n\x0e\x46UNCTION_ERROR\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x11\n\rOUT_OF_MEMORY\x10\x03\x12\x08\n\x04TRAP\x10\x04\x12\x0f\n\x0bOUT_OF_FUEL\x10\x05\x12\x16\n\x12RESPONSE_TOO_LARGE\x10\x06\x12\x0c\n\x08INTERNAL\x10\x07*N\n\nIdleReason\x12\x1b\n\x17IDLE_REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46INISHED\x10\x01\x12\x15\n\x11KEEPALIVE_EXPIRED\x10\x02\x32\xae\x02\n\x04Node\x12\x39\n\x05Spawn\x12\x18.wl.node.v1.SpawnRequest\x1a\x16.wl.node.v1.SpawnReply\x12\x30\n\x02\x44o\x12\x15.wl.node.v1.DoRequest\x1a\x13.wl.node.v1.DoReply\x12=\n\x08\x44oStream\x12\x13.wl.node.v1.DoBatch\x1a\x18.wl.node.v1.DoReplyBatch(\x01\x30\x01\x12<\n\x06Status\x12\x19.wl.node.v1.StatusRequest\x1a\x17.wl.node.v1.StatusReply\x12<\n\x06Health\x12\x19.wl.node.v1.HealthRequest\x1a\x17.wl.node.v1.HealthReply2G\n\tScheduler\x12:\n\x06OnIdle\x12\x15.wl.node.v1.IdleEvent\x1a\x19.wl.node.v1.IdleDirectiveb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nnode.proto\x12\nwl.node.v1\"\x17\n\tKeepAlive\x12\n\n\x02ms\x18\x01 \x01(\r\"\x06\n\x04Kill\"\xa6\x01\n\x06Invoke\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x32\n\x08metadata\x18\x03 \x03(\x0b\x32 .wl.node.v1.Invoke.MetadataEntry\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\tDoRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12+\n\nkeep_alive\x18\x02 \x01(\x0b\x32\x15.wl.node.v1.KeepAliveH\x00\x12 \n\x04kill\x18\x03 \x01(\x0b\x32\x10.wl.node.v1.KillH\x00\x12$\n\x06invoke\x18\x04 \x01(\x0b\x32\x12.wl.node.v1.InvokeH\x00\x12)\n\x05spawn\x18\x06 \x01(\x0b\x32\x18.wl.node.v1.SpawnRequestH\x00\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\x04\x42\x04\n\x02op\"\xd5\x01\n\x07\x44oReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.wl.node.v1.InstanceState\x12(\n\x06invoke\x18\x03 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12%\n\x05spawn\x18\x07 \x01(\x0b\x32\x16.wl.node.v1.SpawnReply\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\x04\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\x15\n\rerror_message\x18\x06 \x01(\t\"2\n\x07\x44oBatch\x12\'\n\x08requests\x18\x01 \x03(\x0b\x32\x15.wl.node.v1.DoRequest\"4\n\x0c\x44oReplyBatch\x12$\n\x07replies\x18\x01 \x03(\x0b\x32\x13.wl.node.v1.DoReply\"\xc3\x01\n\x0cInvokeResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0e\x32\x15.wl.node.v1.ErrorKind\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x0c\n\x04logs\x18\x05 \x01(\x0c\x12\x0f\n\x07\x65xec_ms\x18\x06 \x01(\x01\x12\x19\n\x11instance_recycled\x18\x07 \x01(\x08\x12\x18\n\x10max_memory_bytes\x18\x08 \x01(\x04\"j\n\x0cSpawnRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12\"\n\x06invoke\x18\x04 \x01(\x0b\x32\x12.wl.node.v1.Invoke\"\xb5\x03\n\nSpawnReply\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0b\n\x03\x61\x62i\x18\x05 \x01(\t\x12\x11\n\tmemory_mb\x18\x06 \x01(\r\x12\x12\n\ntimeout_ms\x18\x07 \x01(\r\x12\x15\n\rcold_start_ms\x18\x08 \x01(\x01\x12\x10\n\x08\x66\x65tch_ms\x18\t \x01(\x01\x12\x12\n\ncompile_ms\x18\n \x01(\x01\x12\x16\n\x0einstantiate_ms\x18\x0b \x01(\x01\x12\x13\n\x0b\x63ode_cached\x18\x0c \x01(\x08\x12\x16\n\x0e\x63ompile_cached\x18\r \x01(\x08\x12\x16\n\x0e\x63ompile_source\x18\x0e \x01(\t\x12\x13\n\x0b\x63oncurrency\x18\x0f \x01(\r\x12\x19\n\x11max_payload_bytes\x18\x10 \x01(\x04\x12(\n\x06invoke\x18\x11 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12\x19\n\x11invoke_error_code\x18\x12 \x01(\t\x12\x1c\n\x14invoke_error_message\x18\x13 \x01(\t\"\x0f\n\rStatusRequest\"\xe8\x01\n\x0cInstanceInfo\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.wl.node.v1.InstanceState\x12\x11\n\tmemory_mb\x18\x05 \x01(\r\x12\x13\n\x0binvocations\x18\x06 \x01(\x04\x12\x0f\n\x07\x62usy_ms\x18\x07 \x01(\x01\x12\x0f\n\x07idle_ms\x18\x08 \x01(\x01\x12\x1f\n\x17keep_alive_remaining_ms\x18\t \x01(\x01\x12\x0b\n\x03\x61\x62i\x18\n \x01(\t\"\xbc\x01\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1a\n\x12memory_capacity_mb\x18\x02 \x01(\r\x12\x16\n\x0ememory_used_mb\x18\x03 \x01(\r\x12+\n\tinstances\x18\x04 \x03(\x0b\x32\x18.wl.node.v1.InstanceInfo\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0f\n\x07workers\x18\x06 \x01(\r\x12\x18\n\x10wasmtime_version\x18\x07 \x01(\t\"\x0f\n\rHealthRequest\";\n\x0bHealthReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xd8\x01\n\tIdleEvent\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x10\n\x08\x66unction\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12&\n\x06reason\x18\x05 \x01(\x0e\x32\x16.wl.node.v1.IdleReason\x12\x1a\n\x12idle_since_unix_ms\x18\x06 \x01(\x03\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x18.wl.node.v1.InvokeResult\x12\x14\n\x0cnode_address\x18\x08 \x01(\t\"\x8e\x01\n\rIdleDirective\x12+\n\nkeep_alive\x18\x01 \x01(\x0b\x32\x15.wl.node.v1.KeepAliveH\x00\x12 \n\x04kill\x18\x02 \x01(\x0b\x32\x10.wl.node.v1.KillH\x00\x12$\n\x06invoke\x18\x03 \x01(\x0b\x32\x12.wl.node.v1.InvokeH\x00\x42\x08\n\x06\x61\x63tion*k\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x08\n\x04IDLE\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x12\x0e\n\nKEPT_ALIVE\x10\x04\x12\x08\n\x04\x44\x45\x41\x44\x10\x05*\x95\x01\n\tErrorKind\x12\x13\n\x0f\x45RROR_KIND_NONE\x10\x00\x12\x12\n\x0e\x46UNCTION_ERROR\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x11\n\rOUT_OF_MEMORY\x10\x03\x12\x08\n\x04TRAP\x10\x04\x12\x0f\n\x0bOUT_OF_FUEL\x10\x05\x12\x16\n\x12RESPONSE_TOO_LARGE\x10\x06\x12\x0c\n\x08INTERNAL\x10\x07*N\n\nIdleReason\x12\x1b\n\x17IDLE_REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x46INISHED\x10\x01\x12\x15\n\x11KEEPALIVE_EXPIRED\x10\x02\x32\xae\x02\n\x04Node\x12\x39\n\x05Spawn\x12\x18.wl.node.v1.SpawnRequest\x1a\x16.wl.node.v1.SpawnReply\x12\x30\n\x02\x44o\x12\x15.wl.node.v1.DoRequest\x1a\x13.wl.node.v1.DoReply\x12=\n\x08\x44oStream\x12\x13.wl.node.v1.DoBatch\x1a\x18.wl.node.v1.DoReplyBatch(\x01\x30\x01\x12<\n\x06Status\x12\x19.wl.node.v1.StatusRequest\x1a\x17.wl.node.v1.StatusReply\x12<\n\x06Health\x12\x19.wl.node.v1.HealthRequest\x1a\x17.wl.node.v1.HealthReply2G\n\tScheduler\x12:\n\x06OnIdle\x12\x15.wl.node.v1.IdleEvent\x1a\x19.wl.node.v1.IdleDirectiveb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INVOKE_METADATAENTRY']._loaded_options = None
   _globals['_INVOKE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_INSTANCESTATE']._serialized_start=2317
-  _globals['_INSTANCESTATE']._serialized_end=2424
-  _globals['_ERRORKIND']._serialized_start=2427
-  _globals['_ERRORKIND']._serialized_end=2576
-  _globals['_IDLEREASON']._serialized_start=2578
-  _globals['_IDLEREASON']._serialized_end=2656
+  _globals['_INSTANCESTATE']._serialized_start=2399
+  _globals['_INSTANCESTATE']._serialized_end=2506
+  _globals['_ERRORKIND']._serialized_start=2509
+  _globals['_ERRORKIND']._serialized_end=2658
+  _globals['_IDLEREASON']._serialized_start=2660
+  _globals['_IDLEREASON']._serialized_end=2738
   _globals['_KEEPALIVE']._serialized_start=26
   _globals['_KEEPALIVE']._serialized_end=49
   _globals['_KILL']._serialized_start=51
@@ -48,35 +48,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOKE_METADATAENTRY']._serialized_start=179
   _globals['_INVOKE_METADATAENTRY']._serialized_end=226
   _globals['_DOREQUEST']._serialized_start=229
-  _globals['_DOREQUEST']._serialized_end=401
-  _globals['_DOREPLY']._serialized_start=404
-  _globals['_DOREPLY']._serialized_end=578
-  _globals['_DOBATCH']._serialized_start=580
-  _globals['_DOBATCH']._serialized_end=630
-  _globals['_DOREPLYBATCH']._serialized_start=632
-  _globals['_DOREPLYBATCH']._serialized_end=684
-  _globals['_INVOKERESULT']._serialized_start=687
-  _globals['_INVOKERESULT']._serialized_end=882
-  _globals['_SPAWNREQUEST']._serialized_start=884
-  _globals['_SPAWNREQUEST']._serialized_end=990
-  _globals['_SPAWNREPLY']._serialized_start=993
-  _globals['_SPAWNREPLY']._serialized_end=1430
-  _globals['_STATUSREQUEST']._serialized_start=1432
-  _globals['_STATUSREQUEST']._serialized_end=1447
-  _globals['_INSTANCEINFO']._serialized_start=1450
-  _globals['_INSTANCEINFO']._serialized_end=1682
-  _globals['_STATUSREPLY']._serialized_start=1685
-  _globals['_STATUSREPLY']._serialized_end=1873
-  _globals['_HEALTHREQUEST']._serialized_start=1875
-  _globals['_HEALTHREQUEST']._serialized_end=1890
-  _globals['_HEALTHREPLY']._serialized_start=1892
-  _globals['_HEALTHREPLY']._serialized_end=1951
-  _globals['_IDLEEVENT']._serialized_start=1954
-  _globals['_IDLEEVENT']._serialized_end=2170
-  _globals['_IDLEDIRECTIVE']._serialized_start=2173
-  _globals['_IDLEDIRECTIVE']._serialized_end=2315
-  _globals['_NODE']._serialized_start=2659
-  _globals['_NODE']._serialized_end=2961
-  _globals['_SCHEDULER']._serialized_start=2963
-  _globals['_SCHEDULER']._serialized_end=3034
+  _globals['_DOREQUEST']._serialized_end=444
+  _globals['_DOREPLY']._serialized_start=447
+  _globals['_DOREPLY']._serialized_end=660
+  _globals['_DOBATCH']._serialized_start=662
+  _globals['_DOBATCH']._serialized_end=712
+  _globals['_DOREPLYBATCH']._serialized_start=714
+  _globals['_DOREPLYBATCH']._serialized_end=766
+  _globals['_INVOKERESULT']._serialized_start=769
+  _globals['_INVOKERESULT']._serialized_end=964
+  _globals['_SPAWNREQUEST']._serialized_start=966
+  _globals['_SPAWNREQUEST']._serialized_end=1072
+  _globals['_SPAWNREPLY']._serialized_start=1075
+  _globals['_SPAWNREPLY']._serialized_end=1512
+  _globals['_STATUSREQUEST']._serialized_start=1514
+  _globals['_STATUSREQUEST']._serialized_end=1529
+  _globals['_INSTANCEINFO']._serialized_start=1532
+  _globals['_INSTANCEINFO']._serialized_end=1764
+  _globals['_STATUSREPLY']._serialized_start=1767
+  _globals['_STATUSREPLY']._serialized_end=1955
+  _globals['_HEALTHREQUEST']._serialized_start=1957
+  _globals['_HEALTHREQUEST']._serialized_end=1972
+  _globals['_HEALTHREPLY']._serialized_start=1974
+  _globals['_HEALTHREPLY']._serialized_end=2033
+  _globals['_IDLEEVENT']._serialized_start=2036
+  _globals['_IDLEEVENT']._serialized_end=2252
+  _globals['_IDLEDIRECTIVE']._serialized_start=2255
+  _globals['_IDLEDIRECTIVE']._serialized_end=2397
+  _globals['_NODE']._serialized_start=2741
+  _globals['_NODE']._serialized_end=3043
+  _globals['_SCHEDULER']._serialized_start=3045
+  _globals['_SCHEDULER']._serialized_end=3116
 # @@protoc_insertion_point(module_scope)

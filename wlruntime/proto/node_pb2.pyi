@@ -80,34 +80,38 @@ class Invoke(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class DoRequest(_message.Message):
-    __slots__ = ("instance_id", "keep_alive", "kill", "invoke", "call_id")
+    __slots__ = ("instance_id", "keep_alive", "kill", "invoke", "spawn", "call_id")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     INVOKE_FIELD_NUMBER: _ClassVar[int]
+    SPAWN_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     keep_alive: KeepAlive
     kill: Kill
     invoke: Invoke
+    spawn: SpawnRequest
     call_id: int
-    def __init__(self, instance_id: _Optional[str] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., invoke: _Optional[_Union[Invoke, _Mapping]] = ..., call_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, instance_id: _Optional[str] = ..., keep_alive: _Optional[_Union[KeepAlive, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., invoke: _Optional[_Union[Invoke, _Mapping]] = ..., spawn: _Optional[_Union[SpawnRequest, _Mapping]] = ..., call_id: _Optional[int] = ...) -> None: ...
 
 class DoReply(_message.Message):
-    __slots__ = ("instance_id", "state", "invoke", "call_id", "error_code", "error_message")
+    __slots__ = ("instance_id", "state", "invoke", "spawn", "call_id", "error_code", "error_message")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     INVOKE_FIELD_NUMBER: _ClassVar[int]
+    SPAWN_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     state: InstanceState
     invoke: InvokeResult
+    spawn: SpawnReply
     call_id: int
     error_code: str
     error_message: str
-    def __init__(self, instance_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., invoke: _Optional[_Union[InvokeResult, _Mapping]] = ..., call_id: _Optional[int] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    def __init__(self, instance_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., invoke: _Optional[_Union[InvokeResult, _Mapping]] = ..., spawn: _Optional[_Union[SpawnReply, _Mapping]] = ..., call_id: _Optional[int] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
 
 class DoBatch(_message.Message):
     __slots__ = ("requests",)

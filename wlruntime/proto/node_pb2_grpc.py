@@ -74,9 +74,9 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Do(self, request, context):
-        """One of the scheduler's three operations on an instance. Errors: NOT_FOUND (no such instance,
+        """One operation on an instance: keep-alive, kill, invoke, or spawn. Errors: NOT_FOUND (no such instance,
         or it was killed), FAILED_PRECONDITION (the instance is busy with another request),
-        INVALID_ARGUMENT (no operation set, payload too large).
+        INVALID_ARGUMENT (no operation set, payload too large); a spawn fails as Spawn does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

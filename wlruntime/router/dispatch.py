@@ -427,7 +427,7 @@ class Dispatch(Platform):
         t = self.clock.now_ms()
         self.metrics.rpc_spawn.inc()
         try:
-            reply = await node.stub.Spawn(message, timeout=timeout)
+            reply = await node.calls.spawn(message, timeout=timeout)  # on the node's DoStream
         except grpc.aio.AioRpcError as error:
             if first is not None:
                 first.riding = False

@@ -112,6 +112,9 @@ class InProcessNode:
             self._check()
         return reply
 
+    async def spawn(self, request: pb.SpawnRequest, timeout: float | None = None) -> pb.SpawnReply:
+        return await self.Spawn(request, timeout)   # DoStreamClient.spawn's place
+
     async def do(self, request: pb.DoRequest, timeout: float | None = None, size: int = 0) -> pb.DoReply:
         self._check()
         op = request.WhichOneof("op")
