@@ -53,10 +53,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from policies.builtin._common import EPS_MS, idle_for, keep_until, number
+from policies.builtin._common import EPS_MS, keep_until, number
 from policies.builtin.default import ExpectedWait, ExpectedWaitState
 from policies.features import MINUTES_PER_DAY, MS_PER_MINUTE
 from policies.interface import (
+    IDLE,
     INVOKE,
     KILL,
     FunctionView,
@@ -162,8 +163,9 @@ def _decide(x1: np.ndarray, wb0: np.ndarray, h1: np.ndarray, wb1: np.ndarray, pr
     bias input), ``exp`` of the logits ``h1 @ wb1`` into ``probs`` (less their maximum unless
     ``safe_exp``), their expected cost per action ``probs @ costs`` into ``expected`` (the first
     ``n_consider`` actions only: the others cannot be chosen), and the first cheapest of them
-    (numpy's argmin: a NaN counts as the least). Products are summed in input order (BLAS may order and fuse them differently: the
-    costs agree to ~1e-14 relative, checked to pick the same actions)."""
+    (numpy's argmin: a NaN counts as the least). Products are summed in input order (BLAS may
+    order and fuse them differently: the costs agree to ~1e-14 relative, checked to pick the
+    same actions)."""
     n_in, n_hidden = wb0.shape
     for j in range(n_hidden):
         h1[j] = 0.0
@@ -550,7 +552,11 @@ class ImitationPolicy(ExpectedWait):
         st = fn.policy_state
         if type(st) is not ImitationState:
             st = self.state(fn)
-        idle = idle_for(now_ms, instance)
+        since = instance.idle_since_ms               # idle_for, inlined (once per execution and expiry)
+        if instance.state != IDLE or since is None or now_ms <= since:
+            idle = 0.0
+        else:
+            idle = now_ms - since
         if idle <= EPS_MS:
             self.settle_execution(st, instance, now_ms)
         if instance.queue:

@@ -91,10 +91,14 @@ class WorkLedger:
         self.seq += 1
         heap = self.heap
         heappush(heap, (finish_ms, self.seq, inst))
-        if len(heap) > 4 * len(self.finish) + 64:      # drop superseded entries
-            finish = self.finish
-            self.heap = [e for e in heap if finish.get(e[2].id) == e[0]]
-            heapify(self.heap)
+        if len(heap) > 4 * len(self.finish) + 64:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop superseded heap entries."""
+        finish = self.finish
+        self.heap = [e for e in self.heap if finish.get(e[2].id) == e[0]]
+        heapify(self.heap)
 
     def sync(self, fn: FunctionView, cold_start_ms: float) -> None:
         """Register instances created since the last call (newest first until a known one),
@@ -138,8 +142,15 @@ class WorkLedger:
             else:                                # reuse its queue (no allocation per request)
                 q.clear()
                 q.append(duration_ms)
-            self.started[inst.id] = now_ms
-            self._set_finish(inst, now_ms + duration_ms)
+            iid = inst.id
+            self.started[iid] = now_ms
+            finish_ms = now_ms + duration_ms     # _set_finish, inlined (once per warm start)
+            self.finish[iid] = finish_ms
+            seq = self.seq = self.seq + 1
+            heap = self.heap
+            heappush(heap, (finish_ms, seq, inst))
+            if len(heap) > 4 * len(self.finish) + 64:
+                self._prune()
             return
         q.append(duration_ms)
         self._set_finish(inst, max(self.finish.get(inst.id, now_ms), now_ms) + duration_ms)

@@ -125,6 +125,57 @@ class DeferredSortedWindow(_SortedArray):
         return len(self.order)
 
 
+class DurationWindow:
+    """The last ``maxlen`` execution times of one function, in a float64 ring (``add``: one
+    float store), for ``ExpectedWait.wait_bound``'s one question: the nearest-rank quantile of
+    the times longer than an execution's elapsed time, answered by a compiled selection
+    (``_upper_quantile_above``) over the ring instead of keeping a sorted copy: the same value
+    as ``upper_quantile`` of the sorted window (an order statistic is one of the values)."""
+
+    __slots__ = ("maxlen", "appended", "ring", "scratch", "_view")
+
+    def __init__(self, maxlen: int) -> None:
+        np = _np or _kernels()[0]
+        self.maxlen = maxlen
+        self.appended = 0
+        buf = np.zeros(2 * maxlen)
+        self.ring = buf[:maxlen]                # value j at ring[j % maxlen]
+        self.scratch = buf[maxlen:]             # the selection's work space
+        self._view = memoryview(self.ring)      # float stores from Python
+
+    def add(self, value: float) -> None:
+        j = self.appended
+        self._view[j % self.maxlen] = value
+        self.appended = j + 1
+
+    @property
+    def order(self) -> list[float]:
+        """The values kept, oldest first."""
+        j, m = self.appended, self.maxlen
+        return [self._view[k % m] for k in range(max(0, j - m), j)]
+
+    @property
+    def sorted(self) -> list[float]:
+        return sorted(self.order)
+
+    def quantile_above(self, threshold: float, q: float, min_tail: int) -> float:
+        """``upper_quantile(sorted, bisect_right(sorted, threshold), q)``; inf when fewer than
+        ``min_tail`` values exceed ``threshold``."""
+        n = self.appended if self.appended < self.maxlen else self.maxlen
+        return _QUANTILE_ABOVE(self.ring, n, threshold, q, min_tail, self.scratch)
+
+    def __len__(self) -> int:
+        return self.appended if self.appended < self.maxlen else self.maxlen
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"maxlen": self.maxlen, "appended": self.appended, "ring": self.ring.copy()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["maxlen"])
+        self.ring[:] = state["ring"]
+        self.appended = state["appended"]
+
+
 def upper_quantile(sorted_values: list[float], lo: int, q: float) -> float:
     """The nearest-rank ``q`` quantile of ``sorted_values[lo:]`` (non-empty)."""
     n = len(sorted_values) - lo
@@ -250,15 +301,53 @@ def _prewarm_search(g: Any, pos: Any, mem_per_ms: float, cold: float, cold_ms: f
     return 0, 0.0, 0.0
 
 
+def _upper_quantile_above(ring: Any, n: int, threshold: float, q: float, min_tail: int, scratch: Any) -> float:
+    """``upper_quantile(s, bisect_right(s, threshold), q)`` for ``s`` the sorted ``ring[:n]``
+    (inf when fewer than ``min_tail`` values exceed ``threshold``), without sorting: the
+    values above ``threshold`` are copied to ``scratch`` and the one of the nearest rank
+    selected in place (Hoare's selection: an order statistic is one of the values, so the
+    answer is the sorted window's, to the bit)."""
+    m = 0
+    for j in range(n):
+        v = ring[j]
+        if v > threshold:                       # bisect_right: values <= threshold come before
+            scratch[m] = v
+            m += 1
+    if m < min_tail or m == 0:
+        return _np.inf
+    k = min(m - 1, max(0, math.ceil(q * m) - 1))
+    lo, hi = 0, m - 1
+    while lo < hi:                              # the k-th smallest of scratch[:m] into scratch[k]
+        pivot = scratch[(lo + hi) >> 1]
+        i, j = lo, hi
+        while i <= j:
+            while scratch[i] < pivot:
+                i += 1
+            while scratch[j] > pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break                               # scratch[j + 1 .. i - 1] all equal the pivot
+    return scratch[k]
+
+
 _np: Any = None
 _KERNELS: tuple[Any, Any, Any] | None = None
+_QUANTILE_ABOVE: Any = None     # compiled _upper_quantile_above (set by _kernels)
 
 
 def _kernels() -> tuple[Any, Any, Any]:
     """(numpy, compiled ``_cheapest_gap``, compiled ``_prewarm_search``), compiled (or loaded
     from numba's cache next to this module) on first use: ExpectedWait's constructor, so a
     decision never waits for a compilation."""
-    global _np, _KERNELS
+    global _np, _KERNELS, _QUANTILE_ABOVE
     if _KERNELS is None:
         import numpy as np
         from numba import njit
@@ -271,6 +360,8 @@ def _kernels() -> tuple[Any, Any, Any]:
             except RuntimeError:   # no writable cache folder: compile in memory
                 return njit(signature, nogil=True)(f)
 
+        _QUANTILE_ABOVE = compiled("float64(float64[::1], int64, float64, float64, int64, float64[::1])",
+                                   _upper_quantile_above)
         _KERNELS = (np, compiled("float64(float64[::1], float64, float64)", _cheapest_gap),
                     compiled("Tuple((int64, float64, float64))(float64[::1], int64[::1], float64, float64, "
                              "float64, float64, float64)", _prewarm_search))
@@ -284,7 +375,7 @@ class ExpectedWaitState:
 
     def __init__(self, window: int) -> None:
         self.ledger = WorkLedger()                   # predicted work put on each instance
-        self.durations = DeferredSortedWindow(window)   # recent execution times (ms)
+        self.durations = DurationWindow(window)      # recent execution times (ms)
         self.idle_periods = SortedWindow(window)     # recent idle periods, had instances been kept
         self.ghosts: deque[float] = deque(maxlen=GHOSTS)   # idle_since of recently killed instances
         self.new_samples = 0                         # idle periods added since keepalive_ms was computed
@@ -438,19 +529,16 @@ class ExpectedWait(Policy):
         durations = st.durations
         if len(durations) < self.min_durations:
             return math.inf
-        s = durations.sorted
         if inst.state == STARTING:
             if inst.queue_len > 1:
                 return math.inf
             ready = inst.created_ms + cold_ms
-            return max(0.0, ready - now_ms) + upper_quantile(s, 0, self.wait_quantile)
+            return max(0.0, ready - now_ms) + durations.quantile_above(-math.inf, self.wait_quantile, 1)
         if inst.queue_len > 0 or inst.exec_started_ms is None:
             return math.inf
         elapsed = now_ms - inst.exec_started_ms
-        lo = bisect_right(s, elapsed)
-        if len(s) - lo < self.min_tail:
-            return math.inf
-        return upper_quantile(s, lo, self.wait_quantile) - elapsed
+        # upper_quantile(sorted, bisect_right(sorted, elapsed), q), inf with < min_tail longer ones
+        return durations.quantile_above(elapsed, self.wait_quantile, self.min_tail) - elapsed
 
     # --------------------------------------------------------------- keep-alive
     def break_even_ms(self, fn: FunctionView) -> float:
