@@ -218,6 +218,9 @@ class _InstantNode:
     async def spawn(self, request, timeout=None):   # DoStreamClient.spawn (routers that spawn on the stream)
         return await self.Spawn(request, timeout)
 
+    def in_order(self, payload_bytes=0):
+        return False
+
     async def do(self, request, timeout=None, size=0):
         await asyncio.sleep(0)
         if request.HasField("invoke"):

@@ -129,6 +129,13 @@ class DoStreamClient:
             raise _status(code, reply.error_message)
         return reply
 
+    def in_order(self, payload_bytes: int = 0) -> bool:
+        """Whether a request with a payload of ``payload_bytes`` would go on the stream now,
+        behind everything sent on it before: the node reads a stream's requests in order and
+        carries out the quick ones (keep-alive, kill, claiming an instance, reserving a spawn's
+        memory) as it reads them."""
+        return self.streaming and payload_bytes < self.unary_from_bytes
+
     async def spawn(self, request: Any, timeout: float) -> Any:
         """``Node.Spawn(request)`` (a SpawnRequest naming its instance_id) as one Do operation on
         the stream: the SpawnReply, or AioRpcError with the status Spawn would have given. A burst

@@ -115,6 +115,9 @@ class InProcessNode:
     async def spawn(self, request: pb.SpawnRequest, timeout: float | None = None) -> pb.SpawnReply:
         return await self.Spawn(request, timeout)   # DoStreamClient.spawn's place
 
+    def in_order(self, payload_bytes: int = 0) -> bool:
+        return False    # calls are independent here: a spawn waits for the kills before it
+
     async def do(self, request: pb.DoRequest, timeout: float | None = None, size: int = 0) -> pb.DoReply:
         self._check()
         op = request.WhichOneof("op")
