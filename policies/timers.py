@@ -109,7 +109,7 @@ def _detect_period_ring(buf: Any, appended: int, maxlen: int, min_gaps: int, tol
     ``MAX_LOOKBACK`` arrivals read), the same subtractions, sort, comparisons and maxima in the
     same order, so the same (found, period, last firing, jitter) to the bit. It replaces the
     generators that cost ~6 µs per decision of the function's last instance."""
-    wanted = min_gaps + 1 + (JITTER_GAPS - min_gaps if JITTER_GAPS > min_gaps else 0)
+    wanted = min_gaps + 1 + (JITTER_GAPS - min_gaps if min_gaps < JITTER_GAPS else 0)
     times = np.empty(wanted)
     count = 0
     newest = first = math.nan
