@@ -45,9 +45,11 @@ class DurationPredictor:
 
     def predict(self, payload_bytes: float = 0.0) -> float:
         if self.n >= 8:
-            var = self.sw * self.sxx - self.sx * self.sx
-            # Fit a slope only when payload sizes actually vary (relative variance test).
-            if var > 1e-9 * max(1.0, self.sx * self.sx):
+            sx2 = self.sx * self.sx
+            var = self.sw * self.sxx - sx2
+            # Fit a slope only when payload sizes actually vary (relative variance test;
+            # max(1.0, sx2) without the call: twice per request).
+            if var > 1e-9 * (sx2 if sx2 > 1.0 else 1.0):
                 b = (self.sw * self.sxy - self.sx * self.sy) / var
                 a = (self.sy - b * self.sx) / self.sw
                 return max(0.0, a + b * float(payload_bytes))

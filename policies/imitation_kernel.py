@@ -201,7 +201,10 @@ def _arrivals_after(buf: Any, appended: int, maxlen: int, lo: float) -> int:
     a, b = 0, n
     while a < b:
         mid = (a + b) >> 1
-        if buf[(start + mid) % maxlen] <= lo:
+        j = start + mid                         # (start + mid) % maxlen without a division:
+        if j >= maxlen:                         # start < maxlen and mid < maxlen
+            j -= maxlen
+        if buf[j] <= lo:
             a = mid + 1
         else:
             b = mid
