@@ -75,13 +75,18 @@ def memory_handle(memory: wasmtime.Memory) -> Any:
 
 
 def enable_pooling_allocator(config: wasmtime.Config, *, slots: int, max_memory_size: int,
-                             table_elements: int) -> None:
+                             table_elements: int, memory_keep_resident: int = 0) -> None:
     """Make engines built from ``config`` allocate instances from a pool of ``slots``
     pre-reserved slots (core instances, memories and tables), each memory at most
     ``max_memory_size`` bytes; wasmtime-py has no wrapper for this. The caller checks first
-    that the address space can be reserved: wasmtime aborts the process when it cannot."""
+    that the address space can be reserved: wasmtime aborts the process when it cannot.
+    ``memory_keep_resident``: bytes of each memory slot that a freed instance leaves resident
+    (zeroed with memset rather than returned to the kernel, so the next instance in the slot
+    does not page-fault them in again)."""
     pool = ffi.wasmtime_pooling_allocation_config_new()
     try:
+        if memory_keep_resident:
+            ffi.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(pool, memory_keep_resident)
         ffi.wasmtime_pooling_allocation_config_total_core_instances_set(pool, slots)
         ffi.wasmtime_pooling_allocation_config_total_memories_set(pool, slots)
         ffi.wasmtime_pooling_allocation_config_total_tables_set(pool, slots)

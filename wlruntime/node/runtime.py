@@ -456,9 +456,12 @@ class NodeRuntime:
         run again without a trace (ABI 1 without a filesystem) are tried, and only for functions
         whose recent runs were short (``INLINE_MAX_RECENT_MS``): a slow function goes to the pool
         after its first interrupted attempt, while an attempt interrupted only because the
-        thread was descheduled (a busy machine) leaves a fast function inline."""
+        thread was descheduled (a busy machine) leaves a fast function inline. Functions that can
+        sleep in a host call (``CompiledFunction.may_block``) never run inline: the budget cannot
+        interrupt a sleep, which blocked the node's event loop (every spawn and request on the
+        node waited) for as long as the function slept, before running it again on the pool."""
         function = instance.function
-        if not instance.runner.can_retry or function.recent_exec_ms > INLINE_MAX_RECENT_MS:
+        if not instance.runner.can_retry or function.may_block or function.recent_exec_ms > INLINE_MAX_RECENT_MS:
             return None
         try:
             outcome = instance.runner.try_invoke(invocation, INLINE_BUDGET_TICKS)

@@ -11,7 +11,8 @@ calling thread. (Artifacts are the same either way: serialized ones load in both
 Core modules (ABI 1, a fresh instance per request) run on engines with wasmtime's pooling
 allocator: instance, memory and table slots are reserved once (virtual address space, ~1 TB for
 ``POOL_SLOTS`` 4 GiB wasm32 memories) and reused, instead of an mmap/munmap of a memory per
-request; that roughly halves the cost of a trivial function's call (bench/README.md). The pool
+request; that roughly halves the cost of a trivial function's call (bench/README.md), and up to
+``POOL_KEEP_RESIDENT`` bytes of a slot's memory stay resident between instances. The pool
 bounds how many core instances run at once per process (a node runs at most its workers + 1);
 components keep the on-demand allocator (their many instances, memories and big tables per
 component would need much larger slots). Where the reservation fails (a tight ``ulimit -v``),
@@ -43,6 +44,13 @@ IDLE_TICKS = 500  # one second without wasm running: the ticker sleeps
 POOL_SLOTS = 256
 POOL_TABLE_ELEMENTS = 200_000  # a module's function table (big C/Rust programs have tens of thousands)
 WASM32_MAX_MEMORY = 4 << 30
+# Bytes of each pool memory slot kept resident when its instance is freed: zeroed with memset,
+# where returning the pages to the kernel made the next instance page-fault them in again. An
+# ABI 1 function gets a fresh instance per request, so a request touching 4 MB cost ~3.4 ms of
+# CPU that way against ~1 ms kept resident (wl load's synthetic function; bench/README.md, issue
+# 10): a burst of requests saturated the node's CPU and every cold start queued behind it.
+# At most POOL_SLOTS x this stays resident (2 GiB, reached only by slots in use at once).
+POOL_KEEP_RESIDENT = 8 << 20
 
 log = logging.getLogger("wlruntime.wasm")
 _lock = threading.Lock()
@@ -97,7 +105,7 @@ def _new_engine(fuel: bool, parallel_compilation: bool, pooled: bool) -> wasmtim
         return wasmtime.Engine(_config(fuel, parallel_compilation))
     config = _config(fuel, parallel_compilation)
     enable_pooling_allocator(config, slots=POOL_SLOTS, max_memory_size=WASM32_MAX_MEMORY,
-                             table_elements=POOL_TABLE_ELEMENTS)
+                             table_elements=POOL_TABLE_ELEMENTS, memory_keep_resident=POOL_KEEP_RESIDENT)
     return wasmtime.Engine(config)
 
 

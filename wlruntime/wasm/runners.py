@@ -98,6 +98,11 @@ class CompiledFunction:
         # Recent execution time (an exponentially weighted mean kept by the node runtime, which
         # runs short functions inline).
         self.recent_exec_ms = 0.0
+        # Whether a call can block in a host function (WASI poll_oneoff: sleep()): the epoch
+        # deadline interrupts guest code only, so a short inline attempt (try_invoke) could
+        # block its thread for the whole sleep and then have to run again.
+        self.may_block = config.abi == ABI_WASI_COMMAND and any(
+            item.module == "wasi_snapshot_preview1" and item.name == "poll_oneoff" for item in artifact.imports)
         self.engine = get_engine(config.fuel is not None, pooled=config.abi == ABI_WASI_COMMAND)
         if config.abi == ABI_WASI_COMMAND:
             self.command = CommandRunner(
