@@ -354,16 +354,18 @@ def _kernels() -> tuple[Any, Any, Any]:
 
         _np = np
 
-        def compiled(signature: str, f: Any) -> Any:
+        def compiled(signature: str, f: Any, nogil: bool = True) -> Any:
             try:
-                return njit(signature, cache=True, nogil=True)(f)
+                return njit(signature, cache=True, nogil=nogil)(f)
             except RuntimeError:   # no writable cache folder: compile in memory
-                return njit(signature, nogil=True)(f)
+                return njit(signature, nogil=nogil)(f)
 
         signature = "float64(float64[::1], int64, float64, float64, int64, float64[::1])"
         # Called through its compiled overload's entry point, without numba's dispatch (~0.5 µs
         # of typing its arguments): its arrays are always a DurationWindow's own float64 ones.
-        _QUANTILE_ABOVE = compiled(signature, _upper_quantile_above).get_overload(signature)
+        # It keeps the GIL: its selection works in the window's scratch array in place, which
+        # another thread's decision on the same function must not change meanwhile.
+        _QUANTILE_ABOVE = compiled(signature, _upper_quantile_above, nogil=False).get_overload(signature)
         _KERNELS = (np, compiled("float64(float64[::1], float64, float64)", _cheapest_gap),
                     compiled("Tuple((int64, float64, float64))(float64[::1], int64[::1], float64, float64, "
                              "float64, float64, float64)", _prewarm_search))
