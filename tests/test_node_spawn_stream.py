@@ -1,7 +1,8 @@
 """Spawns as Do operations on a node's DoStream (DoRequest.spawn, DoStreamClient.spawn), against a
 real node process: a burst of spawns sent together all run at once, a kill written before a spawn
-frees its memory first (what the router relies on to spawn without waiting for kills), and every
-failure answers that spawn alone, with the status unary Spawn gives."""
+frees its memory first (what the router relies on to spawn without waiting for kills), every
+failure answers that spawn alone, with the status unary Spawn gives, and a node older than
+spawn operations gets unary Spawn calls."""
 
 from __future__ import annotations
 
@@ -167,3 +168,35 @@ def test_a_function_that_can_sleep_in_a_host_call_never_runs_inline() -> None:
 
     assert compiled(SYNTHETIC_WASM.read_bytes()).may_block
     assert not compiled(wasm("echo")).may_block
+
+
+def test_a_node_older_than_spawn_operations_gets_unary_spawn_calls() -> None:
+    """Such a node answers a spawn operation as one without any operation (nothing ran): the
+    client then uses Node.Spawn for it and every later spawn, and spawns wait for kills again."""
+    from wlruntime.node.client import NO_SPAWN_OP
+
+    class OldNode:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        async def Do(self, request, timeout=None):
+            self.calls.append("Do")
+            raise grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                       NO_SPAWN_OP)
+
+        async def Spawn(self, request, timeout=None):
+            self.calls.append("Spawn")
+            return pb.SpawnReply(instance_id=request.instance_id, function=request.function)
+
+    async def main() -> None:
+        old = OldNode()
+        client = DoStreamClient(old)
+        client.streaming = False    # Do goes to the stub's unary Do (no stream to fake)
+        first = await client.spawn(spawn_request("f", "i-1"), timeout=5)
+        second = await client.spawn(spawn_request("f", "i-2"), timeout=5)
+        assert (first.instance_id, second.instance_id) == ("i-1", "i-2")
+        assert old.calls == ["Do", "Spawn", "Spawn"] and not client.spawn_as_do
+        client.streaming = True
+        assert not client.in_order(0), "a unary spawn can overtake a kill on the stream"
+
+    asyncio.run(main())

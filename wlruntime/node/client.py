@@ -106,6 +106,7 @@ class DoStreamClient:
         self._stream: _Stream | None = None
         self._next_id = 0
         self.streaming = True  # False once the node turned out not to implement DoStream
+        self.spawn_as_do = True  # False once the node turned out to predate DoRequest.spawn
 
     async def do(self, request: Any, timeout: float, payload_bytes: int | None = None) -> Any:
         """Carry out ``request`` (a DoRequest; its call_id is set here) within ``timeout`` seconds
@@ -130,20 +131,28 @@ class DoStreamClient:
         return reply
 
     def in_order(self, payload_bytes: int = 0) -> bool:
-        """Whether a request with a payload of ``payload_bytes`` would go on the stream now,
-        behind everything sent on it before: the node reads a stream's requests in order and
-        carries out the quick ones (keep-alive, kill, claiming an instance, reserving a spawn's
-        memory) as it reads them."""
-        return self.streaming and payload_bytes < self.unary_from_bytes
+        """Whether a spawn whose request has a payload of ``payload_bytes`` would go on the
+        stream now, behind everything sent on it before: the node reads a stream's requests in
+        order and carries out the quick ones (keep-alive, kill, claiming an instance, reserving
+        a spawn's memory) as it reads them."""
+        return self.streaming and self.spawn_as_do and payload_bytes < self.unary_from_bytes
 
     async def spawn(self, request: Any, timeout: float) -> Any:
         """``Node.Spawn(request)`` (a SpawnRequest naming its instance_id) as one Do operation on
         the stream: the SpawnReply, or AioRpcError with the status Spawn would have given. A burst
         of spawns then goes out in a few batches, where unary calls were accepted by the node one
         at a time (~1 ms each: the last cold start of a burst of 100 waited ~100 ms for the others)."""
+        if not self.spawn_as_do:
+            return await self._stub.Spawn(request, timeout=timeout)
         payload_bytes = len(request.invoke.payload) if request.HasField("invoke") else 0
-        reply = await self.do(node_pb2.DoRequest(instance_id=request.instance_id, spawn=request), timeout,
-                              payload_bytes)
+        try:
+            reply = await self.do(node_pb2.DoRequest(instance_id=request.instance_id, spawn=request), timeout,
+                                  payload_bytes)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.INVALID_ARGUMENT or error.details() != NO_SPAWN_OP:
+                raise
+            self.spawn_as_do = False  # a node older than DoRequest.spawn: it ran nothing
+            return await self._stub.Spawn(request, timeout=timeout)
         return reply.spawn
 
     async def _do_streamed(self, request: Any, timeout: float, payload_bytes: int) -> Any:
@@ -292,6 +301,9 @@ class _Stream:
         if future is not None and not future.done():
             future.set_exception(_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
+
+# What a node older than DoRequest.spawn answers a spawn operation with (it sees no operation).
+NO_SPAWN_OP = "DoRequest needs one of keep_alive, kill, invoke"
 
 # The details of a call's UNAVAILABLE when its request was never written to the node.
 NOT_SENT = "not sent, the node's DoStream had ended"
