@@ -84,10 +84,11 @@ def one_run() -> dict:
     def at(t: float, role: str) -> float:
         return min(samples, key=lambda row: abs(row["t"] - t)).get(role, 0.0)
 
+    cpu = {role: round((at(t0 + 4, role) - at(t0, role)) / 4, 2) for role in ("router", "node")}
     return {"tree": os.getcwd(), "cold_starts": len(cold), "cold_start_ms_p50_p90_p99": pct(cold),
             "first_4s": pct(cold[cold["arrival_ms"] < 4000]), "after_8s": pct(cold[cold["arrival_ms"] >= 8000]),
-            "cpu_cores_first_4s": {role: round((at(t0 + 4, role) - at(t0, role)) / 4, 2) for role in ("router", "node")},
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "valid": bool(result.info.get("valid"))}
+            "cpu_cores_first_4s": cpu, "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "valid": bool(result.info.get("valid"))}
 
 
 def main() -> None:
