@@ -52,7 +52,8 @@ class DurationPredictor:
             if var > 1e-9 * (sx2 if sx2 > 1.0 else 1.0):
                 b = (self.sw * self.sxy - self.sx * self.sy) / var
                 a = (self.sy - b * self.sx) / self.sw
-                return max(0.0, a + b * float(payload_bytes))
+                d = a + b * float(payload_bytes)
+                return d if d > 0.0 else 0.0        # max(0.0, d) without the call (NaN -> 0.0 too)
         return self.ewma
 
 

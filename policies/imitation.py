@@ -49,6 +49,7 @@ import json
 import math
 from bisect import bisect_left
 from pathlib import Path
+from types import MethodType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -313,6 +314,14 @@ class ImitationPolicy(ExpectedWait):
         self._pending: dict[int, int] = {}
         self._ghost_rows: dict[float, int] = {}
         self._sample_key: tuple[str, Any] | None = None
+        self._bind_route()
+
+    def _bind_route(self) -> None:
+        """Not recording, ``route`` is the default's: bound on the instance, so an engine's
+        route call (once per request) skips this class's wrapper. ``record`` unbinds it; a
+        subclass that overrides ``route`` keeps its own."""
+        if self.recording is None and type(self).route is ImitationPolicy.route:
+            self.route = MethodType(ExpectedWait.route, self)  # type: ignore[method-assign]
 
     def _views(self) -> None:
         """Views into the preallocated buffers (rebuilt after unpickling: a pickled view comes
@@ -346,11 +355,13 @@ class ImitationPolicy(ExpectedWait):
         d = dict(self.__dict__)
         for view in ("_x", "_xm", "_hidden", "_expected_keep", "_argmin_all", "_argmin_keep"):
             del d[view]
+        d.pop("route", None)            # a bound method (_bind_route makes it again)
         return d
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._views()
+        self._bind_route()
         if self.timers is not None:
             ring_detector()
         if self._compiled:
@@ -367,6 +378,7 @@ class ImitationPolicy(ExpectedWait):
         """Start recording (features, hindsight idle period) pairs: ``dataset()``."""
         self.recording, self.labels = [], []
         self._pending, self._ghost_rows = {}, {}
+        self.__dict__.pop("route", None)         # route attributes labels again (the wrapper below)
 
     def dataset(self) -> tuple[np.ndarray, np.ndarray]:
         """Features and idle-period labels (ms) of every decision whose idle period ended."""
@@ -557,38 +569,48 @@ class ImitationPolicy(ExpectedWait):
             idle = 0.0
         else:
             idle = now_ms - since
+        keep_ms = st.keep_ms
+        iid = instance.id
         if idle <= EPS_MS:
-            self.settle_execution(st, instance, now_ms)
+            # settle_execution, inlined (once per execution): the ledger closes the execution,
+            # its duration joins the window
+            ran = st.ledger.finished(instance, now_ms)
+            if ran is not None:
+                st.durations.add(ran if ran > 0.0 else 0.0)
         if instance.queue:
             return INVOKE
-        if instance.invocations == 0 and st.prewarm_plan is not None and instance.id not in st.keep_ms:
+        if instance.invocations == 0 and st.prewarm_plan is not None and iid not in keep_ms:
             return keep_until(st.prewarm_plan[1], idle)          # pre-warmed: wait for its request
         if idle <= EPS_MS:                                       # after an execution: decide
             a = self.choose(now_ms, instance, fn, st)
-            if (a >= 0 and self.own_prewarm and len(fn.instances) == 1
+            last = len(fn.instances) == 1
+            if (a >= 0 and self.own_prewarm and last
                     and (self.own_prewarm is True or a >= N_KEEP - 1)):
                 self.keepalive_ms(fn)      # refreshes the default's pre-warm plan from the samples
                 if st.prewarm_at_ms is not None:
                     a = -1                 # the function's own idle periods time a pre-warm better
             if a < 0:                                            # no network: the default's rule
                 window = self.keepalive_ms(fn)
-                if st.prewarm_at_ms is not None and len(fn.instances) == 1:
+                if st.prewarm_at_ms is not None and last:
                     st.prewarm_plan = (st.prewarm_at_ms, st.prewarm_window_ms)
-                    st.keep_ms[instance.id] = 0.0
+                    keep = keep_ms[iid] = 0.0
                 else:
                     st.prewarm_plan = None
-                    st.keep_ms[instance.id] = window
+                    keep = keep_ms[iid] = window
             else:
-                st.prewarm_plan, st.keep_ms[instance.id] = ACTION_PLANS[a]
+                st.prewarm_plan, keep = ACTION_PLANS[a]
+                keep_ms[iid] = keep
             st.timer_starts = None
-            if self.timers is not None and len(fn.instances) == 1:
+            if last and self.timers is not None:
                 self.plan_timer(now_ms, instance, fn, st)
-        keep = st.keep_ms.get(instance.id, 0.0)
+                keep = keep_ms[iid]                              # a detected period may replace it
+        else:
+            keep = keep_ms.get(iid, 0.0)
         answer = KEEP_ANSWERS.get(keep) if idle == 0.0 else None
         if answer is None:
             answer = keep_until(keep, idle)
         if answer is KILL:
-            st.keep_ms.pop(instance.id, None)
+            keep_ms.pop(iid, None)
             if instance.idle_since_ms is not None and instance.invocations > 0:
                 st.ghosts.append(instance.idle_since_ms)
                 if self.recording is not None:

@@ -202,7 +202,8 @@ class WorkLedger:
         heap, finish = self.heap, self.finish
         while heap:
             t, _, inst = heap[0]
-            if finish.get(inst.id) == t and (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
+            # the state first: most stale entries are of instances idle or dead since
+            if (inst.state == BUSY or inst.state == STARTING) and finish.get(inst.id) == t and t >= now_ms:
                 return inst, t - now_ms
             heappop(heap)
         return None, float("inf")

@@ -509,10 +509,11 @@ class ExpectedWait(Policy):
                 self.sample(st, now_ms - since if now_ms > since else 0.0)
             ledger.assigned(inst, predicted, now_ms)
             return Assign(inst)
-        inst = warm_slot(fn)                       # a busy instance with a free slot (concurrency > 1)
-        if inst is not None:
-            ledger.assigned(inst, predicted, now_ms)
-            return Assign(inst)
+        if fn.concurrency > 1:                     # a busy instance with a free slot
+            inst = warm_slot(fn)
+            if inst is not None:
+                ledger.assigned(inst, predicted, now_ms)
+                return Assign(inst)
         best, _ = ledger.soonest_free(now_ms)
         if best is not None and self.wait_bound(now_ms, best, st, cold) < cold:
             ledger.assigned(best, predicted, now_ms)
@@ -531,7 +532,8 @@ class ExpectedWait(Policy):
     def wait_bound(self, now_ms: float, inst: InstanceView, st: ExpectedWaitState, cold_ms: float) -> float:
         """A pessimistic (``wait_quantile``) wait for ``inst`` to be free; inf when unknown."""
         durations = st.durations
-        if len(durations) < self.min_durations:
+        m = self.min_durations                     # len(durations) < m, without the __len__ call
+        if durations.appended < m or durations.maxlen < m:
             return math.inf
         if inst.state == STARTING:
             if inst.queue_len > 1:
