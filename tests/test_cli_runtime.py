@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "examples" / "build"
 
 
+def _ctrl_c_reaches_it() -> None:
+    """`wl up` as started from a terminal, where Ctrl-C (SIGINT) stops it. A shell without job
+    control (`nohup pytest &`, some CI runners) starts its background jobs with SIGINT ignored;
+    the child would inherit that, Python would then never raise KeyboardInterrupt, and the
+    SIGINT below would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     home = tmp_path_factory.mktemp("cli")
@@ -37,7 +45,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "--registry-port", str(free_port()), "--scheduler-port", str(free_port()),
             "--node-port", str(free_port()), "--quiet"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ctrl_c_reaches_it)
     deadline = time.monotonic() + 120
     while not state_file.exists():
         assert proc.poll() is None, proc.stdout.read()
