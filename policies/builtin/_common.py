@@ -142,15 +142,8 @@ class WorkLedger:
             else:                                # reuse its queue (no allocation per request)
                 q.clear()
                 q.append(duration_ms)
-            iid = inst.id
-            self.started[iid] = now_ms
-            finish_ms = now_ms + duration_ms     # _set_finish, inlined (once per warm start)
-            self.finish[iid] = finish_ms
-            seq = self.seq = self.seq + 1
-            heap = self.heap
-            heappush(heap, (finish_ms, seq, inst))
-            if len(heap) > 4 * len(self.finish) + 64:
-                self._prune()
+            self.started[inst.id] = now_ms
+            self._set_finish(inst, now_ms + duration_ms)
             return
         q.append(duration_ms)
         self._set_finish(inst, max(self.finish.get(inst.id, now_ms), now_ms) + duration_ms)
