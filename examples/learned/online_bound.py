@@ -33,6 +33,7 @@ Default cost weights and simulator config, as every table of the README.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from bisect import bisect_right
@@ -52,6 +53,7 @@ from policies.imitation import ImitationPolicy  # noqa: E402
 from policies.interface import INVOKE, KILL, FunctionView, IdleDecision, InstanceView, KeepAlive  # noqa: E402
 from policies.registry import load_policy  # noqa: E402
 from policies.timers import TimerConfig  # noqa: E402
+from wlsim.compare import BUILTIN_POLICIES  # noqa: E402
 from wlsim.engine import simulate  # noqa: E402
 from wlsim.metrics import summarize  # noqa: E402
 from wlsim.result import SimResult  # noqa: E402
@@ -258,6 +260,22 @@ def learned(prior: bool) -> ImitationPolicy:
                            cold_start_weight=base.cold_start_weight, timers=timers)
 
 
+def online_variants() -> dict[str, Any]:
+    """Online policies to set against the bounds (``--online``): the built-ins but the oracle, a
+    few fixed TTLs, and azure40's network or default's rule (``ImitationPolicy`` without a
+    network) with the timer layer at 1-3 equal gaps, with and without its cron prior."""
+    base = learned(prior=False)
+    layers = [(w.T, b) for w, b in zip(base.w, base.b)]
+    timers = base.timers or TimerConfig()
+    out: dict[str, Any] = {p: p for p in BUILTIN_POLICIES if p != "oracle"}
+    out |= {f"fixed_ttl:ttl_ms={ms}": f"fixed_ttl:ttl_ms={ms}" for ms in (100, 500, 1_000, 5_000, 60_000)}
+    for name, net in (("azure40", layers), ("default's rule", None)):
+        for gaps, prior in itertools.product((1, 2, 3), (False, True)):
+            out[f"{name}, timers {gaps} gaps{', prior' if prior else ''}"] = ImitationPolicy(
+                net, timers=replace(timers, min_gaps=gaps, prior=prior))
+    return out
+
+
 def ttl_breakpoints(oracle_run: SimResult, trace: pd.DataFrame) -> list[float]:
     """Every T at which "keep T, then kill" changes its outcome in some first gap: each first-firing
     execution's end (in the oracle's replay) to its function's second firing, + 1 ms."""
@@ -292,6 +310,8 @@ def main() -> None:
     ap.add_argument("--slack-ms", type=float, default=1_000.0, help="the chain's pre-warm window, each side")
     ap.add_argument("--decompose", action=argparse.BooleanOptionalAction, default=None,
                     help="per-cause and per-function tables (default: on for traces of <= 10,000 calls)")
+    ap.add_argument("--online", action="store_true",
+                    help="also replay online_variants() and the cheapest of them per function, with hindsight")
     args = ap.parse_args()
     bounds = [b for b in args.bounds.split(",") if b]
     unknown = sorted(set(bounds) - set(FIRST_GAP_MODES))
@@ -342,6 +362,20 @@ def main() -> None:
             rows.append(row(k, summarize(runs[k]), oracle_cost))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"1.10x the oracle = {1.1 * oracle_cost:.4f} USD")
+    if args.online:
+        costs, per_fn = {}, []
+        for label, policy in online_variants().items():
+            res = simulate(trace, policy)
+            costs[label] = summarize(res)["weighted_cost_usd"]
+            per_fn.append(by_function(res)["weighted_cost_usd"])
+        best = pd.concat(per_fn, axis=1).min(axis=1)
+        oracle_fn = by_function(runs["oracle"])["weighted_cost_usd"]
+        print("\nonline policies, cost USD and / oracle")
+        for label, c in sorted(costs.items(), key=lambda kv: kv[1]):
+            print(f"  {label:40s} {c:.4f} {c / oracle_cost:.3f}x")
+        print(f"the cheapest of these {len(costs)} per function, with hindsight: {best.sum():.4f} USD = "
+              f"{best.sum() / oracle_cost:.3f}x; functions where one beats the oracle: "
+              f"{(best - oracle_fn)[best < oracle_fn].round(5).to_dict() or 'none'}")
     if not decompose_on:
         return
 
