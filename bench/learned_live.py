@@ -30,6 +30,13 @@ send times; ``recorded``: the router's own trace; ``recorded_cold``: that trace 
 starts the platform had at each moment), and each learned policy's gain against each baseline
 in every column. On a shared machine the platform's cold starts grow with the load (seconds in
 a burst of spawns), so run it on a quiet machine, more than once, in rotated policy orders.
+
+``live --profile`` (default ``session``) is the profile of the simulated columns: ``session``
+calibrates the simulator on this machine just before the policies run
+(``wl.loop.calibrate.session_profile``, ~90 s; the profile is kept in the JSON and written next
+to the runs in runs/learned-live/), so the predicted gain is set against the live gain with the
+same moment's cold starts; ``wl`` (the bundled profile training and the TTL grid use) or any
+bundled name or file as before.
 """
 
 from __future__ import annotations
@@ -101,12 +108,13 @@ def compressed_training_trace(trace: str = TRACE) -> pd.DataFrame:
     return train.assign(arrival_ms=train["arrival_ms"] + offset)
 
 
-def simulate_wl(trace: pd.DataFrame, policy: Any, profile: str = "wl", seed: int = 0) -> Any:
+def simulate_wl(trace: pd.DataFrame, policy: Any, profile: Any = "wl", seed: int = 0) -> Any:
     """``trace`` under ``policy`` as wl.loop.fidelity's prediction simulates it: the profile's
-    cold starts (per-spawn draws for the synthetic function) and its HTTP front reshaping."""
-    from wlsim.profile import load_profile
+    (a Profile, a bundled name or a file) cold starts (per-spawn draws for the synthetic
+    function) and its HTTP front reshaping."""
+    from wlsim.profile import Profile, load_profile
 
-    return load_profile(profile).simulate(trace, policy, seed=seed)
+    return (profile if isinstance(profile, Profile) else load_profile(profile)).simulate(trace, policy, seed=seed)
 
 
 def summary(result: Any) -> dict[str, float]:
@@ -201,21 +209,28 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 def cmd_live(args: argparse.Namespace) -> None:
     from policies.registry import split_specs
+    from wl.loop.calibrate import cold_start_summary, profile_for
     from wl.loop.fidelity import fidelity
-    from wlsim.profile import load_profile
+    from wl.loop.load import LoadError
+    from wlsim.profile import ProfileError
 
     plan = test_plan(args.trace)
-    profile = load_profile("wl")
     policies = split_specs(args.policies)
+    out = Path(args.out)
+    try:
+        # the session profile is written next to the runs (runs/, not committed) and kept in the JSON
+        profile = profile_for(args.profile, WORK / out.stem, max_lateness_ms=args.max_lateness_ms,
+                              log=lambda m: print(m, flush=True))
+    except (LoadError, ProfileError) as error:
+        raise SystemExit(f"error: --profile {args.profile}: {error}") from None
     print(f"{len(plan.requests):,} requests, {len(plan.functions)} functions, {plan.span_s:.1f} s live per policy; "
           f"{profile.describe()}", flush=True)
-    predicted = {p: summary(simulate_wl(plan.canonical(), p)) for p in policies}
+    predicted = {p: summary(simulate_wl(plan.canonical(), p, profile)) for p in policies}
     load_before = os.getloadavg()
     results = fidelity(plan, policies, profile, max_lateness_ms=args.max_lateness_ms,
                        log=lambda m: print(m, flush=True))
     load_after = os.getloadavg()
     rows = []
-    out = Path(args.out)
     for f in results:
         # the run itself (requests, router trace, instance polls) for a later look; not committed
         f.load.write(WORK / f"{out.stem}-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', f.policy)}")
@@ -231,7 +246,9 @@ def cmd_live(args: argparse.Namespace) -> None:
     doc = {"what": "learned keep-alive policy trained against the wl profile, live against default and the best "
                    "fixed TTL (chosen on the training slice) on the fidelity slice",
            "trace": args.trace, "start_minute": TEST_START, "minutes": TEST_MINUTES, "functions": FUNCTIONS,
-           "speed": SPEED, "max_duration_ms": MAX_DURATION_MS, "profile": "wl", "requests": len(plan.requests),
+           "speed": SPEED, "max_duration_ms": MAX_DURATION_MS, "profile": args.profile,
+           "profile_cold_start_ms": cold_start_summary(profile), "profile_fitted": profile.model_dump(),
+           "requests": len(plan.requests),
            "command": " ".join(sys.argv), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "load_average_before_after": [load_before[0], load_after[0]], "policies": rows,
            "gains_percent": gains(rows)}
@@ -280,6 +297,8 @@ def main() -> None:
     live = sub.add_parser("live", help="run the live slice and write live-gain.json")
     live.add_argument("--policies", required=True)
     live.add_argument("--max-lateness-ms", type=float, default=50.0)
+    live.add_argument("--profile", default="session", help="profile of the simulated columns: session (calibrate "
+                      "on this machine now, ~90 s), wl (the bundled one training used), another name or a file")
     live.add_argument("--out", default=str(ARTIFACT_DIR / f"live-gain-{time.strftime('%H%M', time.gmtime())}.json"))
     args = ap.parse_args()
     {"prepare": cmd_prepare, "ttl": cmd_ttl, "train": cmd_train, "select": cmd_select,

@@ -149,3 +149,31 @@ def test_wl_load_and_calibrate_commands(platform, tmp_path) -> None:
     assert (tmp_path / "fid" / "fidelity.json").is_file() and (tmp_path / "fid" / "fidelity.png").is_file()
     down = runner.invoke(app, ["load", str(trace), "--url", "http://127.0.0.1:9", "--token", "x"])
     assert down.exit_code == 2 and "unreachable" in down.output
+
+
+def test_session_profile_is_fitted_on_a_fresh_platform_and_simulated_with(tmp_path) -> None:
+    """``--profile session`` in short: a fresh platform of its own (not the module's), a 4 s
+    probe under a 1 ms keep-alive (every request a cold start), the profile fitted, written where
+    asked, and the simulator drawing its spawns' cold starts from it."""
+    from wl.loop.calibrate import profile_for
+
+    plan = probe_plan(seed=3, functions=3, seconds=4)
+    profile = profile_for("session", tmp_path, plans=[plan], policy="fixed_ttl:ttl_ms=1", log=lambda m: None)
+    assert profile.name == "session" and profile.measured["runs"] == 1
+    assert load_profile(str(tmp_path / "profile-session.json")) == profile
+    fitted = profile.cold_start.by_abi["wasi-command"]
+    assert fitted.samples >= 5 and fitted.by_load is None and 0 < fitted.p50_ms < 50
+    sim = profile.simulate(plan.canonical(), "fixed_ttl:ttl_ms=1")
+    cold = sim.requests.loc[sim.requests["cold"], "cold_start_ms"]
+    assert len(cold) and cold.between(fitted.quantiles_ms[0], fitted.quantiles_ms[-1]).all()
+
+
+def test_wl_fidelity_refuses_a_session_profile_for_earlier_runs(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from wl.cli import app
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("app,function,arrival_ms,duration_ms,memory_mb\na,f,0,10,64\n")
+    result = CliRunner().invoke(app, ["fidelity", str(trace), "--profile", "session", "--live", str(tmp_path)])
+    assert result.exit_code == 2 and "--profile session" in result.output and "--live" in result.output

@@ -32,7 +32,9 @@ ModeOpt = Annotated[str, typer.Option("--mode", help="Synthetic function: sleep 
 TouchOpt = Annotated[float, typer.Option("--touch-mb-cap", min=0.0,
                                          help="The synthetic function writes min(row memory, this) MB per request.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the trace loader's sampling.")]
-ProfileOpt = Annotated[str, typer.Option("--profile", help="Simulator platform profile: wl, container or a file.")]
+ProfileOpt = Annotated[str, typer.Option("--profile", help="Simulator platform profile: wl, container, a file, "
+                                                           "or session: calibrate on fresh platforms of this machine "
+                                                           "now (~90 s, written to the output folder).")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -165,15 +167,24 @@ def fidelity_cmd(
 ) -> None:
     """Run a trace live and in the calibrated simulator, per policy, and report the differences."""
     console = make_console()
+    folder = out or Path("results") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         from policies.registry import split_specs
+        from wl.loop.calibrate import SESSION, profile_for
         from wl.loop.fidelity import fidelity, write_report
-        from wlsim.profile import load_profile
+        from wl.loop.load import LoadError
 
-        prof = load_profile(profile)
         specs = split_specs(policy)
         plan = _plan(trace, seed, start_minute, end_minute, speed, duration_scale, max_duration_ms, functions,
                      touch_mb_cap)
+        if profile == SESSION and (live or url):
+            raise LoadError("--profile session calibrates on fresh platforms of this machine, now: not for --live "
+                            "runs or the platform at --url (fit one with `wl calibrate --probe --url ...` and pass "
+                            "its file)")
+        if profile == SESSION:
+            console.print("calibrating the simulator on this machine now (--profile session)")
+        prof = profile_for(profile, folder, nodes=nodes, workers=workers, max_lateness_ms=max_lateness_ms,
+                           log=console.print)
         if live:
             results = _from_live(live, specs, prof)
         else:
@@ -184,9 +195,8 @@ def fidelity_cmd(
                                max_lateness_ms=max_lateness_ms, mode=mode, log=console.print)
     except _errors() as e:
         raise _fail(str(e)) from None
-    folder = write_report(results, out or Path("results") / f"fidelity-{time.strftime('%Y%m%d-%H%M%S')}",
-                          {"trace": trace, "profile": prof.model_dump(), "speed": speed,
-                           "requests": len(plan.requests), "functions": len(plan.functions)})
+    folder = write_report(results, folder, {"trace": trace, "profile": prof.model_dump(), "speed": speed,
+                                            "requests": len(plan.requests), "functions": len(plan.functions)})
     console.print(fidelity_table(results))
     console.print(f"results in [bold]{folder}[/] (fidelity.json, fidelity.csv, fidelity.png/pdf)")
     invalid = [f.policy for f in results if not f.load.info.get("valid")]
