@@ -161,6 +161,7 @@ def test_session_profile_is_fitted_on_a_fresh_platform_and_simulated_with(tmp_pa
     profile = profile_for("session", tmp_path, plans=[plan], policy="fixed_ttl:ttl_ms=1", log=lambda m: None)
     assert profile.name == "session" and profile.measured["runs"] == 1
     assert load_profile(str(tmp_path / "profile-session.json")) == profile
+    assert (tmp_path / "calibration-1" / "requests.parquet").is_file()      # the run, for a later look
     fitted = profile.cold_start.by_abi["wasi-command"]
     assert fitted.samples >= 5 and fitted.by_load is None and 0 < fitted.p50_ms < 50
     sim = profile.simulate(plan.canonical(), "fixed_ttl:ttl_ms=1")

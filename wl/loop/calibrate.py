@@ -292,11 +292,13 @@ def session_plans(trace: str = SESSION_TRACE) -> list[LoadPlan]:
 def session_profile(*, plans: Sequence[LoadPlan] | None = None, policy: str = SESSION_POLICY, nodes: int = 1,
                     workers: int = 200, max_lateness_ms: float = 50.0, out: str | Path | None = None,
                     log: Callable[[str], Any] = print) -> Profile:
-    """Calibrate now: each plan (default ``session_plans()``, ~90 s in all) on a fresh platform
+    """Calibrate now: each plan (default ``session_plans()``, ~80 s in all) on a fresh platform
     (``wl.loop.fidelity.run_policy_live``: code warmed, then ``policy``), and a profile named
     ``session`` fitted from the runs, load-blind like the bundled ``wl`` (no ``by_load``), written
-    to ``out`` when given. Raises LoadError at the first run that is not valid (a late driver
-    distorts every timing the profile would hold), naming it and why."""
+    to ``out`` when given, with the runs next to it (``calibration-1``, ...: LoadResult folders,
+    e.g. to compare their cold starts with a policy's live ones). Raises LoadError at the first
+    run that is not valid (a late driver distorts every timing the profile would hold), naming it
+    and why."""
     from wl.loop.fidelity import run_policy_live
 
     runs = []
@@ -317,6 +319,8 @@ def session_profile(*, plans: Sequence[LoadPlan] | None = None, policy: str = SE
     profile = _load_blind(calibrate(runs, name=SESSION, note=note))
     if out is not None:
         profile.write(out)
+        for k, run in enumerate(runs):
+            run.write(Path(out).parent / f"calibration-{k + 1}")
     return profile
 
 

@@ -34,7 +34,7 @@ TouchOpt = Annotated[float, typer.Option("--touch-mb-cap", min=0.0,
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the trace loader's sampling.")]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="Simulator platform profile: wl, container, a file, "
                                                            "or session: calibrate on fresh platforms of this machine "
-                                                           "now (~90 s, written to the output folder).")]
+                                                           "now (~80 s, written to the output folder).")]
 
 
 def _fail(message: str) -> typer.Exit:
