@@ -467,14 +467,14 @@ def test_kpa_queues_only_within_the_queue_limit():
 
 def warmed_up(p: ExpectedWait, fn: FunctionView, sc: Scene, duration: float) -> tuple[InstanceView, float]:
     """Ten requests of exactly the predicted duration through one instance, so the
-    prediction error estimate is 0. Returns the instance and the time."""
+    prediction is exact. Returns the instance and the time."""
     a = sc.spawn(0, state=IDLE)
     t = 0.0
     for _ in range(10):
         run_request(p, sc, a, t, duration)
         t += duration + 1_000
     assert fn.stats.predict_duration() == pytest.approx(duration)
-    assert fn.policy_state.ledger.abs_error_ms == pytest.approx(0.0)
+    assert fn.policy_state.durations.order == [pytest.approx(duration)] * 10   # as the ledger timed them
     return a, t
 
 

@@ -13,6 +13,9 @@ from policies.interface import BUSY, IDLE, KILL, STARTING, FunctionView, Instanc
 # ``idle_since + window`` lands within float rounding of the window, not exactly on it.
 EPS_MS = 1e-3
 
+# A WorkLedger entry's fields (one list per instance)
+FINISH, STARTED, WORK = 0, 1, 2
+
 
 def number(policy: str, name: str, value: Any, *, minimum: float | None = 0.0,
            strict: bool = True, allow_none: bool = False) -> float | None:
@@ -72,44 +75,50 @@ class WorkLedger:
     other new instances (pre-warmed ones) carry no work. Finish times assume one execution
     at a time (for instances with concurrency > 1 they are an upper bound). Entries of dead
     instances are pruned lazily.
+
+    One entry per instance, ``entries[id] = [finish, started, work]`` (indices FINISH,
+    STARTED, WORK): one dict look-up per request where three dicts took three (the ledger
+    runs at every route and every execution end of the default and learned policies).
     """
 
-    __slots__ = ("work", "finish", "started", "heap", "pending", "seq", "abs_error_ms", "_alpha")
+    __slots__ = ("entries", "heap", "pending", "seq", "n_finish")
 
-    def __init__(self, error_alpha: float = 0.1) -> None:
-        self.work: dict[int, deque[float]] = {}
-        self.finish: dict[int, float] = {}
-        self.started: dict[int, float] = {}       # when the running request started
-        self.abs_error_ms: float | None = None     # EWMA of |actual - recorded| durations
-        self._alpha = error_alpha
+    def __init__(self) -> None:
+        # instance id -> [estimated finish of all its work (None: none recorded), when its
+        # running request started (None: unknown), the durations of that request and the
+        # ones queued behind it]
+        self.entries: dict[int, list[Any]] = {}
         self.heap: list[tuple[float, int, InstanceView]] = []
         self.pending: deque[tuple[float, float]] = deque()   # (spawn time, duration)
         self.seq = 0
+        self.n_finish = 0          # entries with a finish time (the heap's pruning threshold counts them)
 
-    def _set_finish(self, inst: InstanceView, finish_ms: float) -> None:
-        self.finish[inst.id] = finish_ms
+    def set_finish(self, inst: InstanceView, entry: list[Any], finish_ms: float) -> None:
+        if entry[FINISH] is None:
+            self.n_finish += 1
+        entry[FINISH] = finish_ms
         self.seq += 1
         heap = self.heap
         heappush(heap, (finish_ms, self.seq, inst))
-        if len(heap) > 4 * len(self.finish) + 64:
+        if len(heap) > 4 * self.n_finish + 64:
             self._prune()
 
     def _prune(self) -> None:
         """Drop superseded heap entries."""
-        finish = self.finish
-        self.heap = [e for e in self.heap if finish.get(e[2].id) == e[0]]
+        entries = self.entries
+        self.heap = [e for e in self.heap if (r := entries.get(e[2].id)) is not None and r[FINISH] == e[0]]
         heapify(self.heap)
 
     def sync(self, fn: FunctionView, cold_start_ms: float) -> None:
         """Register instances created since the last call (newest first until a known one),
         binding pending spawned work to them in creation order."""
-        work = self.work
+        entries = self.entries
         instances = fn.instances
-        if not instances or next(reversed(instances)) in work:
+        if not instances or next(reversed(instances)) in entries:
             return                                        # nothing new (the usual case)
         fresh: list[InstanceView] = []
         for inst in reversed(instances.values()):
-            if inst.id in work:
+            if inst.id in entries:
                 break
             fresh.append(inst)
         if not fresh:
@@ -121,68 +130,63 @@ class WorkLedger:
             ready = inst.created_ms + cold_start_ms
             if pending and pending[0][0] == inst.created_ms:
                 d = pending.popleft()[1]
-                work[inst.id] = deque([d])
-                self.started[inst.id] = ready
+                entry = entries[inst.id] = [None, ready, deque((d,))]
                 ready += d
             else:
-                work[inst.id] = deque()
+                entry = entries[inst.id] = [None, None, deque()]
             if inst.state != IDLE:
-                self._set_finish(inst, ready)
-        if len(work) > 2 * len(fn.instances) + 64:
-            self.work = {i: q for i, q in work.items() if i in fn.instances}
-            self.finish = {i: t for i, t in self.finish.items() if i in fn.instances}
-            self.started = {i: t for i, t in self.started.items() if i in fn.instances}
+                self.set_finish(inst, entry, ready)
+        if len(entries) > 2 * len(instances) + 64:
+            self.entries = entries = {i: e for i, e in entries.items() if i in instances}
+            self.n_finish = sum(1 for e in entries.values() if e[FINISH] is not None)
 
     def assigned(self, inst: InstanceView, duration_ms: float, now_ms: float) -> None:
         """``route`` answered Assign(inst) for a request of ``duration_ms``."""
-        q = self.work.get(inst.id)
-        if q is None or inst.state == IDLE:      # an idle instance has finished all earlier work
-            if q is None:
-                self.work[inst.id] = deque((duration_ms,))
-            else:                                # reuse its queue (no allocation per request)
-                q.clear()
-                q.append(duration_ms)
-            self.started[inst.id] = now_ms
-            self._set_finish(inst, now_ms + duration_ms)
+        entry = self.entries.get(inst.id)
+        if entry is None:
+            entry = self.entries[inst.id] = [None, now_ms, deque((duration_ms,))]
+        elif inst.state == IDLE:                 # an idle instance has finished all earlier work
+            q = entry[WORK]                      # reuse its queue (no allocation per request)
+            q.clear()
+            q.append(duration_ms)
+            entry[STARTED] = now_ms
+        else:
+            entry[WORK].append(duration_ms)
+            f = entry[FINISH]
+            self.set_finish(inst, entry, (f if f is not None and f > now_ms else now_ms) + duration_ms)
             return
-        q.append(duration_ms)
-        self._set_finish(inst, max(self.finish.get(inst.id, now_ms), now_ms) + duration_ms)
+        self.set_finish(inst, entry, now_ms + duration_ms)
 
     def spawned(self, now_ms: float, duration_ms: float) -> None:
         self.pending.append((now_ms, duration_ms))
 
     def finished(self, inst: InstanceView, now_ms: float) -> float | None:
         """``inst`` completed its running request at ``now_ms`` (called from on_idle); what is
-        queued on it starts now. Updates the duration error estimate. Returns how long that
-        request ran (``now_ms`` minus its start; None when the ledger had no running request
-        with a known start on ``inst``)."""
-        iid = inst.id
-        q = self.work.get(iid)
+        queued on it starts now. Returns how long that request ran (``now_ms`` minus its
+        start; None when the ledger had no running request with a known start on ``inst``)."""
+        entry = self.entries.get(inst.id)
+        if entry is None:
+            return None
+        q = entry[WORK]
         if not q:
             return None
-        recorded = q.popleft()
-        started = self.started
-        start = started.get(iid)
-        ran = None
-        if start is not None:
-            ran = now_ms - start
-            err = abs(ran - recorded)
-            e = self.abs_error_ms
-            self.abs_error_ms = err if e is None else e + self._alpha * (err - e)
-        started[iid] = now_ms
+        q.popleft()
+        start = entry[STARTED]
+        entry[STARTED] = now_ms
         if q:
-            self._set_finish(inst, now_ms + sum(q))
-        return ran
+            self.set_finish(inst, entry, now_ms + sum(q))
+        return None if start is None else now_ms - start
 
     def earliest_finishes(self, now_ms: float, k: int) -> list[float]:
         """The ``k`` earliest finish times of busy or starting instances (ascending), as in
         ``soonest_free``. O(k log n)."""
-        heap, finish = self.heap, self.finish
+        heap, entries = self.heap, self.entries
         out: list[tuple[float, int, InstanceView]] = []
         while heap and len(out) < k:
             e = heappop(heap)
             t, _, inst = e
-            if finish.get(inst.id) == t and (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
+            r = entries.get(inst.id)
+            if r is not None and r[FINISH] == t and (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
                 out.append(e)
         for e in out:
             heappush(heap, e)
@@ -192,11 +196,13 @@ class WorkLedger:
         """The busy or starting instance that will have finished its work first, and the wait
         until then. Instances whose estimate has already passed (the running request outran
         its predicted duration) are dropped: their remaining time is unknown."""
-        heap, finish = self.heap, self.finish
+        heap, entries = self.heap, self.entries
         while heap:
             t, _, inst = heap[0]
             # the state first: most stale entries are of instances idle or dead since
-            if (inst.state == BUSY or inst.state == STARTING) and finish.get(inst.id) == t and t >= now_ms:
-                return inst, t - now_ms
+            if (inst.state == BUSY or inst.state == STARTING) and t >= now_ms:
+                r = entries.get(inst.id)
+                if r is not None and r[FINISH] == t:
+                    return inst, t - now_ms
             heappop(heap)
         return None, float("inf")
