@@ -71,7 +71,9 @@ from policies.interface import (
     BUSY,
     DEAD,
     IDLE,
+    SPAWN,
     Assign,
+    KeepAlive,
     Policy,
     RequestView,
 )
@@ -485,7 +487,7 @@ class Simulation(Platform):
         arrival = self._arrival        # ends with an INF sentinel
         pending = self._pending
         functions, fcode, payload, feats = self.functions, self._fcode, self._payload, self._features
-        route, start, apply_route = self._route, self.start_execution, self.apply_route
+        route, start, apply_route, spawn = self._route, self.start_execution, self.apply_route, self.spawn
         n = self.n
         row = self._next_row
         t_arr = arrival[row]
@@ -503,9 +505,11 @@ class Simulation(Platform):
                 if kheap:
                     t_k = kheap[0][0]
                     if t_k <= t_arr and (not queue or t_k <= queue[0][0]):
-                        self._expire(heappop(kheap))
-                        if until_decision and pending:
-                            return True
+                        entry = heappop(kheap)
+                        if entry[3].kseq == entry[2]:     # else superseded by a shorter keep-alive
+                            self._expire(entry)
+                            if until_decision and pending:
+                                return True
                         continue
                 if queue and queue[0][0] <= t_arr:
                     self._now, _, _, callback, a, b = heappop(queue)
@@ -525,6 +529,8 @@ class Simulation(Platform):
                         ans = route(now, rv, f)
                         if type(ans) is Assign and ans.instance.state is IDLE and ans.instance.fn is f:
                             start(ans.instance, row, now)     # the common warm start
+                        elif ans is SPAWN:
+                            spawn(f, row, None, now)          # apply_route's plain Spawn, without its checks
                         else:
                             apply_route(row, f, ans, now)
                     row += 1
@@ -590,7 +596,15 @@ class Simulation(Platform):
     def ask_idle(self, inst: Instance, now: float, reason: str) -> None:
         on_idle = self._on_idle
         if on_idle is not None:
-            self.apply_idle(inst, on_idle(now, inst, inst.fn), now)
+            ans = on_idle(now, inst, inst.fn)
+            if type(ans) is KeepAlive and inst.state is IDLE and not inst.queue and now + ans.ms > now:
+                # apply_idle's valid KeepAlive with nothing queued, inlined (the usual answer after
+                # every execution)
+                until = now + ans.ms
+                inst.keepalive_until_ms = until
+                self.emit_keep_alive(inst, until)
+            else:
+                self.apply_idle(inst, ans, now)
         else:
             self._pending.append(Decision(IDLE_DECISION, now, inst.fn, None, inst, reason))
 
