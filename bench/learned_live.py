@@ -158,19 +158,19 @@ def cmd_ttl(args: argparse.Namespace) -> None:
     rows = []
     for ttl in TTL_GRID_MS:
         spec = f"fixed_ttl:ttl_ms={ttl}"
-        row = {"policy": spec, "ttl_ms": ttl, **summary(simulate_wl(table, spec))}
+        row = {"policy": spec, "ttl_ms": ttl, **summary(simulate_wl(table, spec, args.profile))}
         rows.append(row)
         print(f"  TTL {ttl:>6} ms: cost {row['weighted_cost_usd']:.5f} USD, {row['cold_starts']:,.0f} cold starts, "
               f"{row['idle_gb_s']:,.0f} idle GB-s", flush=True)
-    row = {"policy": "default", "ttl_ms": None, **summary(simulate_wl(table, "default"))}
+    row = {"policy": "default", "ttl_ms": None, **summary(simulate_wl(table, "default", args.profile))}
     rows.append(row)
     best = min((r for r in rows if r["ttl_ms"] is not None), key=lambda r: r["weighted_cost_usd"])
     print(f"  default: cost {row['weighted_cost_usd']:.5f} USD; best fixed TTL {best['ttl_ms']} ms")
     ARTIFACT_DIR.mkdir(parents=True, exist_ok=True)
-    doc = {"what": "fixed TTL grid on the training slice, compressed like the live run, wl profile",
+    doc = {"what": f"fixed TTL grid on the training slice, compressed like the live run, profile {args.profile}",
            "trace": f"{args.trace} real minutes {TRAIN_REAL[0]}-{TRAIN_REAL[1]}, the live slice's {FUNCTIONS} "
                     f"functions, / {SPEED:g} (compressed minutes {first}-{last})",
-           "profile": "wl", "best_ttl_ms": best["ttl_ms"], "rows": rows}
+           "profile": args.profile, "best_ttl_ms": best["ttl_ms"], "rows": rows}
     (ARTIFACT_DIR / "fixed-ttl.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
@@ -181,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     vm = compressed_minutes((601, TRAIN_REAL[1]))
     cfg = ImitationConfig(trace=str(TRAIN_FILE), train_minutes=tm, validation_minutes=vm, seed=args.seed,
                           iterations=args.iterations, epochs=args.epochs, eval_every=args.eval_every,
-                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False, profile="wl")
+                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False, profile=args.profile)
     artifact = train(cfg, log=lambda m: print(m, flush=True))
     print(f"artifact: {artifact}")
 
@@ -287,8 +287,12 @@ def main() -> None:
     ap.add_argument("--trace", default=TRACE)
     sub = ap.add_subparsers(dest="step", required=True)
     sub.add_parser("prepare", help="write the compressed training trace")
-    sub.add_parser("ttl", help="choose the fixed TTL on the training slice")
+    ttl = sub.add_parser("ttl", help="choose the fixed TTL on the training slice")
     t = sub.add_parser("train", help="train the imitation policy against the wl profile")
+    for step in (ttl, t):
+        # the profile training and the TTL grid simulate with: a bundled name or a file, e.g. a
+        # session calibration of the machine the live runs will use (live --profile session)
+        step.add_argument("--profile", default="wl", help="platform profile to train / choose the TTL against")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--iterations", type=int, default=3)
     t.add_argument("--epochs", type=int, default=40)
