@@ -181,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     vm = compressed_minutes((601, TRAIN_REAL[1]))
     cfg = ImitationConfig(trace=str(TRAIN_FILE), train_minutes=tm, validation_minutes=vm, seed=args.seed,
                           iterations=args.iterations, epochs=args.epochs, eval_every=args.eval_every,
-                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False, profile=args.profile)
+                          out=str(WORK / f"imitation-{args.seed}"), tensorboard=False, profile=args.profile,
+                          bins_ms=args.bins_ms)
     artifact = train(cfg, log=lambda m: print(m, flush=True))
     print(f"artifact: {artifact}")
 
@@ -282,6 +283,15 @@ def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _bins_ms(text: str) -> tuple[float, float]:
+    from wlsim.rl.imitate import parse_bins_ms
+
+    try:
+        return parse_bins_ms(text)
+    except ValueError as e:           # argparse prints this message (a plain ValueError: only the type's name)
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", default=TRACE)
@@ -297,6 +307,9 @@ def main() -> None:
     t.add_argument("--iterations", type=int, default=3)
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--eval-every", type=int, default=20)
+    t.add_argument("--bins-ms", type=_bins_ms, default=None, metavar="LO,HI",
+                   help="idle-period bins log-spaced from LO to HI ms (default 500,7200000: too coarse for live "
+                        "keep-alives of 10-25 ms), e.g. 2,120000")
     sub.add_parser("select", help="ship the seed with the lowest validation cost to " + str(ARTIFACT_DIR))
     live = sub.add_parser("live", help="run the live slice and write live-gain.json")
     live.add_argument("--policies", required=True)

@@ -7,10 +7,11 @@ Why this shape. The oracle's choice after an execution depends on one number it 
 online policy does not: how long the instance would stay idle (the gap until the request it
 would serve next). Keep alive exactly that long when it costs less than a cold start, else
 kill and pre-warm a successor just in time. The network predicts that gap as a distribution
-over ``N_BINS`` log-spaced bins from per-function features (recent idle periods and their
-quantiles, arrivals in the last minute / 10 minutes / hour, the learned traffic at this time
-of day, predicted duration from the payload, memory, cold start, how many instances are
-idle), and the policy takes the action with the lowest expected cost under that distribution
+over ``N_BINS`` bins (the artifact's edges: by default 0, then log-spaced 500 ms .. 2 h; a
+platform with millisecond cold starts needs shorter ones) from per-function features (recent
+idle periods and their quantiles, arrivals in the last minute / 10 minutes / hour, the learned
+traffic at this time of day, predicted duration from the payload, memory, cold start, how many
+instances are idle), and the policy takes the action with the lowest expected cost under that distribution
 (keep for the upper edge of a bin; or kill, then have an instance ready at the lower edge of
 a bin and keep it until the upper edge of the same or a later bin). Trained by
 ``wlsim.rl.imitate`` with cross-entropy on the hindsight gaps (the oracle's labels), from
@@ -48,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
 from pathlib import Path
 from types import MethodType
 from typing import Any, ClassVar
@@ -71,12 +73,58 @@ from policies.interface import (
 from policies.timers import TimerConfig, ring_detector
 
 KIND = "keepalive-imitation"
-# Bin edges of the idle-period distribution (ms): 0, then log-spaced 500 ms .. 2 h, then inf.
-EDGES_MS = np.concatenate([[0.0], np.geomspace(500.0, 7_200_000.0, 20), [np.inf]])
-N_BINS = len(EDGES_MS) - 1
-# A representative gap per bin (geometric middle; the last: twice its lower edge).
-REPRESENTATIVE_MS = np.array([250.0] + [math.sqrt(EDGES_MS[i] * EDGES_MS[i + 1]) for i in range(1, N_BINS - 1)]
-                             + [2 * EDGES_MS[-2]])
+N_BINS = 21                # bins of the predicted idle-period distribution (the network's outputs)
+DEFAULT_BINS_MS = (500.0, 7_200_000.0)   # the default edges' log-spaced range: 500 ms .. 2 h
+
+
+def bin_edges(low_ms: float = DEFAULT_BINS_MS[0], high_ms: float = DEFAULT_BINS_MS[1]) -> np.ndarray:
+    """The idle-period bins' edges (ms): 0, then ``N_BINS - 1`` edges log-spaced from ``low_ms``
+    to ``high_ms``, then inf. An artifact carries its own (spec.json "bin_edges_ms"): the cost-
+    optimal keep-alive may be far below 500 ms (a platform whose cold start takes 1.5 ms)."""
+    if not (math.isfinite(low_ms) and math.isfinite(high_ms) and 0.0 < low_ms < high_ms):
+        raise ValueError(f"bin edges: the log-spaced range must be finite with 0 < low < high, "
+                         f"got low {low_ms!r} ms, high {high_ms!r} ms")
+    # checked: a range too narrow for float64 would give equal edges
+    return check_edges(np.concatenate([[0.0], np.geomspace(low_ms, high_ms, N_BINS - 1)]))
+
+
+def check_edges(edges_ms: Any) -> np.ndarray:
+    """An artifact's "bin_edges_ms" (the ``N_BINS`` finite edges, 0 first, strictly increasing)
+    as the ``N_BINS + 1`` edges a policy uses (inf appended); ValueError naming what is wrong."""
+    if not isinstance(edges_ms, (list, tuple, np.ndarray)):
+        raise ValueError(f"bin_edges_ms must be a list of {N_BINS} numbers, got {type(edges_ms).__name__}")
+    if len(edges_ms) != N_BINS:
+        raise ValueError(f"bin_edges_ms must hold {N_BINS} edges (the network has {N_BINS} bins; inf, the "
+                         f"last bin's upper edge, is implied), got {len(edges_ms)}")
+    for k, e in enumerate(edges_ms):
+        if isinstance(e, bool) or not isinstance(e, (int, float, np.integer, np.floating)):
+            raise ValueError(f"bin_edges_ms[{k}] must be a number, got {e!r}")
+        if not math.isfinite(e):
+            raise ValueError(f"bin_edges_ms[{k}] must be finite, got {e!r}")
+    edges = [float(e) for e in edges_ms]
+    if edges[0] != 0.0:
+        raise ValueError(f"bin_edges_ms must start at 0 (the first bin holds the shortest idle periods), "
+                         f"got {edges[0]!r}")
+    for k in range(1, N_BINS):
+        if edges[k] <= 0.0:
+            raise ValueError(f"bin_edges_ms[{k}] must be positive, got {edges[k]!r}")
+        if edges[k] <= edges[k - 1]:
+            raise ValueError(f"bin_edges_ms must be strictly increasing: edge {k} ({edges[k]!r}) is not above "
+                             f"edge {k - 1} ({edges[k - 1]!r})")
+    return np.array(edges + [math.inf])
+
+
+def representative_ms(edges_ms: np.ndarray) -> np.ndarray:
+    """A representative gap per bin: the first, half its upper edge; the last, twice its lower
+    edge; the others, their geometric middle."""
+    n = len(edges_ms) - 1
+    return np.array([edges_ms[1] / 2] + [math.sqrt(edges_ms[i] * edges_ms[i + 1]) for i in range(1, n - 1)]
+                    + [2 * edges_ms[-2]])
+
+
+# The default bins (artifacts without "bin_edges_ms"; every artifact of this version before it).
+EDGES_MS = bin_edges()
+REPRESENTATIVE_MS = representative_ms(EDGES_MS)
 PREWARM_SPAN = 3           # a pre-warmed instance is kept through at most this many bins
 MS_SCALE = 15.0            # log1p(ms) / 15 ~ [0, 1.1]
 COUNT_SCALE = 8.0
@@ -96,7 +144,7 @@ N_FEATURES = len(FEATURES)
 
 def actions() -> list[tuple[str, int, int]]:
     """The action list: ("keep", i, i) keeps alive until the upper edge of bin i (i = 0: kill
-    now... bin 0's upper edge is 500 ms), then ("prewarm", i, j): kill, have an instance ready
+    now... bin 0's upper edge, 500 ms by default), then ("prewarm", i, j): kill, have an instance ready
     at the lower edge of bin i and keep it until the upper edge of bin j (i <= j < i + span)."""
     out = [("keep", i, i) for i in range(N_BINS - 1)]
     out.append(("kill", 0, 0))
@@ -110,23 +158,27 @@ ACTIONS = actions()
 N_ACTIONS = len(ACTIONS)
 
 
-def action_plans() -> list[tuple[tuple[float, float] | None, float]]:
+def action_plans(edges_ms: np.ndarray = EDGES_MS) -> list[tuple[tuple[float, float] | None, float]]:
     """Per action: the pre-warm plan it sets (ready after ms, keep ms; None for none) and the
-    keep-alive (ms) it gives the instance that just finished (precomputed: no per-decision
-    float conversions)."""
+    keep-alive (ms) it gives the instance that just finished, for bins with these edges
+    (precomputed: no per-decision float conversions)."""
     out: list[tuple[tuple[float, float] | None, float]] = []
     for kind, i, j in ACTIONS:
         if kind == "prewarm":
-            out.append(((float(EDGES_MS[i]), float(EDGES_MS[j + 1] - EDGES_MS[i])), 0.0))
+            out.append(((float(edges_ms[i]), float(edges_ms[j + 1] - edges_ms[i])), 0.0))
         else:
-            out.append((None, 0.0 if kind == "kill" else float(EDGES_MS[i + 1])))
+            out.append((None, 0.0 if kind == "kill" else float(edges_ms[i + 1])))
     return out
 
 
-ACTION_PLANS = action_plans()
-# keep_until(keep, 0.0) of every action's keep-alive, made once: the answer right after an
-# execution (idle 0) without a new KeepAlive per decision (answers are immutable).
-KEEP_ANSWERS = {keep: keep_until(keep, 0.0) for _, keep in ACTION_PLANS}
+def keep_answers(plans: list[tuple[tuple[float, float] | None, float]]) -> dict[float, IdleDecision]:
+    """keep_until(keep, 0.0) of every action's keep-alive, made once: the answer right after an
+    execution (idle 0) without a new KeepAlive per decision (answers are immutable)."""
+    return {keep: keep_until(keep, 0.0) for _, keep in plans}
+
+
+ACTION_PLANS = action_plans()              # the default bins' (a policy makes its own from its edges)
+KEEP_ANSWERS = keep_answers(ACTION_PLANS)
 N_KEEP = N_BINS        # keep actions and kill come first: the only ones when other instances live
 # own_prewarm: False (the network decides), True (the function's own pre-warm plan, when it has
 # one, replaces the network's choice for the last instance), "long" (only when the network
@@ -134,20 +186,22 @@ N_KEEP = N_BINS        # keep actions and kill come first: the only ones when ot
 OWN_PREWARM_MODES = (False, True, "long")
 
 
-def cost_matrix(mem_gb: float, cold_ms: float, gb_s_usd: float, latency_usd_per_s: float) -> np.ndarray:
-    """Cost (USD) of each action (rows) if the idle period falls in each bin (columns)."""
+def cost_matrix(mem_gb: float, cold_ms: float, gb_s_usd: float, latency_usd_per_s: float,
+                edges_ms: np.ndarray = EDGES_MS) -> np.ndarray:
+    """Cost (USD) of each action (rows) if the idle period falls in each bin (columns), for bins
+    with these edges (each bin's gap: ``representative_ms``)."""
     mem = mem_gb * gb_s_usd / 1000.0                         # USD per ms of memory held
     cold = (latency_usd_per_s / 1000.0 + mem) * cold_ms     # one cold start
-    g = REPRESENTATIVE_MS
+    g = representative_ms(edges_ms)
     rows = []
     for kind, i, j in ACTIONS:
         if kind == "kill":
             rows.append(np.full(N_BINS, cold))
         elif kind == "keep":
-            t = EDGES_MS[i + 1]
+            t = edges_ms[i + 1]
             rows.append(np.where(g <= t, mem * g, mem * t + cold))
         else:
-            s, e = EDGES_MS[i], EDGES_MS[j + 1]
+            s, e = edges_ms[i], edges_ms[j + 1]
             if s <= cold_ms:                                  # cannot be ready in time: useless
                 rows.append(np.full(N_BINS, np.inf))
                 continue
@@ -261,11 +315,22 @@ class ImitationPolicy(ExpectedWait):
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]] | None = None,
                  meta: dict[str, Any] | None = None, path: str | None = None,
                  own_prewarm: bool | str = False, cold_start_weight: float = 1.0,
-                 timers: bool | dict[str, Any] | TimerConfig | None = None, **default_params: Any) -> None:
+                 timers: bool | dict[str, Any] | TimerConfig | None = None,
+                 bin_edges_ms: Sequence[float] | None = None, **default_params: Any) -> None:
         super().__init__(**default_params)
         if own_prewarm not in OWN_PREWARM_MODES:
             raise PolicySpecError(f"{self.name}: own_prewarm must be one of {OWN_PREWARM_MODES}, got {own_prewarm!r}")
         self.own_prewarm = own_prewarm
+        # The bins the network predicts over (an artifact's "bin_edges_ms": its N_BINS finite
+        # edges; None: the default EDGES_MS) and what follows from them: each bin's gap in the
+        # expected cost, each action's keep-alive and pre-warm window.
+        try:
+            self.edges_ms = EDGES_MS if bin_edges_ms is None else check_edges(bin_edges_ms)
+        except ValueError as e:
+            raise PolicySpecError(f"{self.name}: {e}") from None
+        self.representative_ms = representative_ms(self.edges_ms)
+        self._plans = action_plans(self.edges_ms)
+        self._keep_answers = keep_answers(self._plans)
         # The price of a cold start's latency in the network's expected-cost choice, relative
         # to the cost weights (> 1: fewer cold starts for more idle memory; the features, and
         # so the network's prediction, do not change).
@@ -299,10 +364,12 @@ class ImitationPolicy(ExpectedWait):
         # ... and the feature vector too: the features, forward pass, expected cost and argmin
         # are one call of policies.imitation_kernel.features_and_decide.
         self._fused = self._compiled
+        self._cost_inputs: np.ndarray | None = None   # the bins as the kernel's fill_costs reads them
         if self._compiled:
-            from policies.imitation_kernel import pack_network
+            from policies.imitation_kernel import cost_inputs, pack_network
 
             self._net = pack_network(self._wb[0], self._wb_last, self._safe_exp)
+            self._cost_inputs = cost_inputs(self.edges_ms, self.representative_ms)
             self._views()
             self._compile()
         # The pooled idle periods are the default's keep-alive prior for a function with few
@@ -346,7 +413,7 @@ class ImitationPolicy(ExpectedWait):
             from policies.imitation_kernel import features_and_decide_unchecked
 
             _FUSED = features_and_decide_unchecked       # its arguments are this policy's own arrays
-        costs = cost_matrix(0.125, 250.0, self.weights.gb_s_usd, self.weights.latency_usd_per_s)
+        costs = cost_matrix(0.125, 250.0, self.weights.gb_s_usd, self.weights.latency_usd_per_s, self.edges_ms)
         x1 = self._x1.copy()
         decision_kernel()(x1, self._wb[0], self._h1[0].copy(), self._wb_last, self._probs.copy(), costs,
                           self._expected.copy(), N_KEEP, self._safe_exp)
@@ -356,10 +423,12 @@ class ImitationPolicy(ExpectedWait):
         for view in ("_x", "_xm", "_hidden", "_expected_keep", "_argmin_all", "_argmin_keep"):
             del d[view]
         d.pop("route", None)            # a bound method (_bind_route makes it again)
+        del d["_keep_answers"]          # made again: on_idle tests its KILL by identity
         return d
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._keep_answers = keep_answers(self._plans)
         self._views()
         self._bind_route()
         if self.timers is not None:
@@ -506,7 +575,8 @@ class ImitationPolicy(ExpectedWait):
         key = st.costs_key
         if st.costs is None or key[0] != mem or key[1] != cold:
             w = self.weights
-            st.costs = cost_matrix(mem / 1024.0, cold, w.gb_s_usd, w.latency_usd_per_s * self.cold_start_weight)
+            st.costs = cost_matrix(mem / 1024.0, cold, w.gb_s_usd, w.latency_usd_per_s * self.cold_start_weight,
+                                   self.edges_ms)
             st.costs_key = (mem, cold)
         return st.costs
 
@@ -523,7 +593,7 @@ class ImitationPolicy(ExpectedWait):
         mem = mem_mb / 1024.0 * w.gb_s_usd / 1000.0
         cold = (w.latency_usd_per_s * self.cold_start_weight / 1000.0 + mem) * cold_ms
         set_static(st.idle_periods.fs, be, (log1p(be) / MS_SCALE, log1p(mem_mb) / MS_SCALE, log1p(cold_ms) / MS_SCALE),
-                   mem, cold, cold_ms)
+                   mem, cold, cold_ms, self._cost_inputs)
         st.costs_key = (mem_mb, cold_ms)
 
     def choose(self, now_ms: float, inst: InstanceView, fn: FunctionView, st: ImitationState) -> int:
@@ -598,7 +668,7 @@ class ImitationPolicy(ExpectedWait):
                     st.prewarm_plan = None
                     keep = keep_ms[iid] = window
             else:
-                st.prewarm_plan, keep = ACTION_PLANS[a]
+                st.prewarm_plan, keep = self._plans[a]
                 keep_ms[iid] = keep
             st.timer_starts = None
             if last and self.timers is not None:
@@ -606,7 +676,7 @@ class ImitationPolicy(ExpectedWait):
                 keep = keep_ms[iid]                              # a detected period may replace it
         else:
             keep = keep_ms.get(iid, 0.0)
-        answer = KEEP_ANSWERS.get(keep) if idle == 0.0 else None
+        answer = self._keep_answers.get(keep) if idle == 0.0 else None
         if answer is None:
             answer = keep_until(keep, idle)
         if answer is KILL:
@@ -672,6 +742,8 @@ class ImitationPolicy(ExpectedWait):
     def describe(self) -> dict[str, Any]:
         d = {"name": self.name, "kind": KIND, "path": self.path,
              "layers": [int(w.shape[1]) for w in self.w], **self.decision()}
+        if not np.array_equal(self.edges_ms, EDGES_MS):     # only when its own: as before otherwise
+            d["bin_edges_ms"] = [float(e) for e in self.edges_ms[:-1]]
         for key in ("seed", "trace", "iterations", "validation_cost_usd"):
             if key in self.meta:
                 d[key] = self.meta[key]
@@ -699,7 +771,7 @@ class ImitationPolicy(ExpectedWait):
                            "activation": "tanh" if k < len(self.w) - 1 else "linear"})
         np.savez(folder / WEIGHTS_FILE, **arrays)
         spec = {"format": ARTIFACT_FORMAT, "format_version": 2, "kind": KIND,
-                "features": list(FEATURES), "bin_edges_ms": [float(e) for e in EDGES_MS[:-1]],
+                "features": list(FEATURES), "bin_edges_ms": [float(e) for e in self.edges_ms[:-1]],
                 "network": {"layers": layers, "output": "logits"}, "decision": self.decision(),
                 "weights_sha256": file_sha256(folder / WEIGHTS_FILE), "training": meta or self.meta}
         (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
@@ -711,8 +783,12 @@ class ImitationPolicy(ExpectedWait):
 
         if list(spec.get("features", [])) != list(FEATURES):
             raise ArtifactError(f"{path}: features {spec.get('features')} differ from this version's {list(FEATURES)}")
-        if [float(e) for e in EDGES_MS[:-1]] != spec.get("bin_edges_ms"):
-            raise ArtifactError(f"{path}: bin_edges_ms differ from this version's")
+        edges = spec.get("bin_edges_ms")          # missing: the default bins (EDGES_MS)
+        if edges is not None:
+            try:
+                check_edges(edges)
+            except ValueError as e:
+                raise ArtifactError(f"{path}: spec.json {e}") from None
         layers = spec["network"].get("layers", []) if isinstance(spec.get("network"), dict) else []
         weights = []
         expect = N_FEATURES
@@ -731,6 +807,6 @@ class ImitationPolicy(ExpectedWait):
             raise ArtifactError(f"{path}: decision must be an object with own_prewarm, cold_start_weight "
                                 f"and/or timers, got {decision!r}")
         try:
-            return cls(weights, meta=spec.get("training", {}), path=path, **decision)
+            return cls(weights, meta=spec.get("training", {}), path=path, bin_edges_ms=edges, **decision)
         except PolicySpecError as e:
             raise ArtifactError(f"{path}: spec.json decision: {e}") from None

@@ -118,41 +118,54 @@ class IdleWindow:
 
 
 def set_static(fs: np.ndarray, break_even_ms: float, static_features: tuple[float, float, float],
-               mem_usd_per_ms: float, cold_usd: float, cold_ms: float) -> None:
+               mem_usd_per_ms: float, cold_usd: float, cold_ms: float, bins: np.ndarray) -> None:
     """A function's memory or cold-start estimate changed (at every cold start): its break-even
     time, the features that depend only on those (break-even, memory, cold start) and its cost
-    matrix (``fill_costs``)."""
+    matrix (``fill_costs``; ``bins``: the policy's ``cost_inputs``)."""
     fs[BREAK_EVEN] = break_even_ms
     fs[BREAK_EVEN + 1:BREAK_EVEN + 4] = static_features
-    fill_costs(fs, mem_usd_per_ms, cold_usd, cold_ms)
+    fill_costs(fs, mem_usd_per_ms, cold_usd, cold_ms, bins)
 
 
-# Per action (ACTIONS' order): 0 keep / 1 kill / 2 pre-warm, and its window's edges (ms)
+# Per action (ACTIONS' order): 0 keep / 1 kill / 2 pre-warm
 ACTION_KIND = np.array([{"keep": 0, "kill": 1, "prewarm": 2}[kind] for kind, _, _ in ACTIONS], dtype=np.int64)
-ACTION_START = np.array([EDGES_MS[i] for _, i, _ in ACTIONS])
-ACTION_END = np.array([EDGES_MS[j + 1] for _, _, j in ACTIONS])
 
 
-def _fill_costs(fs: Any, mem: float, cold: float, cold_ms: float) -> None:
+def cost_inputs(edges_ms: np.ndarray, representative_ms: np.ndarray) -> np.ndarray:
+    """What ``fill_costs`` reads of a policy's bins, in one array: each bin's representative gap,
+    then each action's window start and end (ms). An argument, not module constants: numba
+    freezes globals into the compiled (and cached) code, and an artifact has its own bins."""
+    return np.concatenate([representative_ms, [edges_ms[i] for _, i, _ in ACTIONS],
+                           [edges_ms[j + 1] for _, _, j in ACTIONS]]).astype(np.float64)
+
+
+DEFAULT_COST_INPUTS = cost_inputs(EDGES_MS, REPRESENTATIVE_MS)    # the default bins'
+
+
+def _fill_costs(fs: Any, mem: float, cold: float, cold_ms: float, bins: Any) -> None:
     """``policies.imitation.cost_matrix`` (the reference, numpy) into the function's array, the
     same operations on the same values element by element (``mem``: USD per ms of memory,
-    ``cold``: one cold start's USD, as cost_matrix computes them): the same matrix, in ~1 µs
-    instead of numpy's ~40 (it runs at every cold start, when the estimate moves)."""
+    ``cold``: one cold start's USD, as cost_matrix computes them; ``bins``: ``cost_inputs``):
+    the same matrix, in ~1 µs instead of numpy's ~40 (it runs at every cold start, when the
+    estimate moves)."""
     costs = fs[fs.size - N_COSTS:].reshape((N_BINS, N_ACTIONS))
+    representative = bins[:N_BINS]
+    action_start = bins[N_BINS:N_BINS + N_ACTIONS]
+    action_end = bins[N_BINS + N_ACTIONS:]
     for a in range(N_ACTIONS):
         kind = ACTION_KIND[a]
         if kind == 1:                                   # kill: a cold start whatever the gap
             for b in range(N_BINS):
                 costs[b, a] = cold
         elif kind == 0:                                 # keep until t
-            t = ACTION_END[a]
+            t = action_end[a]
             for b in range(N_BINS):
-                g = REPRESENTATIVE_MS[b]
+                g = representative[b]
                 costs[b, a] = mem * g if g <= t else mem * t + cold
         else:                                           # pre-warm: ready at s, kept until e
-            s_ms, e_ms = ACTION_START[a], ACTION_END[a]
+            s_ms, e_ms = action_start[a], action_end[a]
             for b in range(N_BINS):
-                g = REPRESENTATIVE_MS[b]
+                g = representative[b]
                 if s_ms <= cold_ms:                     # cannot be ready in time: useless
                     costs[b, a] = np.inf
                 elif g < s_ms:
@@ -338,7 +351,8 @@ def _jit(f: Any, signature: Any = None) -> Any:
 
 _decide_jit = decision_kernel()
 _arrivals_after = _jit(_arrivals_after)
-fill_costs = _jit(_fill_costs, types.void(types.float64[::1], types.float64, types.float64, types.float64))
+fill_costs = _jit(_fill_costs, types.void(types.float64[::1], types.float64, types.float64, types.float64,
+                                          types.float64[::1]))
 _merge_idle_periods = _jit(_merge_idle_periods)
 _f64 = types.float64
 _i64 = types.int64

@@ -191,7 +191,7 @@ def test_the_compiled_cost_matrix_is_cost_matrix_to_the_bit():
     memory sizes, cold starts (also 0 and longer than the first bins: useless pre-warms) and
     prices (a cold-start weight, free memory)."""
     from policies.imitation import cost_matrix
-    from policies.imitation_kernel import N_COSTS, fill_costs
+    from policies.imitation_kernel import DEFAULT_COST_INPUTS, N_COSTS, fill_costs
 
     rng = np.random.default_rng(11)
     fs = IdleWindow(128).fs
@@ -202,6 +202,6 @@ def test_the_compiled_cost_matrix_is_cost_matrix_to_the_bit():
         latency = float(rng.choice([0.0, 1e-4, rng.uniform(0, 1e-2)])) * float(rng.choice([1.0, 5.0]))
         reference = cost_matrix(mem_mb / 1024.0, cold_ms, gb_s_usd, latency)
         mem = mem_mb / 1024.0 * gb_s_usd / 1000.0
-        fill_costs(fs, mem, (latency / 1000.0 + mem) * cold_ms, cold_ms)
+        fill_costs(fs, mem, (latency / 1000.0 + mem) * cold_ms, cold_ms, DEFAULT_COST_INPUTS)
         compiled = fs[fs.size - N_COSTS:].reshape(reference.shape)
         assert compiled.view(np.int64).tolist() == reference.view(np.int64).tolist()

@@ -238,11 +238,16 @@ def imitate_cmd(
                                        help="Platform profile simulated in the rollouts and validation: container "
                                             "(the default), wl (measured by wl calibrate) or a profile file; with "
                                             "its front and per-request overhead, as wl fidelity predicts a live run."),
+    bins_ms: str | None = typer.Option(None, "--bins-ms", metavar="LO,HI",
+                                       help="The idle-period bins: 0, then 20 edges log-spaced from LO to HI ms, "
+                                            "then inf (default 500,7200000); labels are binned with them and the "
+                                            "artifact carries them. Shorter where cold starts take milliseconds, "
+                                            "e.g. 2,120000."),
 ) -> None:
     """Train the imitation-learned keep-alive policy (labels: the oracle's hindsight idle periods;
     DAgger; checkpoint chosen on the validation slice). Minutes on a CPU."""
     try:
-        from wlsim.rl.imitate import ImitationConfig, train
+        from wlsim.rl.imitate import ImitationConfig, parse_bins_ms, train
 
         tm, vm = _ints(train_minutes, "--train-minutes"), _ints(validation_minutes, "--validation-minutes")
         if len(tm) != 2 or len(vm) != 2:
@@ -250,7 +255,8 @@ def imitate_cmd(
         cfg = ImitationConfig(trace=trace, train_minutes=(tm[0], tm[1]), validation_minutes=(vm[0], vm[1]),
                               seed=seed, iterations=iterations, epochs=epochs, eval_every=eval_every,
                               hidden=hidden, out=str(out), tensorboard=tensorboard, synthetic_timers=synthetic_timers,
-                              fresh_windows=fresh_windows, fresh_window_minutes=fresh_window_minutes, profile=profile)
+                              fresh_windows=fresh_windows, fresh_window_minutes=fresh_window_minutes, profile=profile,
+                              bins_ms=None if bins_ms is None else parse_bins_ms(bins_ms))
         artifact = train(cfg, log=lambda m: err_console.print(m, markup=False, highlight=False))
     except _user_errors() as e:
         raise _fail(str(e)) from None

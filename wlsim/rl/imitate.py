@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.imitation import EDGES_MS, N_BINS, N_FEATURES, ImitationPolicy
+from policies.imitation import EDGES_MS, N_BINS, N_FEATURES, ImitationPolicy, bin_edges
 
 
 @dataclass
@@ -58,7 +58,31 @@ class ImitationConfig:
     # The platform simulated (wlsim.profile: a bundled name such as ``wl`` or a file; its front,
     # overhead and cold starts, as ``wl fidelity`` predicts a live run); None: the simulator's default.
     profile: str | None = None
+    # The idle-period bins' log-spaced range (ms: the lowest and highest finite edge above 0;
+    # policies.imitation.bin_edges): labels are binned with them and the artifact carries them.
+    # None: the default 500 ms .. 2 h, too coarse where the cost-optimal keep-alive is ~20 ms
+    # (a platform with ~1.5 ms cold starts).
+    bins_ms: tuple[float, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def edges_ms(self) -> np.ndarray:
+        """The bins' edges (0, log-spaced ``bins_ms``, inf); ValueError for a bad range."""
+        return EDGES_MS if self.bins_ms is None else bin_edges(*self.bins_ms)
+
+
+def parse_bins_ms(text: str) -> tuple[float, float]:
+    """``--bins-ms LO,HI`` (ms): the bins' log-spaced range, checked; ValueError naming what is wrong."""
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        lo, hi = (float(x) for x in parts)
+    except ValueError:
+        raise ValueError(f"--bins-ms takes LO,HI: the lowest and highest finite bin edge above 0 in ms "
+                         f"(e.g. 2,120000), got {text!r}") from None
+    try:
+        bin_edges(lo, hi)
+    except ValueError as e:
+        raise ValueError(f"--bins-ms {text}: {e}") from None
+    return lo, hi
 
 
 class MLP:
@@ -197,8 +221,9 @@ def with_fresh_windows(trace: Any, n: int, minutes: int, seed: int) -> Any:
     return both.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
 
 
-def bin_of(gaps_ms: np.ndarray) -> np.ndarray:
-    return np.clip(np.searchsorted(EDGES_MS, gaps_ms, side="right") - 1, 0, N_BINS - 1)
+def bin_of(gaps_ms: np.ndarray, edges_ms: np.ndarray = EDGES_MS) -> np.ndarray:
+    """The bin (of these edges) each idle period falls in: the training labels."""
+    return np.clip(np.searchsorted(edges_ms, gaps_ms, side="right") - 1, 0, N_BINS - 1)
 
 
 def _simulate(trace: Any, policy: Any, profile: str | None) -> Any:
@@ -211,6 +236,11 @@ def _simulate(trace: Any, policy: Any, profile: str | None) -> Any:
     return load_profile(profile).simulate(trace, policy)
 
 
+def _policy(layers: list[tuple[np.ndarray, np.ndarray]] | None, edges_ms: np.ndarray) -> ImitationPolicy:
+    """The policy with these bins (the artifact's spec.json form: the finite edges)."""
+    return ImitationPolicy(layers, bin_edges_ms=[float(e) for e in edges_ms[:-1]])
+
+
 def rollout(trace: Any, policy: ImitationPolicy, profile: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """Simulate ``trace`` under ``policy`` recording (features, hindsight idle period)."""
     policy.record()
@@ -221,10 +251,10 @@ def rollout(trace: Any, policy: ImitationPolicy, profile: str | None = None) -> 
 
 
 def evaluate(trace: Any, layers: list[tuple[np.ndarray, np.ndarray]] | None,
-             profile: str | None = None) -> dict[str, float]:
+             profile: str | None = None, edges_ms: np.ndarray = EDGES_MS) -> dict[str, float]:
     from wlsim.metrics import summarize
 
-    s = summarize(_simulate(trace, ImitationPolicy(layers), profile))
+    s = summarize(_simulate(trace, _policy(layers, edges_ms), profile))
     return {k: float(s[k]) for k in ("cold_starts", "idle_gb_s", "weighted_cost_usd", "avoidable_cost_usd",
                                      "wait_p999_ms")}
 
@@ -238,6 +268,7 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
         from wlsim.profile import load_profile
 
         load_profile(cfg.profile)     # an unknown name or a bad file: ProfileError before any work
+    edges = cfg.edges_ms()            # a bad range: ValueError before any work
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_trace = read_trace(cfg.trace, seed=cfg.trace_seed, start_minute=cfg.train_minutes[0],
@@ -256,15 +287,15 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
         writer = SummaryWriter(str(out / "tensorboard"))
     rng = np.random.default_rng(cfg.seed)
     net = MLP(N_FEATURES, cfg.hidden, N_BINS, rng)
-    baseline = evaluate(val_trace, None, cfg.profile)           # the default's decisions
+    baseline = evaluate(val_trace, None, cfg.profile, edges)    # the default's decisions
     log(f"validation, default's decisions: {baseline}")
     best = {"weighted_cost_usd": baseline["weighted_cost_usd"], "layers": None, "where": "default"}
     xs, ys = [], []
     step = 0
     for it in range(cfg.iterations):
-        x, y, _ = rollout(train_trace, ImitationPolicy(best["layers"]), cfg.profile)
+        x, y, _ = rollout(train_trace, _policy(best["layers"], edges), cfg.profile)
         xs.append(x)
-        ys.append(bin_of(y))
+        ys.append(bin_of(y, edges))
         data_x, data_y = np.concatenate(xs), np.concatenate(ys)
         log(f"iteration {it}: {len(x):,} new labelled decisions, {len(data_x):,} in all")
         for epoch in range(1, cfg.epochs + 1):
@@ -275,7 +306,7 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
             step += 1
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 loss = net.loss(data_x, data_y)
-                metrics = evaluate(val_trace, net.layers(), cfg.profile)
+                metrics = evaluate(val_trace, net.layers(), cfg.profile, edges)
                 row = {"iteration": it, "epoch": epoch, "step": step, "train_loss": loss, **metrics}
                 cfg.history.append(row)
                 log(f"  epoch {epoch}: loss {loss:.4f}, validation {metrics}")
@@ -297,9 +328,10 @@ def train(cfg: ImitationConfig, log: Any = print) -> Path:
             "iterations": cfg.iterations, "epochs": cfg.epochs, "hidden": cfg.hidden,
             "synthetic_timers": cfg.synthetic_timers, "fresh_windows": cfg.fresh_windows,
             "fresh_window_minutes": cfg.fresh_window_minutes, "profile": cfg.profile,
+            "bins_ms": None if cfg.bins_ms is None else list(cfg.bins_ms),
             "selected": best["where"], "validation_cost_usd": best["weighted_cost_usd"],
             "validation_default_cost_usd": baseline["weighted_cost_usd"], "wall_s": round(wall, 1)}
-    artifact = ImitationPolicy(best["layers"]).save(out / "artifact", meta)
+    artifact = _policy(best["layers"], edges).save(out / "artifact", meta)
     (out / "train.json").write_text(json.dumps({"config": asdict(cfg) | {"history": None}, "meta": meta,
                                                 "history": cfg.history}, indent=2, default=str) + "\n")
     log(f"selected {best['where']} (validation cost {best['weighted_cost_usd']:.4f} USD; "
