@@ -65,6 +65,17 @@ def test_an_artifact_with_its_own_edges_keeps_alive_to_them(tmp_path, hidden_lay
     assert "bin_edges_ms" not in ImitationPolicy(sure_of(5, hidden_layers)).describe()
 
 
+def test_a_pickled_policy_keeps_its_edges():
+    import pickle
+
+    from policies.interface import KILL
+
+    policy = pickle.loads(pickle.dumps(ImitationPolicy(sure_of(5), bin_edges_ms=list(LIVE_EDGES[:-1]))))
+    assert policy.edges_ms.tolist() == LIVE_EDGES.tolist()
+    assert policy._keep_answers[0.0] is KILL          # on_idle tests the kill answer by identity
+    assert simulate(two_calls(), policy).instances.iloc[0]["idle_ms"] == pytest.approx(LIVE_EDGES[6])
+
+
 @pytest.mark.parametrize("k", [0, 2, 11])
 def test_keep_alive_answers_are_at_the_artifacts_own_edges(k):
     r = simulate(two_calls(), ImitationPolicy(sure_of(k), bin_edges_ms=list(LIVE_EDGES[:-1])))
