@@ -4,21 +4,28 @@ the simulator predicted.
 
 The live slice is ``bench/fidelity.py``'s: minutes 1081-1090 of the bundled Azure day, its 20
 busiest functions, replayed at ``--speed 15`` (arrival gaps and durations / 15, durations
-capped at 1 s; cold starts are the platform's own ~4 ms, not scaled). A policy reads idle
+capped at 1 s; cold starts are the platform's own 1.5-4 ms, not scaled). A policy reads idle
 periods, arrival counts per window and the cold start in live milliseconds, and the cost it is
 judged by weighs idle GB-s (which shrink 15x with the time axis) against cold-start seconds
 (which do not), so a policy trained on the day's real time scale would be tuned for a world
 where a cold start is 15x cheaper relative to idle memory than the live run is. Training and
 the fixed TTL's choice therefore see the training minutes of the same 20 functions compressed
 exactly as the live run is (``wl.loop.load.plan_load`` with the same speed and cap, each
-function at the memory it is deployed with), simulated with the ``wl`` profile:
+function at the memory it is deployed with), simulated with a profile of the machine the live
+runs use (a session calibration, ``bench/fidelity.py``'s ``profile-session.json``). At this
+time scale the cheapest keep-alive is tens of milliseconds, below the imitation policy's
+default first bin edge (500 ms), so training uses its own bins (``--bins-ms 2,120000``: 20
+log-spaced edges from 2 ms to 2 min, kept in the artifact):
 
     .venv/bin/python bench/learned_live.py prepare          # runs/learned-live/train-x15.parquet
-    .venv/bin/python bench/learned_live.py ttl              # fixed TTL grid on (compressed) minutes 1-720
-    .venv/bin/python bench/learned_live.py train --seed 0   # runs/learned-live/imitation-0/artifact
+    .venv/bin/python bench/learned_live.py ttl --profile P  # fixed TTL grid on (compressed) minutes 1-720
+    .venv/bin/python bench/learned_live.py train --seed 0 --profile P --bins-ms 2,120000
     .venv/bin/python bench/learned_live.py select           # lowest validation cost -> examples/learned/azure40-wl
     .venv/bin/python bench/learned_live.py live \\
-        --policies default,fixed_ttl:ttl_ms=100,learned:examples/learned/azure40-wl
+        --policies default,fixed_ttl:ttl_ms=25,learned:examples/learned/azure40-wl
+
+with P = examples/learned/azure40-wl/profile-session-0949.json (the calibration the shipped
+artifact was trained against; without ``--profile`` the bundled ``wl``).
 
 Real minutes 1-600 (training) and 601-720 (validation) are compressed minutes 1-40 and 41-48.
 ``live`` runs ``wl.loop.fidelity.fidelity`` (a fresh platform per policy) and writes
@@ -35,8 +42,7 @@ a burst of spawns), so run it on a quiet machine, more than once, in rotated pol
 calibrates the simulator on this machine just before the policies run
 (``wl.loop.calibrate.session_profile``, ~80 s; the profile is kept in the JSON and written next
 to the runs in runs/learned-live/), so the predicted gain is set against the live gain with the
-same moment's cold starts; ``wl`` (the bundled profile training and the TTL grid use) or any
-bundled name or file as before.
+same moment's cold starts; ``wl`` (the bundled profile) or any bundled name or file as before.
 """
 
 from __future__ import annotations
