@@ -21,6 +21,7 @@ Output folder: ``plan.parquet`` (the trace as scheduled, canonical columns: what
 replays as "intended"), ``requests.parquet``, ``instances.parquet`` (instance counts per function
 at each state poll), ``instance_samples.parquet`` (every instance at each poll: state, keep-alive
 left), ``recorded.parquet`` (the router's trace of the run, canonical and outcome columns),
+``instance_log.parquet`` (every instance that died during the run, its exact lifetime),
 ``load.json`` (the summary: lateness, validity, the policy's deadline fallbacks) and
 ``metrics.json`` (``wlsim.metrics.summarize`` of the run rebuilt as a simulator result,
 ``wl.loop.live``).
@@ -152,6 +153,9 @@ class LoadResult:
     # every instance at every state poll: t_ms, instance, function, state, keepalive_left_ms
     # (what wl.loop.live reconstructs the instance table from; None in older output folders)
     instance_samples: pd.DataFrame | None = None
+    # every instance that died during the run, from the router: instance, function, created_ms,
+    # ready_ms, died_ms (run time), evicted -- exact lifetimes (None in older output folders)
+    instance_log: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, Any]:
         return load_summary(self)
@@ -167,6 +171,8 @@ class LoadResult:
             self.instance_samples.to_parquet(out / "instance_samples.parquet", index=False)
         if self.recorded is not None:
             self.recorded.to_parquet(out / "recorded.parquet", index=False)
+        if self.instance_log is not None:
+            self.instance_log.to_parquet(out / "instance_log.parquet", index=False)
         (out / "load.json").write_text(json.dumps(_json_safe({**self.info, "summary": self.summary()}),
                                                   indent=2) + "\n")
         metrics = self.metrics()
@@ -203,8 +209,10 @@ class LoadResult:
         recorded = pd.read_parquet(folder / "recorded.parquet") if (folder / "recorded.parquet").is_file() else None
         info.pop("summary", None)
         samples = folder / "instance_samples.parquet"
+        log = folder / "instance_log.parquet"
         return cls(plan, records, pd.read_parquet(folder / "instances.parquet"), recorded, info,
-                   pd.read_parquet(samples) if samples.is_file() else None)
+                   pd.read_parquet(samples) if samples.is_file() else None,
+                   pd.read_parquet(log) if log.is_file() else None)
 
 
 def _json_safe(v: Any) -> Any:
@@ -320,7 +328,8 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
             records, samples, per_instance, t0_epoch = runner(_drive(client.base_url, token, plan, mode, sample_ms,
                                                                      lead_s))
         after = _policy_fallbacks(client)
-        recorded = _recorded(client, plan, t0_epoch, records)
+        recorded, t0_router = _recorded(client, plan, t0_epoch, records)
+        instance_log = _instance_log(client, plan, t0_router)
     lateness = records["lateness_ms"].to_numpy(dtype=float)
     errors = int((records["status"] == 0).sum())
     why = _check_lateness(lateness, max_lateness_ms, errors)
@@ -341,7 +350,7 @@ def run_load(url: str, token: str | None, plan: LoadPlan, *, mode: str = "sleep"
             "policy_fallbacks": {k: after[k] - before.get(k, 0) for k in after}}
     if recorded is not None:
         records = _join_recorded(records, recorded)
-    return LoadResult(plan, records, samples, recorded, info, per_instance)
+    return LoadResult(plan, records, samples, recorded, info, per_instance, instance_log)
 
 
 @contextmanager
@@ -516,19 +525,21 @@ def _peak_concurrency(req: pd.DataFrame) -> int:
     return int(np.cumsum(delta[order]).max()) if start.size else 0
 
 
-def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFrame) -> pd.DataFrame | None:
-    """The router's trace rows of this run, names mapped back, times in ms from the run's t0."""
+def _recorded(client: Any, plan: LoadPlan, t0_epoch: float,
+              records: pd.DataFrame) -> tuple[pd.DataFrame | None, float | None]:
+    """The router's trace rows of this run, names mapped back, times in ms from the run's t0;
+    and the run's t0 on the router's clock (None when there are no rows to place it by)."""
     from wlruntime.router.client import RouterClientError
 
     try:
         raw = client.trace("csv")
     except RouterClientError:
-        return None
+        return None, None
     table = pd.read_csv(io.BytesIO(raw))
     back = dict(zip(plan.functions["deployed"], plan.functions["function"]))
     table = table[table["function"].isin(back)]
     if table.empty:
-        return table
+        return table, None
     # The router's clock: ms since 00:00 UTC of the day it started (so it passes DAY_MS after
     # midnight). Find the day offset that puts its rows nearest this run.
     t0_day = (t0_epoch % 86400.0) * 1000.0
@@ -543,7 +554,30 @@ def _recorded(client: Any, plan: LoadPlan, t0_epoch: float, records: pd.DataFram
     for name in ("start_ms", "end_ms"):   # outcome columns: the same clock
         if name in table:
             table[name] = table[name] - t0_router
-    return table.sort_values("arrival_ms", kind="stable").reset_index(drop=True)
+    return table.sort_values("arrival_ms", kind="stable").reset_index(drop=True), t0_router
+
+
+def _instance_log(client: Any, plan: LoadPlan, t0_router: float | None) -> pd.DataFrame | None:
+    """The router's log of the instances that died during this run (``/admin/trace?kind=instances``):
+    instance, function (mapped back), created_ms, ready_ms, died_ms (on the run's time base, as the
+    trace's times: the router's clock - ``t0_router``), evicted. None when the router has no such
+    log (an older router) or the run has no recorded trace to place it by."""
+    from wlruntime.router.client import RouterClientError
+
+    if t0_router is None:
+        return None
+    try:
+        raw = client.instance_log("parquet")
+    except RouterClientError:
+        return None
+    table = pd.read_parquet(io.BytesIO(raw))
+    back = dict(zip(plan.functions["deployed"], plan.functions["function"]))
+    # instances that died before the run (a warm-up) were not part of it
+    table = table[table["function"].isin(back) & (table["died_ms"] >= t0_router)]
+    table = table.assign(function=table["function"].map(back))
+    for name in ("created_ms", "ready_ms", "died_ms"):
+        table[name] = table[name] - t0_router
+    return table.sort_values("died_ms", kind="stable").reset_index(drop=True)
 
 
 def _join_recorded(records: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFrame:

@@ -161,6 +161,10 @@ class RouterClient:
     def trace(self, fmt: str = "csv") -> bytes:
         return self._admin("GET", "/admin/trace", params={"format": fmt}).content
 
+    def instance_log(self, fmt: str = "csv") -> bytes:
+        """Every instance that died (id, function, created/ready/died on the trace's clock, evicted)."""
+        return self._admin("GET", "/admin/trace", params={"format": fmt, "kind": "instances"}).content
+
     def metrics(self) -> str:
         try:
             return self._http.get("/metrics").text

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from time import perf_counter
@@ -59,6 +60,10 @@ MAX_ATTEMPTS = 3             # placements of one request (re-routes after a node
 BUSY_KEEPALIVE_MS = 60_000   # answer to a node asking about an instance the router has busy
 UINT32_MAX = 2**32 - 1
 # Spawn errors that mean the instance never started, so a request sent along did not run.
+# The instance log's columns: the id the node knows it by (the answer's X-WL-Instance), the
+# function, then the policy clock's times (the trace's start_ms/end_ms clock; ready_ms empty when
+# it died starting) and whether the policy evicted it.
+INSTANCE_LOG_COLUMNS = ("instance", "function", "created_ms", "ready_ms", "died_ms", "evicted")
 SPAWN_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ALREADY_EXISTS,
                            grpc.StatusCode.INVALID_ARGUMENT})
@@ -76,6 +81,8 @@ class Dispatch(Platform):
         self._route_seconds = metrics.route_seconds
         self._on_idle_seconds = metrics.on_idle_seconds
         self.trace = trace
+        # Dead instances, as many as the trace keeps rows (INSTANCE_LOG_COLUMNS; /admin/trace?kind=instances)
+        self.deaths: deque[tuple[str, str, float, float | None, float, bool]] = deque(maxlen=trace.rows.maxlen)
         self.boot = boot
         self._bg = background
         self._node_failed = node_failed
@@ -231,6 +238,10 @@ class Dispatch(Platform):
         if inst.state is not DEAD:
             self.keepalive.cancel(inst)
             self.by_iid.pop(inst.instance_id, None)
+            # Every death passes here (keep-alive out, eviction, node lost, spawn failure): the
+            # exact lifetime, which state polls only bound (wl.loop.live). One append per death.
+            self.deaths.append((inst.instance_id, inst.fn.name, inst.created_ms,
+                                inst.ready_ms if inst.ready_ms != math.inf else None, now, evicted))
             log.debug("instance %s of %s on %s killed%s", inst.instance_id, inst.fn.name, inst.node,
                       " (evicted)" if evicted else "")
         super().kill(inst, now, evicted, notify)

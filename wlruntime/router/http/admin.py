@@ -3,7 +3,8 @@ dependency (``Authorization: Bearer <admin token>``):
 
   GET/PUT /admin/policy ({"spec": "..."}), GET /admin/state, GET /admin/functions,
   POST /admin/functions/{name} (multipart wasm + config, forwarded to the registry),
-  DELETE /admin/functions/{name}, GET /admin/logs/{name}, GET /admin/trace?format=csv|parquet,
+  DELETE /admin/functions/{name}, GET /admin/logs/{name}, GET /admin/trace?format=csv|parquet[&kind=instances]
+  (kind=instances: every instance that died, INSTANCE_LOG_COLUMNS),
   GET/POST /admin/nodes ({"address": "host:port"}), DELETE /admin/nodes/{address} (a node leaving),
   GET /admin/events (queued Event invocations),
   POST /admin/policies/{name} (upload routing code to the registry), GET /admin/policies.
@@ -12,6 +13,7 @@ dependency (``Authorization: Bearer <admin token>``):
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field
 from policies.registry import PolicySpecError
 from wlruntime.registry.models import name_problem
 from wlruntime.router.core import Router
+from wlruntime.router.dispatch import INSTANCE_LOG_COLUMNS
 from wlruntime.router.state import RouterError
 from wlruntime.router.trace import encode_csv, encode_parquet
 
@@ -32,6 +35,26 @@ if TYPE_CHECKING:
     from wlruntime.router.http.uploaded import UploadedPolicies
 
 HARD_BODY_LIMIT = 64 * 1024 * 1024
+
+
+def encode_instance_log(deaths: list[tuple], format: str) -> bytes:
+    """The router's instance log (``Dispatch.deaths``) as CSV or Parquet, in order of death."""
+    import pyarrow as pa
+
+    columns = {name: [d[i] for d in deaths] for i, name in enumerate(INSTANCE_LOG_COLUMNS)}
+    table = pa.table(columns, schema=pa.schema([("instance", pa.string()), ("function", pa.string()),
+                                                ("created_ms", pa.float64()), ("ready_ms", pa.float64()),
+                                                ("died_ms", pa.float64()), ("evicted", pa.bool_())]))
+    sink = io.BytesIO()
+    if format == "csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, sink)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, sink)
+    return sink.getvalue()
 
 
 class PolicySpec(BaseModel):
@@ -167,9 +190,15 @@ def admin_api(router: Router, admin_token: str, events: EventQueue | None = None
         return [LogEntry.model_validate(entry) for entry in entries]
 
     @api.get("/trace")
-    async def trace(format: str = "csv") -> Response:
+    async def trace(format: str = "csv", kind: str = "requests") -> Response:
         if format not in ("csv", "parquet"):
             raise HTTPException(400, f"format must be csv or parquet, got {format!r}")
+        if kind not in ("requests", "instances"):
+            raise HTTPException(400, f"kind must be requests or instances, got {kind!r}")
+        if kind == "instances":  # the instances that died, with their exact lifetimes
+            deaths = list(router.dispatch.deaths)
+            return Response(await asyncio.to_thread(encode_instance_log, deaths, format),
+                            media_type="text/csv" if format == "csv" else "application/vnd.apache.parquet")
         rows = list(router.trace.rows)  # a snapshot taken on the loop, encoded off it
         if format == "csv":
             return Response(await asyncio.to_thread(encode_csv, rows), media_type="text/csv")
