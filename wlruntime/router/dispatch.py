@@ -59,11 +59,11 @@ CONTROL_TIMEOUT_S = 5.0      # KeepAlive / Kill / Status
 MAX_ATTEMPTS = 3             # placements of one request (re-routes after a node or spawn failure)
 BUSY_KEEPALIVE_MS = 60_000   # answer to a node asking about an instance the router has busy
 UINT32_MAX = 2**32 - 1
-# Spawn errors that mean the instance never started, so a request sent along did not run.
 # The instance log's columns: the id the node knows it by (the answer's X-WL-Instance), the
 # function, then the policy clock's times (the trace's start_ms/end_ms clock; ready_ms empty when
 # it died starting) and whether the policy evicted it.
 INSTANCE_LOG_COLUMNS = ("instance", "function", "created_ms", "ready_ms", "died_ms", "evicted")
+# Spawn errors that mean the instance never started, so a request sent along did not run.
 SPAWN_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ALREADY_EXISTS,
                            grpc.StatusCode.INVALID_ARGUMENT})
