@@ -362,17 +362,34 @@ def warm_up(client: Any, plan: LoadPlan, timeout_s: float = 60.0) -> None:
     the plan may run (a fresh node's first spawns into unused wasm memory slots take hundreds of
     ms on this machine, measured: the model is of the steady state), under the kill-at-once
     policy; then wait until no instance is left."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from wl.loop.load import _peak_concurrency
+    from wlruntime.router.client import RouterClient
 
     names = list(plan.functions["deployed"])
     for name in names:
         client.invoke(name, b"0 0 sleep")
     count = min(200, max(2 * len(names), 2 * _peak_concurrency(plan.requests)))
-    with ThreadPoolExecutor(32) as pool:
-        for _ in range(2):
-            list(pool.map(lambda i: client.invoke(names[i % len(names)], b"20 0 sleep"), range(count)))
+    # one client per thread: one httpx client shared by the 32 threads failed 2 of 4 runs on
+    # 2026-12-02 with EBADF (its connection pool racing on a connection the server had closed)
+    local, clients = threading.local(), []
+
+    def invoke(i: int) -> Any:
+        own = getattr(local, "client", None)
+        if own is None:
+            own = local.client = RouterClient(client.base_url, client.token, timeout=60.0)
+            clients.append(own)
+        return own.invoke(names[i % len(names)], b"20 0 sleep")
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            for _ in range(2):
+                list(pool.map(invoke, range(count)))
+    finally:
+        for own in clients:
+            own.close()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not any(fn["instances"] for fn in client.state()["functions"].values()):
