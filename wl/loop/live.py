@@ -128,12 +128,14 @@ def _instances(load: LoadResult, ok: np.ndarray) -> pd.DataFrame:
     if load.instance_log is not None:
         # The router's own record: exact. Times before the run's start are clipped to it (the run
         # starts at 0, as a simulation does); an instance it lacks was still alive at the end.
-        logged = log.reindex(names)             # rows it lacks are NaN: fmax, not maximum, below
+        logged = log.reindex(names)
         known = logged["died_ms"].notna().to_numpy()
         log_ready = logged["ready_ms"].to_numpy(float)
-        created = np.where(known, np.fmax(logged["created_ms"].to_numpy(float), 0.0), created)
-        # one that died starting was never ready: starting all its life, no idle time
-        ready = np.where(known, np.fmax(np.where(np.isnan(log_ready), logged["died_ms"], log_ready), 0.0), ready)
+        log_died = logged["died_ms"].to_numpy(float)
+        with np.errstate(invalid="ignore"):     # rows the log lacks are NaN; np.where drops them
+            created = np.where(known, np.fmax(logged["created_ms"].to_numpy(float), 0.0), created)
+            # one that died starting was never ready: starting all its life, no idle time
+            ready = np.where(known, np.fmax(np.where(np.isnan(log_ready), log_died, log_ready), 0.0), ready)
         died = np.where(known, logged["died_ms"].to_numpy(float), np.inf)
         evicted = known & logged["evicted"].fillna(False).astype(bool).to_numpy()
     out["created_ms"], out["ready_ms"], out["died_ms"] = created, ready, died
