@@ -141,7 +141,7 @@ def main() -> None:
                   f"p99 {_ms(cold['p99_ms'])} ms")
     load_before = os.getloadavg()
     results = fidelity(plan, split_specs(args.policies), profile, max_lateness_ms=args.max_lateness_ms,
-                       nodes=args.nodes, workers=args.workers, log=console.print)
+                       nodes=args.nodes, workers=args.workers, log=console.print, keep=args.out)
     load_after = os.getloadavg()
     console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
     for f in results if args.seeds > 0 else []:

@@ -192,7 +192,7 @@ def fidelity_cmd(
             console.print(f"{trace}: {len(plan.requests):,} requests, {len(plan.functions)} functions, "
                           f"{plan.span_s:.1f} s live per policy; profile {prof.describe()}")
             results = fidelity(plan, specs, prof, url=base_url, token=found, nodes=nodes, workers=workers,
-                               max_lateness_ms=max_lateness_ms, mode=mode, log=console.print)
+                               max_lateness_ms=max_lateness_ms, mode=mode, log=console.print, keep=folder)
     except _errors() as e:
         raise _fail(str(e)) from None
     folder = write_report(results, folder, {"trace": trace, "profile": prof.model_dump(), "speed": speed,

@@ -399,12 +399,23 @@ def warm_up(client: Any, plan: LoadPlan, timeout_s: float = 60.0) -> None:
 
 def fidelity(plan: LoadPlan, policies: Sequence[str], profile: Profile, *, url: str | None = None,
              token: str | None = None, nodes: int = 1, workers: int = 200, max_lateness_ms: float = 50.0,
-             mode: str = "sleep", log: Any = print) -> list[PolicyFidelity]:
+             mode: str = "sleep", log: Any = print, keep: Path | None = None) -> list[PolicyFidelity]:
+    """Each policy live, in turn, compared with the simulator. ``keep``: a folder where each live
+    run is written (``live-<policy>``) as soon as it ends, so a later policy's failure loses none
+    of the finished runs (``wl fidelity TRACE --live FOLDER...`` compares them afterwards)."""
     code_bytes = synthetic_code_bytes()
     out = []
     for policy in policies:
-        load = run_policy_live(plan, policy, url=url, token=token, nodes=nodes, workers=workers,
-                               max_lateness_ms=max_lateness_ms, mode=mode, log=log)
+        try:
+            load = run_policy_live(plan, policy, url=url, token=token, nodes=nodes, workers=workers,
+                                   max_lateness_ms=max_lateness_ms, mode=mode, log=log)
+        except Exception:
+            if keep is not None and out:
+                log(f"  {policy}: the run failed; the finished runs are kept in {keep}: "
+                    + ", ".join(f"live-{_safe(f.policy)}" for f in out))
+            raise
+        if keep is not None:
+            load.write(keep / f"live-{_safe(policy)}")
         out.append(compare_run(load, policy, profile, code_bytes))
     return out
 
