@@ -9,7 +9,7 @@ from bisect import bisect_right, insort
 from collections import deque
 from typing import Any
 
-from policies.builtin._common import EPS_MS, STARTED, WORK, WorkLedger, keep_until, number, warm_slot
+from policies.builtin._common import EPS_MS, WorkLedger, keep_until, number, warm_slot
 from policies.interface import (
     IDLE,
     INVOKE,
@@ -507,15 +507,7 @@ class ExpectedWait(Policy):
                 self.sample(st, now_ms - st.ghosts.pop())
             elif since is not None:
                 self.sample(st, now_ms - since if now_ms > since else 0.0)
-            entry = ledger.entries.get(inst.id)
-            if entry is None:
-                ledger.assigned(inst, predicted, now_ms)
-            else:       # ledger.assigned's idle-instance case, inlined (the common route)
-                q = entry[WORK]
-                q.clear()
-                q.append(predicted)
-                entry[STARTED] = now_ms
-                ledger.set_finish(inst, entry, now_ms + predicted)
+            ledger.assigned(inst, predicted, now_ms)
             return Assign(inst)
         if fn.concurrency > 1:                     # a busy instance with a free slot
             inst = warm_slot(fn)
