@@ -7,10 +7,11 @@ the bundled Azure day with 20 functions, replayed live at ``--speed`` (15: ~56 r
 
 The simulator's profile (``--profile``, default ``session``) is calibrated in the same session:
 before the policies run, the bundled ``wl`` profile's recipe (``wl.loop.calibrate.session_profile``:
-the 30 s probe and 2 minutes of the Azure day at x4, durations capped at 10 s, each on a fresh
-platform under fixed_ttl:ttl_ms=2000, ~80 s) is run on this machine now and fitted, written to
-``<out>/profile-session.json`` (the runs beside it, ``calibration-1/2``) and used for every
-policy; the bundled ``wl`` is then added to
+the 30 s probe and 2 minutes of the Azure day at x4, durations capped at 10 s) and 17:00's burst
+at x15 (8 s; the slice opens with 18:00's), each on a fresh platform under fixed_ttl:ttl_ms=2000,
+~100 s in all, is run on this machine now and fitted (cold starts by the spawns of the 50 ms
+before), written to ``<out>/profile-session.json`` (the runs beside it, ``calibration-1/2/3``)
+and used for every policy; the bundled ``wl`` is then added to
 ``--also-profiles`` so the report shows both. Why: a profile belongs to a machine and a moment
 (2026-12-02: the bundled one had cold start p50 2.9 ms, this machine's live runs 1.4-1.5 ms, and
 the learned policy, which prices keep-alive with the cold start it sees, was predicted 21-33%

@@ -40,7 +40,7 @@ a burst of spawns), so run it on a quiet machine, more than once, in rotated pol
 
 ``live --profile`` (default ``session``) is the profile of the simulated columns: ``session``
 calibrates the simulator on this machine just before the policies run
-(``wl.loop.calibrate.session_profile``, ~80 s; the profile is kept in the JSON and written next
+(``wl.loop.calibrate.session_profile``, ~100 s; the profile is kept in the JSON and written next
 to the runs in runs/learned-live/), so the predicted gain is set against the live gain with the
 same moment's cold starts; ``wl`` (the bundled profile) or any bundled name or file as before.
 """
@@ -321,7 +321,7 @@ def main() -> None:
     live.add_argument("--policies", required=True)
     live.add_argument("--max-lateness-ms", type=float, default=50.0)
     live.add_argument("--profile", default="session", help="profile of the simulated columns: session (calibrate "
-                      "on this machine now, ~80 s), wl (the bundled one training used), another name or a file")
+                      "on this machine now, ~100 s), wl (the bundled one training used), another name or a file")
     live.add_argument("--out", default=str(ARTIFACT_DIR / f"live-gain-{time.strftime('%H%M', time.gmtime())}.json"))
     args = ap.parse_args()
     {"prepare": cmd_prepare, "ttl": cmd_ttl, "train": cmd_train, "select": cmd_select,

@@ -143,6 +143,12 @@ def test_wl_load_and_calibrate_commands(platform, tmp_path) -> None:
     cal = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--out", str(tmp_path / "p.json")])
     assert cal.exit_code == 0, cal.output
     assert load_profile(str(tmp_path / "p.json")).cold_start.by_abi["wasi-command"].samples >= 5
+    keyed = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--load-measure", "spawns_50ms",
+                                "--out", str(tmp_path / "q.json")])
+    assert keyed.exit_code == 0, keyed.output
+    assert load_profile(str(tmp_path / "q.json")).cold_start.by_abi["wasi-command"].samples >= 5
+    bad = runner.invoke(app, ["calibrate", str(tmp_path / "run"), "--load-measure", "cpu"])
+    assert bad.exit_code == 2 and "in_flight" in bad.output and "spawns_50ms" in bad.output
     fid = runner.invoke(app, ["fidelity", str(trace), "--policy", POLICY, "--live", str(tmp_path / "run"),
                               "--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "fid")])
     assert fid.exit_code == 0, fid.output
@@ -163,7 +169,8 @@ def test_session_profile_is_fitted_on_a_fresh_platform_and_simulated_with(tmp_pa
     assert load_profile(str(tmp_path / "profile-session.json")) == profile
     assert (tmp_path / "calibration-1" / "requests.parquet").is_file()      # the run, for a later look
     fitted = profile.cold_start.by_abi["wasi-command"]
-    assert fitted.samples >= 5 and fitted.by_load is None and 0 < fitted.p50_ms < 50
+    assert fitted.samples >= 5 and 0 < fitted.p50_ms < 50
+    assert fitted.by_load is None or fitted.by_load.measure == "spawns_50ms"   # keyed like the session's
     sim = profile.simulate(plan.canonical(), "fixed_ttl:ttl_ms=1")
     cold = sim.requests.loc[sim.requests["cold"], "cold_start_ms"]
     assert len(cold) and cold.between(fitted.quantiles_ms[0], fitted.quantiles_ms[-1]).all()

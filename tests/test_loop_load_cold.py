@@ -194,3 +194,48 @@ def test_calibrate_fits_the_table_from_a_run() -> None:
     assert profile.cold_start.by_abi["wasi-command"].by_load.upper == [10.0]
     assert profile.cold_start.base_ms == pytest.approx(5.0)
     assert parse_profile(profile.model_dump()) == profile      # what it writes reads back
+
+
+SPAWNS = LoadColdStart(upper=(2.0,), quantiles_ms=((1.0, 1.0), (500.0, 500.0)), measure="spawns_50ms")
+
+
+def test_keyed_by_spawns_each_spawn_draws_from_the_cold_starts_of_the_50_ms_before() -> None:
+    # a..e arrive 10 ms apart (0, 1, 2, 3, 4 spawns in the 50 ms before each, itself excluded);
+    # f comes 35 ms after e, when only d and e are within 50 ms; g alone, a second later.
+    rows = [("a", 0.0, 1.0), ("b", 10.0, 1.0), ("c", 20.0, 1.0), ("d", 30.0, 1.0), ("e", 40.0, 1.0),
+            ("f", 75.0, 1.0), ("g", 1075.0, 1.0)]
+    model = ColdStartModel(base_ms=9.0, per_mb_ms=0.0, by_load=dict.fromkeys("abcdefg", SPAWNS))
+    result = simulate(_trace(rows), load_policy("fixed_ttl:ttl_ms=1"), SimConfig(cold_start=model))
+    assert result.requests["cold"].all()
+    assert result.requests["cold_start_ms"].tolist() == [1.0, 1.0, 500.0, 500.0, 500.0, 500.0, 1.0]
+
+
+def test_a_table_keyed_by_an_unknown_measure_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"LoadColdStart\.measure: expected one of in_flight, spawns_50ms"):
+        LoadColdStart(upper=(2.0,), quantiles_ms=((1.0, 1.0), (5.0, 5.0)), measure="spawns")
+
+
+def test_calibrate_keys_the_table_by_the_spawns_just_before() -> None:
+    run = _hand_made_run()
+    samples = load_cold_samples([run])
+    # quiet: 100 ms apart, none within 50 ms; burst request k: the k before it, 1 ms apart
+    assert samples["spawns_50ms"].tolist() == [0] * 40 + list(range(40))
+    profile = calibrate([run], name="hand", load_measure="spawns_50ms")
+    table = profile.cold_start.by_abi["wasi-command"].by_load
+    # below 1: the 40 quiet ones and the burst's first; the higher bounds hold < 30 each and merge
+    assert table is not None and table.measure == "spawns_50ms" and table.upper == [1.0] and table.samples == [41, 39]
+    assert table.quantiles_ms[0][0] == 2.0 and table.quantiles_ms[-1] == [1000.0] * 21
+    assert set(table.fit) == {"spawns_50ms", "in_flight (alternative, not used)"}
+    sim = profile.cold_start_model({"f": FunctionInfo("wasi-command", 0)}).by_load["f"]
+    assert sim.measure == "spawns_50ms"
+
+
+def test_a_spawn_counts_from_when_it_was_decided_its_arrival_plus_its_wait() -> None:
+    from types import SimpleNamespace
+
+    # x arrives first but waits 30 ms for its spawn: decided at 30, after y (10) and z (20)
+    recorded = pd.DataFrame({"function": ["x", "y", "z"], "memory_mb": 128.0, "arrival_ms": [0.0, 10.0, 20.0],
+                             "wait_ms": [30.0, 0.0, 0.0], "cold_start_ms": 3.0, "exec_ms": 5.0, "cold": True,
+                             "status": "ok"})
+    samples = load_cold_samples([SimpleNamespace(recorded=recorded)])
+    assert samples.set_index("function")["spawns_50ms"].to_dict() == {"x": 2, "y": 0, "z": 1}

@@ -11,7 +11,6 @@ import pytest
 import wl.loop.fidelity as fidelity_module
 from wl.loop.calibrate import (
     SESSION_MAX_DURATION_MS,
-    _load_blind,
     cold_start_summary,
     probe_plan,
     profile_for,
@@ -24,13 +23,17 @@ from wlsim.profile import ProfileError, load_profile
 pytestmark = pytest.mark.unit
 
 
-def test_the_session_runs_the_bundled_profiles_recipe() -> None:
-    probe, trace = session_plans()
+def test_the_session_runs_the_bundled_profiles_recipe_and_an_hourly_burst() -> None:
+    probe, trace, burst = session_plans()
     assert probe.source == "calibration probe" and len(probe.requests) == len(probe_plan().requests)
     assert trace.source == "traces/azure2019/40" and trace.speed == 4.0
     assert len(trace.requests) == 1308                      # minutes 1081-1082, every function
     assert trace.requests["duration_ms"].max() <= SESSION_MAX_DURATION_MS
     assert 29.0 < trace.span_s <= 30.0
+    # 17:00's burst (not the fidelity slice's minutes) at x15: its 11 functions (at most 20), 8 s
+    assert burst.source == "traces/azure2019/40" and burst.speed == 15.0
+    assert len(burst.functions) == 11 and len(burst.requests) == 1233 and 7.5 < burst.span_s <= 8.0
+    assert len(burst.requests) / burst.span_s > 150        # the fidelity slice's opening rate, not its mean
 
 
 def test_an_invalid_calibration_run_stops_the_session_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -54,15 +57,6 @@ def test_other_names_are_the_bundled_profiles_or_files(tmp_path) -> None:
     assert not (tmp_path / "profile-session.json").exists()
     with pytest.raises(ProfileError, match="no bundled profile of that name"):
         profile_for("no-such-profile", tmp_path)
-
-
-def test_the_session_profile_is_load_blind_like_the_bundled_wl() -> None:
-    loaded = load_profile("wl-load")
-    assert loaded.cold_start.by_abi["wasi-command"].by_load is not None
-    blind = _load_blind(loaded)
-    assert blind.cold_start.by_abi["wasi-command"].by_load is None
-    assert blind.cold_start.by_abi["wasi-command"].quantiles_ms == loaded.cold_start.by_abi["wasi-command"].quantiles_ms
-    assert blind.request_overhead_ms == loaded.request_overhead_ms and blind.front == loaded.front
 
 
 def test_the_reported_cold_start_quantiles_are_the_profiles() -> None:

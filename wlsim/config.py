@@ -46,24 +46,41 @@ class ColdStartModel:
         return v if v is not None else self.base_ms + self.per_mb_ms * memory_mb
 
 
+# LoadColdStart's load measures: what a spawn's bucket is keyed by.
+IN_FLIGHT = "in_flight"
+SPAWNS_50MS = "spawns_50ms"
+LOAD_MEASURES = (IN_FLIGHT, SPAWNS_50MS)
+SPAWN_WINDOW_MS = 50.0
+
+
 @dataclass(frozen=True)
 class LoadColdStart:
     """A cold start that grows with the platform's load: one measured distribution per bucket
-    of ``in_flight``, the requests in flight on the platform when the spawn is decided (arrived
-    at the router and not finished: waiting, starting or executing, the spawning one included).
+    of a load measure taken when the spawn is decided:
 
-    Live, a burst of spawns on a loaded node makes cold starts grow from milliseconds to seconds
-    (the node's own instantiation stays ~0.1 ms): spawns queue with everything else in flight for
-    the CPU and the node's wasm threads. In-flight work is what they queue behind, so it is the
-    bucket key; it explains the measured cold starts better than the recent spawn rate does (see
-    wl.loop.calibrate). Bucket ``k`` holds ``upper[k-1] <= in_flight < upper[k]`` (the last one is
-    open); ``quantiles_ms[k]`` is its distribution at equally spaced probabilities (as
-    ColdStartModel.quantiles_ms).
+    - ``in_flight``: the requests in flight on the platform (arrived at the router and not
+      finished: waiting, starting or executing, the spawning one included). Live under heavy
+      load (2026-12-02, load 1-16), a burst of spawns on a loaded node made cold starts grow from
+      milliseconds to seconds: spawns queue with everything else in flight for the CPU and the
+      node's wasm threads;
+    - ``spawns_50ms``: the cold starts decided in the 50 ms before (of requests: pre-warms are
+      not counted, as a live recording has no request for them), the spawning one excluded. On a
+      quiet machine at ms-scale cold starts it is the better key (2026-12-02, session 8: an
+      hourly burst at x15, 270 requests/s, made cold starts 5-14 ms against ~3 ms after it;
+      R2 of log(cold start) 0.52 by spawns in 50 ms, 0.05 by requests in flight, whose sleeping
+      requests hold no CPU).
+
+    Bucket ``k`` holds ``upper[k-1] <= load < upper[k]`` (the last one is open);
+    ``quantiles_ms[k]`` is its distribution at equally spaced probabilities (as
+    ColdStartModel.quantiles_ms). ``wl.loop.calibrate`` fits the table from live runs.
     """
     upper: tuple[float, ...]
     quantiles_ms: tuple[tuple[float, ...], ...]
+    measure: str = IN_FLIGHT
 
     def __post_init__(self) -> None:
+        if self.measure not in LOAD_MEASURES:
+            raise ValueError(f"LoadColdStart.measure: expected one of {', '.join(LOAD_MEASURES)}, got {self.measure!r}")
         if len(self.quantiles_ms) != len(self.upper) + 1:
             raise ValueError(f"LoadColdStart: {len(self.upper)} bucket bounds need {len(self.upper) + 1} "
                              f"quantile tables, got {len(self.quantiles_ms)}")
@@ -73,12 +90,12 @@ class LoadColdStart:
             if not is_quantile_table(table):
                 raise ValueError(f"LoadColdStart.quantiles_ms[{k}]: {QUANTILE_TABLE_RULE}, got {list(table)!r}")
 
-    def table(self, in_flight: float) -> tuple[float, ...]:
-        """The distribution of the bucket ``in_flight`` falls in."""
-        return self.quantiles_ms[bisect_right(self.upper, in_flight)]
+    def table(self, load: float) -> tuple[float, ...]:
+        """The distribution of the bucket ``load`` (the measure's value) falls in."""
+        return self.quantiles_ms[bisect_right(self.upper, load)]
 
-    def draw(self, in_flight: float, u: float) -> float:
-        return draw_quantile(self.table(in_flight), u)
+    def draw(self, load: float, u: float) -> float:
+        return draw_quantile(self.table(load), u)
 
 
 QUANTILE_TABLE_RULE = "expected at least 2 ascending finite values >= 0 (ms)"

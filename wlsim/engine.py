@@ -16,7 +16,8 @@ invalid answers) are the model's, ``wlmodel.platform``, shared with the live rou
   the function's constant, or, for a function with a measured distribution
   (``ColdStartModel.quantiles_ms``), one draw per spawn from a ``random.Random(SimConfig.seed)``
   (the same seed gives the same run); with a load-dependent one (``ColdStartModel.by_load``),
-  the draw is from the distribution of the requests in flight at the spawn;
+  the draw is from the distribution of the load at the spawn (requests in flight, or the
+  cold starts decided in the 50 ms before: ``LoadColdStart.measure``);
 - nodes are ``SimConfig.nodes`` x ``node_memory_mb`` (may be unbounded);
 - answers are checked in "raise" mode: an invalid answer raises ``PolicyAnswerError``.
 
@@ -56,7 +57,7 @@ import math
 import random
 import time
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -89,7 +90,7 @@ from wlmodel.platform import (
 )
 from wlmodel.records import Function, Instance, Node
 from wlmodel.schema import CANONICAL_COLUMNS, CONCURRENCY_COLUMN, feature_columns
-from wlsim.config import SimConfig, draw_quantile
+from wlsim.config import IN_FLIGHT, SPAWN_WINDOW_MS, SPAWNS_50MS, SimConfig, draw_quantile
 from wlsim.result import INSTANCE_COLUMNS, REQUEST_COLUMNS, ResultSink, SimResult, StreamSummary
 
 if TYPE_CHECKING:
@@ -167,6 +168,13 @@ class RowFeatures(Mapping):
 
 # ------------------------------------------------------------------------- the engine
 
+
+def _spawn_log(cfg: SimConfig) -> array | None:
+    """Where a simulation keeps its cold starts' times, when a load-dependent cold start is keyed
+    by them (LoadColdStart ``spawns_50ms``); None otherwise (nothing to keep)."""
+    return array("d") if any(t.measure == SPAWNS_50MS for t in cfg.cold_start.by_load.values()) else None
+
+
 class Simulation(Platform):
     """One run of a trace through the model; see the module docstring.
 
@@ -195,6 +203,7 @@ class Simulation(Platform):
         "_codes",
         "_cold_draws",
         "_cold_rng",
+        "_spawn_times",
         "_done",
         "_duration",
         "_duration_np",
@@ -348,6 +357,7 @@ class Simulation(Platform):
         self.functions: list[Function] = [
             self._new_function(names[i], apps[i], float(mem[i]), int(conc[i])) for i in range(nf)]
         self._cold_rng = random.Random(cfg.seed)
+        self._spawn_times = _spawn_log(cfg)
         return trace
 
     def _checked_config(self) -> SimConfig:
@@ -632,8 +642,6 @@ class Simulation(Platform):
         self.end_execution(inst, row, now, self._duration[row], self._payload[row])
 
     def emit_spawn(self, inst: Instance, row: int | None, now: float) -> None:
-        if row is not None:
-            self._r_cold[row] = 1
         f = inst.fn
         table = self._cold_draws.get(f) if self._cold_draws else None
         if table is None:
@@ -641,12 +649,23 @@ class Simulation(Platform):
         elif type(table) is tuple:
             cold_ms = draw_quantile(table, self._cold_rng.random())
         else:                             # LoadColdStart: the bucket of the load right now
-            cold_ms = table.draw(self._in_flight(now), self._cold_rng.random())
+            load = self._in_flight(now) if table.measure == IN_FLIGHT else self._recent_spawns(now)
+            cold_ms = table.draw(load, self._cold_rng.random())
+        if row is not None:
+            self._r_cold[row] = 1
+            if self._spawn_times is not None:
+                self._spawn_times.append(now)
         self._at(now + cold_ms, self._on_ready_cb, inst)
 
     def _in_flight(self, now: float) -> int:
-        """Requests arrived by ``now`` and not finished (LoadColdStart's load measure)."""
+        """Requests arrived by ``now`` and not finished (LoadColdStart's ``in_flight``)."""
         return bisect_right(self._arrival, now) - self.completed - self.rejected
+
+    def _recent_spawns(self, now: float) -> int:
+        """Cold starts of requests decided in the SPAWN_WINDOW_MS before ``now``, this one
+        excluded (LoadColdStart's ``spawns_50ms``; the times are appended in time order)."""
+        times = self._spawn_times
+        return len(times) - bisect_left(times, now - SPAWN_WINDOW_MS)
 
     def _on_ready(self, inst: Instance, _: Any) -> None:
         self.instance_ready(inst, self._now)
@@ -805,6 +824,7 @@ class StreamingSimulation(Simulation):
         self._codes = {}                    # function name -> code
         self._cold_draws = {}
         self._cold_rng = random.Random(self.config.seed)
+        self._spawn_times = _spawn_log(self.config)
         self._features = None
         self._last_arrival = -INF
         self._arrival_prefix = array("d", [0.0])

@@ -10,12 +10,14 @@ engine takes, plus how the platform reshapes a trace before the model sees it:
   ``quantiles_ms`` draws each spawn's cold start from that distribution (shifted like the median
   for its code size; seeded, see ``ColdStartModel.quantiles_ms``); its median stays the
   policies' estimate. Without quantiles (or without the function's ABI) a cold start is constant.
-  ``by_abi.<abi>.by_load`` makes it load-dependent: one distribution per bucket of the requests
-  in flight on the platform when the spawn is decided (``upper``: the buckets' bounds,
-  ``quantiles_ms``: one table per bucket), drawn instead of ``quantiles_ms``. Live, a burst of
-  spawns on a loaded node grows the cold start from ms to seconds (CPU and wasm-thread
-  queueing); ``wl calibrate`` fits the table from the runs' cold requests. It is this machine's
-  at the load it was measured under (other processes' CPU share changes it).
+  ``by_abi.<abi>.by_load`` makes it load-dependent: one distribution per bucket of a load
+  ``measure`` when the spawn is decided, the requests in flight on the platform (``in_flight``)
+  or the cold starts decided in the 50 ms before (``spawns_50ms``) (``upper``: the buckets'
+  bounds, ``quantiles_ms``: one table per bucket), drawn instead of ``quantiles_ms``. Live, a
+  burst of spawns grows the cold start (CPU and wasm-thread queueing: from ms to seconds on a
+  loaded node, 3 to 5-14 ms in an hourly burst on a quiet one); ``wl calibrate`` fits the table
+  from the runs' cold requests. It is this machine's at the load it was measured under (other
+  processes' CPU share changes it).
 - ``request_overhead_ms``: time an instance is busy per request beyond the function's own
   duration (the router -> node call, instantiation of an ABI 1 module): added to ``duration_ms``.
 - ``front``: how the HTTP front spreads a burst. A request sent at ``t`` reaches the router's
@@ -75,10 +77,11 @@ class _Strict(BaseModel):
 
 class LoadBuckets(_Strict):
     """A load-dependent cold start (``wlsim.config.LoadColdStart``): the measured distribution
-    per bucket of ``in_flight`` (requests arrived at the router and not finished when the spawn
-    is decided, platform-wide). Bucket k holds ``upper[k-1] <= in_flight < upper[k]``, the last
-    is open, so ``quantiles_ms`` has one table more than ``upper``."""
-    measure: Literal["in_flight"] = "in_flight"
+    per bucket of a load ``measure`` taken when the spawn is decided, platform-wide:
+    ``in_flight`` (requests arrived at the router and not finished) or ``spawns_50ms`` (cold
+    starts of requests decided in the 50 ms before). Bucket k holds ``upper[k-1] <= load <
+    upper[k]``, the last is open, so ``quantiles_ms`` has one table more than ``upper``."""
+    measure: Literal["in_flight", "spawns_50ms"] = "in_flight"
     upper: list[float] = Field(min_length=1)
     quantiles_ms: list[list[float]]
     samples: list[int] = Field(default_factory=list)
@@ -100,7 +103,8 @@ class LoadBuckets(_Strict):
         return self
 
     def model(self, shift_ms: float = 0.0) -> LoadColdStart:
-        return LoadColdStart(tuple(self.upper), tuple(tuple(q + shift_ms for q in t) for t in self.quantiles_ms))
+        return LoadColdStart(tuple(self.upper), tuple(tuple(q + shift_ms for q in t) for t in self.quantiles_ms),
+                             self.measure)
 
 
 class AbiColdStart(_Strict):
@@ -257,9 +261,10 @@ class Profile(_Strict):
         for abi, a in cs.by_abi.items():
             text += f"; {abi} p50 {a.p50_ms:.2f} ms"
             if a.by_load is not None:
+                what = "requests in flight" if a.by_load.measure == "in_flight" else "spawns in 50 ms"
                 text += (f" (by load: p50 {a.by_load.quantiles_ms[0][len(a.by_load.quantiles_ms[0]) // 2]:.1f} ms"
-                         f" below {a.by_load.upper[0]:g} requests in flight, "
-                         f"{a.by_load.quantiles_ms[-1][len(a.by_load.quantiles_ms[-1]) // 2]:.0f} ms from "
+                         f" below {a.by_load.upper[0]:g} {what}, "
+                         f"{a.by_load.quantiles_ms[-1][len(a.by_load.quantiles_ms[-1]) // 2]:.1f} ms from "
                          f"{a.by_load.upper[-1]:g})")
         if self.shapes_trace:
             text += (f"; +{self.request_overhead_ms:.2f} ms per request; front {self.front.delay_ms:.2f} ms"

@@ -8,13 +8,16 @@ every number):
   slope against the function's configured memory (clipped at 0; the per-function medians are
   what is fitted, so a busy function does not dominate);
 - the load-dependent cold start (``by_load``, from the router's trace of each run): the cold
-  starts' quantiles per bucket of the requests in flight at the router when the cold request
-  arrived (arrived, not finished). Why that measure: live, the cold start grows from ms to
-  seconds under load while the node's own instantiation stays ~0.1 ms; the spawn queues with
-  the work in flight for the CPU and the wasm threads. On ~21,000 cold starts of 47 runs
-  (2026-12-02, load 1-16) buckets of in-flight requests explained 78% of the variance of
-  log(cold start), buckets of the spawns in the preceding second 65% (0.5 s: 56%, 2 s: 67%);
-  each calibration records both in ``by_load.fit``;
+  starts' quantiles per bucket of a load measure at the spawn (``load_measure``,
+  wlsim.config.LoadColdStart): the requests in flight at the router when the cold request
+  arrived (``in_flight``, the default of ``wl calibrate``), or the cold starts decided in the
+  50 ms before (``spawns_50ms``, the session profile's). Live, the cold start grows under load
+  while the node's own instantiation stays ~0.1 ms: the spawn queues with other work for the CPU
+  and the wasm threads. On ~21,000 cold starts of 47 runs on a loaded machine (2026-12-02, load
+  1-16) buckets of in-flight requests explained 78% of the variance of log(cold start), of the
+  spawns in the preceding second 65%; on a quiet machine in an hourly burst at x15 (session 8)
+  spawns in 50 ms explained 52%, requests in flight 5%. Each calibration records both measures'
+  fit in ``by_load.fit``;
 - per-request overhead: the time the router saw the instance busy minus the duration the
   request asked the synthetic function for (instantiation of the ABI 1 module, the call);
 - the HTTP front: ``delay_ms`` and ``per_request_ms`` of the FIFO model in wlsim.profile,
@@ -22,12 +25,13 @@ every number):
 - the client's response path: client latency minus the router's own part, median.
 
 ``session_profile`` runs the bundled ``wl`` profile's recipe now, on fresh platforms of this
-machine, and fits from it (``--profile session`` of ``wl fidelity``, bench/fidelity.py and
-bench/learned_live.py): a profile belongs to a machine and a moment. Measured 2026-12-02: the
-bundled profile (another VM, the day before) had cold start p50 2.9 ms, this machine's live runs
-1.4-1.5 ms; the learned policy prices keep-alive with the cold start it sees, so it kills after
-every execution live at 1.4 ms and keeps some alive at 2.9 ms, and the stale profile made the
-simulator's cold starts 21-33% too few while the recorded live cold starts gave 0 to -4.3%.
+machine, with an hourly burst of the Azure day at x15 added, and fits from it (``--profile
+session`` of ``wl fidelity``, bench/fidelity.py and bench/learned_live.py): a profile belongs to
+a machine and a moment. Measured 2026-12-02: the bundled profile (another VM, the day before) had
+cold start p50 2.9 ms, this machine's live runs 1.4-1.5 ms; the learned policy prices keep-alive
+with the cold start it sees, so it kills after every execution live at 1.4 ms and keeps some alive
+at 2.9 ms, and the stale profile made the simulator's cold starts 21-33% too few while the
+recorded live cold starts gave 0 to -4.3%. Why the burst: see ``SESSION_BURST_MINUTES``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from wl.loop.load import LoadError, LoadResult
+from wlsim.config import IN_FLIGHT, SPAWN_WINDOW_MS, SPAWNS_50MS
 from wlsim.profile import (
     AbiColdStart,
     ClientSpec,
@@ -101,17 +106,18 @@ def fit_front(sent_ms: np.ndarray, router_ms: np.ndarray) -> tuple[float, float,
     return best
 
 
-# Bucket bounds tried for by_load (requests in flight); a bucket with fewer than
-# LOAD_MIN_SAMPLES cold starts is merged into the one below it.
-LOAD_UPPER = (10, 25, 50, 100, 150, 200, 300, 400, 500)
+# Bucket bounds tried for by_load, per load measure (wlsim.config.LoadColdStart); a bucket with
+# fewer than LOAD_MIN_SAMPLES cold starts is merged into the one below it.
+LOAD_UPPER = {IN_FLIGHT: (10, 25, 50, 100, 150, 200, 300, 400, 500), SPAWNS_50MS: (1, 2, 3, 5, 10, 20)}
 LOAD_MIN_SAMPLES = 30
 QUANTILE_PROBS = range(0, 101, 5)
 
 
 def load_cold_samples(results: Sequence[LoadResult]) -> pd.DataFrame:
-    """Cold requests of the runs with a router trace: ``in_flight`` (requests at the router,
-    arrived and not finished, the cold one included, when it arrived), ``spawns_1s`` (cold
-    requests in the preceding second, the alternative load measure) and ``cold_ms``."""
+    """Cold requests of the runs with a router trace, with both load measures at their spawn:
+    ``in_flight`` (requests at the router, arrived and not finished, the cold one included,
+    when it arrived), ``spawns_50ms`` (cold starts decided in the 50 ms before its own, which is
+    decided at its arrival plus its wait: the simulator's moment of the spawn) and ``cold_ms``."""
     parts = []
     for r in results:
         rec = r.recorded
@@ -122,16 +128,19 @@ def load_cold_samples(results: Sequence[LoadResult]) -> pd.DataFrame:
         arrival = rec["arrival_ms"].to_numpy(float)
         end = (arrival + rec["wait_ms"].fillna(0).to_numpy(float) + rec["cold_start_ms"].fillna(0).to_numpy(float)
                + rec["exec_ms"].fillna(0).to_numpy(float))
-        cold = rec[rec["cold"].fillna(False).astype(bool)].sort_values("arrival_ms", kind="stable")
+        cold = rec[rec["cold"].fillna(False).astype(bool)]
         t = cold["arrival_ms"].to_numpy(float)
         in_flight = (np.searchsorted(np.sort(arrival), t, "right") - np.searchsorted(np.sort(end), t, "right"))
-        spawns = np.arange(len(t)) - np.searchsorted(t, t - 1000.0, "left")
+        decided = t + cold["wait_ms"].fillna(0).to_numpy(float)
+        order = np.argsort(decided, kind="stable")
+        spawns = np.empty(len(t), dtype=np.int64)
+        spawns[order] = np.arange(len(t)) - np.searchsorted(decided[order], decided[order] - SPAWN_WINDOW_MS, "left")
         parts.append(pd.DataFrame({"function": cold["function"].to_numpy(),
                                    "memory_mb": cold["memory_mb"].to_numpy(float),
-                                   "in_flight": in_flight, "spawns_1s": spawns,
+                                   IN_FLIGHT: in_flight, SPAWNS_50MS: spawns,
                                    "cold_ms": cold["cold_start_ms"].to_numpy(float)}))
     return (pd.concat(parts, ignore_index=True) if parts
-            else pd.DataFrame(columns=["function", "memory_mb", "in_flight", "spawns_1s", "cold_ms"]))
+            else pd.DataFrame(columns=["function", "memory_mb", IN_FLIGHT, SPAWNS_50MS, "cold_ms"]))
 
 
 def _bucket_bounds(x: np.ndarray, candidates: Sequence[float], min_samples: int) -> list[float]:
@@ -161,26 +170,32 @@ def bucket_fit(x: np.ndarray, cold_ms: np.ndarray, bounds: Sequence[float]) -> d
             "mean_abs_error_ms": round(float(np.mean(np.abs(cold_ms - median))), 2)}
 
 
-def fit_load_buckets(samples: pd.DataFrame, candidates: Sequence[float] = LOAD_UPPER,
+def fit_load_buckets(samples: pd.DataFrame, measure: str = IN_FLIGHT, candidates: Sequence[float] | None = None,
                      min_samples: int = LOAD_MIN_SAMPLES) -> LoadBuckets | None:
-    """The by_load table from ``load_cold_samples``; None when the runs never left the first
-    bucket (no load to model: the profile's plain quantiles say it all)."""
-    x, cold = samples["in_flight"].to_numpy(float), samples["cold_ms"].to_numpy(float)
-    bounds = _bucket_bounds(x, candidates, min_samples)
+    """The by_load table keyed by ``measure`` from ``load_cold_samples`` (``candidates``: the
+    bounds tried, default ``LOAD_UPPER[measure]``); None when the runs never left the first
+    bucket (no load to model: the profile's plain quantiles say it all). ``fit`` records how
+    well each measure's buckets explain the samples."""
+    x, cold = samples[measure].to_numpy(float), samples["cold_ms"].to_numpy(float)
+    bounds = _bucket_bounds(x, LOAD_UPPER[measure] if candidates is None else candidates, min_samples)
     if not bounds:
         return None
     bucket = np.searchsorted(np.asarray(bounds), x, "right")
     tables = [[round(float(q), 3) for q in np.percentile(cold[bucket == k], QUANTILE_PROBS)]
               for k in range(len(bounds) + 1)]
-    spawn_bounds = _bucket_bounds(samples["spawns_1s"].to_numpy(float), (5, 10, 25, 50, 100, 200), min_samples)
-    fit = {"in_flight": bucket_fit(x, cold, bounds),
-           "spawns_1s (alternative, not used)": bucket_fit(samples["spawns_1s"].to_numpy(float), cold, spawn_bounds)}
-    return LoadBuckets(upper=bounds, quantiles_ms=tables, samples=np.bincount(bucket, minlength=len(tables)).tolist(),
-                       fit=fit)
+    fit = {}
+    for m in LOAD_UPPER:
+        xm = samples[m].to_numpy(float)
+        fit[m if m == measure else f"{m} (alternative, not used)"] = bucket_fit(
+            xm, cold, bounds if m == measure else _bucket_bounds(xm, LOAD_UPPER[m], min_samples))
+    return LoadBuckets(measure=measure, upper=bounds, quantiles_ms=tables,
+                       samples=np.bincount(bucket, minlength=len(tables)).tolist(), fit=fit)
 
 
-def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -> Profile:
-    """Fit a profile from load runs; raises LoadError when there is nothing valid to fit."""
+def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "",
+              load_measure: str = IN_FLIGHT) -> Profile:
+    """Fit a profile from load runs (``load_measure``: what its by_load table is keyed by,
+    wlsim.config.LoadColdStart); raises LoadError when there is nothing valid to fit."""
     valid = [r for r in results if r.info.get("valid")]
     if not valid:
         why = "; ".join(r.info.get("invalid_because", "?") for r in results) or "no runs given"
@@ -191,10 +206,10 @@ def calibrate(results: Sequence[LoadResult], name: str = "wl", note: str = "") -
     x = cold["cold_ms"].to_numpy(float)
     p10, p50, p90, p99 = (float(v) for v in np.percentile(x, [10, 50, 90, 99]))
     loaded = load_cold_samples(valid)
-    by_load = fit_load_buckets(loaded)
+    by_load = fit_load_buckets(loaded, load_measure)
     # The memory slope from unloaded spawns only, when there are enough: under load a function's
     # median is its share of the bursts, not its memory's cost.
-    quiet = loaded[loaded["in_flight"] < by_load.upper[0]] if by_load is not None else loaded.iloc[0:0]
+    quiet = loaded[loaded[load_measure] < by_load.upper[0]] if by_load is not None else loaded.iloc[0:0]
     base, per_mb = fit_memory_slope(quiet if len(quiet) >= LOAD_MIN_SAMPLES else cold)
 
     records = pd.concat([_ok(r.records).assign(run=i) for i, r in enumerate(valid)], ignore_index=True)
@@ -264,7 +279,8 @@ def probe_plan(seed: int = 0, functions: int = 6, seconds: float = 30.0) -> Any:
     return plan_load(table, speed=1.0, duration_scale=1.0, source="calibration probe")
 
 
-# --profile session: the bundled wl profile's recipe (wlsim/profiles/wl.json, measured.note), run now
+# --profile session: the bundled wl profile's recipe (wlsim/profiles/wl.json, measured.note), run
+# now, plus an hourly burst at the fidelity benchmark's speed
 SESSION = "session"
 SESSION_POLICY = "fixed_ttl:ttl_ms=2000"
 SESSION_TRACE = "traces/azure2019/40"
@@ -275,30 +291,46 @@ SESSION_MINUTES, SESSION_SPEED = (1081, 1082), 4.0
 # requests are longer than 10 s, and a sleeping request holds no CPU, so the cap shortens the
 # wait, not the spawns the profile is fitted from.
 SESSION_MAX_DURATION_MS = 10_000.0
+# The burst: 17:00's two minutes of the Azure day (its 11 functions, 1,233 requests) at
+# x15, 8 s. The day has a burst at each hour (minute 1081, 18:00, opens the fidelity slice: ~270
+# requests/s at x15, 5x the slice's mean); without one at that rate the profile knew cold starts
+# at ~60 requests/s only, and the burst's are 2-4x slower (2026-12-02, session 8: ~3 ms after
+# it, 5-14 ms in it). A policy that prices keep-alive with the cold starts it sees (the learned
+# one) then kept fewer instances in the simulator than live after the burst: +6.9% and +9.5%
+# cold starts in two fidelity runs of four, within +-2% in the same runs fitted with this one.
+SESSION_BURST_MINUTES, SESSION_BURST_SPEED, SESSION_BURST_FUNCTIONS = (1021, 1022), 15.0, 20
+SESSION_BURST_MAX_DURATION_MS = 1000.0
+# What the session profile's by_load is keyed by (wlsim.config.LoadColdStart): on this quiet
+# machine the burst's slow cold starts follow the spawns just before (R2 of log 0.52) and not the
+# requests in flight (0.05), which at x4 are mostly sleeping requests.
+SESSION_LOAD_MEASURE = SPAWNS_50MS
 
 
 def session_plans(trace: str = SESSION_TRACE) -> list[LoadPlan]:
-    """The two loads the bundled ``wl`` profile was fitted from: the probe (30 s, 6 functions of
-    64 MB-2 GB in bursts around the TTL) and 2 minutes of the Azure day at x4 (30 s of sends,
-    durations capped at ``SESSION_MAX_DURATION_MS``)."""
+    """The three loads of a session calibration: the bundled ``wl`` profile's two, the probe
+    (30 s, 6 functions of 64 MB-2 GB in bursts around the TTL) and 2 minutes of the Azure day
+    at x4 (30 s of sends, durations capped at ``SESSION_MAX_DURATION_MS``), and an hourly burst
+    at x15 (``SESSION_BURST_*``: 8 s)."""
     from wl.loop.load import plan_load
     from wlsim.traces import read_trace
 
     table = read_trace(trace, seed=0, start_minute=SESSION_MINUTES[0], end_minute=SESSION_MINUTES[1])
-    return [probe_plan(), plan_load(table, speed=SESSION_SPEED, max_duration_ms=SESSION_MAX_DURATION_MS,
-                                    source=trace)]
+    burst = read_trace(trace, seed=0, start_minute=SESSION_BURST_MINUTES[0], end_minute=SESSION_BURST_MINUTES[1])
+    return [probe_plan(), plan_load(table, speed=SESSION_SPEED, max_duration_ms=SESSION_MAX_DURATION_MS, source=trace),
+            plan_load(burst, speed=SESSION_BURST_SPEED, max_duration_ms=SESSION_BURST_MAX_DURATION_MS,
+                      functions=SESSION_BURST_FUNCTIONS, source=trace)]
 
 
 def session_profile(*, plans: Sequence[LoadPlan] | None = None, policy: str = SESSION_POLICY, nodes: int = 1,
                     workers: int = 200, max_lateness_ms: float = 50.0, out: str | Path | None = None,
                     log: Callable[[str], Any] = print) -> Profile:
-    """Calibrate now: each plan (default ``session_plans()``, ~80 s in all) on a fresh platform
+    """Calibrate now: each plan (default ``session_plans()``, ~90 s in all) on a fresh platform
     (``wl.loop.fidelity.run_policy_live``: code warmed, then ``policy``), and a profile named
-    ``session`` fitted from the runs, load-blind like the bundled ``wl`` (no ``by_load``), written
-    to ``out`` when given, with the runs next to it (``calibration-1``, ...: LoadResult folders,
-    e.g. to compare their cold starts with a policy's live ones). Raises LoadError at the first
-    run that is not valid (a late driver distorts every timing the profile would hold), naming it
-    and why."""
+    ``session`` fitted from the runs, its load-dependent cold start keyed by the spawns of the
+    50 ms before (``SESSION_LOAD_MEASURE``), written to ``out`` when given, with the runs next to
+    it (``calibration-1``, ...: LoadResult folders, e.g. to compare their cold starts with a
+    policy's live ones). Raises LoadError at the first run that is not valid (a late driver
+    distorts every timing the profile would hold), naming it and why."""
     from wl.loop.fidelity import run_policy_live
 
     runs = []
@@ -313,20 +345,17 @@ def session_profile(*, plans: Sequence[LoadPlan] | None = None, policy: str = SE
         runs.append(run)
     load_after = os.getloadavg()[0]
     note = (f"session calibration (wl.loop.calibrate.session_profile): the bundled wl profile's recipe "
-            f"(durations of the trace run capped at {SESSION_MAX_DURATION_MS / 1000:g} s), "
+            f"(durations of the trace run capped at {SESSION_MAX_DURATION_MS / 1000:g} s) and an hourly burst "
+            f"(minutes {SESSION_BURST_MINUTES[0]}-{SESSION_BURST_MINUTES[1]} at x{SESSION_BURST_SPEED:g}), "
             f"{len(runs)} runs on fresh {nodes}-node platforms ({workers} wasm threads, code warmed) under {policy}; "
-            f"load average (1 min) {load_before:.1f} before, {load_after:.1f} after; load-blind (no by_load)")
-    profile = _load_blind(calibrate(runs, name=SESSION, note=note))
+            f"load average (1 min) {load_before:.1f} before, {load_after:.1f} after; by_load keyed by "
+            f"{SESSION_LOAD_MEASURE}")
+    profile = calibrate(runs, name=SESSION, note=note, load_measure=SESSION_LOAD_MEASURE)
     if out is not None:
         profile.write(out)
         for k, run in enumerate(runs):
             run.write(Path(out).parent / f"calibration-{k + 1}")
     return profile
-
-
-def _load_blind(profile: Profile) -> Profile:
-    by_abi = {abi: a.model_copy(update={"by_load": None}) for abi, a in profile.cold_start.by_abi.items()}
-    return profile.model_copy(update={"cold_start": profile.cold_start.model_copy(update={"by_abi": by_abi})})
 
 
 def profile_for(spec: str, out_dir: str | Path, **session: Any) -> Profile:

@@ -4,6 +4,7 @@ commands so ``wl`` starts fast."""
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +35,14 @@ TouchOpt = Annotated[float, typer.Option("--touch-mb-cap", min=0.0,
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the trace loader's sampling.")]
 ProfileOpt = Annotated[str, typer.Option("--profile", help="Simulator platform profile: wl, container, a file, "
                                                            "or session: calibrate on fresh platforms of this machine "
-                                                           "now (~80 s, written to the output folder).")]
+                                                           "now (~100 s, written to the output folder).")]
+
+
+
+class LoadMeasure(StrEnum):
+    """wlsim.config.LOAD_MEASURES (named here so ``wl`` starts without importing the simulator)."""
+    in_flight = "in_flight"
+    spawns_50ms = "spawns_50ms"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -126,6 +134,9 @@ def calibrate_cmd(
     name: Annotated[str, typer.Option("--name", help="Profile name.")] = "wl",
     out: Annotated[Path, typer.Option("--out", "-o", help="Profile file to write.")] = Path("wl-profile.json"),
     max_lateness_ms: LateOpt = 50.0,
+    load_measure: Annotated[LoadMeasure, typer.Option(
+        "--load-measure", help="What the load-dependent cold start (by_load) is keyed by: the requests in flight "
+        "at the spawn, or the cold starts decided in the 50 ms before (a session profile's).")] = LoadMeasure.in_flight,
 ) -> None:
     """Fit a platform profile for the simulator from live load runs (or a probe load)."""
     console = make_console()
@@ -142,7 +153,7 @@ def calibrate_cmd(
             results.append(run_load(base_url, found, plan, deploy_synthetic=True, max_lateness_ms=max_lateness_ms))
         if not results:
             raise LoadError("nothing to calibrate from: give wl load output folders, or --probe with --url")
-        profile = calibrate(results, name=name)
+        profile = calibrate(results, name=name, load_measure=load_measure.value)
     except _errors() as e:
         raise _fail(str(e)) from None
     profile.write(out)
