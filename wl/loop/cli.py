@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from wlsim.cli import make_console
+from wlsim.config import IN_FLIGHT, LOAD_MEASURES
 
 TraceArg = Annotated[str, typer.Argument(help="Trace: canonical .parquet/.csv, Azure 2019 prefix "
                                               "(traces/azure2019/40), Azure 2021 CSV, or a recorded live trace.")]
@@ -37,12 +38,9 @@ ProfileOpt = Annotated[str, typer.Option("--profile", help="Simulator platform p
                                                            "or session: calibrate on fresh platforms of this machine "
                                                            "now (~100 s, written to the output folder).")]
 
-
-
-class LoadMeasure(StrEnum):
-    """wlsim.config.LOAD_MEASURES (named here so ``wl`` starts without importing the simulator)."""
-    in_flight = "in_flight"
-    spawns_50ms = "spawns_50ms"
+# What a profile's load-dependent cold start can be keyed by (wlsim.config.LoadColdStart.measure)
+LoadMeasure = StrEnum("LoadMeasure", {m: m for m in LOAD_MEASURES})
+DEFAULT_LOAD_MEASURE = LoadMeasure(IN_FLIGHT)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -136,7 +134,7 @@ def calibrate_cmd(
     max_lateness_ms: LateOpt = 50.0,
     load_measure: Annotated[LoadMeasure, typer.Option(
         "--load-measure", help="What the load-dependent cold start (by_load) is keyed by: the requests in flight "
-        "at the spawn, or the cold starts decided in the 50 ms before (a session profile's).")] = LoadMeasure.in_flight,
+        "at the spawn, or the cold starts decided in the 50 ms before (a session profile's).")] = DEFAULT_LOAD_MEASURE,
 ) -> None:
     """Fit a platform profile for the simulator from live load runs (or a probe load)."""
     console = make_console()
