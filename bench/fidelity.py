@@ -3,8 +3,7 @@ the bundled Azure day with 20 functions, replayed live at ``--speed`` (15: ~56 r
 
     .venv/bin/python bench/fidelity.py [--speed 15] [--start-minute 1081] [--minutes 10]
         [--policies fixed_ttl:ttl_ms=2000,default,hybrid_histogram,learned:examples/learned/azure40]
-        [--profile session] [--no-bracket] [--also-profiles wl-load] [--max-duration-ms 1000]
-        [--out results/fidelity-bench]
+        [--profile session] [--also-profiles wl-load] [--max-duration-ms 1000] [--out results/fidelity-bench]
 
 The simulator's profile (``--profile``, default ``session``) is calibrated in the same session:
 before the policies run, the bundled ``wl`` profile's recipe (``wl.loop.calibrate.session_profile``:
@@ -12,11 +11,7 @@ the 30 s probe and 2 minutes of the Azure day at x4, durations capped at 10 s) a
 at x15 (8 s; the slice opens with 18:00's), each on a fresh platform under fixed_ttl:ttl_ms=2000,
 ~100 s in all, is run on this machine now and fitted (cold starts by the spawns of the 50 ms
 before), written to ``<out>/profile-session.json`` (the runs beside it, ``calibration-1/2/3``)
-and used for every policy. After the policies the calibration runs again (``calibration-4/5/6``)
-and the profile is fitted from both, before and after (``--no-bracket``: not), so a drift of the
-machine's speed during the ~8 minutes of live runs is averaged, not taken at its start: the
-prediction made from the calibration before alone stays in also.json as ``session-before``
-(``profile-session-before.json``). The bundled ``wl`` is then added to
+and used for every policy; the bundled ``wl`` is then added to
 ``--also-profiles`` so the report shows both. Why: a profile belongs to a machine and a moment
 (2026-12-02: the bundled one had cold start p50 2.9 ms, this machine's live runs 1.4-1.5 ms, and
 the learned policy, which prices keep-alive with the cold start it sees, was predicted 21-33%
@@ -68,7 +63,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -99,8 +93,6 @@ def main() -> None:
                     "model, fitted leave-one-out on the session's other policies (wl.loop.slowdown)")
     ap.add_argument("--slowdown-from", type=Path, default=None, help="with --slowdown: also fit it on an earlier "
                     "session's output folder (its live-*/recorded.parquet) and check it on this one")
-    ap.add_argument("--no-bracket", dest="bracket", action="store_false", help="with --profile session: do not "
-                    "calibrate again after the policies (the profile is then the calibration before them alone)")
     ap.add_argument("--max-lateness-ms", type=float, default=50.0)
     ap.add_argument("--nodes", type=int, default=1, help="nodes of each live platform")
     ap.add_argument("--workers", type=int, default=200, help="wasm threads per node (at most 255): an executing "
@@ -153,9 +145,6 @@ def main() -> None:
                        nodes=args.nodes, workers=args.workers, log=console.print, keep=args.out)
     load_after = os.getloadavg()
     console.print(f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
-    if args.profile == SESSION and args.bracket:
-        results, profile = bracketed(results, profile, args, also_profiles, console)
-        cold = cold_start_summary(profile)
     for f in results if args.seeds > 0 else []:
         f.conditioning = c = conditioning(f.load, f.policy, profile, synthetic_code_bytes(), seeds=args.seeds)
         if c:
@@ -170,8 +159,6 @@ def main() -> None:
     write_report(results, args.out, {"trace": args.trace, "start_minute": args.start_minute,
                                      "minutes": args.minutes, "speed": args.speed,
                                      "profile": profile.model_dump(),
-                                     **({"profile_before": also_profiles["session-before"].model_dump()}
-                                        if "session-before" in also_profiles else {}),
                                      "load_average_before_after": [load_before, load_after]})
     console.print(fidelity_table(results))
     verdicts = []
@@ -214,36 +201,6 @@ def main() -> None:
                           f"instances {100 * row['error_mean_instances']:+6.1f}%")
         (args.out / "slowdown.json").write_text(json.dumps(checked, indent=2, default=str) + "\n")
     console.print(f"results in {args.out}")
-
-
-def bracketed(results: list, before: Any, args: argparse.Namespace, also_profiles: dict, console: Any) -> tuple:
-    """The calibration run again after the policies and fitted together with the one before
-    (``wl.loop.calibrate.session_profile(earlier=...)``): the machine drifts within minutes
-    (2026-12-02, session 8: calibrations' cold-start p50 2.8 to 4.8 ms within 40 minutes), and
-    the learned policy's prediction moves with the level. Each policy is compared again with it;
-    the calibration before alone becomes the ``session-before`` line of also.json. If the second
-    calibration fails, the first one stands and the report says so."""
-    from wl.loop.calibrate import calibration_runs, cold_start_summary, session_profile
-    from wl.loop.fidelity import compare_run
-    from wl.loop.load import LoadError
-    from wlsim.profile import synthetic_code_bytes
-
-    console.print("calibrating again after the policies (--no-bracket to skip): the profile is fitted from both")
-    try:
-        profile = session_profile(earlier=calibration_runs(args.out), out=args.out / "profile-session.json",
-                                  max_lateness_ms=args.max_lateness_ms, nodes=args.nodes, workers=args.workers,
-                                  log=console.print)
-    except LoadError as error:
-        console.print(f"the calibration after the policies failed ({error}): the report uses the one before alone")
-        return results, before
-    before.write(args.out / "profile-session-before.json")
-    cold = cold_start_summary(profile)
-    console.print(f"profile session (before and after): cold start p50 {_ms(cold['p50_ms'])}, p90 "
-                  f"{_ms(cold['p90_ms'])}, p99 {_ms(cold['p99_ms'])} ms; the one before alone: "
-                  f"{_ms(cold_start_summary(before)['p50_ms'])} ms p50")
-    also_profiles["session-before"] = before
-    code_bytes = synthetic_code_bytes()
-    return [compare_run(f.load, f.policy, profile, code_bytes) for f in results], profile
 
 
 def _ms(v: float | None) -> str:

@@ -239,24 +239,3 @@ def test_a_spawn_counts_from_when_it_was_decided_its_arrival_plus_its_wait() -> 
                              "status": "ok"})
     samples = load_cold_samples([SimpleNamespace(recorded=recorded)])
     assert samples.set_index("function")["spawns_50ms"].to_dict() == {"x": 2, "y": 0, "z": 1}
-
-
-def test_a_calibration_after_is_fitted_with_the_one_before_and_numbered_after_it(tmp_path, monkeypatch) -> None:
-    import wl.loop.fidelity as fidelity_module
-    from wl.loop.calibrate import calibration_runs, probe_plan, session_profile
-
-    monkeypatch.setattr(fidelity_module, "run_policy_live", lambda plan, policy, **kwargs: _hand_made_run())
-    out = tmp_path / "profile-session.json"
-    before = session_profile(plans=[probe_plan(functions=2, seconds=2)], out=out, log=lambda m: None)
-    assert before.measured["runs"] == 1 and (tmp_path / "calibration-1").is_dir()
-    (tmp_path / "calibration-notes").mkdir()                 # not a run: calibration_runs leaves it out
-    earlier = calibration_runs(tmp_path)
-    assert len(earlier) == 1 and earlier[0].recorded["cold_start_ms"].tolist() == \
-        _hand_made_run().recorded["cold_start_ms"].tolist()
-    after = session_profile(plans=[probe_plan(functions=2, seconds=2)] * 2, earlier=earlier, out=out,
-                            log=lambda m: None)
-    assert after.measured["runs"] == 3 and after.cold_start.by_abi["wasi-command"].samples == 3 * 80
-    assert "runs 1-1 before the runs it is for, 2-3 after them" in after.measured["note"]
-    assert [p.name for p in sorted(tmp_path.glob("calibration-?"))] == ["calibration-1", "calibration-2",
-                                                                         "calibration-3"]
-    assert len(calibration_runs(tmp_path)) == 3 and load_profile(str(out)) == after

@@ -323,50 +323,39 @@ def session_plans(trace: str = SESSION_TRACE) -> list[LoadPlan]:
 
 def session_profile(*, plans: Sequence[LoadPlan] | None = None, policy: str = SESSION_POLICY, nodes: int = 1,
                     workers: int = 200, max_lateness_ms: float = 50.0, out: str | Path | None = None,
-                    earlier: Sequence[LoadResult] = (), log: Callable[[str], Any] = print) -> Profile:
+                    log: Callable[[str], Any] = print) -> Profile:
     """Calibrate now: each plan (default ``session_plans()``, ~100 s in all) on a fresh platform
     (``wl.loop.fidelity.run_policy_live``: code warmed, then ``policy``), and a profile named
     ``session`` fitted from the runs, its load-dependent cold start keyed by the spawns of the
     50 ms before (``SESSION_LOAD_MEASURE``), written to ``out`` when given, with the runs next to
     it (``calibration-1``, ...: LoadResult folders, e.g. to compare their cold starts with a
-    policy's live ones). ``earlier``: runs of a calibration made before (``calibration_runs``),
-    fitted together with these, which are numbered after them: a calibration before and one
-    after the runs it is for bracket the machine's drift (bench/fidelity.py). Raises LoadError at
-    the first run that is not valid (a late driver distorts every timing the profile would
-    hold), naming it and why."""
+    policy's live ones). Raises LoadError at the first run that is not valid (a late driver
+    distorts every timing the profile would hold), naming it and why."""
     from wl.loop.fidelity import run_policy_live
 
-    runs = list(earlier)
+    runs = []
     load_before = os.getloadavg()[0]
-    for k, plan in enumerate(session_plans() if plans is None else plans, start=len(runs) + 1):
+    for k, plan in enumerate(session_plans() if plans is None else plans):
         run = run_policy_live(plan, policy, nodes=nodes, workers=workers, max_lateness_ms=max_lateness_ms,
-                              log=lambda m, k=k: log(f"calibration run {k}:{m}"))
+                              log=lambda m, k=k: log(f"calibration run {k + 1}:{m}"))
         if not run.info.get("valid"):
-            raise LoadError(f"session calibration: run {k} ({run.info.get('trace') or plan.source}) is not "
+            raise LoadError(f"session calibration: run {k + 1} ({run.info.get('trace') or plan.source}) is not "
                             f"valid: {run.info.get('invalid_because', '?')}; the machine is too busy to calibrate "
                             f"on now (retry when it is quiet, or pass --profile wl or a profile file)")
         runs.append(run)
     load_after = os.getloadavg()[0]
-    bracket = (f"; runs 1-{len(earlier)} before the runs it is for, {len(earlier) + 1}-{len(runs)} after them"
-               if earlier else "")
     note = (f"session calibration (wl.loop.calibrate.session_profile): the bundled wl profile's recipe "
             f"(durations of the trace run capped at {SESSION_MAX_DURATION_MS / 1000:g} s) and an hourly burst "
             f"(minutes {SESSION_BURST_MINUTES[0]}-{SESSION_BURST_MINUTES[1]} at x{SESSION_BURST_SPEED:g}), "
-            f"{len(runs)} runs on fresh {nodes}-node platforms ({workers} wasm threads, code warmed) under {policy}"
-            f"{bracket}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after the last "
-            f"{len(runs) - len(earlier)}; by_load keyed by {SESSION_LOAD_MEASURE}")
+            f"{len(runs)} runs on fresh {nodes}-node platforms ({workers} wasm threads, code warmed) under {policy}; "
+            f"load average (1 min) {load_before:.1f} before, {load_after:.1f} after; by_load keyed by "
+            f"{SESSION_LOAD_MEASURE}")
     profile = calibrate(runs, name=SESSION, note=note, load_measure=SESSION_LOAD_MEASURE)
     if out is not None:
         profile.write(out)
-        for k, run in enumerate(runs[len(earlier):], start=len(earlier) + 1):
-            run.write(Path(out).parent / f"calibration-{k}")
+        for k, run in enumerate(runs):
+            run.write(Path(out).parent / f"calibration-{k + 1}")
     return profile
-
-
-def calibration_runs(folder: str | Path) -> list[LoadResult]:
-    """The runs ``session_profile`` wrote in ``folder`` (``calibration-1``, ``-2``, ...), in order."""
-    found = [p for p in Path(folder).glob("calibration-*") if p.name.removeprefix("calibration-").isdigit()]
-    return [LoadResult.read(p) for p in sorted(found, key=lambda p: int(p.name.removeprefix("calibration-")))]
 
 
 def profile_for(spec: str, out_dir: str | Path, **session: Any) -> Profile:
